@@ -1,0 +1,3 @@
+from semanticdraw_cli.cli import main
+
+main()
