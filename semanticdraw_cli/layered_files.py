@@ -1,0 +1,295 @@
+"""Read layered drawings (.psd, .ora) into a flat, bottom-first list of visible layers clipped to the canvas.
+
+Only pixels and geometry: what the layers mean (regions, background) is decided in `layers`.
+"""
+
+from __future__ import annotations
+
+import io
+import xml.etree.ElementTree as ET
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from semanticdraw_cli import defaults
+from semanticdraw_cli.errors import Problem, SceneError
+
+Box = tuple[int, int, int, int]  # left, top, right, bottom in canvas pixels (right/bottom exclusive)
+
+ORA_MIMETYPE = "image/openraster"
+MAX_STACK_XML_BYTES = 16 * 1024 * 1024
+PSD_MODES = {"RGB", "GRAYSCALE"}  # read as RGBA; grayscale is converted (gray copied to R, G and B)
+PSD_DEPTHS = {8, 16}  # 16-bit channels are reduced to 8 bits, finer than masks need
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One visible pixel layer, cut to the part that lies on the canvas."""
+
+    name: str  # the layer's own name
+    where: str  # group path for messages, e.g. "trees/oak"
+    rgba: np.ndarray  # (h, w, 4) uint8: the layer inside `box`
+    box: Box  # where `rgba` lies on the canvas
+
+    def alpha_on_canvas(self, width: int, height: int) -> np.ndarray:
+        """The layer's alpha placed at its offset on a canvas-size array, (H, W) float32 in [0, 1]."""
+        out = np.zeros((height, width), np.float32)
+        left, top, right, bottom = self.box
+        out[top:bottom, left:right] = self.rgba[..., 3] / np.float32(255)
+        return out
+
+    def covers(self, width: int, height: int) -> bool:
+        """Fully opaque over the whole canvas."""
+        return self.box == (0, 0, width, height) and bool((self.rgba[..., 3] == 255).all())
+
+
+@dataclass(frozen=True)
+class Document:
+    width: int
+    height: int
+    layers: tuple[Layer, ...]  # bottom first
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A layer found in the file, before its pixels are decoded."""
+
+    name: str
+    where: str
+    box: Box  # the layer's full extent on the canvas, possibly beyond it; empty for a layer without pixels
+    read: Callable[[Box], Image.Image]  # pixels of a canvas box inside `box`, any Pillow mode with alpha
+
+
+def read_document(path: Path) -> Document:
+    """Dispatch on the suffix; every problem with the file raises SceneError."""
+    suffix = path.suffix.lower()
+    if suffix == ".psd":
+        return _read_psd(path)
+    if suffix == ".ora":
+        return _read_ora(path)
+    raise SceneError([Problem(str(path), "", f"unknown layered file type {suffix!r}", hint="use .psd or .ora")])
+
+
+def canvas_problems(file: str, width: int, height: int) -> list[Problem]:
+    """The document size must be a canvas: a multiple of 8 within the size limits."""
+    m = defaults.CANVAS_MULTIPLE
+    if width <= 0 or height <= 0:
+        return [Problem(file, "canvas", f"document size {width}x{height} is empty")]
+    if max(width, height) > defaults.MAX_CANVAS_SIDE or width * height > defaults.MAX_CANVAS_PIXELS:
+        limit = f"at most {defaults.MAX_CANVAS_SIDE} px a side and {defaults.MAX_CANVAS_PIXELS} px in all"
+        return [Problem(file, "canvas", f"document size {width}x{height} is too large ({limit})")]
+    if width % m or height % m:
+        near = f"{max(m, round(width / m) * m)}x{max(m, round(height / m) * m)}"
+        return [
+            Problem(
+                file, "canvas", f"document size {width}x{height} is not a multiple of {m}",
+                hint=f"resize the canvas to {near}",
+            )
+        ]
+    return []
+
+
+def _decode(file: str, width: int, height: int, entries: list[_Entry]) -> Document:
+    """Clip every layer to the canvas and decode its pixels; collect every problem before raising."""
+    problems = canvas_problems(file, width, height)
+    if len(entries) > defaults.MAX_REGIONS + 1:  # one may be the background
+        problems.append(
+            Problem(file, "", f"{len(entries)} visible layers; at most {defaults.MAX_REGIONS} regions are allowed")
+        )
+    if problems:
+        raise SceneError(problems)
+    layers = []
+    for entry in entries:
+        try:
+            layers.append(_decode_entry(file, width, height, entry))
+        except SceneError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise SceneError(problems)
+    if not layers:
+        raise SceneError([Problem(file, "", "no visible layers", hint="draw one layer per region, named by its prompt")])
+    return Document(width, height, tuple(layers))
+
+
+def _decode_entry(file: str, width: int, height: int, entry: _Entry) -> Layer:
+    key = f"layer {entry.where!r}"
+    left, top, right, bottom = entry.box
+    if right <= left or bottom <= top:  # no pixels at all: an empty region
+        return Layer(entry.name, entry.where, np.zeros((0, 0, 4), np.uint8), (0, 0, 0, 0))
+    clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
+    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+        where = f"x {left}..{right}, y {top}..{bottom}"
+        raise SceneError(
+            [
+                Problem(
+                    file, key, f"lies entirely outside the {width}x{height} canvas ({where})",
+                    hint="move it onto the canvas or hide it",
+                )
+            ]
+        )
+    try:
+        image = entry.read(clipped)
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
+    except SceneError:
+        raise
+    except Exception as error:  # a corrupt file fails inside the decoder in many ways
+        raise SceneError([Problem(file, key, f"cannot read its pixels ({type(error).__name__}: {error})")]) from None
+    expected = (clipped[3] - clipped[1], clipped[2] - clipped[0])
+    if rgba.shape[:2] != expected:
+        raise SceneError([Problem(file, key, f"decoded {rgba.shape[1]}x{rgba.shape[0]} pixels, expected {expected[1]}x{expected[0]}")])
+    return Layer(entry.name, entry.where, rgba, clipped)
+
+
+# --- Photoshop ---------------------------------------------------------------------------------
+
+
+def _read_psd(path: Path) -> Document:
+    from psd_tools import PSDImage
+
+    file = str(path)
+    try:
+        psd = PSDImage.open(path)
+    except OSError as error:
+        raise SceneError([Problem(file, "", f"cannot read the file ({error.strerror or error})")]) from None
+    except Exception as error:  # the parser reports corrupt or truncated files with assorted exceptions
+        raise SceneError(
+            [Problem(file, "", f"not a readable PSD file ({type(error).__name__}: {error})", hint="re-export it")]
+        ) from None
+    mode = getattr(psd.color_mode, "name", str(psd.color_mode))
+    if mode not in PSD_MODES or psd.depth not in PSD_DEPTHS:
+        raise SceneError(
+            [
+                Problem(
+                    file, "", f"colour mode {mode} at {psd.depth} bits per channel is not supported",
+                    hint="convert the document to RGB, 8 bits per channel (Image > Mode in Photoshop)",
+                )
+            ]
+        )
+    entries = list(_psd_entries(psd, ""))
+    return _decode(file, psd.width, psd.height, entries)
+
+
+def _psd_entries(group, prefix: str):
+    """Visible layers bottom first; a hidden group hides its children; clipped layers belong to their base."""
+    for layer in group:
+        if not layer.visible:
+            continue
+        where = f"{prefix}{layer.name}"
+        if layer.is_group():
+            yield from _psd_entries(layer, where + "/")
+        elif layer.kind != "adjustment" and not layer.clipping:
+            yield _Entry(layer.name, where, tuple(layer.bbox), _psd_reader(layer))
+
+
+def _psd_reader(layer) -> Callable[[Box], Image.Image]:
+    """Pixels with the layer mask and clipped layers applied, at full opacity (opacity is a viewing aid)."""
+
+    def read(box: Box) -> Image.Image:
+        opacity = layer.opacity
+        layer.opacity = 255
+        try:
+            image = layer.composite(viewport=box)
+        finally:
+            layer.opacity = opacity
+        if image is None:
+            return Image.new("RGBA", (box[2] - box[0], box[3] - box[1]))
+        return image
+
+    return read
+
+
+# --- OpenRaster --------------------------------------------------------------------------------
+
+
+def _read_ora(path: Path) -> Document:
+    file = str(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except OSError as error:
+        raise SceneError([Problem(file, "", f"cannot read the file ({error.strerror or error})")]) from None
+    except zipfile.BadZipFile:
+        raise SceneError([Problem(file, "", "not an OpenRaster file (not a zip archive)", hint="re-export it")]) from None
+    with archive:
+        root = _ora_stack(file, archive)
+        width, height = _ora_size(file, root)
+        stack = root.find("stack")
+        if stack is None:
+            raise SceneError([Problem(file, "stack.xml", "no <stack> element")])
+        entries = list(_ora_entries(file, archive, stack, "", 0, 0))
+        return _decode(file, width, height, entries)
+
+
+def _ora_stack(file: str, archive: zipfile.ZipFile) -> ET.Element:
+    names = set(archive.namelist())
+    if "mimetype" in names:
+        mimetype = archive.read("mimetype").decode("ascii", "replace").strip()
+        if mimetype != ORA_MIMETYPE:
+            raise SceneError([Problem(file, "mimetype", f"is {mimetype!r}, not {ORA_MIMETYPE!r}", hint="export as OpenRaster (.ora)")])
+    if "stack.xml" not in names:
+        raise SceneError([Problem(file, "", "not an OpenRaster file (no stack.xml inside)", hint="re-export it")])
+    if archive.getinfo("stack.xml").file_size > MAX_STACK_XML_BYTES:
+        raise SceneError([Problem(file, "stack.xml", "is too large")])
+    try:
+        root = ET.fromstring(archive.read("stack.xml"))
+    except (ET.ParseError, zipfile.BadZipFile, OSError, EOFError) as error:
+        raise SceneError([Problem(file, "stack.xml", f"cannot be read ({error})")]) from None
+    if root.tag != "image":
+        raise SceneError([Problem(file, "stack.xml", f"root element is <{root.tag}>, expected <image>")])
+    return root
+
+
+def _ora_size(file: str, root: ET.Element) -> tuple[int, int]:
+    try:
+        return int(root.get("w", "")), int(root.get("h", ""))
+    except ValueError:
+        raise SceneError([Problem(file, "stack.xml", "<image> needs integer w and h attributes")]) from None
+
+
+def _ora_entries(file: str, archive: zipfile.ZipFile, stack: ET.Element, prefix: str, dx: int, dy: int):
+    """stack.xml lists the top layer first: walk children in reverse for bottom first."""
+    for element in reversed(list(stack)):
+        if element.tag not in ("layer", "stack") or element.get("visibility", "visible") == "hidden":
+            continue
+        name = element.get("name", "")
+        x, y = dx + _ora_int(file, element, "x"), dy + _ora_int(file, element, "y")
+        if element.tag == "stack":
+            yield from _ora_entries(file, archive, element, f"{prefix}{name}/", x, y)
+        else:
+            yield _ora_entry(file, archive, element, f"{prefix}{name}", x, y)
+
+
+def _ora_int(file: str, element: ET.Element, attribute: str) -> int:
+    text = element.get(attribute, "0")
+    try:
+        return int(float(text))
+    except ValueError:
+        name = element.get("name", "")
+        raise SceneError([Problem(file, f"layer {name!r}", f"{attribute}={text!r} is not a number")]) from None
+
+
+def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, where: str, x: int, y: int) -> _Entry:
+    key = f"layer {where!r}"
+    src = element.get("src", "")
+    if not src.lower().endswith(".png"):
+        raise SceneError([Problem(file, key, f"source {src!r} is not a PNG", hint="export raster layers")])
+    try:
+        data = archive.read(src)
+        with Image.open(io.BytesIO(data)) as probe:
+            size = probe.size
+    except KeyError:
+        raise SceneError([Problem(file, key, f"{src} is missing from the archive")]) from None
+    except Exception as error:  # corrupt zip member or PNG header
+        raise SceneError([Problem(file, key, f"{src} is not a readable PNG ({type(error).__name__}: {error})")]) from None
+    if size[0] * size[1] > defaults.MAX_MASK_IMAGE_PIXELS:
+        raise SceneError([Problem(file, key, f"{src} is {size[0]}x{size[1]}, too large")])
+
+    def read(box: Box) -> Image.Image:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image.convert("RGBA").crop((box[0] - x, box[1] - y, box[2] - x, box[3] - y))
+
+    return _Entry(element.get("name", ""), where, (x, y, x + size[0], y + size[1]), read)

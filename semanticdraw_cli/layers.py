@@ -1,0 +1,211 @@
+"""Layered drawings (.psd, .ora) as scenes: each visible layer is a region, named by its prompt.
+
+The file gives the canvas, the region masks (layer alpha) and the background picture; everything else
+(model, sampler, defaults, per-region values) comes from settings: a sidecar `art.yaml` next to
+`art.psd`, or the YAML scene that names the file under `layers:`. Defaults are resolved by
+`scene_loader.scene_from_dict`, as for any YAML scene.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from semanticdraw_cli import defaults
+from semanticdraw_cli.errors import Problem, SceneError
+from semanticdraw_cli.layered_files import Document, Layer, read_document
+from semanticdraw_cli.scene import Mask, Scene
+
+LAYERED_SUFFIXES = (".psd", ".ora")
+SIDECAR_SUFFIXES = (".yaml", ".yml")
+BACKGROUND_NAME = "background"
+FROM_THE_FILE = ("canvas", "regions")  # settings may not set what the drawing decides
+NOT_BY_NAME = ("name", "mask")  # fields `regions_by_name` may not set
+
+
+@dataclasses.dataclass(frozen=True)
+class _Split:
+    """The drawing's layers sorted into a background picture and regions (bottom first)."""
+
+    background: Layer | None
+    background_prompt: str | None
+    regions: tuple[tuple[str, str, Layer], ...]  # (name, prompt, layer)
+
+
+def load_layered_scene(
+    path: Path,
+    overrides: Sequence[str] = (),
+    settings: dict | None = None,
+    settings_file: Path | None = None,
+) -> Scene:
+    """Scene from a .psd/.ora drawing plus settings (given, or read from the sidecar YAML next to it)."""
+    path = Path(path)
+    explicit = settings is not None
+    if not explicit:
+        settings, settings_file = read_sidecar(path)
+    settings_file = Path(settings_file) if settings_file is not None else None
+    problems = _settings_problems(settings, settings_file or path, path)
+    try:
+        document = read_document(path)
+    except SceneError as error:
+        raise SceneError(problems + error.problems) from None
+    split = _split_layers(str(path), document)
+    problems += _unknown_region_names(settings, settings_file or path, split)
+    if problems:
+        raise SceneError(problems)
+    data = _scene_dict(settings, settings_file or path, document, split)
+    scene = _from_dict(data, settings_file or path, overrides)
+    name = settings_file.stem if explicit and settings_file is not None else path.stem
+    return _attach_pixels(scene, document, split, name, path)
+
+
+def read_sidecar(path: Path) -> tuple[dict, Path | None]:
+    """Settings from `art.yaml` (or `art.yml`) next to `art.psd`; none when neither exists."""
+    for suffix in SIDECAR_SUFFIXES:
+        sidecar = path.with_suffix(suffix)
+        if sidecar.is_file():
+            return _read_yaml(sidecar), sidecar
+    return {}, None
+
+
+def split_name(layer_name: str) -> tuple[str, str]:
+    """`name: prompt` splits at the first colon; a plain name is also the prompt."""
+    name, colon, prompt = layer_name.partition(":")
+    if not colon:
+        return layer_name.strip(), layer_name.strip()
+    name, prompt = name.strip(), prompt.strip()
+    return name or prompt, prompt
+
+
+def _read_yaml(file: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SceneError([Problem(str(file), "", f"cannot read the settings ({error.strerror or error})")]) from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        message = getattr(error, "problem", None) or str(error)
+        raise SceneError([Problem(str(file), "", f"not valid YAML: {message}", line=line)]) from None
+    return {} if data is None else data
+
+
+def _settings_problems(settings: object, file: Path, path: Path) -> list[Problem]:
+    if not isinstance(settings, dict):
+        return [Problem(str(file), "", f"settings must be a mapping, not {type(settings).__name__}")]
+    problems = [
+        Problem(
+            str(file), key, f"is decided by {path.name}",
+            hint="the canvas is the document size and each visible layer is a region; use regions_by_name",
+        )
+        for key in FROM_THE_FILE
+        if key in settings
+    ]
+    layers = settings.get("layers")
+    if layers is not None and (not isinstance(layers, str) or not _same_file(file.parent / layers, path)):
+        problems.append(Problem(str(file), "layers", f"names {layers!r}, not {path.name}"))
+    by_name = settings.get("regions_by_name", {})
+    if not isinstance(by_name, dict):
+        return problems + [Problem(str(file), "regions_by_name", "must map layer names to region fields")]
+    for name, fields in by_name.items():
+        key = f"regions_by_name.{name}"
+        if not isinstance(fields, dict):
+            problems.append(Problem(str(file), key, "must be a mapping of region fields, e.g. {blur: 4}"))
+            continue
+        problems += [Problem(str(file), f"{key}.{f}", "comes from the layer") for f in NOT_BY_NAME if f in fields]
+    return problems
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _split_layers(file: str, document: Document) -> _Split:
+    """Background: the layer named `background`, else the bottom layer when opaque over the canvas."""
+    named = [i for i, layer in enumerate(document.layers) if split_name(layer.name)[0].lower() == BACKGROUND_NAME]
+    if len(named) > 1:
+        where = ", ".join(repr(document.layers[i].where) for i in named)
+        raise SceneError([Problem(file, "", f"{len(named)} layers are named background ({where})", hint="keep one")])
+    index = named[0] if named else None
+    bottom = document.layers[0]
+    if index is None and len(document.layers) > 1 and bottom.covers(document.width, document.height):
+        index = 0
+    prompt = None
+    if named and ":" in document.layers[index].name:
+        prompt = split_name(document.layers[index].name)[1] or None
+    regions = tuple((*split_name(layer.name), layer) for i, layer in enumerate(document.layers) if i != index)
+    problems = [Problem(file, f"layer {layer.where!r}", "has no prompt", hint="name the layer by its prompt")
+                for _, prompt_, layer in regions if not prompt_]
+    if not regions:
+        problems.append(Problem(file, "", "no visible layers besides the background", hint="add one layer per region"))
+    if len(regions) > defaults.MAX_REGIONS:
+        problems.append(Problem(file, "", f"{len(regions)} regions; at most {defaults.MAX_REGIONS} are allowed"))
+    if problems:
+        raise SceneError(problems)
+    background = document.layers[index] if index is not None else None
+    return _Split(background, prompt, regions)
+
+
+def _unknown_region_names(settings: dict, file: Path, split: _Split) -> list[Problem]:
+    by_name = settings.get("regions_by_name") or {}
+    if not isinstance(by_name, dict):
+        return []
+    known = {name for name, _, _ in split.regions}
+    hint = "layer names: " + ", ".join(sorted(known))
+    return [Problem(str(file), f"regions_by_name.{n}", "no visible layer has this name", hint=hint)
+            for n in by_name if n not in known]
+
+
+def _scene_dict(settings: dict, file: Path, document: Document, split: _Split) -> dict:
+    """A YAML-scene dict: settings plus the canvas, and regions whose masks are placeholders."""
+    data = {k: v for k, v in settings.items() if k not in ("layers", "regions_by_name")}
+    data["canvas"] = {"width": document.width, "height": document.height}
+    by_name = settings.get("regions_by_name") or {}
+    placeholder = {"rect": [0, 0, document.width, document.height]}  # replaced by the layer's alpha
+    data["regions"] = [
+        {"name": name, "prompt": prompt, **by_name.get(name, {}), "mask": placeholder}
+        for name, prompt, _ in split.regions
+    ]
+    background = data.get("background")
+    if split.background is not None and isinstance(background, dict) and background.get("image") is not None:
+        raise SceneError([Problem(str(file), "background.image", "the drawing has a background layer already")])
+    if split.background_prompt is not None:
+        data["background"] = {**(background if isinstance(background, dict) else {}), "prompt": split.background_prompt}
+    return data
+
+
+def _from_dict(data: dict, source: Path, overrides: Sequence[str]) -> Scene:
+    from semanticdraw_cli.scene_loader import scene_from_dict
+
+    return scene_from_dict(data, source, overrides)
+
+
+def _attach_pixels(scene: Scene, document: Document, split: _Split, name: str, path: Path) -> Scene:
+    """Swap the placeholder masks for the layers' alpha and attach the background picture."""
+    width, height = document.width, document.height
+    regions = tuple(
+        dataclasses.replace(region, mask=Mask(kind="array", array=layer.alpha_on_canvas(width, height)))
+        for region, (_, _, layer) in zip(scene.regions, split.regions, strict=True)
+    )
+    background = scene.background
+    if split.background is not None:
+        background = dataclasses.replace(background, image=None, image_array=_over_white(split.background, width, height))
+    return dataclasses.replace(scene, name=name, source=path, regions=regions, background=background)
+
+
+def _over_white(layer: Layer, width: int, height: int) -> np.ndarray:
+    """The layer's colours over white where it is transparent, (H, W, 3) uint8."""
+    out = np.full((height, width, 3), 255, np.uint8)
+    if layer.rgba.size:
+        left, top, right, bottom = layer.box
+        rgb, alpha = layer.rgba[..., :3].astype(np.float32), layer.rgba[..., 3:].astype(np.float32) / 255
+        out[top:bottom, left:right] = np.round(rgb * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return out
