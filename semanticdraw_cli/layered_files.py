@@ -6,8 +6,10 @@ Only pixels and geometry: what the layers mean (regions, background) is decided 
 from __future__ import annotations
 
 import io
+import warnings
 import xml.etree.ElementTree as ET
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,17 +150,8 @@ def _decode_entry(file: str, width: int, height: int, entry: _Entry) -> Layer:
 
 
 def _read_psd(path: Path) -> Document:
-    from psd_tools import PSDImage
-
+    psd = _open_psd(path)
     file = str(path)
-    try:
-        psd = PSDImage.open(path)
-    except OSError as error:
-        raise SceneError([Problem(file, "", f"cannot read the file ({error.strerror or error})")]) from None
-    except Exception as error:  # the parser reports corrupt or truncated files with assorted exceptions
-        raise SceneError(
-            [Problem(file, "", f"not a readable PSD file ({type(error).__name__}: {error})", hint="re-export it")]
-        ) from None
     mode = getattr(psd.color_mode, "name", str(psd.color_mode))
     if mode not in PSD_MODES or psd.depth not in PSD_DEPTHS:
         raise SceneError(
@@ -171,6 +164,56 @@ def _read_psd(path: Path) -> Document:
         )
     entries = list(_psd_entries(psd, ""))
     return _decode(file, psd.width, psd.height, entries)
+
+
+def _open_psd(path: Path):
+    """Parse the file; a truncated or corrupt one is a problem, not a traceback."""
+    from psd_tools import PSDImage
+    from psd_tools.psd import PSD
+
+    file = str(path)
+    data = _read_bytes(path)
+    try:
+        record = PSD.read(io.BytesIO(data))
+        psd = PSDImage(record)
+    except Exception as error:  # the parser reports corrupt files with assorted exceptions
+        raise SceneError(
+            [Problem(file, "", f"not a readable PSD file ({type(error).__name__}: {error})", hint="re-export it")]
+        ) from None
+    if not _merged_image_complete(record):
+        raise SceneError([Problem(file, "", "the file is truncated (its image data ends early)", hint="re-export it")])
+    return psd
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise SceneError([Problem(str(path), "", f"cannot read the file ({error.strerror or error})")]) from None
+
+
+def _merged_image_complete(record) -> bool:
+    """The last section runs to the end of the file, so the parser cannot see it cut short: check its size."""
+    from psd_tools.constants import Compression
+
+    header, image = record.header, record.image_data
+    rows = header.height * header.channels
+    if image.compression == Compression.RAW:
+        return len(image.data) >= rows * ((header.width * header.depth + 7) // 8)
+    if image.compression == Compression.RLE:
+        size = 2 if header.version == 1 else 4
+        if len(image.data) < rows * size:
+            return False
+        counts = np.frombuffer(image.data[: rows * size], dtype=">u2" if size == 2 else ">u4")
+        return len(image.data) >= rows * size + int(counts.sum(dtype=np.int64))
+    try:
+        inflate = zlib.decompressobj()  # ZIP: the stream must reach its end
+        chunk = inflate.decompress(image.data, 1 << 24)
+        while chunk and not inflate.eof:
+            chunk = inflate.decompress(inflate.unconsumed_tail, 1 << 24)
+        return inflate.eof
+    except zlib.error:
+        return False
 
 
 def _psd_entries(group, prefix: str):
@@ -189,10 +232,14 @@ def _psd_reader(layer) -> Callable[[Box], Image.Image]:
     """Pixels with the layer mask and clipped layers applied, at full opacity (opacity is a viewing aid)."""
 
     def read(box: Box) -> Image.Image:
+        from psd_tools.compression import PSDDecompressionWarning
+
         opacity = layer.opacity
         layer.opacity = 255
         try:
-            image = layer.composite(viewport=box)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", PSDDecompressionWarning)  # a damaged channel is a problem
+                image = layer.composite(viewport=box)
         finally:
             layer.opacity = opacity
         if image is None:
@@ -278,17 +325,21 @@ def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, where: 
         raise SceneError([Problem(file, key, f"source {src!r} is not a PNG", hint="export raster layers")])
     try:
         data = archive.read(src)
-        with Image.open(io.BytesIO(data)) as probe:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as probe:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
             size = probe.size
     except KeyError:
         raise SceneError([Problem(file, key, f"{src} is missing from the archive")]) from None
+    except Image.DecompressionBombError:
+        raise SceneError([Problem(file, key, f"{src} is too large")]) from None
     except Exception as error:  # corrupt zip member or PNG header
         raise SceneError([Problem(file, key, f"{src} is not a readable PNG ({type(error).__name__}: {error})")]) from None
     if size[0] * size[1] > defaults.MAX_MASK_IMAGE_PIXELS:
         raise SceneError([Problem(file, key, f"{src} is {size[0]}x{size[1]}, too large")])
 
     def read(box: Box) -> Image.Image:
-        with Image.open(io.BytesIO(data)) as image:
+        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()
             return image.convert("RGBA").crop((box[0] - x, box[1] - y, box[2] - x, box[3] - y))
 

@@ -154,3 +154,75 @@ def test_split_name():
     assert split_name("photo: 16:9 frame") == ("photo", "16:9 frame")
     assert split_name(": only a prompt") == ("only a prompt", "only a prompt")
     assert split_name("sun:") == ("sun", "")
+
+
+@pytest.mark.parametrize(("mode", "depth"), [("L", 8), ("RGB", 16)])
+def test_psd_grayscale_and_16_bit_are_converted(tmp_path, mode, depth):
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("sun", blob((8, 8), alpha=128), 4)], mode=mode, depth=depth)
+    alpha = read_document(path).layers[0].alpha_on_canvas(16, 8)
+    assert alpha[:, 4:12].min() > 0.45 and alpha[:, :4].max() == 0
+
+
+# --- bad drawings: one clear problem each, never a traceback ------------------------------------
+
+
+def bad_drawings(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, words the problem must contain)."""
+    good = make_psd(tmp_path / "good.psd", (32, 16), [layer("sun", blob((8, 8)))]).read_bytes()
+    cases = {}
+
+    def put(name, data, words):
+        path = tmp_path / name
+        path.write_bytes(data)
+        cases[name] = (path, words)
+
+    put("garbage.psd", b"not a photoshop file at all" * 10, "not a readable PSD file")
+    put("truncated.psd", good[:-10], "the file is truncated")
+    put("cut.psd", good[:60], "not a readable PSD file")
+    put("notzip.ora", b"plain text", "not a zip archive")
+    ora = lambda name, **kw: make_ora(tmp_path / name, (32, 16), [layer("sun", blob((8, 8)))], **kw)  # noqa: E731
+    with zipfile.ZipFile(tmp_path / "nostack.ora", "w") as archive:
+        archive.writestr("mimetype", "image/openraster")
+    cases["nostack.ora"] = (tmp_path / "nostack.ora", "no stack.xml")
+    cases["mimetype.ora"] = (ora("mimetype.ora", mimetype="application/x-krita"), "application/x-krita")
+    cases["badpng.ora"] = (ora("badpng.ora", files={"data/layer0.png": b"\x89PNG broken"}), "not a readable PNG")
+    cases["outside.psd"] = (
+        make_psd(tmp_path / "outside.psd", (32, 16), [layer("ok", blob((8, 8))), layer("lost", blob((8, 8)), 40, 0)]),
+        "'lost': lies entirely outside the 32x16 canvas",
+    )
+    cases["outside.ora"] = (
+        make_ora(tmp_path / "outside.ora", (32, 16), [layer("lost", blob((8, 8)), 0, -20)]),
+        "'lost': lies entirely outside",
+    )
+    cases["hidden.psd"] = (make_psd(tmp_path / "hidden.psd", (32, 16), [layer("a", blob((8, 8)), visible=False)]), "no visible layers")
+    cases["empty.ora"] = (make_ora(tmp_path / "empty.ora", (32, 16), []), "no visible layers")
+    cases["cmyk.psd"] = (make_psd(tmp_path / "cmyk.psd", (32, 16), [layer("a", blob((8, 8)))], mode="CMYK"), "colour mode CMYK")
+    cases["deep.psd"] = (make_psd(tmp_path / "deep.psd", (32, 16), [layer("a", blob((8, 8)))], mode="RGB", depth=32), "32 bits")
+    cases["odd.psd"] = (make_psd(tmp_path / "odd.psd", (30, 17), [layer("a", blob((8, 8)))]), "resize the canvas to 32x16")
+    cases["odd.ora"] = (make_ora(tmp_path / "odd.ora", (1001, 603), [layer("a", blob((8, 8)))]), "1000x600")
+    side = defaults.MAX_CANVAS_SIDE + 8
+    cases["huge.ora"] = (make_ora(tmp_path / "huge.ora", (side, 8), [layer("a", blob((8, 8)))]), "too large")
+    return cases
+
+
+def test_every_bad_drawing_is_one_clear_problem(tmp_path):
+    for name, (path, words) in bad_drawings(tmp_path).items():
+        with pytest.raises(SceneError) as excinfo:
+            read_document(path)
+        text = problems_of(excinfo)
+        assert str(path) in text, name
+        assert words in text, (name, text)
+
+
+def test_too_many_layers_refused_before_decoding(tmp_path):
+    specs = [layer(f"r{i}", blob((8, 8))) for i in range(defaults.MAX_REGIONS + 2)]
+    with pytest.raises(SceneError) as excinfo:
+        read_document(make_ora(tmp_path / "many.ora", (16, 16), specs))
+    assert f"at most {defaults.MAX_REGIONS} regions" in problems_of(excinfo)
+
+
+def test_all_layer_problems_reported_together(tmp_path):
+    specs = [layer("a", blob((8, 8)), 100, 0), layer("b", blob((8, 8)), 0, 100)]
+    with pytest.raises(SceneError) as excinfo:
+        read_document(make_psd(tmp_path / "two.psd", (32, 16), specs))
+    assert len(excinfo.value.problems) == 2
