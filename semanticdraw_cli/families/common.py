@@ -1,0 +1,135 @@
+"""What every family adapter shares: checkpoint resolution, accelerator LoRAs, the VAE codec, devices."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.scene import Accelerator
+
+VAE_TILING_PIXELS = 1024 * 1024  # decode with the VAE's own tiling above this many pixels
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """`auto`/None: cuda, then mps, then cpu."""
+    if requested and requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise RenderError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
+    """`auto`/None: float16 on cuda, float32 elsewhere."""
+    if requested and requested != "auto":
+        if requested not in DTYPES:
+            raise RenderError(f"unknown dtype {requested!r}; expected one of {', '.join(DTYPES)} or auto")
+        return DTYPES[requested]
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def missing_model_error(what: str, source: str, error: Exception) -> RenderError:
+    """A model that cannot be found: say what was tried and what to do."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    hint = (
+        "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
+        f"(`huggingface-cli download {source}`) or point to a local folder / .safetensors file"
+        if offline
+        else "check the id or path, your network and `huggingface-cli login` for gated models; "
+        "or render offline with a built-in preset: --model tiny"
+    )
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
+
+
+def resolve_lora(accelerator: Accelerator, preset_dir: Path | None) -> tuple[str, str | None] | None:
+    """(source, weight_name) of the accelerator LoRA; presets carry their own random-weight copy."""
+    if accelerator.name == "none" or accelerator.lora is None:
+        return None
+    if preset_dir is not None and accelerator.name != "lora":
+        local = preset_dir / "accelerators" / accelerator.name
+        if not local.is_dir():
+            raise RenderError(f"the preset at {preset_dir} has no {accelerator.name!r} accelerator")
+        return str(local), None
+    return accelerator.lora, accelerator.weight_name
+
+
+def fuse_accelerator(pipe, accelerator: Accelerator, preset_dir: Path | None, family: str) -> None:
+    """Load the accelerator LoRA, fuse it into the weights (no LoRA cost per step), drop the adapter."""
+    lora = resolve_lora(accelerator, preset_dir)
+    if lora is None:
+        return
+    source, weight_name = lora
+    kwargs = {"weight_name": weight_name} if weight_name else {}
+    try:
+        pipe.load_lora_weights(source, adapter_name="accelerator", **kwargs)
+    except (OSError, EnvironmentError) as error:
+        raise missing_model_error("accelerator LoRA", source, error) from error
+    except (ValueError, KeyError, RuntimeError) as error:
+        raise RenderError(
+            f"the LoRA {source!r} does not fit a {family} model: {str(error).splitlines()[0]}\n"
+            f"what to do: use a LoRA trained for {family}, or set model.accelerator to one made for it"
+        ) from error
+    pipe.fuse_lora(lora_scale=accelerator.weight, adapter_names=["accelerator"])
+    pipe.unload_lora_weights()
+
+
+@dataclass
+class VaeCodec:
+    """Pixels <-> latents through a diffusers AutoencoderKL, with scaling and shift of the family."""
+
+    vae: torch.nn.Module
+    device: torch.device
+    dtype: torch.dtype
+    scaling: float
+    shift: float = 0.0
+    upcast: bool = False  # decode in float32 (the SDXL VAE overflows in float16)
+    _white: torch.Tensor | None = field(default=None, repr=False)
+
+    def _vae_dtype(self) -> torch.dtype:
+        return torch.float32 if self.upcast else self.dtype
+
+    @torch.inference_mode()
+    def encode(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (1, C, h, w) float32 latent (distribution mean: deterministic)."""
+        pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+        self.vae.to(self._vae_dtype())
+        big = rgb.shape[0] * rgb.shape[1] > VAE_TILING_PIXELS
+        self.vae.enable_tiling() if big else self.vae.disable_tiling()
+        latent = self.vae.encode(pixels.to(self.device, self._vae_dtype())).latent_dist.mean
+        return ((latent.float() - self.shift) * self.scaling).float()
+
+    def white(self) -> torch.Tensor:
+        """(1, C, 1, 1) latent of a white image; computed once per VAE."""
+        if self._white is None:
+            latent = self.encode(np.full((64, 64, 3), 255, np.uint8))
+            self._white = latent[..., 2:-2, 2:-2].mean(dim=(-2, -1), keepdim=True)
+        return self._white
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(N, C, h, w) latents -> (N, H, W, 3) uint8; tiled decoding for large canvases."""
+        self.vae.to(self._vae_dtype())
+        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+        self.vae.enable_tiling() if height * width > VAE_TILING_PIXELS else self.vae.disable_tiling()
+        images = []
+        for latent in latents:
+            z = latent[None].to(self.device, self._vae_dtype()) / self.scaling + self.shift
+            image = self.vae.decode(z).sample.float()
+            if not torch.isfinite(image).all():
+                raise RenderError("the VAE produced NaN/inf pixels; try --dtype float32")
+            image = ((image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
+            images.append(image.cpu().numpy())
+        return np.stack(images)

@@ -1,0 +1,145 @@
+"""Stable Diffusion 1.5 adapter: loading, prompt encoding, x0 prediction and step tables.
+
+The only module that knows SD1.5; the sampler sees it through `fusion.Denoiser`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import common, presets
+from semanticdraw_cli.fusion import Embeddings, StepTable
+from semanticdraw_cli.scene import Model, Sampler
+from semanticdraw_cli.tiles import Window
+
+
+def load_pipeline(model: Model, dtype: torch.dtype):
+    """A diffusers StableDiffusionPipeline from a preset, hub id, local folder or one .safetensors file."""
+    from diffusers import StableDiffusionPipeline
+
+    source = model.checkpoint
+    preset_dir = presets.ensure_preset("sd15", source) if presets.is_preset(source) else None
+    try:
+        if source.endswith((".safetensors", ".ckpt")):
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"no such file: {source}")
+            pipe = StableDiffusionPipeline.from_single_file(source, torch_dtype=dtype)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                str(preset_dir or source), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
+    except (OSError, EnvironmentError, ValueError) as error:
+        raise common.missing_model_error("model", source, error) from error
+    if "UNet2DConditionModel" != type(pipe.unet).__name__ or pipe.unet.config.cross_attention_dim is None:
+        raise RenderError(f"{source!r} is not an SD1.5-family checkpoint; set model.family to match it")
+    if getattr(pipe.unet.config, "addition_embed_type", None) == "text_time":
+        raise RenderError(f"{source!r} is an SDXL checkpoint; set model.family: sdxl")
+    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd15")
+    return pipe
+
+
+class SD15Denoiser:
+    """SD1.5 behind the sampler's narrow interface. LCM predicts x0 with its boundary condition."""
+
+    vae_factor = 8
+
+    def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
+        self.unet = pipe.unet.to(device, dtype).eval()
+        self.text_encoder = pipe.text_encoder.to(device, dtype).eval()
+        self.tokenizer = pipe.tokenizer
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.own_scheduler = type(pipe.scheduler).__name__
+        self.model = model
+        self.device, self.dtype = device, dtype
+        self.latent_channels = self.unet.config.in_channels
+        self.codec = common.VaeCodec(pipe.vae.to(device, dtype).eval(), device, dtype, pipe.vae.config.scaling_factor)
+        from diffusers import LCMScheduler
+
+        self._lcm = LCMScheduler.from_config(self.scheduler_config)  # for its boundary-condition scalings
+
+    def scheduler_kind(self, sampler: Sampler) -> str:
+        """lcm for LCM-accelerated models (or a checkpoint that ships LCM), ddim otherwise."""
+        if self.model.accelerator.name == "lcm" or self.own_scheduler == "LCMScheduler":
+            return "lcm"
+        return "ddim"
+
+    def step_table(self, sampler: Sampler) -> StepTable:
+        """Timesteps `sampler.steps` of a `sampler.grid`-step schedule, with their signal/noise levels."""
+        from diffusers import DDIMScheduler, LCMScheduler
+
+        kind = self.scheduler_kind(sampler)
+        scheduler_class = LCMScheduler if kind == "lcm" else DDIMScheduler
+        scheduler = scheduler_class.from_config(self.scheduler_config)
+        scheduler.set_timesteps(sampler.grid)
+        timesteps = [int(scheduler.timesteps[i]) for i in sampler.steps]
+        alphas = scheduler.alphas_cumprod.double()
+        signal = [float(alphas[t].sqrt()) for t in timesteps]
+        noise = [float((1 - alphas[t]).sqrt()) for t in timesteps]
+        final = 1.0 if kind == "lcm" else float(scheduler.final_alpha_cumprod)
+        signal.append(final**0.5)
+        noise.append((1.0 - final) ** 0.5)
+        return StepTable(
+            timesteps=tuple(timesteps),
+            signal=tuple(signal),
+            noise=tuple(noise),
+            mask_levels=tuple(noise[:-1]) + (0.0,),
+            stochastic=kind == "lcm",
+        )
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> Embeddings:
+        """One embedding per text, (B, 77, D)."""
+        tokens = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
+        return {"text": hidden}
+
+    @torch.inference_mode()
+    def predict_x0(
+        self,
+        x: torch.Tensor,
+        table: StepTable,
+        step: int,
+        cond: Embeddings,
+        uncond: Embeddings | None,
+        guidance: float,
+        windows: Sequence[Window],
+    ) -> torch.Tensor:
+        t = table.timesteps[step]
+        a, s = table.signal[step], table.noise[step]
+        x = x.to(self.device, torch.float32)
+        if uncond is None:
+            inputs, context = x, cond["text"]
+        else:
+            inputs, context = torch.cat([x, x]), torch.cat([uncond["text"], cond["text"]])
+        eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample.float()
+        if uncond is not None:
+            eps_uncond, eps_cond = eps.chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        x0 = (x - s * eps) / a
+        if table.stochastic:  # LCM: x0 = c_out·x0 + c_skip·x
+            c_skip, c_out = self._lcm.get_scalings_for_boundary_condition_discrete(t)
+            x0 = c_out * x0 + c_skip * x
+        return x0
+
+    def encode_image(self, rgb) -> torch.Tensor:
+        return self.codec.encode(rgb)
+
+    def white_latent(self) -> torch.Tensor:
+        return self.codec.white()
+
+    def decode(self, latents: torch.Tensor):
+        return self.codec.decode(latents)
+
+
+def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Denoiser:
+    return SD15Denoiser(load_pipeline(model, dtype), model, device, dtype)

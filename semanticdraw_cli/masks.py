@@ -1,0 +1,96 @@
+"""Mask math of the method (DESIGN.md §3): z-order, blur, strength, per-step quantization, background.
+
+Pure numpy. Region masks arrive rasterized at canvas size by `rasterize`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def apply_z_order(masks: np.ndarray, cover_alpha: float) -> np.ndarray:
+    """Later regions lie on top: where one is present, earlier masks keep `cover_alpha` of their value."""
+    out = masks.astype(np.float32, copy=True)  # (R, H, W)
+    cover = np.zeros(masks.shape[1:], np.float32)  # union of the regions above
+    for r in range(len(masks) - 1, -1, -1):
+        out[r] *= 1.0 - (1.0 - cover_alpha) * cover
+        np.maximum(cover, masks[r], out=cover)
+    return out
+
+
+def gaussian_kernel(std: float) -> np.ndarray:
+    radius = max(1, math.ceil(3.0 * std))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    kernel = np.exp(-0.5 * (x / std) ** 2)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:
+    """Separable Gaussian blur with reflected edges; std in pixels, 0 leaves the mask as it is."""
+    if std <= 0:
+        return mask.astype(np.float32, copy=True)
+    kernel = gaussian_kernel(std)
+    radius = len(kernel) // 2
+    out = mask.astype(np.float32)
+    for axis in (0, 1):
+        if out.shape[axis] <= radius:  # too small to reflect: pad by edge values instead
+            pad_mode = "edge"
+        else:
+            pad_mode = "reflect"
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode=pad_mode)
+        acc = np.zeros_like(out)
+        n = out.shape[axis]
+        for k, weight in enumerate(kernel):
+            acc += weight * (padded[k : k + n] if axis == 0 else padded[:, k : k + n])
+        out = acc
+    return out
+
+
+def prepare_masks(
+    raw: np.ndarray, blurs: Sequence[float], strengths: Sequence[float], cover_alpha: float
+) -> np.ndarray:
+    """Rasterized region masks -> z-ordered, blurred, strength-scaled masks, still at canvas size."""
+    ordered = apply_z_order(raw, cover_alpha)  # (R, H, W)
+    out = np.empty_like(ordered)
+    for r, (blur, strength) in enumerate(zip(blurs, strengths, strict=True)):
+        out[r] = np.clip(gaussian_blur(ordered[r], blur) * strength, 0.0, 1.0)
+    return out
+
+
+def to_latent(masks: np.ndarray, factor: int = 8) -> np.ndarray:
+    """Nearest downsampling to latent size: each latent pixel takes its block's centre sample."""
+    return np.ascontiguousarray(masks[..., factor // 2 :: factor, factor // 2 :: factor])  # (R, h, w)
+
+
+def quantize(masks: np.ndarray, levels: Sequence[float], mode: str) -> np.ndarray:
+    """Per-step masks (n, R, h, w): a region grows from its core as the noise level falls.
+
+    `levels` holds the n + 1 noise levels s_0 > ... > s_n (s_n = 0 after the last step).
+    discrete: [M > s_i]; continuous: clip((M - s_{i+1}) / (s_i - s_{i+1}), 0, 1);
+    semi-continuous: discrete except the last step.
+    """
+    n = len(levels) - 1
+    out = np.empty((n, *masks.shape), np.float32)
+    for i in range(n):
+        continuous = mode == "continuous" or (mode == "semi-continuous" and i == n - 1)
+        if continuous:
+            span = max(levels[i] - levels[i + 1], 1e-8)
+            out[i] = np.clip((masks - levels[i + 1]) / span, 0.0, 1.0)
+        else:
+            out[i] = masks > levels[i]
+    return out
+
+
+def background_mask(quantized: np.ndarray) -> np.ndarray:
+    """What no region covers at each step: clip(1 - sum_r M_r^i, 0, 1), shape (n, h, w)."""
+    return np.clip(1.0 - quantized.sum(axis=1), 0.0, 1.0)
+
+
+def with_background(quantized: np.ndarray) -> np.ndarray:
+    """Prepend the background prompt as region 0: (n, R, h, w) -> (n, R + 1, h, w)."""
+    return np.concatenate([background_mask(quantized)[:, None], quantized], axis=1)
