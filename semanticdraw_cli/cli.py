@@ -72,6 +72,24 @@ def preview(
     typer.echo(f"wrote {target}")
 
 
+@app.command("import")
+def import_layers(
+    art: Annotated[Path, typer.Argument(help="Layered drawing (.psd, .ora): one layer per region, named by its prompt.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; masks go to OUTPUT-masks/.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
+) -> None:
+    """Turn a layered drawing into a plain YAML scene with one mask PNG per region."""
+    from semanticdraw_cli.errors import SceneError
+    from semanticdraw_cli.layers import import_layered_scene
+
+    try:
+        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
+    except SceneError as error:
+        _fail("\n".join(str(p) for p in error.problems), 2)
+    typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[0].stem}-masks/")
+
+
 def main() -> None:
     app()
 

@@ -5,6 +5,7 @@ Only pixels and geometry: what the layers mean (regions, background) is decided 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 import xml.etree.ElementTree as ET
@@ -325,8 +326,7 @@ def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, where: 
         raise SceneError([Problem(file, key, f"source {src!r} is not a PNG", hint="export raster layers")])
     try:
         data = archive.read(src)
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as probe:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+        with _quiet_size_check(), Image.open(io.BytesIO(data)) as probe:
             size = probe.size
     except KeyError:
         raise SceneError([Problem(file, key, f"{src} is missing from the archive")]) from None
@@ -338,9 +338,16 @@ def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, where: 
         raise SceneError([Problem(file, key, f"{src} is {size[0]}x{size[1]}, too large")])
 
     def read(box: Box) -> Image.Image:
-        with warnings.catch_warnings(), Image.open(io.BytesIO(data)) as image:
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _quiet_size_check(), Image.open(io.BytesIO(data)) as image:
             image.load()
             return image.convert("RGBA").crop((box[0] - x, box[1] - y, box[2] - x, box[3] - y))
 
     return _Entry(element.get("name", ""), where, (x, y, x + size[0], y + size[1]), read)
+
+
+@contextlib.contextmanager
+def _quiet_size_check():
+    """Pillow warns of pictures over 89 Mpx; layer sizes are checked against our own limit instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield

@@ -9,10 +9,13 @@ The file gives the canvas, the region masks (layer alpha) and the background pic
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
@@ -209,3 +212,83 @@ def _over_white(layer: Layer, width: int, height: int) -> np.ndarray:
         rgb, alpha = layer.rgba[..., :3].astype(np.float32), layer.rgba[..., 3:].astype(np.float32) / 255
         out[top:bottom, left:right] = np.round(rgb * alpha + 255 * (1 - alpha)).astype(np.uint8)
     return out
+
+
+# --- import: a layered drawing -> a plain YAML scene with mask PNGs -------------------------------
+
+
+def import_layered_scene(art: Path, output: Path, overrides: Sequence[str] = (), overwrite: bool = False) -> list[Path]:
+    """Write `output` (YAML) and one mask PNG per region (plus the background) in `OUTPUT-masks/`."""
+    art, output = Path(art), Path(output)
+    if output.suffix.lower() in SIDECAR_SUFFIXES and _same_file(output.with_suffix(art.suffix), art):
+        hint = f"choose another name: {art.stem}{output.suffix} holds the settings of {art.name}"
+        raise SceneError([Problem(str(output), "", "would become the drawing's own sidecar", hint=hint)])
+    scene = load_layered_scene(art, overrides)
+    masks_dir = output.with_name(output.stem + "-masks")
+    pictures = _mask_files(scene, masks_dir)
+    taken = [p for p in (output, masks_dir) if p.exists()]
+    if taken and not overwrite:
+        where = " and ".join(str(p) for p in taken)
+        raise SceneError([Problem(str(output), "", f"{where} exists already", hint="pass --overwrite to replace")])
+    data = _imported_dict(scene, pictures, output.parent)
+    masks_dir.mkdir(parents=True, exist_ok=True)
+    for file, array in pictures.items():
+        _write_atomically(file, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG"))
+    _remove_stale(masks_dir, set(pictures))
+    _write_atomically(output, lambda tmp: tmp.write_text(_yaml_text(data, art), encoding="utf-8"))
+    return [output, *pictures]
+
+
+def _mask_files(scene: Scene, masks_dir: Path) -> dict[Path, np.ndarray]:
+    """File name -> 8-bit picture: `NN-name.png` per region (bottom first), `background.png`."""
+    digits = max(2, len(str(len(scene.regions))))
+    pictures = {}
+    for i, region in enumerate(scene.regions, start=1):
+        gray = np.round(np.clip(region.mask.array, 0, 1) * 255).astype(np.uint8)  # (H, W)
+        pictures[masks_dir / f"{i:0{digits}d}-{_slug(region.name)}.png"] = gray
+    if scene.background.image_array is not None:
+        pictures[masks_dir / "background.png"] = scene.background.image_array  # (H, W, 3)
+    return pictures
+
+
+def _slug(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40].strip("-")
+    return slug or "region"
+
+
+def _imported_dict(scene: Scene, pictures: dict[Path, np.ndarray], root: Path) -> dict:
+    """The resolved scene as YAML data, masks and background pointing at the written pictures."""
+    from semanticdraw_cli.scene_loader import scene_to_dict
+
+    data = scene_to_dict(scene)
+    files = [p.relative_to(root).as_posix() for p in pictures]
+    for region, file in zip(data["regions"], files, strict=False):
+        region["mask"] = file
+    if scene.background.image_array is not None:
+        background = data.get("background") or {}
+        data["background"] = {**background, "image": files[-1]}
+    return data
+
+
+def _yaml_text(data: dict, art: Path) -> str:
+    import yaml
+
+    head = f"# Imported from {art.name} by `semanticdraw import`; masks are bottom layer first.\n"
+    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+
+
+def _write_atomically(target: Path, write) -> None:
+    """Nothing is written half: write a temporary sibling, then rename it over the target."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale(masks_dir: Path, keep: set[Path]) -> None:
+    """Masks of an earlier import that no longer match a region (only files this command writes)."""
+    for file in masks_dir.glob("*.png"):
+        if file not in keep and (re.fullmatch(r"\d+-.*\.png", file.name) or file.name == "background.png"):
+            file.unlink()

@@ -15,6 +15,17 @@ from semanticdraw_cli.scene import Accelerator
 VAE_TILING_PIXELS = 1024 * 1024  # decode with the VAE's own tiling above this many pixels
 
 
+def quiet_libraries() -> None:
+    """Silence diffusers/transformers chatter (loading bars, benign LoRA notes); we report progress ourselves."""
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def pick_device(requested: str | None) -> torch.device:
     """`auto`/None: cuda, then mps, then cpu."""
     if requested and requested != "auto":
@@ -99,13 +110,15 @@ class VaeCodec:
     _white: torch.Tensor | None = field(default=None, repr=False)
 
     def _vae_dtype(self) -> torch.dtype:
-        return torch.float32 if self.upcast else self.dtype
+        dtype = torch.float32 if self.upcast else self.dtype
+        if self.vae.dtype != dtype:
+            self.vae.to(dtype=dtype)
+        return dtype
 
     @torch.inference_mode()
     def encode(self, rgb: np.ndarray) -> torch.Tensor:
         """(H, W, 3) uint8 -> (1, C, h, w) float32 latent (distribution mean: deterministic)."""
         pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        self.vae.to(self._vae_dtype())
         big = rgb.shape[0] * rgb.shape[1] > VAE_TILING_PIXELS
         self.vae.enable_tiling() if big else self.vae.disable_tiling()
         latent = self.vae.encode(pixels.to(self.device, self._vae_dtype())).latent_dist.mean
@@ -121,7 +134,6 @@ class VaeCodec:
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """(N, C, h, w) latents -> (N, H, W, 3) uint8; tiled decoding for large canvases."""
-        self.vae.to(self._vae_dtype())
         height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
         self.vae.enable_tiling() if height * width > VAE_TILING_PIXELS else self.vae.disable_tiling()
         images = []

@@ -21,16 +21,17 @@ def load_pipeline(model: Model, dtype: torch.dtype):
     """A diffusers StableDiffusionPipeline from a preset, hub id, local folder or one .safetensors file."""
     from diffusers import StableDiffusionPipeline
 
+    common.quiet_libraries()
     source = model.checkpoint
     preset_dir = presets.ensure_preset("sd15", source) if presets.is_preset(source) else None
     try:
         if source.endswith((".safetensors", ".ckpt")):
             if not Path(source).is_file():
                 raise FileNotFoundError(f"no such file: {source}")
-            pipe = StableDiffusionPipeline.from_single_file(source, torch_dtype=dtype)
+            pipe = StableDiffusionPipeline.from_single_file(source, dtype=dtype)
         else:
             pipe = StableDiffusionPipeline.from_pretrained(
-                str(preset_dir or source), torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+                str(preset_dir or source), dtype=dtype, safety_checker=None, requires_safety_checker=False
             )
     except (OSError, EnvironmentError, ValueError) as error:
         raise common.missing_model_error("model", source, error) from error
@@ -48,15 +49,15 @@ class SD15Denoiser:
     vae_factor = 8
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
-        self.unet = pipe.unet.to(device, dtype).eval()
-        self.text_encoder = pipe.text_encoder.to(device, dtype).eval()
+        self.unet = pipe.unet.to(device).eval()
+        self.text_encoder = pipe.text_encoder.to(device).eval()
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
         self.own_scheduler = type(pipe.scheduler).__name__
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
-        self.codec = common.VaeCodec(pipe.vae.to(device, dtype).eval(), device, dtype, pipe.vae.config.scaling_factor)
+        self.codec = common.VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
         from diffusers import LCMScheduler
 
         self._lcm = LCMScheduler.from_config(self.scheduler_config)  # for its boundary-condition scalings
