@@ -87,7 +87,7 @@ def import_layers(
         written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
     except SceneError as error:
         _fail("\n".join(str(p) for p in error.problems), 2)
-    typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[0].stem}-masks/")
+    typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
 
 
 def main() -> None:
