@@ -12,6 +12,7 @@ MAX_CANVAS_SIDE = 16384  # pixels
 MAX_CANVAS_PIXELS = 8192 * 8192
 MAX_REGIONS = 256
 MAX_IMAGES = 256  # --images / sampler.images
+MAX_GRID = 1000  # sampler.steps / sampler.grid: a schedule has at most the 1000 training timesteps
 MAX_MASK_IMAGE_PIXELS = 16384 * 16384  # mask, label map and background pictures; Pillow's bomb check
 
 MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized when aspects match this well
