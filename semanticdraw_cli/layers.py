@@ -30,12 +30,20 @@ NOT_BY_NAME = ("name", "mask")  # fields `regions_by_name` may not set
 
 
 @dataclasses.dataclass(frozen=True)
+class _Region:
+    name: str  # unique: a repeated layer name gets "-2", "-3", ...
+    given: str  # the name as written, the key of `regions_by_name`
+    prompt: str
+    layer: Layer
+
+
+@dataclasses.dataclass(frozen=True)
 class _Split:
     """The drawing's layers sorted into a background picture and regions (bottom first)."""
 
     background: Layer | None
     background_prompt: str | None
-    regions: tuple[tuple[str, str, Layer], ...]  # (name, prompt, layer)
+    regions: tuple[_Region, ...]
 
 
 def load_layered_scene(
@@ -49,19 +57,26 @@ def load_layered_scene(
     explicit = settings is not None
     if not explicit:
         settings, settings_file = read_sidecar(path)
-    settings_file = Path(settings_file) if settings_file is not None else None
-    problems = _settings_problems(settings, settings_file or path, path)
+    source = Path(settings_file) if settings_file is not None else path  # settings' paths are relative to it
+    if not isinstance(settings, dict):
+        what = type(settings).__name__
+        raise SceneError([Problem(str(source), "", f"settings must be a mapping (model, sampler, ...), not {what}")])
+    problems = _settings_problems(settings, source, path) + _override_problems(overrides, source)
     try:
         document = read_document(path)
+        split = _split_layers(str(path), document)
     except SceneError as error:
         raise SceneError(problems + error.problems) from None
-    split = _split_layers(str(path), document)
-    problems += _unknown_region_names(settings, settings_file or path, split)
+    problems += _unknown_region_names(settings, source, split)
+    try:
+        scene = _from_dict(_scene_dict(settings, document, split), source, [o for o in overrides if not _fixed(o)])
+    except SceneError as error:
+        raise SceneError(problems + [_translate(p, split, settings) for p in error.problems]) from None
+    if split.background is not None and scene.background.image is not None:
+        problems.append(Problem(str(source), "background.image", "the drawing has a background layer already"))
     if problems:
         raise SceneError(problems)
-    data = _scene_dict(settings, settings_file or path, document, split)
-    scene = _from_dict(data, settings_file or path, overrides)
-    name = settings_file.stem if explicit and settings_file is not None else path.stem
+    name = source.stem if explicit and settings_file is not None else path.stem
     return _attach_pixels(scene, document, split, name, path)
 
 
@@ -83,13 +98,13 @@ def split_name(layer_name: str) -> tuple[str, str]:
     return name or prompt, prompt
 
 
-def _read_yaml(file: Path) -> dict:
+def _read_yaml(file: Path) -> object:
     import yaml
 
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise SceneError([Problem(str(file), "", f"cannot read the settings ({error.strerror or error})")]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SceneError([Problem(str(file), "", f"cannot read the settings ({error})")]) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -98,23 +113,25 @@ def _read_yaml(file: Path) -> dict:
     return {} if data is None else data
 
 
-def _settings_problems(settings: object, file: Path, path: Path) -> list[Problem]:
-    if not isinstance(settings, dict):
-        return [Problem(str(file), "", f"settings must be a mapping, not {type(settings).__name__}")]
-    problems = [
-        Problem(
-            str(file), key, f"is decided by {path.name}",
-            hint="the canvas is the document size and each visible layer is a region; use regions_by_name",
-        )
-        for key in FROM_THE_FILE
-        if key in settings
-    ]
+# --- settings ----------------------------------------------------------------------------------
+
+
+def _settings_problems(settings: dict, file: Path, path: Path) -> list[Problem]:
+    hint = "the canvas is the document size and each visible layer is a region; use regions_by_name"
+    problems = [Problem(str(file), key, f"is decided by {path.name}", hint=hint) for key in FROM_THE_FILE if key in settings]
     layers = settings.get("layers")
     if layers is not None and (not isinstance(layers, str) or not _same_file(file.parent / layers, path)):
         problems.append(Problem(str(file), "layers", f"names {layers!r}, not {path.name}"))
-    by_name = settings.get("regions_by_name", {})
+    return problems + _by_name_problems(settings.get("regions_by_name"), file)
+
+
+def _by_name_problems(by_name: object, file: Path) -> list[Problem]:
+    """Each entry maps a region name to region fields other than name and mask (the rest checks the loader)."""
+    if by_name is None:
+        return []
     if not isinstance(by_name, dict):
-        return problems + [Problem(str(file), "regions_by_name", "must map layer names to region fields")]
+        return [Problem(str(file), "regions_by_name", "must map layer names to region fields, e.g. {sun: {blur: 4}}")]
+    problems = []
     for name, fields in by_name.items():
         key = f"regions_by_name.{name}"
         if not isinstance(fields, dict):
@@ -124,6 +141,20 @@ def _settings_problems(settings: object, file: Path, path: Path) -> list[Problem
     return problems
 
 
+def _override_problems(overrides: Sequence[str], file: Path) -> list[Problem]:
+    """`--set` may change anything but what the drawing decides: the canvas and the masks."""
+    return [
+        Problem(str(file), "--set", f"{text!r}: {text.partition('=')[0].strip()} comes from the drawing", hint="edit the drawing")
+        for text in overrides
+        if _fixed(text)
+    ]
+
+
+def _fixed(override: str) -> bool:
+    key = override.partition("=")[0].strip()
+    return re.match(r"canvas\b|regions(\[\d+\])?(\.mask\b.*)?$", key) is not None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve()
@@ -131,58 +162,79 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _unknown_region_names(settings: dict, file: Path, split: _Split) -> list[Problem]:
+    by_name = _usable_by_name(settings)
+    known = sorted({region.given for region in split.regions})
+    hint = "region names: " + ", ".join(known)
+    return [Problem(str(file), f"regions_by_name.{name}", "no visible layer has this name", hint=hint)
+            for name in by_name if name not in known]
+
+
+# --- layers -> regions -------------------------------------------------------------------------
+
+
 def _split_layers(file: str, document: Document) -> _Split:
     """Background: the layer named `background`, else the bottom layer when opaque over the canvas."""
-    named = [i for i, layer in enumerate(document.layers) if split_name(layer.name)[0].lower() == BACKGROUND_NAME]
+    layers = document.layers
+    named = [i for i, layer in enumerate(layers) if split_name(layer.name)[0].lower() == BACKGROUND_NAME]
     if len(named) > 1:
-        where = ", ".join(repr(document.layers[i].where) for i in named)
+        where = ", ".join(repr(layers[i].where) for i in named)
         raise SceneError([Problem(file, "", f"{len(named)} layers are named background ({where})", hint="keep one")])
     index = named[0] if named else None
-    bottom = document.layers[0]
-    if index is None and len(document.layers) > 1 and bottom.covers(document.width, document.height):
+    if index is None and len(layers) > 1 and layers[0].covers(document.width, document.height):
         index = 0
-    prompt = None
-    if named and ":" in document.layers[index].name:
-        prompt = split_name(document.layers[index].name)[1] or None
-    regions = tuple((*split_name(layer.name), layer) for i, layer in enumerate(document.layers) if i != index)
-    problems = [Problem(file, f"layer {layer.where!r}", "has no prompt", hint="name the layer by its prompt")
-                for _, prompt_, layer in regions if not prompt_]
+    prompt = split_name(layers[index].name)[1] if named and ":" in layers[index].name else None
+    regions = _regions([layer for i, layer in enumerate(layers) if i != index])
+    problems = []
     if not regions:
         problems.append(Problem(file, "", "no visible layers besides the background", hint="add one layer per region"))
     if len(regions) > defaults.MAX_REGIONS:
         problems.append(Problem(file, "", f"{len(regions)} regions; at most {defaults.MAX_REGIONS} are allowed"))
     if problems:
         raise SceneError(problems)
-    background = document.layers[index] if index is not None else None
-    return _Split(background, prompt, regions)
+    return _Split(layers[index] if index is not None else None, prompt or None, regions)
 
 
-def _unknown_region_names(settings: dict, file: Path, split: _Split) -> list[Problem]:
-    by_name = settings.get("regions_by_name") or {}
-    if not isinstance(by_name, dict):
-        return []
-    known = {name for name, _, _ in split.regions}
-    hint = "layer names: " + ", ".join(sorted(known))
-    return [Problem(str(file), f"regions_by_name.{n}", "no visible layer has this name", hint=hint)
-            for n in by_name if n not in known]
+def _regions(layers: list[Layer]) -> tuple[_Region, ...]:
+    """One region per layer; a repeated name (two `tree` layers) gets a number to stay unique."""
+    given = [split_name(layer.name) for layer in layers]
+    taken, regions = {name for name, _ in given}, []
+    seen: set[str] = set()
+    for (name, prompt), layer in zip(given, layers):
+        name = name or "unnamed"
+        unique, k = name, 2
+        while unique in seen or (unique != name and unique in taken):
+            unique, k = f"{name}-{k}", k + 1
+        seen.add(unique)
+        regions.append(_Region(unique, name, prompt, layer))
+    return tuple(regions)
 
 
-def _scene_dict(settings: dict, file: Path, document: Document, split: _Split) -> dict:
+def _scene_dict(settings: dict, document: Document, split: _Split) -> dict:
     """A YAML-scene dict: settings plus the canvas, and regions whose masks are placeholders."""
     data = {k: v for k, v in settings.items() if k not in ("layers", "regions_by_name")}
     data["canvas"] = {"width": document.width, "height": document.height}
-    by_name = settings.get("regions_by_name") or {}
+    by_name = _usable_by_name(settings)
     placeholder = {"rect": [0, 0, document.width, document.height]}  # replaced by the layer's alpha
     data["regions"] = [
-        {"name": name, "prompt": prompt, **by_name.get(name, {}), "mask": placeholder}
-        for name, prompt, _ in split.regions
+        {"name": r.name, "prompt": r.prompt, **by_name.get(r.given, {}), "mask": placeholder} for r in split.regions
     ]
-    background = data.get("background")
-    if split.background is not None and isinstance(background, dict) and background.get("image") is not None:
-        raise SceneError([Problem(str(file), "background.image", "the drawing has a background layer already")])
-    if split.background_prompt is not None:
+    if split.background_prompt is not None:  # the layer's name wins over background.prompt; --set over both
+        background = data.get("background")
         data["background"] = {**(background if isinstance(background, dict) else {}), "prompt": split.background_prompt}
     return data
+
+
+def _usable_by_name(settings: dict) -> dict[str, dict]:
+    """The well-formed part of `regions_by_name` (the rest is reported already)."""
+    by_name = settings.get("regions_by_name")
+    if not isinstance(by_name, dict):
+        return {}
+    return {
+        name: {k: v for k, v in fields.items() if k not in NOT_BY_NAME}
+        for name, fields in by_name.items()
+        if isinstance(fields, dict)
+    }
 
 
 def _from_dict(data: dict, source: Path, overrides: Sequence[str]) -> Scene:
@@ -191,16 +243,28 @@ def _from_dict(data: dict, source: Path, overrides: Sequence[str]) -> Scene:
     return scene_from_dict(data, source, overrides)
 
 
+def _translate(problem: Problem, split: _Split, settings: dict) -> Problem:
+    """`regions[2].blur` means little to someone who drew layers: name the layer or the settings entry."""
+    match = re.match(r"regions\[(\d+)\](.*)$", problem.key)
+    if not match or int(match[1]) >= len(split.regions):
+        return problem
+    region, rest = split.regions[int(match[1])], match[2]
+    field = rest.lstrip(".").split(".")[0]
+    if field in _usable_by_name(settings).get(region.given, {}):
+        return dataclasses.replace(problem, key=f"regions_by_name.{region.given}{rest}")
+    return dataclasses.replace(problem, key=f"layer {region.layer.where!r} ({problem.key})")
+
+
 def _attach_pixels(scene: Scene, document: Document, split: _Split, name: str, path: Path) -> Scene:
     """Swap the placeholder masks for the layers' alpha and attach the background picture."""
     width, height = document.width, document.height
     regions = tuple(
-        dataclasses.replace(region, mask=Mask(kind="array", array=layer.alpha_on_canvas(width, height)))
-        for region, (_, _, layer) in zip(scene.regions, split.regions, strict=True)
+        dataclasses.replace(region, mask=Mask(kind="array", array=r.layer.alpha_on_canvas(width, height)))
+        for region, r in zip(scene.regions, split.regions, strict=True)
     )
     background = scene.background
     if split.background is not None:
-        background = dataclasses.replace(background, image=None, image_array=_over_white(split.background, width, height))
+        background = dataclasses.replace(background, image_array=_over_white(split.background, width, height))
     return dataclasses.replace(scene, name=name, source=path, regions=regions, background=background)
 
 
@@ -229,7 +293,8 @@ def import_layered_scene(art: Path, output: Path, overrides: Sequence[str] = (),
     taken = [p for p in (output, masks_dir) if p.exists()]
     if taken and not overwrite:
         where = " and ".join(str(p) for p in taken)
-        raise SceneError([Problem(str(output), "", f"{where} exists already", hint="pass --overwrite to replace")])
+        verb = "exist" if len(taken) > 1 else "exists"
+        raise SceneError([Problem(str(output), "", f"{where} {verb} already", hint="pass --overwrite to replace")])
     data = _imported_dict(scene, pictures, output.parent)
     masks_dir.mkdir(parents=True, exist_ok=True)
     for file, array in pictures.items():
@@ -274,7 +339,7 @@ def _yaml_text(data: dict, art: Path) -> str:
     import yaml
 
     head = f"# Imported from {art.name} by `semanticdraw import`; masks are bottom layer first.\n"
-    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120)
+    return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
 
 
 def _write_atomically(target: Path, write) -> None:

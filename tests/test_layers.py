@@ -226,3 +226,244 @@ def test_all_layer_problems_reported_together(tmp_path):
     with pytest.raises(SceneError) as excinfo:
         read_document(make_psd(tmp_path / "two.psd", (32, 16), specs))
     assert len(excinfo.value.problems) == 2
+
+
+# --- drawings as scenes -----------------------------------------------------------------------
+
+from typer.testing import CliRunner  # noqa: E402
+
+from semanticdraw_cli.cli import app  # noqa: E402
+from semanticdraw_cli.layers import load_layered_scene  # noqa: E402
+from semanticdraw_cli.scene_loader import load_scene  # noqa: E402
+
+
+def canvas_alpha(image: Image.Image, left: int, top: int, size=(64, 32)) -> np.ndarray:
+    out = np.zeros((size[1], size[0]), np.float32)
+    alpha = np.asarray(image)[..., 3] / 255
+    h, w = alpha.shape
+    out[max(top, 0) : top + h, max(left, 0) : left + w] = alpha[max(-top, 0) :, max(-left, 0) :][: size[1], : size[0]]
+    return out
+
+
+SUN, HILL = disc((12, 8)), blob((40, 12), (0, 200, 0))
+
+
+def scene_specs():
+    return [
+        layer("Background", blob((64, 32), (0, 0, 255))),
+        layer("hill: green rolling hills", HILL, -8, 20),
+        group("sky", [layer("sun: the sun, glowing", SUN, 44, 2), layer("moon", blob((4, 4)), visible=False)]),
+        layer("a small red bird", blob((4, 4), alpha=128), 10, 5),
+    ]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_visible_layers_become_regions_bottom_first(tmp_path, kind):
+    path = make(kind, tmp_path / "art", (64, 32), scene_specs())
+    scene = load_layered_scene(path)
+    assert (scene.canvas.width, scene.canvas.height) == (64, 32)
+    assert scene.name == "art" and scene.source == path
+    assert [(r.name, r.prompt) for r in scene.regions] == [
+        ("hill", "green rolling hills"), ("sun", "the sun, glowing"), ("a small red bird", "a small red bird"),
+    ]
+    masks = [r.mask for r in scene.regions]
+    assert all(m.kind == "array" and m.array.dtype == np.float32 and m.array.shape == (32, 64) for m in masks)
+    np.testing.assert_allclose(masks[0].array, canvas_alpha(HILL, -8, 20), atol=1 / 255)
+    np.testing.assert_allclose(masks[1].array, canvas_alpha(SUN, 44, 2), atol=1 / 255)
+    assert masks[2].array[5:9, 10:14] == pytest.approx(128 / 255) and masks[2].array.sum() == pytest.approx(16 * 128 / 255)
+    assert scene.background.image_array.shape == (32, 64, 3)
+    assert (scene.background.image_array == [0, 0, 255]).all() and scene.background.prompt is None
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_background_layer_by_name_anywhere_with_prompt_over_white(tmp_path, kind):
+    specs = [layer("tree", blob((8, 8))), layer("BACKGROUND: clear deep blue sky", blob((16, 32), (0, 0, 0)), 0, 0)]
+    scene = load_layered_scene(make(kind, tmp_path / "art", (32, 32), specs))
+    assert [r.name for r in scene.regions] == ["tree"]
+    assert scene.background.prompt == "clear deep blue sky"
+    picture = scene.background.image_array
+    assert (picture[:, :16] == 0).all() and (picture[:, 16:] == 255).all()  # transparent parts count as white
+
+
+def test_bottom_layer_is_a_region_unless_opaque_over_the_canvas(tmp_path):
+    partial = [layer("sea", blob((32, 16), alpha=254)), layer("boat", blob((8, 8)))]
+    assert [r.name for r in load_layered_scene(make_ora(tmp_path / "a.ora", (32, 16), partial)).regions] == ["sea", "boat"]
+    alone = [layer("ocean", blob((32, 16)))]
+    scene = load_layered_scene(make_ora(tmp_path / "b.ora", (32, 16), alone))
+    assert [r.name for r in scene.regions] == ["ocean"] and scene.background.image_array is None
+
+
+def test_two_background_layers_and_layers_without_prompt_are_problems(tmp_path):
+    specs = [layer("background", blob((8, 8))), layer("Background: sky", blob((8, 8))), layer("x", blob((8, 8)))]
+    with pytest.raises(SceneError, match="2 layers are named background"):
+        load_layered_scene(make_psd(tmp_path / "two.psd", (16, 8), specs))
+    with pytest.raises(SceneError, match=r"layer 'sun:' \(regions\[0\].prompt\): is empty"):
+        load_layered_scene(make_psd(tmp_path / "sun.psd", (16, 8), [layer("sun:", blob((8, 8)))]))
+
+
+def test_repeated_layer_names_stay_unique(tmp_path):
+    specs = [layer("tree", blob((8, 8))), layer("tree", blob((8, 8)), 8), layer("tree-2", blob((8, 8)), 16)]
+    scene = load_layered_scene(make_ora(tmp_path / "art.ora", (32, 8), specs))
+    assert [(r.name, r.prompt) for r in scene.regions] == [("tree", "tree"), ("tree-3", "tree"), ("tree-2", "tree-2")]
+
+
+# --- settings: sidecar YAML, `layers:` key, --set ---------------------------------------------------------
+
+
+SETTINGS = """\
+sampler: {seed: 7, steps: 4}
+background: {prompt: from the settings}
+defaults: {negative: blurry, blur: 2.0}
+regions_by_name:
+  sun: {blur: 6, prompt: a long prompt for the sun}
+  hill: {negative: snow}
+"""
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_sidecar_settings(tmp_path, kind):
+    path = make(kind, tmp_path / "art", (64, 32), scene_specs())
+    (tmp_path / "art.yaml").write_text(SETTINGS)
+    scene = load_layered_scene(path, ["regions[2].strength=0.5"])
+    assert scene.sampler.seed == 7 and scene.sampler.steps == (0, 1, 2, 3)
+    assert scene.background.prompt == "from the settings"
+    hill, sun, bird = scene.regions
+    assert (sun.blur, sun.prompt, sun.negative) == (6.0, "a long prompt for the sun", "blurry")
+    assert (hill.blur, hill.negative) == (2.0, "snow")
+    assert bird.strength == 0.5 and bird.mask.kind == "array"
+
+
+def test_background_layer_prompt_wins_over_settings_and_set_over_both(tmp_path):
+    specs = [layer("background: layer sky", blob((16, 8))), layer("bird", blob((4, 4)))]
+    path = make_psd(tmp_path / "art.psd", (16, 8), specs)
+    (tmp_path / "art.yaml").write_text("background: {prompt: settings sky}\n")
+    assert load_layered_scene(path).background.prompt == "layer sky"
+    assert load_layered_scene(path, ["background.prompt=cli sky"]).background.prompt == "cli sky"
+
+
+def test_settings_problems_are_all_reported_naming_the_settings_file(tmp_path):
+    path = make_psd(tmp_path / "art.psd", (64, 32), scene_specs())
+    sidecar = tmp_path / "art.yaml"
+    sidecar.write_text(
+        "canvas: {width: 8, height: 8}\nregions: []\nsampler: {seed: -1}\n"
+        "regions_by_name: {sunn: {blur: 1}, hill: {blurr: 2, mask: x.png}, sun: {strength: 3}}\n"
+    )
+    with pytest.raises(SceneError) as excinfo:
+        load_layered_scene(path, ["canvas.width=16", "regions[0].mask=a.png"])
+    text = problems_of(excinfo)
+    for words in [
+        "canvas: is decided by art.psd", "regions: is decided by art.psd", "regions_by_name.sunn: no visible layer",
+        "regions_by_name.hill.mask: comes from the layer", "regions_by_name.hill.blurr: unknown key",
+        "regions_by_name.sun.strength: must be between 0 and 1", "sampler.seed", "'canvas.width=16'",
+        "'regions[0].mask=a.png'",
+    ]:
+        assert words in text, words
+    assert all(p.file == str(sidecar) for p in excinfo.value.problems)
+
+
+def test_bad_sidecar_yaml_is_a_problem_with_its_line(tmp_path):
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (tmp_path / "art.yaml").write_text("sampler:\n  seed: [1,\n")
+    with pytest.raises(SceneError) as excinfo:
+        load_layered_scene(path)
+    assert excinfo.value.problems[0].file.endswith("art.yaml") and excinfo.value.problems[0].line is not None
+
+
+def test_settings_passed_directly(tmp_path):
+    path = make_ora(tmp_path / "art.ora", (64, 32), scene_specs())
+    settings = {"sampler": {"seed": 11}, "regions_by_name": {"sun": {"blur": 0}}}
+    scene = load_layered_scene(path, settings=settings, settings_file=tmp_path / "shot.yaml")
+    assert scene.sampler.seed == 11 and scene.regions[1].blur == 0
+    assert scene.name == "shot" and scene.source == path
+
+
+def test_yaml_scene_with_layers_key_delegates(tmp_path):
+    drawings = tmp_path / "drawings"
+    drawings.mkdir()
+    path = make_psd(drawings / "art.psd", (64, 32), scene_specs())
+    (drawings / "art.yaml").write_text("sampler: {seed: 99}\n")  # the sidecar is not read in this case
+    shot = tmp_path / "shot.yaml"
+    shot.write_text("layers: drawings/art.psd\nsampler: {seed: 5}\nregions_by_name: {hill: {blur: 3}}\n")
+    scene = load_scene(shot)
+    assert scene.sampler.seed == 5 and scene.regions[0].blur == 3
+    assert scene.name == "shot" and scene.source == path.resolve()
+    (tmp_path / "bad.yaml").write_text("layers: drawings/art.psd\nregions_by_name: {sky: {blur: 3}}\n")
+    with pytest.raises(SceneError, match="regions_by_name.sky: no visible layer"):
+        load_scene(tmp_path / "bad.yaml")
+
+
+def test_load_scene_reads_drawings_directly(tmp_path):
+    path = make_ora(tmp_path / "art.ora", (64, 32), scene_specs())
+    assert [r.name for r in load_scene(path).regions] == ["hill", "sun", "a small red bird"]
+
+
+# --- import and the command line --------------------------------------------------------------
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_import_round_trip(tmp_path, kind):
+    path = make(kind, tmp_path / "art", (64, 32), scene_specs())
+    (tmp_path / "art.yaml").write_text(SETTINGS)
+    output = tmp_path / "out" / "scene.yaml"
+    result = invoke("import", path, "-o", output)
+    assert result.exit_code == 0, result.output
+    masks = sorted(p.name for p in (tmp_path / "out" / "scene-masks").iterdir())
+    assert masks == ["01-hill.png", "02-sun.png", "03-a-small-red-bird.png", "background.png"]
+    assert invoke("validate", output).exit_code == 0
+    layered, imported = load_layered_scene(path), load_scene(output)
+    assert imported.canvas == layered.canvas and imported.sampler == layered.sampler
+    assert imported.background.prompt == layered.background.prompt
+    from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
+
+    assert (load_rgb(imported.background.image, imported.canvas) == layered.background.image_array).all()
+    for a, b in zip(layered.regions, imported.regions, strict=True):
+        assert (a.name, a.prompt, a.negative, a.blur, a.strength) == (b.name, b.prompt, b.negative, b.blur, b.strength)
+        assert b.mask.kind == "image"
+        assert np.abs(rasterize_mask(b.mask, imported.canvas) - a.mask.array).max() <= 1 / 255
+
+
+def test_import_refuses_to_overwrite_and_replaces_with_overwrite(tmp_path):
+    path = make_ora(tmp_path / "art.ora", (64, 32), scene_specs())
+    output = tmp_path / "scene.yaml"
+    assert invoke("import", path, "-o", output).exit_code == 0
+    before = output.read_text()
+    result = invoke("import", path, "-o", output)
+    assert result.exit_code == 2 and "exist already" in result.output and "--overwrite" in result.output
+    assert output.read_text() == before
+    fewer = make_ora(tmp_path / "art.ora", (64, 32), [layer("bird", blob((4, 4)))])
+    assert invoke("import", fewer, "-o", output, "--overwrite").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "scene-masks").iterdir()) == ["01-bird.png"]  # stale masks removed
+
+
+def test_import_refuses_the_drawings_own_sidecar_name(tmp_path):
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    result = invoke("import", path, "-o", tmp_path / "art.yaml")
+    assert result.exit_code == 2 and "sidecar" in result.output
+    assert not (tmp_path / "art.yaml").exists()
+
+
+def test_import_of_a_bad_drawing_exits_2_and_writes_nothing(tmp_path):
+    path = make_ora(tmp_path / "art.ora", (30, 16), [layer("bird", blob((4, 4)))])
+    result = invoke("import", path, "-o", tmp_path / "scene.yaml")
+    assert result.exit_code == 2 and "not a multiple of 8" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art.ora"]
+
+
+def test_validate_reports_every_bad_drawing_with_exit_2(tmp_path):
+    cases = bad_drawings(tmp_path)
+    for name, (path, words) in cases.items():
+        result = invoke("validate", path)
+        assert result.exit_code == 2, (name, result.output)
+        assert words in result.output and "Traceback" not in result.output, (name, result.output)
+    result = invoke("validate", *[path for path, _ in cases.values()])
+    assert result.exit_code == 2 and all(path.name in result.output for path, _ in cases.values())
+
+
+def test_validate_accepts_a_good_drawing(tmp_path):
+    path = make_psd(tmp_path / "art.psd", (64, 32), scene_specs())
+    result = invoke("validate", path)
+    assert result.exit_code == 0 and "64x32, 3 regions" in result.output
