@@ -151,8 +151,10 @@ def _decode_entry(file: str, width: int, height: int, entry: _Entry) -> Layer:
 
 
 def _read_psd(path: Path) -> Document:
-    psd = _open_psd(path)
     file = str(path)
+    psd, record = _open_psd(path)
+    if problems := canvas_problems(file, psd.width, psd.height):
+        raise SceneError(problems)
     mode = getattr(psd.color_mode, "name", str(psd.color_mode))
     if mode not in PSD_MODES or psd.depth not in PSD_DEPTHS:
         raise SceneError(
@@ -163,12 +165,14 @@ def _read_psd(path: Path) -> Document:
                 )
             ]
         )
+    if not _merged_image_complete(record):
+        raise SceneError([Problem(file, "", "the file is truncated (its image data ends early)", hint="re-export it")])
     entries = list(_psd_entries(psd, ""))
     return _decode(file, psd.width, psd.height, entries)
 
 
 def _open_psd(path: Path):
-    """Parse the file; a truncated or corrupt one is a problem, not a traceback."""
+    """(PSDImage, its low-level record); a file the parser rejects is a problem, not a traceback."""
     from psd_tools import PSDImage
     from psd_tools.psd import PSD
 
@@ -181,9 +185,7 @@ def _open_psd(path: Path):
         raise SceneError(
             [Problem(file, "", f"not a readable PSD file ({type(error).__name__}: {error})", hint="re-export it")]
         ) from None
-    if not _merged_image_complete(record):
-        raise SceneError([Problem(file, "", "the file is truncated (its image data ends early)", hint="re-export it")])
-    return psd
+    return psd, record
 
 
 def _read_bytes(path: Path) -> bytes:
@@ -230,19 +232,19 @@ def _psd_entries(group, prefix: str):
 
 
 def _psd_reader(layer) -> Callable[[Box], Image.Image]:
-    """Pixels with the layer mask and clipped layers applied, at full opacity (opacity is a viewing aid)."""
+    """Pixels with the layer mask and clipped layers applied, at full opacity and fill (viewing aids)."""
 
     def read(box: Box) -> Image.Image:
         from psd_tools.compression import PSDDecompressionWarning
 
-        opacity = layer.opacity
-        layer.opacity = 255
+        opacity, fill = layer.opacity, layer.fill_opacity
+        layer.opacity = layer.fill_opacity = 255
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", PSDDecompressionWarning)  # a damaged channel is a problem
                 image = layer.composite(viewport=box)
         finally:
-            layer.opacity = opacity
+            layer.opacity, layer.fill_opacity = opacity, fill
         if image is None:
             return Image.new("RGBA", (box[2] - box[0], box[3] - box[1]))
         return image

@@ -156,6 +156,18 @@ def test_split_name():
     assert split_name("sun:") == ("sun", "")
 
 
+def test_psd_layer_mask_counts_and_opacity_does_not(tmp_path):
+    from psd_tools import PSDImage
+
+    path = make_psd(tmp_path / "art.psd", (32, 16), [layer("sun", disc((12, 8)), 4, 2)], mode="RGB")  # alpha -> mask
+    psd = PSDImage.open(path)
+    assert psd[0].has_mask()
+    psd[0].opacity, psd[0].fill_opacity = 64, 128
+    psd.save(path)
+    alpha = read_document(path).layers[0].alpha_on_canvas(32, 16)
+    np.testing.assert_allclose(alpha, canvas_alpha(disc((12, 8)), 4, 2, (32, 16)), atol=1 / 255)
+
+
 @pytest.mark.parametrize(("mode", "depth"), [("L", 8), ("RGB", 16)])
 def test_psd_grayscale_and_16_bit_are_converted(tmp_path, mode, depth):
     path = make_psd(tmp_path / "art.psd", (16, 8), [layer("sun", blob((8, 8), alpha=128), 4)], mode=mode, depth=depth)
