@@ -29,6 +29,7 @@ class StepTable:
     noise: tuple[float, ...]  # (n + 1,) s_i
     mask_levels: tuple[float, ...]  # (n + 1,) noise levels that quantize the masks; last is 0
     stochastic: bool  # True: re-noise with fresh eps (LCM); False: reuse the predicted eps (DDIM, Euler)
+    init_scale: float = 1.0  # initial canvas = init_scale·eps (≠ 1 where a pipeline starts off s_0, e.g. Euler trailing)
 
     @property
     def steps(self) -> int:
@@ -88,7 +89,7 @@ def initial_latents(
     """Pure noise per image (its own seeded CPU generator), or the background image noised to step 0."""
     eps = torch.stack([torch.randn(shape, generator=g) for g in generators])  # (N, C, h, w)
     if base is None:
-        return eps
+        return table.init_scale * eps if table.init_scale != 1.0 else eps
     return table.signal[0] * base.cpu() + table.noise[0] * eps
 
 
