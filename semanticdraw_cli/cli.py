@@ -87,6 +87,8 @@ def import_layers(
         written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
     except SceneError as error:
         _fail("\n".join(str(p) for p in error.problems), 2)
+    except OSError as error:
+        _fail(f"cannot write {output}: {error}; check the folder exists and is writable", 1)
     typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
 
 

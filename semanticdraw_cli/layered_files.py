@@ -125,25 +125,16 @@ def _decode_entry(file: str, width: int, height: int, entry: _Entry) -> Layer:
         return Layer(entry.name, entry.where, np.zeros((0, 0, 4), np.uint8), (0, 0, 0, 0))
     clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-        where = f"x {left}..{right}, y {top}..{bottom}"
-        raise SceneError(
-            [
-                Problem(
-                    file, key, f"lies entirely outside the {width}x{height} canvas ({where})",
-                    hint="move it onto the canvas or hide it",
-                )
-            ]
-        )
+        where = f"lies entirely outside the {width}x{height} canvas (x {left}..{right}, y {top}..{bottom})"
+        raise SceneError([Problem(file, key, where, hint="move it onto the canvas or hide it")])
     try:
-        image = entry.read(clipped)
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.uint8)
-    except SceneError:
+        rgba = np.asarray(entry.read(clipped).convert("RGBA"), dtype=np.uint8)  # (h, w, 4)
+    except MemoryError:
         raise
     except Exception as error:  # a corrupt file fails inside the decoder in many ways
         raise SceneError([Problem(file, key, f"cannot read its pixels ({type(error).__name__}: {error})")]) from None
-    expected = (clipped[3] - clipped[1], clipped[2] - clipped[0])
-    if rgba.shape[:2] != expected:
-        raise SceneError([Problem(file, key, f"decoded {rgba.shape[1]}x{rgba.shape[0]} pixels, expected {expected[1]}x{expected[0]}")])
+    if rgba.shape[:2] != (clipped[3] - clipped[1], clipped[2] - clipped[0]):
+        raise SceneError([Problem(file, key, f"decoded {rgba.shape[1]}x{rgba.shape[0]} pixels, not the layer's size")])
     return Layer(entry.name, entry.where, rgba, clipped)
 
 
@@ -181,6 +172,8 @@ def _open_psd(path: Path):
     try:
         record = PSD.read(io.BytesIO(data))
         psd = PSDImage(record)
+    except MemoryError:
+        raise
     except Exception as error:  # the parser reports corrupt files with assorted exceptions
         raise SceneError(
             [Problem(file, "", f"not a readable PSD file ({type(error).__name__}: {error})", hint="re-export it")]

@@ -290,12 +290,14 @@ def import_layered_scene(art: Path, output: Path, overrides: Sequence[str] = (),
     scene = load_layered_scene(art, overrides)
     masks_dir = output.with_name(output.stem + "-masks")
     pictures = _mask_files(scene, masks_dir)
+    if masks_dir.exists() and not masks_dir.is_dir():
+        raise SceneError([Problem(str(output), "", f"{masks_dir} is a file; the masks need a folder of that name")])
     taken = [p for p in (output, masks_dir) if p.exists()]
     if taken and not overwrite:
         where = " and ".join(str(p) for p in taken)
         verb = "exist" if len(taken) > 1 else "exists"
         raise SceneError([Problem(str(output), "", f"{where} {verb} already", hint="pass --overwrite to replace")])
-    data = _imported_dict(scene, pictures, output.parent)
+    data = _imported_dict(scene, pictures)
     masks_dir.mkdir(parents=True, exist_ok=True)
     for file, array in pictures.items():
         _write_atomically(file, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG"))
@@ -321,17 +323,16 @@ def _slug(name: str) -> str:
     return slug or "region"
 
 
-def _imported_dict(scene: Scene, pictures: dict[Path, np.ndarray], root: Path) -> dict:
+def _imported_dict(scene: Scene, pictures: dict[Path, np.ndarray]) -> dict:
     """The resolved scene as YAML data, masks and background pointing at the written pictures."""
     from semanticdraw_cli.scene_loader import scene_to_dict
 
     data = scene_to_dict(scene)
-    files = [p.relative_to(root).as_posix() for p in pictures]
-    for region, file in zip(data["regions"], files, strict=False):
+    files = [f"{p.parent.name}/{p.name}" for p in pictures]  # relative to the scene file
+    for region, file in zip(data["regions"], files):
         region["mask"] = file
     if scene.background.image_array is not None:
-        background = data.get("background") or {}
-        data["background"] = {**background, "image": files[-1]}
+        data["background"] = {**(data.get("background") or {}), "image": files[-1]}
     return data
 
 
