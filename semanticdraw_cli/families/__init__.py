@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 
-FAMILY_MODULES = {"sd15": "semanticdraw_cli.families.sd15"}
+FAMILY_MODULES = {
+    "sd15": "semanticdraw_cli.families.sd15",
+    "sdxl": "semanticdraw_cli.families.sdxl",
+}
 
 
 def load_denoiser(model, device, dtype):

@@ -65,6 +65,77 @@ def missing_model_error(what: str, source: str, error: Exception) -> RenderError
     return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
 
 
+# Which family a diffusers folder holds, from its model_index.json: first the pipeline class, then its parts.
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": "sd15",
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusion3Pipeline": "sd3",
+}
+
+
+def checkpoint_family(source: str) -> str | None:
+    """sd15 | sdxl | sd3 for a diffusers folder or cached hub id; None when unknown or unreadable."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        config = DiffusionPipeline.load_config(source)
+    except Exception:  # not a diffusers folder, not cached offline: the loader reports it properly
+        return None
+    name = config.get("_class_name", "")
+    if name in PIPELINE_FAMILIES:
+        return PIPELINE_FAMILIES[name]
+    if "transformer" in config and "text_encoder_3" in config:
+        return "sd3"
+    if "unet" in config and "text_encoder_2" in config:
+        return "sdxl"
+    if "unet" in config and "text_encoder" in config:
+        return "sd15"
+    return None
+
+
+def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype, **kwargs):
+    """(pipeline, preset folder or None) from a preset, hub id, local folder or one .safetensors file.
+
+    A diffusers folder of another family is refused before any weight is read.
+    """
+    from semanticdraw_cli.families import presets
+
+    quiet_libraries()
+    source = model.checkpoint
+    preset_dir = presets.ensure_preset(family, source) if presets.is_preset(source) else None
+    target = str(preset_dir or source)
+    single_file = source.endswith((".safetensors", ".ckpt"))
+    found = None if single_file else checkpoint_family(target)
+    if found is not None and found != family:
+        raise RenderError(
+            f"{source!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
+        )
+    try:
+        if single_file:
+            if not Path(source).is_file():
+                raise FileNotFoundError(f"no such file: {source}")
+            pipe = pipeline_class.from_single_file(source, dtype=dtype, **kwargs)
+        else:
+            pipe = pipeline_class.from_pretrained(target, dtype=dtype, **kwargs)
+    except (OSError, EnvironmentError, ValueError) as error:
+        raise missing_model_error("model", source, error) from error
+    return pipe, preset_dir
+
+
+def clip_embeddings(tokenizer, encoder, texts, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate hidden states (B, 77, D), pooled output (B, P)) of one CLIP encoder, as SDXL and SD3 use them."""
+    ids = tokenizer(
+        list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    out = encoder(ids.to(device), output_hidden_states=True)
+    return out.hidden_states[-2], out[0]
+
+
+def needs_vae_upcast(vae, dtype: torch.dtype) -> bool:
+    """The SDXL VAE overflows in float16 (black/NaN images); its config says so with force_upcast."""
+    return dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+
+
 def resolve_lora(accelerator: Accelerator, preset_dir: Path | None) -> tuple[str, str | None] | None:
     """(source, weight_name) of the accelerator LoRA; presets carry their own random-weight copy."""
     if accelerator.name == "none" or accelerator.lora is None:
@@ -93,6 +164,12 @@ def fuse_accelerator(pipe, accelerator: Accelerator, preset_dir: Path | None, fa
             f"the LoRA {source!r} does not fit a {family} model: {str(error).splitlines()[0]}\n"
             f"what to do: use a LoRA trained for {family}, or set model.accelerator to one made for it"
         ) from error
+    adapters = {name for names in pipe.get_list_adapters().values() for name in names}
+    if "accelerator" not in adapters:  # no key of the LoRA matched a module of this model
+        raise RenderError(
+            f"the LoRA {source!r} does not fit a {family} model: none of its weights match the model's layers\n"
+            f"what to do: use a LoRA trained for {family}, or set model.accelerator to one made for it"
+        )
     pipe.fuse_lora(lora_scale=accelerator.weight, adapter_names=["accelerator"])
     pipe.unload_lora_weights()
 

@@ -1,0 +1,235 @@
+"""Stable Diffusion XL adapter: two CLIP encoders, pooled and size conditioning, Euler with trailing timesteps.
+
+Euler is deterministic and, seen through `scale_model_input`, is DDIM in variance-preserving form:
+x_vp = x_euler / sqrt(σ² + 1) = a·x0 + s·eps with a = 1/sqrt(1 + σ²), s = σ/sqrt(1 + σ²). The canvas
+is kept as x_vp, so the UNet input is the canvas itself and the sampler reuses the predicted eps.
+
+Size conditioning: each window is told original = target = its own pixel size, crop (0, 0), which is
+what `StableDiffusionXLPipeline` passes for a canvas of that size. Every window is a whole, uncropped
+picture to the model; a crop offset would ask for subjects cut at the window border, the opposite of
+what mask-centering bootstrapping wants.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import common, presets
+from semanticdraw_cli.fusion import Embeddings, StepTable
+from semanticdraw_cli.scene import Model, Sampler
+from semanticdraw_cli.tiles import Window
+
+ACCELERATORS = ("lightning", "hyper")  # the tiny preset carries a random LoRA under each name
+
+
+def load_pipeline(model: Model, dtype: torch.dtype):
+    """A diffusers StableDiffusionXLPipeline with its accelerator LoRA fused."""
+    from diffusers import StableDiffusionXLPipeline
+
+    pipe, preset_dir = common.load_family_pipeline(StableDiffusionXLPipeline, model, "sdxl", dtype)
+    source = model.checkpoint
+    unet = pipe.unet
+    if getattr(unet.config, "addition_embed_type", None) != "text_time":
+        raise RenderError(f"{source!r} is not an SDXL checkpoint (no size conditioning); set model.family: sd15")
+    if pipe.text_encoder is None or pipe.tokenizer is None:
+        raise RenderError(
+            f"{source!r} has no first text encoder (text_encoder/tokenizer); SDXL needs both CLIP encoders "
+            "(a refiner checkpoint cannot render on its own): use an SDXL base checkpoint"
+        )
+    if pipe.text_encoder_2 is None or pipe.tokenizer_2 is None:
+        raise RenderError(f"{source!r} has no second text encoder (text_encoder_2/tokenizer_2); SDXL needs both")
+    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sdxl")
+    return pipe
+
+
+class SDXLDenoiser:
+    """SDXL behind the sampler's narrow interface."""
+
+    vae_factor = 8
+
+    def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
+        self.unet = pipe.unet.to(device).eval()
+        self.text_encoder = pipe.text_encoder.to(device).eval()
+        self.text_encoder_2 = pipe.text_encoder_2.to(device).eval()
+        self.tokenizer, self.tokenizer_2 = pipe.tokenizer, pipe.tokenizer_2
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.zero_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
+        self.prediction = self.scheduler_config.get("prediction_type", "epsilon")
+        if self.prediction not in ("epsilon", "v_prediction"):
+            raise RenderError(f"{model.checkpoint!r} predicts {self.prediction!r}; expected epsilon or v_prediction")
+        self.model = model
+        self.device, self.dtype = device, dtype
+        self.latent_channels = self.unet.config.in_channels
+        vae = pipe.vae.to(device).eval()
+        self.codec = common.VaeCodec(
+            vae, device, dtype, vae.config.scaling_factor, upcast=common.needs_vae_upcast(vae, dtype)
+        )
+
+    def step_table(self, sampler: Sampler) -> StepTable:
+        """Sigmas `sampler.steps` of a `sampler.grid`-step Euler schedule with trailing timesteps."""
+        from diffusers import EulerDiscreteScheduler
+
+        scheduler = EulerDiscreteScheduler.from_config(self.scheduler_config, timestep_spacing="trailing")
+        scheduler.set_timesteps(sampler.grid)
+        sigmas = [float(scheduler.sigmas[i]) for i in sampler.steps] + [0.0]  # σ_n = 0: the clean image
+        signal = [1.0 / (1.0 + sigma**2) ** 0.5 for sigma in sigmas]
+        noise = [sigma / (1.0 + sigma**2) ** 0.5 for sigma in sigmas]
+        # The pipeline starts from init_noise_sigma·eps in Euler form; in VP form that is this multiple of eps.
+        init_scale = float(scheduler.init_noise_sigma) / (1.0 + sigmas[0] ** 2) ** 0.5
+        return StepTable(
+            timesteps=tuple(float(scheduler.timesteps[i]) for i in sampler.steps),
+            signal=tuple(signal),
+            noise=tuple(noise),
+            mask_levels=tuple(noise[:-1]) + (0.0,),
+            stochastic=False,
+            init_scale=init_scale,
+        )
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> Embeddings:
+        """text (B, 77, D1 + D2): both encoders' penultimate states; pooled (B, P): the second's projection.
+
+        An empty text is all zeros where the checkpoint asks for it (force_zeros_for_empty_prompt), as
+        the pipeline does for a missing negative prompt.
+        """
+        hidden_1, _ = common.clip_embeddings(self.tokenizer, self.text_encoder, texts, self.device)
+        hidden_2, pooled = common.clip_embeddings(self.tokenizer_2, self.text_encoder_2, texts, self.device)
+        text = torch.cat([hidden_1, hidden_2], dim=-1)
+        if self.zero_empty:
+            empty = torch.tensor([t == "" for t in texts], device=self.device)
+            text = torch.where(empty[:, None, None], torch.zeros_like(text), text)
+            pooled = torch.where(empty[:, None], torch.zeros_like(pooled), pooled)
+        return {"text": text, "pooled": pooled}
+
+    def time_ids(self, windows: Sequence[Window]) -> torch.Tensor:
+        """(B, 6): original size, crop top-left, target size in pixels; a whole picture of the window's size."""
+        rows = []
+        for w in windows:
+            height, width = w.height * self.vae_factor, w.width * self.vae_factor
+            rows.append([height, width, 0, 0, height, width])
+        return torch.tensor(rows, dtype=torch.float32, device=self.device)
+
+    @torch.inference_mode()
+    def predict_x0(
+        self,
+        x: torch.Tensor,
+        table: StepTable,
+        step: int,
+        cond: Embeddings,
+        uncond: Embeddings | None,
+        guidance: float,
+        windows: Sequence[Window],
+    ) -> torch.Tensor:
+        t = table.timesteps[step]
+        a, s = table.signal[step], table.noise[step]
+        x = x.to(self.device, torch.float32)  # (B, C, h, w) VP latents: exactly Euler's scaled model input
+        time_ids = self.time_ids(windows)
+        if uncond is None:
+            inputs, text, pooled = x, cond["text"], cond["pooled"]
+        else:
+            inputs = torch.cat([x, x])
+            text = torch.cat([uncond["text"], cond["text"]])
+            pooled = torch.cat([uncond["pooled"], cond["pooled"]])
+            time_ids = torch.cat([time_ids, time_ids])
+        added = {"text_embeds": pooled.to(self.dtype), "time_ids": time_ids.to(self.dtype)}
+        out = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=text.to(self.dtype), added_cond_kwargs=added)
+        out = out.sample.float()
+        if uncond is not None:
+            out_uncond, out_cond = out.chunk(2)
+            out = out_uncond + guidance * (out_cond - out_uncond)
+        if self.prediction == "v_prediction":
+            return a * x - s * out
+        return (x - s * out) / a
+
+    def encode_image(self, rgb) -> torch.Tensor:
+        return self.codec.encode(rgb)
+
+    def white_latent(self) -> torch.Tensor:
+        return self.codec.white()
+
+    def decode(self, latents: torch.Tensor):
+        return self.codec.decode(latents)
+
+
+def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLDenoiser:
+    return SDXLDenoiser(load_pipeline(model, dtype), model, device, dtype)
+
+
+# --- the tiny preset: SDXL's layout (two CLIP encoders, text_time conditioning) at toy width --------------
+
+TINY_TEXT = (32, 32)  # hidden width of text_encoder, text_encoder_2 (its projection is as wide)
+TINY_TIME_DIM = 8  # addition_time_embed_dim
+
+
+def build_tiny(name: str, folder: Path) -> None:
+    """An SDXL-layout pipeline with seeded random weights and random `lightning` / `hyper` LoRAs."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    if name != "tiny":
+        raise RenderError(f"the sdxl family has only the 'tiny' preset, not {name!r}")
+    vocab = presets.write_clip_tokenizer(folder / "tokenizer")
+    presets.write_clip_tokenizer(folder / "tokenizer_2")
+    width_1, width_2 = TINY_TEXT
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(presets.SEED)
+        unet = UNet2DConditionModel(
+            sample_size=128,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=1,
+            block_out_channels=(32, 32, 64),
+            down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),  # attention at 1/4 only
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+            cross_attention_dim=width_1 + width_2,
+            attention_head_dim=(2, 2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=TINY_TIME_DIM,
+            projection_class_embeddings_input_dim=TINY_TIME_DIM * 6 + width_2,
+            norm_num_groups=8,
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=4,
+            sample_size=1024,
+            scaling_factor=0.13025,  # SDXL's
+            force_upcast=True,
+            mid_block_add_attention=False,
+        )
+        text_encoder = CLIPTextModel(presets.clip_text_config(vocab, width_1, 2, 2))
+        text_encoder_2 = CLIPTextModelWithProjection(presets.clip_text_config(vocab, width_2, 2, 2, projection=width_2))
+        scheduler = EulerDiscreteScheduler(
+            beta_start=0.00085,
+            beta_end=0.012,
+            beta_schedule="scaled_linear",
+            num_train_timesteps=1000,
+            steps_offset=1,
+            timestep_spacing="leading",  # as SDXL base ships it; the adapter asks for trailing
+        )
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+            tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+            unet=unet,
+            scheduler=scheduler,
+            force_zeros_for_empty_prompt=True,
+        )
+        pipe.save_pretrained(folder)
+        for accelerator in ACCELERATORS:
+            presets.save_random_lora(pipe.unet, folder / "accelerators" / accelerator, StableDiffusionXLPipeline)
+
+
+presets.register("sdxl", build_tiny)

@@ -1,0 +1,117 @@
+"""SDXL adapter on the tiny preset: parity with diffusers' pipeline, region placement, scenes, clear errors."""
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from semanticdraw_cli import defaults as d
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import presets, sdxl
+from semanticdraw_cli.render import Renderer
+from semanticdraw_cli.scene import Accelerator, Bootstrap, Model
+from family_checks import check_oracle_placement, render_scene_file, scene_files
+from scene_factory import make_scene, rect, region
+
+pytestmark = pytest.mark.slow
+
+
+def sdxl_scene(width, height, regions, accelerator="lightning", **sampler):
+    spec = d.ACCELERATORS[accelerator]
+    sampler = {"steps": tuple(range(spec.grid)), "grid": spec.grid, "guidance": spec.guidance, **sampler}
+    scene = make_scene(width, height, regions, **sampler)
+    model = Model("sdxl", "tiny", Accelerator(accelerator, spec.lora, spec.weight_name, 1.0))
+    return dataclasses.replace(scene, model=model)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer(device="cpu", dtype="float32")
+
+
+def pipeline(accelerator: str):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    folder = presets.ensure_preset("sdxl", "tiny")
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    pipe.load_lora_weights(folder / "accelerators" / accelerator, adapter_name="accelerator")
+    pipe.fuse_lora(lora_scale=1.0, adapter_names=["accelerator"])
+    pipe.unload_lora_weights()
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("accelerator, guidance", [("lightning", 1.0), ("hyper", 3.0)])
+def test_single_region_equals_diffusers_pipeline(renderer, accelerator, guidance):
+    """Euler trailing, 4 steps; guidance > 1 with an empty negative (zeros, as the pipeline's default)."""
+    scene = sdxl_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], accelerator,
+                       bootstrap=Bootstrap(0, 1.0, 0.2), guidance=guidance)
+    ours = renderer.render(scene)[0].latent
+    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    assert table.timesteps == (999.0, 749.0, 499.0, 249.0)
+    theirs = pipeline(accelerator)(
+        "a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent",
+    ).images[0]
+    assert ours.shape == theirs.shape == (4, 12, 16)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_step_table_is_vp_form_of_euler(renderer):
+    scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
+    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    for a, s in zip(table.signal, table.noise):
+        assert a * a + s * s == pytest.approx(1.0)
+    assert (table.signal[-1], table.noise[-1], table.mask_levels[-1]) == (1.0, 0.0, 0.0)
+    assert table.mask_levels[:-1] == table.noise[:-1] and not table.stochastic
+    assert table.init_scale == pytest.approx(table.noise[0])  # Euler trailing starts at σ_max·eps
+
+
+def test_regions_land_in_their_masks(renderer):
+    scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
+    check_oracle_placement(renderer.denoiser(scene)[0].step_table(scene.sampler))
+
+
+def test_size_conditioning_is_the_window_as_a_whole_picture(renderer):
+    from semanticdraw_cli.tiles import Window
+
+    scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
+    ids = renderer.denoiser(scene)[0].time_ids([Window(0, 0, 128, 96), Window(64, 32, 96, 128)])
+    assert ids.tolist() == [[1024, 768, 0, 0, 1024, 768], [768, 1024, 0, 0, 768, 1024]]
+
+
+@pytest.mark.parametrize("path", scene_files("sdxl"), ids=lambda p: p.name)
+def test_example_scene_renders_with_tiny_model(path, tmp_path):
+    image = render_scene_file(path, tmp_path)
+    assert image.shape[0] >= 1024 and image.std() > 1.0  # not a flat (black/NaN-clamped) picture
+
+
+def test_lora_of_another_family_is_refused(renderer):
+    lcm = presets.ensure_preset("sd15", "tiny") / "accelerators" / "lcm"
+    scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lcm))))
+    with pytest.raises(RenderError, match="does not fit a sdxl model"):
+        Renderer(device="cpu", dtype="float32").render(scene)
+
+
+def test_sd15_checkpoint_with_family_sdxl_is_refused():
+    folder = presets.ensure_preset("sd15", "tiny")
+    model = Model("sdxl", str(folder), Accelerator("none"))
+    with pytest.raises(RenderError, match="is an sd15 checkpoint.*model.family: sd15"):
+        sdxl.load_pipeline(model, torch.float32)
+
+
+def test_checkpoint_without_first_text_encoder_is_refused(tmp_path):
+    """A refiner-like folder (text_encoder_2 only) names what is missing."""
+    import json
+    import shutil
+
+    folder = tmp_path / "refiner"
+    shutil.copytree(presets.ensure_preset("sdxl", "tiny"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["text_encoder"] = index["tokenizer"] = [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(RenderError, match="no first text encoder"):
+        sdxl.load_pipeline(Model("sdxl", str(folder), Accelerator("none")), torch.float32)
