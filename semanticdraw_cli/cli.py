@@ -92,6 +92,124 @@ def import_layers(
     typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
 
 
+def _parse_shard(shard: str | None) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        index = count = 0
+    if not (count >= 1 and 1 <= index <= count):
+        _fail(f"--shard {shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/4", 2)
+    return index, count
+
+
+def _select_jobs(scenes: list, shard: tuple[int, int] | None) -> list[tuple[object, list[int]]]:
+    """(scene, seeds) to render; a shard takes every N-th (scene, seed) job, in a fixed order."""
+    from semanticdraw_cli.render import image_seeds
+
+    jobs = [(position, scene, seed) for position, scene in enumerate(scenes) for seed in image_seeds(scene)]
+    if shard is not None:
+        index, count = shard
+        jobs = [job for n, job in enumerate(jobs) if n % count == index - 1]
+    selected: dict[int, tuple[object, list[int]]] = {}
+    for position, scene, seed in jobs:
+        selected.setdefault(position, (scene, []))[1].append(seed)
+    return list(selected.values())
+
+
+@app.command()
+def render(
+    scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json.")] = Path("."),
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the first image [default: the scene's].")] = None,
+    images: Annotated[Optional[int], typer.Option(help="Images per scene, seeds seed..seed+N-1, batched together.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps, cpu [default: auto].")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="float16, bfloat16, float32 [default: float16 on cuda].")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
+    plan: Annotated[Optional[str], typer.Option(help="default | reference | regions.")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="Render only the K-th of N shares of the (scene, seed) jobs: K/N.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+) -> None:
+    """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report)."""
+    import json as json_lib
+
+    from semanticdraw_cli.errors import RenderError
+    from semanticdraw_cli.outputs import output_paths
+
+    shard_spec = _parse_shard(shard)
+    overrides = list(set_ or [])
+    for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    loaded, problems = _load_scenes(scenes, overrides)
+    if problems:
+        _fail("\n".join(problems), 2)
+    jobs = _select_jobs(loaded, shard_spec)
+    if not overwrite:
+        existing = [str(p) for scene, seeds in jobs for s in seeds for p in output_paths(output, scene.name, s) if p.exists()]
+        if existing:
+            _fail("refusing to overwrite existing outputs (pass --overwrite):\n  " + "\n  ".join(existing), 2)
+
+    from semanticdraw_cli.progress import RenderProgress
+    from semanticdraw_cli.render import Renderer
+
+    renderer = Renderer(device=device, dtype=dtype)
+    results = []
+    try:
+        with RenderProgress(enabled=not quiet, scenes=len(jobs)) as progress:
+            for scene, seeds in jobs:
+                progress.start_scene(scene.name, seeds)
+                results.extend(renderer.render(scene, output, on_step=progress.on_step, seeds=seeds))
+                progress.finish_scene()
+    except RenderError as error:
+        _fail(f"error: {error}", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted; no partial files were written", 130)
+    if not quiet:
+        from semanticdraw_cli.progress import print_summary
+
+        print_summary(results)
+    if json_:
+        summary = [
+            {"scene": str(r.scene.source), "seed": r.seed, "png": str(r.png), "report": str(r.json),
+             "seconds": r.report["seconds"]["total"], "unet_calls": r.report["unet_calls"]}
+            for r in results
+        ]
+        typer.echo(json_lib.dumps(summary, indent=2))
+
+
+@app.command()
+def inspect(
+    image: Annotated[Path, typer.Argument(help="A PNG written by `semanticdraw render`.")],
+    json_: Annotated[bool, typer.Option("--json", help="Print scene and parameters as JSON.")] = False,
+) -> None:
+    """Print the scene embedded in a rendered PNG, so the image can be reproduced."""
+    import json as json_lib
+
+    import yaml
+    from PIL import UnidentifiedImageError
+
+    from semanticdraw_cli.outputs import read_embedded
+
+    try:
+        scene_yaml, params = read_embedded(image)
+    except (FileNotFoundError, IsADirectoryError):
+        _fail(f"{image}: no such file", 2)
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        _fail(f"{image}: not a readable PNG ({error})", 2)
+    except KeyError:
+        _fail(f"{image}: no embedded scene (not written by semanticdraw render?)", 2)
+    if json_:
+        typer.echo(json_lib.dumps({"scene": yaml.safe_load(scene_yaml), "params": params}, indent=2))
+    else:
+        typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
+        typer.echo(scene_yaml, nl=False)
+
+
 def main() -> None:
     app()
 

@@ -58,9 +58,13 @@ class Renderer:
         return self._models[key], time.perf_counter() - start
 
     def render(
-        self, scene: Scene, out_dir: Path | None = None, on_step: StepCallback | None = None
+        self,
+        scene: Scene,
+        out_dir: Path | None = None,
+        on_step: StepCallback | None = None,
+        seeds: list[int] | None = None,
     ) -> list[RenderResult]:
-        """Render every image of the scene in shared UNet batches; write files when `out_dir` is given."""
+        """Render the scene's images (or the given seeds) in shared UNet batches; write files to `out_dir`."""
         timings: dict[str, Any] = {}
         # 1. Masks at canvas size, then at latent size (no model needed)
         start = time.perf_counter()
@@ -97,7 +101,7 @@ class Renderer:
         base = background_latent(denoiser, scene)
         white = denoiser.white_latent().float()
         timings["encode"] += time.perf_counter() - start
-        seeds = [scene.sampler.seed + k for k in range(scene.sampler.images)]
+        seeds = seeds if seeds is not None else image_seeds(scene)
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         # No unconditional branch at guidance <= 1, except that the reference plan always doubles the
         # batch as the authors' code does (at scale 1 that gives the same prediction, at twice the cost).
@@ -147,12 +151,17 @@ class Renderer:
         timings["denoise"] = sum(step["seconds"] for step in step_reports)
         report = build_report(scene, timings, step_reports, denoiser, seeds)
         results = [
-            RenderResult(scene, seed, images[k], x[k].cpu(), {**report, "seed": seed, "image_index": k})
+            RenderResult(scene, seed, images[k], x[k].cpu(), {**report, "seed": seed, "image_index": seed - scene.sampler.seed})
             for k, seed in enumerate(seeds)
         ]
         if out_dir is not None:
             write_results(results, out_dir)
         return results
+
+
+def image_seeds(scene: Scene) -> list[int]:
+    """Image k of a scene uses seed + k, and is written as NAME-(seed + k)."""
+    return [scene.sampler.seed + k for k in range(scene.sampler.images)]
 
 
 def region_masks(scene: Scene) -> np.ndarray:

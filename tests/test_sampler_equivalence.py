@@ -44,3 +44,55 @@ def test_single_region_lcm_equals_diffusers_pipeline(renderer):
     ).images[0]
     assert ours.shape == theirs.shape == (4, 12, 16)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_multidiffusion_equals_diffusers_panorama_pipeline(renderer):
+    """Classic MD (DDIM, guidance 7.5, 64-latent windows, stride 8) is diffusers' panorama pipeline."""
+    from diffusers import DDIMScheduler, StableDiffusionPanoramaPipeline
+
+    scene = make_scene(
+        768, 512, [region("a mountain range", rect(0, 0, 1, 1, fractional=True))],
+        method="multidiffusion", steps=tuple(range(4)), grid=4, guidance=7.5,
+        tile=dataclasses.replace(make_scene(8, 8, []).sampler.tile, size=512, stride=64),
+    )
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("none")))
+    result = renderer.render(scene)[0]
+    assert result.report["unet_calls"] == 4  # 5 windows fit one batch per step
+    assert result.report["batch_items"] == 4 * 5 * 2  # steps x windows x guidance branches
+    folder = presets.ensure_preset("sd15", "tiny")
+    pipe = StableDiffusionPanoramaPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(
+        "a mountain range", height=512, width=768, num_inference_steps=4, guidance_scale=7.5,
+        generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent",
+    ).images[0]
+    torch.testing.assert_close(result.latent, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_guidance_one_without_unconditional_branch_equals_cfg_at_scale_one(renderer):
+    """Skipping the unconditional branch at guidance 1 changes cost, not the image."""
+    scene = make_scene(128, 96, [region("a boat", rect(0, 0, 1, 1, fractional=True), negative="blurry")])
+    fast = renderer.render(scene)[0]
+    doubled = renderer.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, plan="reference")))[0]
+    assert doubled.report["batch_items"] == 2 * fast.report["batch_items"]
+    torch.testing.assert_close(fast.latent, doubled.latent, atol=1e-4, rtol=1e-4)
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(renderer):
+    scene = make_scene(128, 96, [region("a cat", rect(0.1, 0.1, 0.5, 0.6, fractional=True)),
+                                 region("a dog", rect(0.5, 0.3, 0.45, 0.6, fractional=True))])
+    first, again = renderer.render(scene)[0], renderer.render(scene)[0]
+    other = renderer.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, seed=7)))[0]
+    assert (first.image == again.image).all()
+    assert (first.image != other.image).mean() > 0.5
+
+
+def test_images_batched_together_equal_images_rendered_alone(renderer):
+    """--images N shares UNet batches; each image still depends only on its own seed."""
+    scene = make_scene(128, 96, [region("a cat", rect(0.1, 0.1, 0.5, 0.6, fractional=True))])
+    together = renderer.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, images=3)))
+    alone = renderer.render(scene, seeds=[scene.sampler.seed + 2])[0]
+    assert [r.seed for r in together] == [2024, 2025, 2026]
+    assert together[0].report["unet_calls"] == alone.report["unet_calls"]
+    torch.testing.assert_close(together[2].latent, alone.latent, atol=1e-4, rtol=1e-4)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 PRESET_NAMES = ("tiny", "small", "full-random")
-PRESET_VERSION = 1
+PRESET_VERSION = 2
 SEED = 0
 MAX_TEXT_LENGTH = 77
 
@@ -152,7 +152,15 @@ def build_sd15(name: str, folder: Path) -> None:
             requires_safety_checker=False,
         )
         pipe.save_pretrained(folder)
+        mark_unclipped_schedule(folder / "scheduler" / "scheduler_config.json")
         save_random_lora(pipe.unet, folder / "accelerators" / "lcm", StableDiffusionPipeline)
+
+
+def mark_unclipped_schedule(config_file: Path) -> None:
+    """Real SD checkpoints' scheduler configs say clip_sample: false; DDIM built from ours must agree."""
+    config = json.loads(config_file.read_text())
+    config["clip_sample"] = False
+    config_file.write_text(json.dumps(config, indent=2))
 
 
 def save_random_lora(unet, folder: Path, pipeline_class, rank: int = 4, scale: float = 0.02) -> None:
