@@ -23,6 +23,12 @@ def output_paths(out_dir: Path, name: str, seed: int) -> tuple[Path, Path]:
     return out_dir / f"{name}-{seed}.png", out_dir / f"{name}-{seed}.json"
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside `target`, renamed onto it on success and removed on any failure."""
@@ -31,6 +37,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temporary)
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs are ordinary files
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):

@@ -54,7 +54,7 @@ def print_summary(results) -> None:
     for result in results:
         seconds = result.report["seconds"]
         table.add_row(
-            str(result.png),
+            result.png.name if result.png else result.scene.name,
             f"{seconds.get('total', 0.0):.2f}",
             f"{seconds['load']:.2f}",
             f"{seconds['denoise']:.2f}",
