@@ -43,20 +43,16 @@ def region_colours(scene: Scene) -> list[tuple[int, int, int]]:
 
 def draw_preview(scene: Scene) -> Image.Image:
     """Canvas-size RGB picture of the scene's layout with a `name: prompt` legend in the bottom-left corner."""
-    width, height = scene.canvas.width, scene.canvas.height
+    size = (scene.canvas.width, scene.canvas.height)
     picture = _background(scene)
-    alpha = FILL_OVER_PICTURE if picture is not None else FILL_OVER_NEUTRAL
-    out = picture.astype(np.float32) if picture is not None else np.empty((height, width, 3), np.float32)
-    if picture is None:
-        out[:] = NEUTRAL
-    colours = region_colours(scene)
-    for region, colour in zip(scene.regions, colours):  # (H, W, 3) float, regions in z-order
-        mask = rasterize_mask(region.mask, scene.canvas)
-        colour = np.asarray(colour, np.float32)
-        weight = (alpha * mask)[..., None]
-        out += weight * (colour - out)
-        out[_outline(mask >= 0.5)] = colour * 0.5 + 127.5  # lighter edge
-    image = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8), "RGB")
+    image = Image.fromarray(picture, "RGB") if picture is not None else Image.new("RGB", size, NEUTRAL)
+    opacity = FILL_OVER_PICTURE if picture is not None else FILL_OVER_NEUTRAL
+    for region, colour in zip(scene.regions, region_colours(scene)):  # z-order: later regions on top
+        mask = rasterize_mask(region.mask, scene.canvas)  # (H, W) in [0, 1]
+        weight = Image.fromarray(np.round(mask * (opacity * 255)).astype(np.uint8), "L")
+        image = Image.composite(Image.new("RGB", size, colour), image, weight)
+        edge = Image.fromarray(_outline(mask >= 0.5).astype(np.uint8) * 255, "L")
+        image.paste(tuple(c // 2 + 128 for c in colour), mask=edge)  # a lighter edge
     _legend(image, scene)
     return image
 
@@ -72,6 +68,8 @@ def _background(scene: Scene) -> np.ndarray | None:
 def _outline(inside: np.ndarray) -> np.ndarray:
     """Inside pixels within 2 px of the outside (a boolean edge 2 px thick)."""
     edge = np.zeros_like(inside)
+    if not inside.any():
+        return edge
     for _ in range(2):
         core = inside.copy()  # inside pixels whose 4 neighbours are inside too
         core[1:] &= inside[:-1]

@@ -59,7 +59,11 @@ def load_rgb(path: Path, canvas: Canvas) -> np.ndarray:
 
 
 def _open_image(path: Path | None) -> Image.Image:
-    """Decode a picture, refusing a decompression bomb from its header, before decoding any pixel."""
+    """Decode a picture, refusing a decompression bomb from its header, before decoding any pixel.
+
+    Pillow's own check would refuse at its limit, not ours, without naming the size: it is switched off
+    while the header is read (under a lock, since the setting is global) and our limit applied instead.
+    """
     if path is None:
         raise MaskError("no file given", hint="name an image file")
     if not path.is_file():
@@ -70,7 +74,7 @@ def _open_image(path: Path | None) -> Image.Image:
     hint = "downscale the picture; it only needs the canvas size"
     with _PIL_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, limit
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we check the header size ourselves
         try:
             with Image.open(path) as image:
                 w, h = image.size

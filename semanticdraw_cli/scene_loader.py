@@ -43,9 +43,9 @@ def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
 
         settings = {k: v for k, v in data.items() if k != "layers"}
         return load_layered_scene((path.parent / layered).resolve(), overrides, settings=settings, settings_file=path)
-    if problems:
+    if not isinstance(data, dict):
         raise SceneError(problems)
-    return _build(data, path, lines, overrides)
+    return _build(data, path, lines, overrides, problems)  # duplicate keys: reported with the rest
 
 
 def scene_from_dict(data: dict, source: Path | None, overrides: Sequence[str] = ()) -> Scene:
@@ -104,13 +104,15 @@ def scene_warnings(scene: Scene) -> list[str]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _build(data: object, source: Path | None, lines: dict[str, int], overrides: Sequence[str]) -> Scene:
+def _build(
+    data: object, source: Path | None, lines: dict[str, int], overrides: Sequence[str], problems: Sequence[Problem] = ()
+) -> Scene:
     file = str(source) if source is not None else "<scene>"
     if not isinstance(data, dict):
         raise SceneError([Problem(file, "", f"expected a mapping of keys, got {type(data).__name__}")])
     data = deep_copy(data)
-    overridden, problems = apply_overrides(data, overrides, file)
-    return build_scene(data, source, lines, overridden, problems)
+    overridden, override_problems = apply_overrides(data, overrides, file)
+    return build_scene(data, source, lines, overridden, [*problems, *override_problems])
 
 
 def _mask_to_dict(region: Region) -> dict:

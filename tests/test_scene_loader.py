@@ -1,0 +1,441 @@
+"""The scene loader: defaults resolved from `defaults`, overrides, every problem with its line, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from semanticdraw_cli import defaults as d
+from semanticdraw_cli.errors import SceneError
+from semanticdraw_cli.scene import Accelerator, Canvas, Mask
+from semanticdraw_cli.scene_loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
+
+MINIMAL = """\
+canvas: {width: 64, height: 48}
+regions:
+  - {prompt: a red fox, mask: {rect: [0, 0, 32, 48]}}
+"""
+
+
+def write(folder: Path, text: str, name: str = "scene.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def problems_of(path: Path, *overrides: str) -> list:
+    with pytest.raises(SceneError) as info:
+        load_scene(path, overrides)
+    return info.value.problems
+
+
+def only(problems: list, key: str):
+    found = [p for p in problems if p.key == key]
+    assert len(found) == 1, f"expected one problem at {key}, got {problems}"
+    return found[0]
+
+
+# --- defaults and resolution -------------------------------------------------------------------
+
+
+def test_minimal_scene_resolves_every_default_from_defaults(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL))
+    lcm, family = d.ACCELERATORS["lcm"], d.FAMILIES[d.FAMILY]
+    assert scene.name == "scene" and scene.canvas == Canvas(64, 48) and scene.version == d.SCENE_VERSION
+    assert scene.model.family == d.FAMILY and scene.model.checkpoint == family.checkpoint
+    assert scene.model.accelerator == Accelerator("lcm", lcm.lora, lcm.weight_name, d.LORA_WEIGHT)
+    assert scene.model.drop_t5 is False
+    s = scene.sampler
+    assert (s.method, s.steps, s.grid, s.guidance) == (d.METHOD, lcm.steps, lcm.grid, lcm.guidance)
+    assert (s.seed, s.images, s.mask_mode, s.plan) == (d.SEED, d.IMAGES, d.MASK_MODE, d.PLAN)
+    assert (s.cover_alpha, s.max_batch) == (d.COVER_ALPHA, d.MAX_BATCH)
+    assert (s.tile.size, s.tile.stride) == (family.tile_size, family.tile_stride)
+    assert (s.bootstrap.steps, s.bootstrap.mix, s.bootstrap.leak_sensitivity) == (
+        d.BOOTSTRAP_STEPS, d.BOOTSTRAP_MIX, d.BOOTSTRAP_LEAK_SENSITIVITY)
+    assert scene.background.prompt is None and scene.background.image is None
+    assert scene.background.negative == d.NEGATIVE
+    (region,) = scene.regions
+    assert region.name == "region1" and region.prompt == "a red fox"
+    assert (region.negative, region.blur, region.strength, region.prompt_strength) == (
+        d.NEGATIVE, d.BLUR, d.STRENGTH, d.PROMPT_STRENGTH)
+    assert region.mask == Mask("rect", coords=(0.0, 0.0, 32.0, 48.0), fractional=False)
+
+
+def test_scene_is_frozen(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        scene.name = "other"
+
+
+def test_defaults_section_applies_to_regions_that_do_not_set_their_own(tmp_path):
+    scene = load_scene(write(tmp_path, """\
+        canvas: {width: 64, height: 48}
+        background: {prompt: sky}
+        defaults: {negative: blurry, blur: 3.5, strength: 0.8, prompt_strength: 0.5}
+        regions:
+          - {prompt: a, mask: {rect: [0, 0, 8, 8]}}
+          - {name: b, prompt: b, negative: ugly, blur: 0, strength: 1, prompt_strength: 1, mask: {rect: [0, 0, 8, 8]}}
+    """))
+    first, second = scene.regions
+    assert (first.name, first.negative, first.blur, first.strength, first.prompt_strength) == (
+        "region1", "blurry", 3.5, 0.8, 0.5)
+    assert (second.name, second.negative, second.blur, second.strength, second.prompt_strength) == (
+        "b", "ugly", 0.0, 1.0, 1.0)
+    assert scene.background.negative == "blurry"  # the background is region 0: it takes the defaults too
+
+
+def test_family_picks_its_accelerator_steps_and_tile(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL + "model: {family: sdxl}\n"))
+    lightning, sdxl = d.ACCELERATORS["lightning"], d.FAMILIES["sdxl"]
+    assert scene.model.checkpoint == sdxl.checkpoint
+    assert scene.model.accelerator == Accelerator("lightning", lightning.lora, lightning.weight_name, d.LORA_WEIGHT)
+    assert scene.sampler.steps == tuple(range(lightning.steps)) and scene.sampler.grid == lightning.grid
+    assert (scene.sampler.tile.size, scene.sampler.tile.stride) == (sdxl.tile_size, sdxl.tile_stride)
+    sd3 = load_scene(write(tmp_path, MINIMAL + "model: {family: sd3, drop_t5: true}\n"))
+    assert sd3.model.drop_t5 is True and sd3.sampler.guidance == d.ACCELERATORS["flash"].guidance
+
+
+def test_accelerator_none_uses_the_family_scheduler(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: none}\n"))
+    family = d.FAMILIES["sd15"]
+    assert scene.model.accelerator == Accelerator("none")
+    assert scene.sampler.steps == family.own_scheduler_steps and scene.sampler.grid == family.own_scheduler_grid
+
+
+def test_custom_lora_resolves_local_paths_and_keeps_hub_ids(tmp_path):
+    (tmp_path / "loras").mkdir()
+    (tmp_path / "loras" / "fast.safetensors").write_bytes(b"")
+    local = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: {lora: loras/fast.safetensors, weight: 0.7}}\n"))
+    assert local.model.accelerator == Accelerator("lora", str(tmp_path / "loras" / "fast.safetensors"), None, 0.7)
+    hub = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: {lora: someone/fast-lora}}\n"))
+    assert hub.model.accelerator == Accelerator("lora", "someone/fast-lora", None, d.LORA_WEIGHT)
+
+
+def test_multidiffusion_defaults_are_the_published_ones(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL + "sampler: {method: multidiffusion}\n"))
+    s = scene.sampler
+    assert s.steps == tuple(range(d.MULTIDIFFUSION_STEPS)) and s.grid == d.MULTIDIFFUSION_STEPS
+    assert s.guidance == d.MULTIDIFFUSION_GUIDANCE
+    assert (s.tile.size, s.tile.stride) == (d.MULTIDIFFUSION_TILE_SIZE, d.MULTIDIFFUSION_TILE_STRIDE)
+
+
+def test_steps_as_count_or_indices(tmp_path):
+    count = load_scene(write(tmp_path, MINIMAL + "sampler: {steps: 6}\n"))
+    assert count.sampler.steps == (0, 1, 2, 3, 4, 5) and count.sampler.grid == 6
+    indices = load_scene(write(tmp_path, MINIMAL + "sampler: {steps: [0, 10, 90], grid: 100}\n"))
+    assert indices.sampler.steps == (0, 10, 90) and indices.sampler.grid == 100
+
+
+def test_relative_paths_resolve_against_the_scene_folder(tmp_path, monkeypatch):
+    folder = tmp_path / "art"
+    (folder / "masks").mkdir(parents=True)
+    Image.new("L", (64, 48), 255).save(folder / "masks" / "m.png")
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(folder / "base.png")
+    write(folder, """\
+        canvas: {width: 64, height: 48}
+        background: {image: base.png}
+        regions:
+          - {prompt: a, mask: masks/m.png}
+          - {prompt: b, mask: {image: ./masks/m.png}}
+    """)
+    monkeypatch.chdir(tmp_path)  # not the scene's folder
+    scene = load_scene(Path("art/scene.yaml"))
+    assert scene.background.image == (folder / "base.png").resolve()
+    assert [r.mask.path for r in scene.regions] == [(folder / "masks" / "m.png").resolve()] * 2
+    assert all(r.mask.path.is_absolute() for r in scene.regions)
+
+
+def test_label_map_colour_forms(tmp_path):
+    Image.new("RGB", (64, 48), (245, 158, 11)).save(tmp_path / "l.png")
+    scene = load_scene(write(tmp_path, """\
+        canvas: {width: 64, height: 48}
+        regions:
+          - {prompt: a, mask: {label_map: l.png, color: "#F59E0B"}}
+          - {prompt: b, mask: {label_map: l.png, color: [245, 158, 11]}}
+    """))
+    assert [r.mask.color for r in scene.regions] == [(245, 158, 11)] * 2
+    assert scene.regions[0].mask.kind == "label_map"
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+
+def test_overrides_set_values_before_validation(tmp_path):
+    path = write(tmp_path, MINIMAL + "  - {prompt: a dog, mask: {rect: [32, 0, 32, 48]}}\n")
+    scene = load_scene(path, ["sampler.seed=7", "sampler.steps=[0,10]", "regions[1].prompt=a cat",
+                              "background.prompt=blue sky", "model.accelerator={lora: x/y, weight: 0.5}"])
+    assert scene.sampler.seed == 7 and scene.sampler.steps == (0, 10)
+    assert scene.regions[1].prompt == "a cat" and scene.background.prompt == "blue sky"
+    assert scene.model.accelerator == Accelerator("lora", "x/y", None, 0.5)
+    assert load_scene(path).sampler.seed == d.SEED  # the file is untouched
+
+
+def test_malformed_overrides_are_problems_of_key_set(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    problems = problems_of(path, "sampler.seed", "regions[3].prompt=x", "sampler..seed=1", "sampler.seed=[1,",
+                           "canvas.width.x=3")
+    assert [p.key for p in problems] == ["--set"] * 5
+    text = "\n".join(map(str, problems))
+    assert "no '='" in text and "no such item" in text and "bad key" in text and "not valid YAML" in text
+    assert "parent is not a mapping" in text
+
+
+def test_a_bad_overridden_value_names_its_key_without_a_file_line(tmp_path):
+    problem = only(problems_of(write(tmp_path, MINIMAL), "sampler.seed=abc"), "sampler.seed")
+    assert problem.line is None and "whole number" in problem.message
+
+
+# --- problems: every one, with a line and a hint -----------------------------------------------
+
+
+def test_all_problems_are_collected_with_lines(tmp_path):
+    path = write(tmp_path, """\
+        version: 1
+        canvas: {width: 1283, height: 0}
+        sampler:
+          seed: -3
+          mask_mode: discreet
+        regions:
+          - {prompt: a, mask: {polygon: [[0, 0], [1, 1]]}}
+          - prompt: b
+            mask: {rect: [0, 0, 10]}
+    """)
+    problems = problems_of(path)
+    width = only(problems, "canvas.width")
+    assert width.line == 2 and "not a multiple of 8" in width.message and width.hint == "1283 -> 1280 or 1288"
+    assert only(problems, "canvas.height").line == 2
+    assert only(problems, "sampler.seed").line == 4
+    mode = only(problems, "sampler.mask_mode")
+    assert mode.line == 5 and "did you mean 'discrete'" in mode.hint
+    polygon = only(problems, "regions[0].mask.polygon")
+    assert polygon.line == 7 and "at least 3 points" in polygon.message
+    assert only(problems, "regions[1].mask.rect").line == 9
+    assert len(problems) == 6
+
+
+def test_unknown_keys_get_did_you_mean(tmp_path):
+    problems = problems_of(write(tmp_path, MINIMAL + "backgruond: {prompt: sky}\nsampler: {sed: 3}\n"))
+    top = only(problems, "backgruond")
+    assert top.line == 4 and "did you mean 'background'" in top.hint
+    assert "did you mean 'seed'" in only(problems, "sampler.sed").hint
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    problems = problems_of(write(tmp_path, "canvas: {width: 64, height: 48}\nregions:\n  - prompt: [unclosed\n"))
+    assert len(problems) == 1 and "not valid YAML" in problems[0].message and problems[0].line in (3, 4)
+
+
+def test_duplicate_keys_are_problems_and_the_rest_is_still_checked(tmp_path):
+    problems = problems_of(write(tmp_path, MINIMAL + "canvas: {width: 8, height: 8}\nsampler: {seed: x}\n"))
+    problem = only(problems, "canvas")
+    assert "twice" in problem.message and problem.line == 4 and "line 1" in problem.message
+    assert only(problems, "sampler.seed").line == 5
+
+
+def test_unquoted_hash_colour_gets_a_quoting_hint(tmp_path):
+    Image.new("RGB", (64, 48)).save(tmp_path / "l.png")
+    path = write(tmp_path, "canvas: {width: 64, height: 48}\nregions:\n  - prompt: a\n    mask:\n"
+                           "      label_map: l.png\n      color: #f59e0b\n")
+    problem = only(problems_of(path), "regions[0].mask.color")
+    assert "missing" in problem.message and "quotes" in problem.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("canvas: {width: wide, height: 48}", "canvas.width", "whole number"),
+        ("canvas: {width: -64, height: 48}", "canvas.width", "positive"),
+        ("canvas: {width: 20000, height: 48}", "canvas.width", f"limit of {d.MAX_CANVAS_SIDE}"),
+        ("canvas: {width: 16384, height: 16384}", "canvas", f"limit of {d.MAX_CANVAS_PIXELS:,}"),
+        ("version: 2", "version", "unsupported version 2"),
+        ("model: {family: sd2}", "model.family", "unknown value 'sd2'"),
+        ("model: {accelerator: lightning}", "model.accelerator", "for sdxl, not sd15"),
+        ("model: {accelerator: turbo}", "model.accelerator", "unknown accelerator"),
+        ("model: {drop_t5: true}", "model.drop_t5", "sd3 only"),
+        ("model: {checkpoint: ./missing.safetensors}", "model.checkpoint", "not found"),
+        ("sampler: {steps: [4, 2]}", "sampler.steps", "must increase"),
+        ("sampler: {steps: [0, 50]}", "sampler.steps", "[0, 50)"),
+        ("sampler: {steps: 1000000000}", "sampler.steps", f"between 1 and {d.MAX_GRID}"),
+        ("sampler: {steps: 4, grid: 50}", "sampler.grid", "plain count"),
+        ("sampler: {images: 0}", "sampler.images", f"between 1 and {d.MAX_IMAGES}"),
+        ("sampler: {guidance: .nan}", "sampler.guidance", "expected a number"),
+        ("sampler: {tile: {size: 500, stride: 64}}", "sampler.tile.size", "500 -> 496 or 504"),
+        ("sampler: {tile: {size: 512, stride: 1024}}", "sampler.tile.stride", "larger than the tile size"),
+        ("sampler: {cover_alpha: 1.5}", "sampler.cover_alpha", "between 0 and 1"),
+        ("sampler: {bootstrap: {leak_sensitivity: 0}}", "sampler.bootstrap.leak_sensitivity", "greater than 0"),
+        ("defaults: {blur: -1}", "defaults.blur", "at least 0"),
+        ("background: {prompt: 3}", "background.prompt", "expected text"),
+        ("background: {image: nothere.png}", "background.image", "not found"),
+    ],
+)
+def test_each_bad_field_is_named(tmp_path, text, key, words):
+    scene = MINIMAL.replace("canvas: {width: 64, height: 48}", text) if text.startswith("canvas") else MINIMAL + text
+    problem = only(problems_of(write(tmp_path, scene + "\n")), key)
+    assert words in str(problem), str(problem)
+
+
+@pytest.mark.parametrize(
+    ("regions", "key", "words"),
+    [
+        ("[]", "regions", "no regions"),
+        ("{prompt: a}", "regions", "expected a list"),
+        ("[{mask: {rect: [0, 0, 8, 8]}}]", "regions[0].prompt", "missing"),
+        ("[{prompt: a}]", "regions[0].mask", "missing"),
+        ("[{prompt: a, mask: {rect: [0, 0, 8, 8], ellipse: [1, 1, 1, 1]}}]", "regions[0].mask", "exactly one"),
+        ("[{prompt: a, mask: {ellipse: [1, 1, 0, 1]}}]", "regions[0].mask.ellipse", "radii must be positive"),
+        ("[{prompt: a, mask: {polygon: [[0, 0], [1, x], [2, 2]]}}]", "regions[0].mask.polygon", "finite numbers"),
+        ("[{prompt: a, mask: {rect: [0, 0, 8, 8], color: red}}]", "regions[0].mask.color", "label_map masks only"),
+        ("[{prompt: a, mask: missing.png}]", "regions[0].mask", "file not found"),
+        ("[{prompt: a, mask: {layer: fox}}]", "regions[0].mask.layer", "layered drawing"),
+        ("[{name: x, prompt: a, mask: a.png}, {name: x, prompt: b, mask: a.png}]", "regions[1].name", "unique"),
+    ],
+)
+def test_each_bad_region_is_named(tmp_path, regions, key, words):
+    Image.new("L", (64, 48), 255).save(tmp_path / "a.png")
+    problem = only(problems_of(write(tmp_path, f"canvas: {{width: 64, height: 48}}\nregions: {regions}\n")), key)
+    assert words in str(problem), str(problem)
+
+
+def test_too_many_regions_are_refused_before_reading_any(tmp_path):
+    regions = "".join(f"  - {{prompt: r{i}, mask: missing{i}.png}}\n" for i in range(d.MAX_REGIONS + 1))
+    problems = problems_of(write(tmp_path, "canvas: {width: 64, height: 48}\nregions:\n" + regions))
+    assert [p.key for p in problems] == ["regions"]  # no per-region file problems: none was looked at
+    assert f"at most {d.MAX_REGIONS}" in problems[0].message
+
+
+def test_file_problems_of_masks_are_found_at_load(tmp_path):
+    Image.new("L", (50, 50), 255).save(tmp_path / "square.png")
+    (tmp_path / "corrupt.png").write_bytes(b"not a png")
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(tmp_path / "labels.png")
+    problems = problems_of(write(tmp_path, """\
+        canvas: {width: 64, height: 48}
+        regions:
+          - {prompt: a, mask: square.png}
+          - {prompt: b, mask: corrupt.png}
+          - {prompt: c, mask: {label_map: labels.png, color: "#ff0000"}}
+    """))
+    assert "50×50" in only(problems, "regions[0].mask").message
+    assert "cannot decode corrupt.png" in only(problems, "regions[1].mask").message
+    colour = only(problems, "regions[2].mask")
+    assert "#ff0000" in colour.message and "#090909" in colour.hint and colour.line == 5
+
+
+def test_unknown_file_type_and_missing_file(tmp_path):
+    assert "unknown scene file type" in problems_of(tmp_path / "scene.json")[0].message
+    assert "file not found" in problems_of(tmp_path / "absent.yaml")[0].message
+    assert "empty" in problems_of(write(tmp_path, ""))[0].message
+    assert "mapping" in problems_of(write(tmp_path, "- a\n- b\n"))[0].message
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4000))
+def test_canvas_sides_must_be_multiples_of_8_and_the_hint_brackets_the_value(tmp_path_factory, width):
+    path = write(tmp_path_factory.mktemp("s"), MINIMAL.replace("width: 64", f"width: {width}").replace("32, 48", "8, 8"))
+    if width % 8 == 0:
+        assert load_scene(path).canvas.width == width
+        return
+    hint = only(problems_of(path), "canvas.width").hint
+    numbers = [int(v) for v in hint.replace("->", " ").replace("or", " ").split()]
+    assert numbers[0] == width and all(v % 8 == 0 and abs(v - width) < 8 for v in numbers[1:])
+
+
+# --- layered files -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_layers(monkeypatch):
+    calls = []
+    module = types.ModuleType("semanticdraw_cli.layers")
+    module.load_layered_scene = lambda *args, **kwargs: calls.append((args, kwargs)) or "layered scene"
+    monkeypatch.setitem(sys.modules, "semanticdraw_cli.layers", module)
+    return calls
+
+
+def test_psd_and_ora_files_are_delegated(tmp_path, fake_layers):
+    assert load_scene(tmp_path / "art.psd", ["sampler.seed=3"]) == "layered scene"
+    assert load_scene(tmp_path / "art.ora") == "layered scene"
+    assert fake_layers[0] == ((tmp_path / "art.psd", ["sampler.seed=3"]), {})
+
+
+def test_layers_key_delegates_with_the_other_settings(tmp_path, fake_layers):
+    (tmp_path / "art.psd").write_bytes(b"")
+    path = write(tmp_path, "layers: art.psd\nsampler: {seed: 5}\n")
+    assert load_scene(path, ["sampler.steps=4"]) == "layered scene"
+    (args, kwargs), = fake_layers
+    assert args == ((tmp_path / "art.psd").resolve(), ["sampler.steps=4"])
+    assert kwargs == {"settings": {"sampler": {"seed": 5}}, "settings_file": path}
+    missing = only(problems_of(write(tmp_path, "layers: gone.psd\n")), "layers")
+    assert "not found" in missing.message and missing.line == 1
+
+
+# --- round trip and warnings -------------------------------------------------------------------
+
+
+def test_round_trip_of_every_field_and_mask_kind(tmp_path):
+    Image.new("L", (64, 48), 255).save(tmp_path / "m.png")
+    Image.new("RGB", (64, 48), (245, 158, 11)).save(tmp_path / "l.png")
+    Image.new("RGB", (64, 48), (1, 2, 3)).save(tmp_path / "bg.png")
+    path = write(tmp_path, """\
+        canvas: {width: 64, height: 48}
+        model: {accelerator: {lora: someone/lora, weight: 0.6, weight_name: a.safetensors}}
+        sampler: {steps: [0, 3], grid: 8, guidance: 2.5, seed: 11, images: 2, mask_mode: continuous,
+                  plan: reference, cover_alpha: 0.1, max_batch: 3, tile: {size: 32, stride: 16},
+                  bootstrap: {steps: 2, mix: 0.5, leak_sensitivity: 0.3}}
+        background: {prompt: sky, negative: dull, image: bg.png}
+        defaults: {blur: 2.5}
+        regions:
+          - {prompt: a, mask: m.png}
+          - {prompt: b, mask: {label_map: l.png, color: "#f59e0b"}}
+          - {prompt: c, strength: 0.4, mask: {rect: [0.1, 0.2, 0.3, 0.4], units: fraction}}
+          - {prompt: d, mask: {ellipse: [10.5, 20, 5, 6]}}
+          - {prompt: e, mask: {polygon: [[0, 0], [10, 0], [5, 7.25]]}}
+    """)
+    scene = load_scene(path)
+    data = scene_to_dict(scene)
+    assert scene_from_dict(data, source=scene.source) == scene
+    assert scene_from_dict(yaml.safe_load(yaml.safe_dump(data)), source=scene.source) == scene
+    assert json.loads(json.dumps(data)) == data  # fit for PNG text
+    assert data["regions"][0]["mask"] == {"image": str((tmp_path / "m.png").resolve())}
+    assert data["sampler"]["steps"] == [0, 3] and data["sampler"]["grid"] == 8
+    assert data["regions"][2]["mask"] == {"rect": [0.1, 0.2, 0.3, 0.4], "units": "fraction"}
+
+
+def test_scene_to_dict_of_array_masks_uses_a_placeholder(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL))
+    region = dataclasses.replace(scene.regions[0], mask=Mask("array", array=np.ones((48, 64), np.float32)))
+    data = scene_to_dict(dataclasses.replace(scene, regions=(region,)))
+    assert data["regions"][0]["mask"] == {"layer": "region1"}
+
+
+def test_warnings_name_empty_and_covered_regions(tmp_path):
+    path = write(tmp_path, """\
+        canvas: {width: 64, height: 48}
+        regions:
+          - {name: hidden, prompt: a, mask: {rect: [10, 10, 10, 10]}}
+          - {name: outside, prompt: b, mask: {rect: [100, 100, 10, 10]}}
+          - {name: partly, prompt: c, mask: {rect: [0, 0, 40, 40]}}
+          - {name: top, prompt: d, mask: {rect: [5, 5, 20, 20]}}
+    """)
+    warnings = scene_warnings(load_scene(path))
+    assert len(warnings) == 2
+    assert str(path) in warnings[0] and "regions[0] (hidden)" in warnings[0] and "covered" in warnings[0]
+    assert "regions[1] (outside)" in warnings[1] and "empty" in warnings[1]
+
+
+def test_scene_from_dict_without_a_source(tmp_path):
+    scene = scene_from_dict(yaml.safe_load(MINIMAL), source=None)
+    assert scene.name == "scene" and scene.source is None
+    with pytest.raises(SceneError) as info:
+        scene_from_dict({"canvas": {"width": 64, "height": 48}}, source=None)
+    assert info.value.problems[0].file == "<scene>" and info.value.problems[0].key == "regions"
