@@ -1,0 +1,99 @@
+"""The layout picture: colours per region in z-order, the background picture, the legend, speed."""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from semanticdraw_cli.preview import NEUTRAL, draw_preview, region_colour, region_colours
+from semanticdraw_cli.scene_loader import load_scene
+
+SCENES = Path(__file__).resolve().parent.parent / "scenes"
+
+
+def scene_from(tmp_path: Path, text: str):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return load_scene(path)
+
+
+TWO_SQUARES = """\
+    canvas: {width: 256, height: 192}
+    regions:
+      - {name: under, prompt: a, mask: {rect: [120, 8, 80, 80]}}
+      - {name: over, prompt: b, mask: {rect: [160, 48, 80, 80]}}
+"""
+
+
+def test_regions_are_filled_in_their_colours_in_z_order(tmp_path):
+    scene = scene_from(tmp_path, TWO_SQUARES)
+    image = draw_preview(scene)
+    assert image.size == (256, 192) and image.mode == "RGB"
+    px = np.asarray(image).astype(int)
+    under, over = np.array(region_colour(0)), np.array(region_colour(1))
+    assert np.abs(px[3, 3] - NEUTRAL).max() <= 1  # uncovered, away from the legend
+    only_under, overlap, only_over = px[20, 140], px[70, 180], px[110, 220]
+    assert np.abs(only_under - under).sum() < np.abs(only_under - over).sum()
+    assert np.abs(only_over - over).sum() < np.abs(only_over - under).sum()
+    assert np.abs(overlap - over).sum() < np.abs(overlap - under).sum()  # the later region lies on top
+    assert not np.array_equal(overlap, only_over)  # translucent: the region below shows through
+
+
+def test_outline_is_lighter_than_the_fill(tmp_path):
+    px = np.asarray(draw_preview(scene_from(tmp_path, TWO_SQUARES))).astype(int)
+    assert px[20, 120].sum() > px[20, 140].sum()  # the left edge of `under` vs its inside
+
+
+def test_background_picture_shows_through(tmp_path):
+    picture = np.zeros((192, 256, 3), np.uint8)
+    picture[..., 1] = 200
+    Image.fromarray(picture).save(tmp_path / "bg.png")
+    scene = scene_from(tmp_path, TWO_SQUARES.replace("regions:", "background: {image: bg.png}\n    regions:"))
+    px = np.asarray(draw_preview(scene)).astype(int)
+    np.testing.assert_array_equal(px[3, 3], [0, 200, 0])  # uncovered: the picture itself
+    assert px[20, 140, 1] > 60  # covered: the picture still shows through the fill
+
+
+def test_legend_sits_bottom_left_and_lists_every_entry(tmp_path):
+    scene = scene_from(tmp_path, TWO_SQUARES.replace("regions:", "background: {prompt: sky}\n    regions:"))
+    px = np.asarray(draw_preview(scene)).astype(int)
+    blank = np.asarray(draw_preview(dataclasses.replace(scene, regions=scene.regions[:1]))).astype(int)
+    # The legend box darkens the bottom-left corner and holds one swatch per region.
+    assert px[-8, 8].sum() < sum(NEUTRAL) and px[-8, -8].sum() == sum(NEUTRAL)
+    swatches = [tuple(c) for c in px[150:, :30].reshape(-1, 3)]
+    assert region_colour(0) in swatches and region_colour(1) in swatches
+    assert (px[100:, :100] != blank[100:, :100]).any()  # one entry more: the legend grows
+
+
+def test_colours_are_distinct_and_label_maps_keep_their_colour(tmp_path):
+    assert len({region_colour(i) for i in range(200)}) == 200
+    Image.new("RGB", (64, 48), (22, 163, 74)).save(tmp_path / "l.png")
+    scene = scene_from(tmp_path, """\
+        canvas: {width: 64, height: 48}
+        regions:
+          - {prompt: a, mask: {rect: [0, 0, 8, 8]}}
+          - {prompt: b, mask: {label_map: l.png, color: "#16a34a"}}
+    """)
+    colours = region_colours(scene)
+    assert colours[1] == (22, 163, 74) and colours[0] != colours[1]
+
+
+def test_many_regions_on_a_small_canvas_still_fit(tmp_path):
+    regions = "".join(f"      - {{prompt: region number {i} with a long prompt, mask: {{rect: [{i}, 0, 4, 4]}}}}\n"
+                      for i in range(60))
+    scene = scene_from(tmp_path, "    canvas: {width: 128, height: 64}\n    regions:\n" + regions)
+    assert draw_preview(scene).size == (128, 64)
+
+
+def test_preview_of_the_paper_scene_is_fast():
+    scene = load_scene(SCENES / "irworobongdo.yaml")
+    draw_preview(scene)  # warm up (font loading)
+    start = time.perf_counter()
+    image = draw_preview(scene)
+    assert time.perf_counter() - start < 1.0  # about 0.25 s on one core
+    assert image.size == (1280, 768)
