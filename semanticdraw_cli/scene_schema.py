@@ -139,8 +139,8 @@ def build_scene(
     c.problems += problems
     base = source.resolve().parent if source is not None else Path.cwd()
     top = c.section(data, "", KEYS[""])
-    version = top.get("version", D.SCENE_VERSION)
-    if version != D.SCENE_VERSION or isinstance(version, bool):
+    version = top.get("version")
+    if version is not None and (version != D.SCENE_VERSION or isinstance(version, bool)):
         c.add("version", f"unsupported version {version!r}", hint=f"this tool reads version {D.SCENE_VERSION}")
     canvas = _canvas(c, top)
     model = _model(c, c.section(top.get("model"), "model", KEYS["model"]), base)

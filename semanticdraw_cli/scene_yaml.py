@@ -10,6 +10,7 @@ import yaml
 
 from semanticdraw_cli.errors import Problem
 
+MAX_NODES = 1_000_000  # values in one scene file, aliases expanded; stops "billion laughs" before expanding
 
 # --- YAML with line numbers --------------------------------------------------------------------
 
@@ -64,6 +65,8 @@ def read_yaml(path: Path) -> tuple[object, dict[str, int], list[Problem]]:
         return None, {}, [Problem(file, "", f"cannot read the file: {error}")]
     try:
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        return None, {}, [Problem(file, "", "not valid YAML: nested too deeply")]
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -71,6 +74,15 @@ def read_yaml(path: Path) -> tuple[object, dict[str, int], list[Problem]]:
         hint = "check indentation, colons and quotes; a value holding ': ' or starting with '#' needs quotes"
         return None, {}, [Problem(file, "", f"not valid YAML: {message or error}", line, hint)]
     lines, duplicates = {}, []
+    try:
+        size = _expanded_size(raw, {}, set())
+    except RecursionError:
+        return None, {}, [Problem(file, "", "not valid YAML: nested too deeply")]
+    except ValueError as error:
+        return None, {}, [Problem(file, "", str(error), hint="an alias (*name) may not refer to its own anchor")]
+    if size > MAX_NODES:
+        return None, {}, [Problem(file, "", f"{size:,} values with aliases expanded; at most {MAX_NODES:,}",
+                                  hint="write the values out instead of repeating aliases")]
     data = _plain(raw, "", lines, duplicates)
     problems = [Problem(file, key, f"appears twice (the first at line {lines.get(key)})", line, "keep one")
                 for key, line in duplicates]
@@ -79,6 +91,21 @@ def read_yaml(path: Path) -> tuple[object, dict[str, int], list[Problem]]:
     elif not isinstance(data, dict):
         problems.append(Problem(file, "", f"expected a mapping of keys (version, canvas, ...), got {type(data).__name__}"))
     return data, lines, problems
+
+
+def _expanded_size(node: object, memo: dict[int, int], open_: set[int]) -> int:
+    """Values in `node` once aliases are expanded, counting each shared node once per use (O(unique nodes))."""
+    if not isinstance(node, (dict, list)):
+        return 1
+    if id(node) in memo:
+        return memo[id(node)]
+    if id(node) in open_:
+        raise ValueError("an alias refers to a mapping or list that contains it")
+    open_.add(id(node))
+    children = node.values() if isinstance(node, dict) else node
+    memo[id(node)] = 1 + sum(_expanded_size(child, memo, open_) for child in children)
+    open_.discard(id(node))
+    return memo[id(node)]
 
 
 def _plain(node: object, path: str, lines: dict, duplicates: list) -> object:
@@ -156,8 +183,8 @@ def _set(data: dict, tokens: list[str | int], value: object) -> None:
             node = node[token]
 
 
-
 def deep_copy(value: object) -> object:
+    """A copy of nested dicts and lists (overrides change the copy, not the caller's data)."""
     if isinstance(value, dict):
         return {k: deep_copy(v) for k, v in value.items()}
     if isinstance(value, list):

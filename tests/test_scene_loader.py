@@ -439,3 +439,21 @@ def test_scene_from_dict_without_a_source(tmp_path):
     with pytest.raises(SceneError) as info:
         scene_from_dict({"canvas": {"width": 64, "height": 48}}, source=None)
     assert info.value.problems[0].file == "<scene>" and info.value.problems[0].key == "regions"
+
+
+def test_alias_bombs_and_self_reference_are_refused(tmp_path):
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]  # 10^9 values
+    bomb = problems_of(write(tmp_path, "\n".join(levels) + "\n", "bomb.yaml"))
+    assert len(bomb) == 1 and "at most 1,000,000" in bomb[0].message
+    loop = problems_of(write(tmp_path, "canvas: &c {width: 64, height: 48, self: *c}\n", "loop.yaml"))
+    assert len(loop) == 1 and "refers to a mapping or list that contains it" in loop[0].message
+
+
+def test_deep_nesting_is_a_problem_not_a_crash(tmp_path):
+    problems = problems_of(write(tmp_path, "a: " + "[" * 500 + "]" * 500 + "\n"))
+    assert "nested too deeply" in problems[0].message
+
+
+def test_version_may_be_left_empty(tmp_path):
+    assert load_scene(write(tmp_path, "version:\n" + MINIMAL)).version == d.SCENE_VERSION
