@@ -18,6 +18,7 @@ from semanticdraw_cli.scene import Accelerator, Background, Bootstrap, Canvas, M
 UNITS = ("px", "fraction")
 SHAPES = {"rect": 4, "ellipse": 4, "polygon": None}  # coordinate count; polygon: pairs, at least 3
 MASK_KINDS = ("image", "label_map", *SHAPES, "layer")
+LOCAL_SUFFIXES = (".safetensors", ".ckpt", ".bin")  # a checkpoint or LoRA named so is a file, not a hub id
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts 64-bit seeds
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers"),
@@ -230,15 +231,16 @@ def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Acceler
 
 
 def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
-    """A hub id or preset name stays as it is; a local path becomes absolute (and must exist)."""
+    """A hub id or preset name stays as it is; a local path becomes absolute against the scene's folder.
+
+    A missing model is a runtime failure (exit 1, with what to do), reported when the model loads.
+    """
     if not text.strip():
         c.add(key, "is empty", hint="a hub id, a local folder or a .safetensors file")
         return text
     local = base / Path(text).expanduser()
-    if local.exists():
+    if local.exists() or text.startswith(("/", "./", "../", "~")) or text.endswith(LOCAL_SUFFIXES):
         return str(local.resolve())
-    if text.startswith(("/", "./", "../", "~")) or text.endswith((".safetensors", ".ckpt", ".bin")):
-        c.add(key, f"file or folder not found: {local}", hint="paths are relative to the scene file's folder")
     return text
 
 
