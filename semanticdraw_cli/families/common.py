@@ -73,14 +73,18 @@ PIPELINE_FAMILIES = {
 }
 
 
-def checkpoint_family(source: str) -> str | None:
-    """sd15 | sdxl | sd3 for a diffusers folder or cached hub id; None when unknown or unreadable."""
+def checkpoint_config(source: str) -> dict | None:
+    """model_index.json of a diffusers folder or cached hub id; None when there is none to read."""
     from diffusers import DiffusionPipeline
 
     try:
-        config = DiffusionPipeline.load_config(source)
+        return dict(DiffusionPipeline.load_config(source))
     except Exception:  # not a diffusers folder, not cached offline: the loader reports it properly
         return None
+
+
+def checkpoint_family(config: dict) -> str | None:
+    """sd15 | sdxl | sd3 from a model_index.json; None when it is none of them."""
     name = config.get("_class_name", "")
     if name in PIPELINE_FAMILIES:
         return PIPELINE_FAMILIES[name]
@@ -93,10 +97,11 @@ def checkpoint_family(source: str) -> str | None:
     return None
 
 
-def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype, **kwargs):
+def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype, require=None, **kwargs):
     """(pipeline, preset folder or None) from a preset, hub id, local folder or one .safetensors file.
 
-    A diffusers folder of another family is refused before any weight is read.
+    A diffusers folder of another family, or one without a component named in `require` (name -> what
+    to do), is refused before any weight is read.
     """
     from semanticdraw_cli.families import presets
 
@@ -105,11 +110,15 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
     preset_dir = presets.ensure_preset(family, source) if presets.is_preset(source) else None
     target = str(preset_dir or source)
     single_file = source.endswith((".safetensors", ".ckpt"))
-    found = None if single_file else checkpoint_family(target)
+    config = None if single_file else checkpoint_config(target)
+    found = checkpoint_family(config) if config else None
     if found is not None and found != family:
         raise RenderError(
             f"{source!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
         )
+    for component, hint in (require or {}).items():
+        if config and (config.get(component) or [None])[0] is None:
+            raise RenderError(f"{source!r} has no {component}\nwhat to do: {hint}")
     try:
         if single_file:
             if not Path(source).is_file():

@@ -1,0 +1,288 @@
+"""Stable Diffusion 3 adapter: MMDiT transformer with flow matching, three text encoders, 16-channel VAE.
+
+Flow matching keeps x = (1 − σ)·x0 + σ·eps and predicts the velocity v = eps − x0, so the canvas form is
+a = 1 − σ, s = σ and x0 = x − σ·v; Euler's step is then the sampler's deterministic re-noise with the
+predicted eps. Masks quantize against σ/sqrt(1 + σ²), the noise level SemanticDraw uses for SD3.
+`model.drop_t5` loads no T5 encoder and feeds zeros in its place, as the pipeline does with
+text_encoder_3=None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import common, presets
+from semanticdraw_cli.fusion import Embeddings, StepTable
+from semanticdraw_cli.scene import Model, Sampler
+from semanticdraw_cli.tiles import Window
+
+T5_TOKENS = 256  # the pipeline's default max_sequence_length
+ACCELERATORS = ("flash",)
+NO_T5_HINT = "set model.drop_t5: true (--set model.drop_t5=true) to render with the two CLIP encoders only"
+
+
+def load_pipeline(model: Model, dtype: torch.dtype):
+    """A diffusers StableDiffusion3Pipeline (without T5 when model.drop_t5) with its accelerator fused."""
+    from diffusers import StableDiffusion3Pipeline
+
+    kwargs = {"text_encoder_3": None, "tokenizer_3": None} if model.drop_t5 else {}
+    require = {} if model.drop_t5 else {"text_encoder_3": NO_T5_HINT}
+    pipe, preset_dir = common.load_family_pipeline(
+        StableDiffusion3Pipeline, model, "sd3", dtype, require=require, **kwargs
+    )
+    source = model.checkpoint
+    if type(pipe.transformer).__name__ != "SD3Transformer2DModel":
+        raise RenderError(f"{source!r} has no SD3 transformer; set model.family to match the checkpoint")
+    for encoder, tokenizer in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        if getattr(pipe, encoder) is None or getattr(pipe, tokenizer) is None:
+            raise RenderError(f"{source!r} has no {encoder}/{tokenizer}; SD3 needs both CLIP text encoders")
+    if not model.drop_t5 and (pipe.text_encoder_3 is None or pipe.tokenizer_3 is None):
+        raise RenderError(f"{source!r} has no T5 text encoder (text_encoder_3/tokenizer_3)\nwhat to do: {NO_T5_HINT}")
+    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd3")
+    return pipe
+
+
+class SD3Denoiser:
+    """SD3 behind the sampler's narrow interface."""
+
+    vae_factor = 8
+
+    def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
+        self.transformer = pipe.transformer.to(device).eval()
+        self.text_encoders = [pipe.text_encoder.to(device).eval(), pipe.text_encoder_2.to(device).eval()]
+        self.tokenizers = [pipe.tokenizer, pipe.tokenizer_2]
+        self.t5 = pipe.text_encoder_3.to(device).eval() if pipe.text_encoder_3 is not None else None
+        self.t5_tokenizer = pipe.tokenizer_3
+        self.scheduler_config = dict(pipe.scheduler.config)
+        self.model = model
+        self.device, self.dtype = device, dtype
+        self.latent_channels = self.transformer.config.in_channels
+        self.patch = self.transformer.config.patch_size
+        vae = pipe.vae.to(device).eval()
+        self.codec = common.VaeCodec(
+            vae,
+            device,
+            dtype,
+            vae.config.scaling_factor,
+            shift=vae.config.shift_factor or 0.0,
+            upcast=common.needs_vae_upcast(vae, dtype),
+        )
+
+    def step_table(self, sampler: Sampler) -> StepTable:
+        """Sigmas `sampler.steps` of a `sampler.grid`-step flow-matching Euler schedule (shifted as configured)."""
+        from diffusers import FlowMatchEulerDiscreteScheduler
+
+        scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
+        if scheduler.config.get("use_dynamic_shifting"):  # resolution-dependent shift: the tile is what the model sees
+            from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
+
+            tokens = (sampler.tile.size // (self.vae_factor * self.patch)) ** 2
+            config = scheduler.config
+            mu = calculate_shift(
+                tokens,
+                config.get("base_image_seq_len", 256),
+                config.get("max_image_seq_len", 4096),
+                config.get("base_shift", 0.5),
+                config.get("max_shift", 1.16),
+            )
+            scheduler.set_timesteps(sampler.grid, mu=mu)
+        else:
+            scheduler.set_timesteps(sampler.grid)
+        sigmas = [float(scheduler.sigmas[i]) for i in sampler.steps] + [0.0]
+        return StepTable(
+            timesteps=tuple(float(scheduler.timesteps[i]) for i in sampler.steps),
+            signal=tuple(1.0 - sigma for sigma in sigmas),
+            noise=tuple(sigmas),
+            mask_levels=tuple(sigma / (1.0 + sigma**2) ** 0.5 for sigma in sigmas[:-1]) + (0.0,),
+            stochastic=False,
+        )
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> Embeddings:
+        """text (B, 77 + 256, D_joint): both CLIPs' penultimate states (zero-padded) then T5's (or zeros);
+        pooled (B, P1 + P2): both CLIPs' projections."""
+        hidden, pooled = zip(*(
+            common.clip_embeddings(tokenizer, encoder, texts, self.device)
+            for tokenizer, encoder in zip(self.tokenizers, self.text_encoders)
+        ))
+        clip = torch.cat(hidden, dim=-1)  # (B, 77, D1 + D2)
+        joint = self.transformer.config.joint_attention_dim
+        if self.t5 is None:
+            t5 = torch.zeros(len(texts), T5_TOKENS, joint, device=self.device, dtype=clip.dtype)
+        else:
+            ids = self.t5_tokenizer(
+                list(texts), padding="max_length", max_length=T5_TOKENS, truncation=True,
+                add_special_tokens=True, return_tensors="pt",
+            ).input_ids
+            t5 = self.t5(ids.to(self.device))[0].to(clip.dtype)
+        clip = torch.nn.functional.pad(clip, (0, joint - clip.shape[-1]))
+        return {"text": torch.cat([clip, t5], dim=-2), "pooled": torch.cat(pooled, dim=-1)}
+
+    @torch.inference_mode()
+    def predict_x0(
+        self,
+        x: torch.Tensor,
+        table: StepTable,
+        step: int,
+        cond: Embeddings,
+        uncond: Embeddings | None,
+        guidance: float,
+        windows: Sequence[Window],
+    ) -> torch.Tensor:
+        sigma = table.noise[step]
+        x = x.to(self.device, torch.float32)  # (B, 16, h, w), x = (1 − σ)·x0 + σ·eps
+        if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
+            side = self.vae_factor * self.patch
+            raise RenderError(
+                f"SD3 sees the latent in {self.patch}×{self.patch} patches: a window of "
+                f"{x.shape[-1] * self.vae_factor}×{x.shape[-2] * self.vae_factor} px does not divide; "
+                f"make the canvas and sampler.tile size/stride multiples of {side} px"
+            )
+        if uncond is None:
+            inputs, text, pooled = x, cond["text"], cond["pooled"]
+        else:
+            inputs = torch.cat([x, x])
+            text = torch.cat([uncond["text"], cond["text"]])
+            pooled = torch.cat([uncond["pooled"], cond["pooled"]])
+        t = torch.full((len(inputs),), table.timesteps[step], device=self.device)
+        v = self.transformer(
+            hidden_states=inputs.to(self.dtype),
+            timestep=t,
+            encoder_hidden_states=text.to(self.dtype),
+            pooled_projections=pooled.to(self.dtype),
+            return_dict=False,
+        )[0].float()
+        if uncond is not None:
+            v_uncond, v_cond = v.chunk(2)
+            v = v_uncond + guidance * (v_cond - v_uncond)
+        return x - sigma * v
+
+    def encode_image(self, rgb) -> torch.Tensor:
+        return self.codec.encode(rgb)
+
+    def white_latent(self) -> torch.Tensor:
+        return self.codec.white()
+
+    def decode(self, latents: torch.Tensor):
+        return self.codec.decode(latents)
+
+
+def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Denoiser:
+    return SD3Denoiser(load_pipeline(model, dtype), model, device, dtype)
+
+
+# --- the tiny preset: SD3's layout (2 CLIP + T5, MMDiT, 16-channel VAE with shift) at toy width -----------
+
+TINY_CLIP = 32  # hidden = projection width of each CLIP encoder
+TINY_JOINT = 80  # T5 width = joint_attention_dim; wider than the two CLIPs (64) so the padding is exercised
+TINY_HEADS, TINY_HEAD_DIM = 2, 16
+
+
+def write_t5_tokenizer(folder: Path) -> None:
+    """A T5 tokenizer (Unigram over single characters, built with `tokenizers`): no sentencepiece needed."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    chars = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in chars] + [("▁" + c, -2.5) for c in chars]
+    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
+
+
+def save_random_transformer_lora(transformer, folder: Path, rank: int = 4, scale: float = 0.02) -> None:
+    """A random-weight LoRA over the MMDiT attention projections (image and text streams)."""
+    from diffusers import StableDiffusion3Pipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
+    with torch.no_grad():
+        for name, param in transformer.named_parameters():
+            if "lora_" in name:
+                param.normal_(0.0, scale)
+    layers = get_peft_model_state_dict(transformer)
+    folder.mkdir(parents=True, exist_ok=True)
+    StableDiffusion3Pipeline.save_lora_weights(folder, transformer_lora_layers=layers, safe_serialization=True)
+    transformer.delete_adapters(transformer.active_adapters())
+
+
+def build_tiny(name: str, folder: Path) -> None:
+    """An SD3-layout pipeline with seeded random weights and a random `flash` LoRA."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+    if name != "tiny":
+        raise RenderError(f"the sd3 family has only the 'tiny' preset, not {name!r}")
+    vocab = presets.write_clip_tokenizer(folder / "tokenizer")
+    presets.write_clip_tokenizer(folder / "tokenizer_2")
+    write_t5_tokenizer(folder / "tokenizer_3")
+    t5_tokenizer = T5Tokenizer.from_pretrained(folder / "tokenizer_3")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(presets.SEED)
+        transformer = SD3Transformer2DModel(
+            sample_size=128,
+            patch_size=2,
+            in_channels=16,
+            out_channels=16,
+            num_layers=2,
+            attention_head_dim=TINY_HEAD_DIM,
+            num_attention_heads=TINY_HEADS,
+            joint_attention_dim=TINY_JOINT,
+            caption_projection_dim=TINY_HEADS * TINY_HEAD_DIM,
+            pooled_projection_dim=2 * TINY_CLIP,
+            pos_embed_max_size=192,  # SD3's: canvases windows up to 1536 px
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(8, 16, 16, 16),
+            layers_per_block=1,
+            latent_channels=16,
+            norm_num_groups=4,
+            sample_size=1024,
+            scaling_factor=1.5305,  # SD3's
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            mid_block_add_attention=False,
+        )
+        clip = [
+            CLIPTextModelWithProjection(presets.clip_text_config(vocab, TINY_CLIP, 2, 2, projection=TINY_CLIP))
+            for _ in range(2)
+        ]
+        t5 = T5EncoderModel(
+            T5Config(
+                vocab_size=len(t5_tokenizer),
+                d_model=TINY_JOINT,
+                d_kv=16,
+                d_ff=64,
+                num_layers=1,
+                num_heads=2,
+                relative_attention_num_buckets=8,
+                feed_forward_proj="gated-gelu",
+            )
+        )
+        pipe = StableDiffusion3Pipeline(
+            transformer=transformer,
+            scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),  # SD3 medium's
+            vae=vae,
+            text_encoder=clip[0],
+            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+            text_encoder_2=clip[1],
+            tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+            text_encoder_3=t5,
+            tokenizer_3=t5_tokenizer,
+        )
+        pipe.save_pretrained(folder)
+        save_random_transformer_lora(pipe.transformer, folder / "accelerators" / "flash")
+
+
+presets.register("sd3", build_tiny)

@@ -1,0 +1,114 @@
+"""SD3 adapter on the tiny preset: parity with diffusers' pipeline, region placement, scenes, clear errors."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from semanticdraw_cli import defaults as d
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import presets, sd3
+from semanticdraw_cli.render import Renderer
+from semanticdraw_cli.scene import Accelerator, Bootstrap, Model, Tile
+from family_checks import check_oracle_placement, render_scene_file, scene_files
+from scene_factory import make_scene, rect, region
+
+pytestmark = pytest.mark.slow
+FLASH = d.ACCELERATORS["flash"]
+
+
+def sd3_scene(width, height, regions, drop_t5=False, **sampler):
+    sampler = {"steps": tuple(range(FLASH.grid)), "grid": FLASH.grid, "guidance": FLASH.guidance, **sampler}
+    scene = make_scene(width, height, regions, **sampler)
+    model = Model("sd3", "tiny", Accelerator("flash", FLASH.lora, FLASH.weight_name, 1.0), drop_t5=drop_t5)
+    return dataclasses.replace(scene, model=model)
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer(device="cpu", dtype="float32")
+
+
+def pipeline(drop_t5: bool):
+    from diffusers import StableDiffusion3Pipeline
+
+    folder = presets.ensure_preset("sd3", "tiny")
+    kwargs = {"text_encoder_3": None, "tokenizer_3": None} if drop_t5 else {}
+    pipe = StableDiffusion3Pipeline.from_pretrained(folder, **kwargs)
+    pipe.load_lora_weights(folder / "accelerators" / "flash", adapter_name="accelerator")
+    pipe.fuse_lora(lora_scale=1.0, adapter_names=["accelerator"])
+    pipe.unload_lora_weights()
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.mark.parametrize("drop_t5, guidance", [(False, 0.0), (True, 3.0)])
+def test_single_region_equals_diffusers_pipeline(renderer, drop_t5, guidance):
+    """Flow-matching Euler, 4 steps (shift 3); with T5, and without it (zeros) under guidance."""
+    scene = sd3_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], drop_t5,
+                      bootstrap=Bootstrap(0, 1.0, 0.2), guidance=guidance)
+    ours = renderer.render(scene)[0].latent
+    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    pipe = pipeline(drop_t5)
+    theirs = pipe(
+        "a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent",
+    ).images[0]
+    assert table.timesteps == tuple(float(t) for t in pipe.scheduler.timesteps)  # shift 3: 1000, 857.7, 602.2, 8.9
+    assert ours.shape == theirs.shape == (16, 12, 16)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_step_table_is_flow_form(renderer):
+    scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
+    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    assert table.noise[0] == 1.0 and table.signal[0] == 0.0  # pure noise: the initial latent is eps
+    for a, s, level in zip(table.signal, table.noise, table.mask_levels):
+        assert a + s == pytest.approx(1.0)
+        assert level == pytest.approx(s / (1 + s * s) ** 0.5)
+    assert (table.signal[-1], table.noise[-1]) == (1.0, 0.0) and not table.stochastic
+
+
+def test_regions_land_in_their_masks(renderer):
+    scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
+    check_oracle_placement(renderer.denoiser(scene)[0].step_table(scene.sampler), channels=16)
+
+
+@pytest.mark.parametrize("path", scene_files("sd3"), ids=lambda p: p.name)
+def test_example_scene_renders_with_tiny_model(path, tmp_path):
+    image = render_scene_file(path, tmp_path)
+    assert image.shape[0] >= 1024 and image.std() > 1.0
+
+
+def test_window_not_divisible_by_patches_is_refused(renderer):
+    scene = sd3_scene(120, 96, [region("x", rect(0, 0, 1, 1, fractional=True))], tile=Tile(120, 64))
+    with pytest.raises(RenderError, match="multiples of 16 px"):
+        renderer.render(scene)
+
+
+def test_lora_of_another_family_is_refused():
+    lcm = presets.ensure_preset("sd15", "tiny") / "accelerators" / "lcm"
+    scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lcm))))
+    with pytest.raises(RenderError, match="does not fit a sd3 model"):
+        Renderer(device="cpu", dtype="float32").render(scene)
+
+
+def test_sdxl_checkpoint_with_family_sd3_is_refused():
+    folder = presets.ensure_preset("sdxl", "tiny")
+    with pytest.raises(RenderError, match="is an sdxl checkpoint.*model.family: sdxl"):
+        sd3.load_pipeline(Model("sd3", str(folder), Accelerator("none")), torch.float32)
+
+
+def test_checkpoint_without_t5_asks_for_drop_t5(tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "no-t5"
+    shutil.copytree(presets.ensure_preset("sd3", "tiny"), folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["text_encoder_3"] = index["tokenizer_3"] = [None, None]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(RenderError, match="drop_t5: true"):
+        sd3.load_pipeline(Model("sd3", str(folder), Accelerator("none")), torch.float32)
+    sd3.load_pipeline(Model("sd3", str(folder), Accelerator("none"), drop_t5=True), torch.float32)
