@@ -144,7 +144,9 @@ def build_scene(
     if version is not None and (version != D.SCENE_VERSION or isinstance(version, bool)):
         c.add("version", f"unsupported version {version!r}", hint=f"this tool reads version {D.SCENE_VERSION}")
     canvas = _canvas(c, top)
-    model = _model(c, c.section(top.get("model"), "model", KEYS["model"]), base)
+    sampler_data = top.get("sampler") if isinstance(top.get("sampler"), dict) else {}
+    classic = sampler_data.get("method") == "multidiffusion"
+    model = _model(c, c.section(top.get("model"), "model", KEYS["model"]), base, classic)
     sampler = _sampler(c, c.section(top.get("sampler"), "sampler", KEYS["sampler"]), model)
     d = c.section(top.get("defaults"), "defaults", KEYS["defaults"])
     fields = {
@@ -194,12 +196,15 @@ def _side(c: _Checker, d: dict, name: str) -> int | None:
     return None
 
 
-def _model(c: _Checker, d: dict, base: Path) -> Model:
+def _model(c: _Checker, d: dict, base: Path, classic: bool) -> Model:
+    """Classic MultiDiffusion defaults to no accelerator (the base model with DDIM), as published."""
     family = c.choice(d, "family", "model.family", tuple(D.FAMILIES), D.FAMILY)
     checkpoint = c.text(d, "checkpoint", "model.checkpoint", D.FAMILIES[family].checkpoint)
     checkpoint = _reference(c, checkpoint, base, "model.checkpoint")
     accelerator = d.get("accelerator")
-    accelerator = _accelerator(c, D.FAMILIES[family].accelerator if accelerator is None else accelerator, family, base)
+    if accelerator is None:
+        accelerator = "none" if classic else D.FAMILIES[family].accelerator
+    accelerator = _accelerator(c, accelerator, family, base)
     drop_t5 = c.flag(d, "drop_t5", "model.drop_t5", False)
     if drop_t5 and family != "sd3":
         c.add("model.drop_t5", f"applies to sd3 only, the family is {family}", hint="remove it")
@@ -247,11 +252,14 @@ def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
     method = c.choice(d, "method", "sampler.method", D.METHODS, D.METHOD)
     family, acc = D.FAMILIES[model.family], model.accelerator
+    spec = D.ACCELERATORS.get(acc.name)
     if method == "multidiffusion":
-        steps, grid, guidance = D.MULTIDIFFUSION_STEPS, D.MULTIDIFFUSION_STEPS, D.MULTIDIFFUSION_GUIDANCE
         tile = (D.MULTIDIFFUSION_TILE_SIZE, D.MULTIDIFFUSION_TILE_STRIDE)
+        if spec is not None:  # "MD + LCM": the classic algorithm with the accelerator's steps
+            steps, grid, guidance = spec.steps, spec.grid, spec.guidance
+        else:  # as published: DDIM 50 steps, guidance 7.5
+            steps, grid, guidance = D.MULTIDIFFUSION_STEPS, D.MULTIDIFFUSION_STEPS, D.MULTIDIFFUSION_GUIDANCE
     else:
-        spec = D.ACCELERATORS.get(acc.name)
         if spec is not None:
             steps, grid, guidance = spec.steps, spec.grid, spec.guidance
         else:  # `none` or a custom LoRA: the checkpoint's own scheduler (e.g. a merged accelerator)

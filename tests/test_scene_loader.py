@@ -138,6 +138,14 @@ def test_multidiffusion_defaults_are_the_published_ones(tmp_path):
     assert s.steps == tuple(range(d.MULTIDIFFUSION_STEPS)) and s.grid == d.MULTIDIFFUSION_STEPS
     assert s.guidance == d.MULTIDIFFUSION_GUIDANCE
     assert (s.tile.size, s.tile.stride) == (d.MULTIDIFFUSION_TILE_SIZE, d.MULTIDIFFUSION_TILE_STRIDE)
+    assert scene.model.accelerator == Accelerator("none")  # the base model with DDIM, as published
+
+
+def test_multidiffusion_with_an_accelerator_takes_its_steps(tmp_path):
+    """"MD + LCM": the classic algorithm with the LCM scheduler and the same steps as SemanticDraw."""
+    scene = load_scene(write(tmp_path, MINIMAL + "sampler: {method: multidiffusion}\nmodel: {accelerator: lcm}\n"))
+    assert scene.model.accelerator.name == "lcm"
+    assert scene.sampler.steps == d.ACCELERATORS["lcm"].steps and scene.sampler.guidance == d.ACCELERATORS["lcm"].guidance
 
 
 def test_steps_as_count_or_indices(tmp_path):
