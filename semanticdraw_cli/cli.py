@@ -37,61 +37,6 @@ def _load_scenes(paths: list[Path], overrides: list[str]) -> tuple[list, list[st
     return scenes, problems
 
 
-@app.command()
-def validate(
-    scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
-) -> None:
-    """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem."""
-    from semanticdraw_cli.scene_loader import scene_warnings
-
-    loaded, problems = _load_scenes(scenes, set_ or [])
-    for scene in loaded:
-        for warning in scene_warnings(scene):
-            typer.echo(f"warning: {warning}", err=True)
-    if problems:
-        _fail("\n".join(problems), 2)
-    for scene in loaded:
-        typer.echo(f"ok: {scene.source} ({scene.canvas.width}x{scene.canvas.height}, {len(scene.regions)} regions)")
-
-
-@app.command()
-def preview(
-    scene: Annotated[Path, typer.Argument(help="Scene file (.yaml, .psd, .ora).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG to write [default: NAME-preview.png].")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
-) -> None:
-    """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model."""
-    from semanticdraw_cli.preview import draw_preview
-
-    loaded, problems = _load_scenes([scene], set_ or [])
-    if problems:
-        _fail("\n".join(problems), 2)
-    target = output or Path(f"{loaded[0].name}-preview.png")
-    draw_preview(loaded[0]).save(target)
-    typer.echo(f"wrote {target}")
-
-
-@app.command("import")
-def import_layers(
-    art: Annotated[Path, typer.Argument(help="Layered drawing (.psd, .ora): one layer per region, named by its prompt.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; masks go to OUTPUT-masks/.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
-) -> None:
-    """Turn a layered drawing into a plain YAML scene with one mask PNG per region."""
-    from semanticdraw_cli.errors import SceneError
-    from semanticdraw_cli.layers import import_layered_scene
-
-    try:
-        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
-    except SceneError as error:
-        _fail("\n".join(str(p) for p in error.problems), 2)
-    except OSError as error:
-        _fail(f"cannot write {output}: {error}; check the folder exists and is writable", 1)
-    typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
-
-
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
     if shard is None:
         return None
@@ -209,6 +154,61 @@ def inspect(
         typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
         typer.echo(scene_yaml, nl=False)
 
+
+
+@app.command()
+def validate(
+    scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+) -> None:
+    """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem."""
+    from semanticdraw_cli.scene_loader import scene_warnings
+
+    loaded, problems = _load_scenes(scenes, set_ or [])
+    for scene in loaded:
+        for warning in scene_warnings(scene):
+            typer.echo(f"warning: {warning}", err=True)
+    if problems:
+        _fail("\n".join(problems), 2)
+    for scene in loaded:
+        typer.echo(f"ok: {scene.source} ({scene.canvas.width}x{scene.canvas.height}, {len(scene.regions)} regions)")
+
+
+@app.command()
+def preview(
+    scene: Annotated[Path, typer.Argument(help="Scene file (.yaml, .psd, .ora).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG to write [default: NAME-preview.png].")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+) -> None:
+    """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model."""
+    from semanticdraw_cli.preview import draw_preview
+
+    loaded, problems = _load_scenes([scene], set_ or [])
+    if problems:
+        _fail("\n".join(problems), 2)
+    target = output or Path(f"{loaded[0].name}-preview.png")
+    draw_preview(loaded[0]).save(target)
+    typer.echo(f"wrote {target}")
+
+
+@app.command("import")
+def import_layers(
+    art: Annotated[Path, typer.Argument(help="Layered drawing (.psd, .ora): one layer per region, named by its prompt.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; masks go to OUTPUT-masks/.")],
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
+) -> None:
+    """Turn a layered drawing into a plain YAML scene with one mask PNG per region."""
+    from semanticdraw_cli.errors import SceneError
+    from semanticdraw_cli.layers import import_layered_scene
+
+    try:
+        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
+    except SceneError as error:
+        _fail("\n".join(str(p) for p in error.problems), 2)
+    except OSError as error:
+        _fail(f"cannot write {output}: {error}; check the folder exists and is writable", 1)
+    typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
 
 def main() -> None:
     app()

@@ -1,0 +1,27 @@
+"""The CLI answers --help fast: heavy libraries load only inside the commands that need them."""
+
+import subprocess
+import sys
+
+
+def test_help_imports_no_torch_or_diffusers():
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from semanticdraw_cli.cli import app\n"
+        "result = CliRunner().invoke(app, ['--help'])\n"
+        "assert result.exit_code == 0 and 'render' in result.output\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'psd_tools') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_command_has_help():
+    from typer.testing import CliRunner
+
+    from semanticdraw_cli.cli import app
+
+    for command in ("render", "validate", "preview", "import", "inspect"):
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output, command
