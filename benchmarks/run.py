@@ -1,0 +1,384 @@
+"""Benchmarks of the fusion sampler (DESIGN.md §4): the default plan against the work it saves.
+
+    python benchmarks/run.py --workload cpu-small            # Irworobongdo 640×384, `small` preset, CPU
+    python benchmarks/run.py --workload gpu-full             # 1280×768, `full-random` float16, CUDA only
+    python benchmarks/run.py --workload memory-4k            # 4096×4096 one region, `tiny`: peak RSS
+    python benchmarks/run.py --workload batch                # --images 4 shared batches vs 4 renders
+
+Every method of a workload runs in one process on the same model, canvas and seed: one warm-up each,
+then `--repeats` rounds (methods interleaved, so a noisy neighbour slows all of them alike) and the
+median. Writes benchmarks/results/<workload>-<machine>.json and prints a markdown table; `--readme`
+also pastes the table into benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from semanticdraw_cli.render import Renderer  # noqa: E402
+from semanticdraw_cli.scene import Scene  # noqa: E402
+from semanticdraw_cli.scene_loader import load_scene, scene_from_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+IRWOROBONGDO = ROOT / "scenes" / "irworobongdo.yaml"
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "benchmarks" / "README.md"
+PHASES = ("encode", "masks", "denoise", "decode")
+LCM_STEPS = "[0, 4, 12, 25, 37]"
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    overrides: tuple[str, ...] = ()
+    extrapolate_to: int | None = None  # measured over a few steps, scaled to this many
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    preset: str
+    width: int
+    height: int
+    overrides: tuple[str, ...]  # applied to every method
+    methods: tuple[Method, ...]
+    dtype: str = "float32"
+    needs_cuda: bool = False
+    repeats: int | None = None  # overrides --repeats (e.g. one run of a 4K canvas)
+
+
+def comparison_methods(md_steps: int) -> tuple[Method, ...]:
+    """SemanticDraw's plans against classic MultiDiffusion, with and without LCM (the paper's table)."""
+    md_measured = "[" + ", ".join(str(i) for i in range(md_steps)) + "]"
+    return (
+        Method("semanticdraw"),
+        Method("plan: reference", ("sampler.plan=reference",)),
+        Method("plan: regions", ("sampler.plan=regions",)),
+        # MultiDiffusion with its published windows (64 latent px, stride 8): loader defaults for the method
+        Method("MD + LCM", ("sampler.method=multidiffusion", f"sampler.steps={LCM_STEPS}", "sampler.grid=50",
+                            "sampler.guidance=1.0")),
+        Method("MD", ("model.accelerator=none", "sampler.method=multidiffusion", f"sampler.steps={md_measured}",
+                      "sampler.grid=50", "sampler.guidance=7.5"), extrapolate_to=50),
+    )
+
+
+def tile(size: int, stride: int) -> tuple[str, ...]:
+    return (f"sampler.tile.size={size}", f"sampler.tile.stride={stride}")
+
+
+def workloads(md_steps: int) -> dict[str, Workload]:
+    methods = comparison_methods(md_steps)
+    return {
+        "cpu-small": Workload("cpu-small", "small", 640, 384, tile(384, 192), methods),
+        "gpu-full": Workload("gpu-full", "full-random", 1280, 768, tile(768, 384), methods, "float16", True),
+        "memory-4k": Workload("memory-4k", "tiny", 4096, 4096, (), (Method("semanticdraw"),), repeats=1),
+        "batch": Workload("batch", "tiny", 640, 384, tile(384, 192), (
+            Method("4 images, shared batches", ("sampler.images=4",)),
+            Method("4 renders, one image each"),
+        )),
+    }
+
+
+# --- scenes -----------------------------------------------------------------------------------------
+
+
+def scaled_shapes(scene: Scene, factor: float) -> Scene:
+    """Pixel-unit shapes drawn for 1280×768 moved onto a canvas `factor` times as large."""
+    if factor == 1.0:
+        return scene
+    regions = []
+    for region in scene.regions:
+        mask = region.mask
+        if mask.kind in ("rect", "ellipse", "polygon") and not mask.fractional:
+            mask = dataclasses.replace(mask, coords=tuple(c * factor for c in mask.coords))
+        regions.append(dataclasses.replace(region, mask=mask))
+    return dataclasses.replace(scene, regions=tuple(regions))
+
+
+def build_scene(workload: Workload, method: Method, max_batch: int | None) -> Scene:
+    overrides = [f"model.checkpoint={workload.preset}", *workload.overrides, *method.overrides]
+    if max_batch is not None:
+        overrides.append(f"sampler.max_batch={max_batch}")
+    if workload.name == "memory-4k":
+        data = {
+            "version": 1,
+            "canvas": {"width": workload.width, "height": workload.height},
+            "regions": [{"prompt": "a vast field of flowers", "mask": {"rect": [0, 0, 1, 1], "units": "fraction"}}],
+        }
+        return scene_from_dict(data, None, overrides)
+    overrides += [f"canvas.width={workload.width}", f"canvas.height={workload.height}"]
+    scene = load_scene(IRWOROBONGDO, overrides)
+    return scaled_shapes(scene, workload.width / 1280)
+
+
+# --- measuring --------------------------------------------------------------------------------------
+
+
+def reset_peak_rss() -> bool:
+    """Linux: writing 5 to clear_refs resets the peak RSS (VmHWM) of this process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # process lifetime, KiB on Linux
+
+
+def measure(renderer: Renderer, scenes: list[Scene], method: Method) -> dict:
+    """One timed render per scene (several: sequential renders): counts, phase seconds, peak memory, latents."""
+    cuda = renderer.device is not None and renderer.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+    reset_peak_rss()
+    wall, cpu = time.perf_counter(), time.process_time()
+    reports, latents = [], []
+    for scene in scenes:
+        results = renderer.render(scene)
+        reports.append(results[0].report)
+        latents += [r.latent for r in results]
+    if cuda:
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    run = {
+        "total": wall,
+        "cpu_seconds": cpu,
+        **{phase: sum(r["seconds"][phase] for r in reports) for phase in PHASES},
+        **{key: sum(r[key] for r in reports) for key in ("unet_calls", "batch_items", "latent_pixels", "pairs_active", "pairs_total")},
+        "steps": len(reports[0]["steps"]),
+        "peak_memory_bytes": max(r["peak_memory_bytes"] for r in reports) if cuda else peak_rss_bytes(),
+    }
+    if method.extrapolate_to:  # per-step costs scale, the rest (encode, masks, decode) does not
+        scale = method.extrapolate_to / run["steps"]
+        for key in ("unet_calls", "batch_items", "latent_pixels", "pairs_active", "pairs_total"):
+            run[key] = round(run[key] * scale)
+        run["total"] += run["denoise"] * (scale - 1)
+        run["cpu_seconds"] += run["denoise"] * (scale - 1)
+        run["denoise"] *= scale
+        run["measured_steps"], run["steps"] = run["steps"], method.extrapolate_to
+    run["latent"] = torch.stack(latents)
+    return run
+
+
+def median_run(runs: list[dict]) -> dict:
+    keys = [k for k in runs[0] if k != "latent" and isinstance(runs[0][k], (int, float))]
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["total_all_repeats"] = [round(r["total"], 3) for r in runs]
+    return out
+
+
+def ratios(row: dict, base: dict) -> dict:
+    keys = ("unet_calls", "batch_items", "latent_pixels", "total", "denoise", "cpu_seconds", "peak_memory_bytes")
+    return {k: round(row[k] / base[k], 4) if base.get(k) else None for k in keys}
+
+
+def machine(workload: Workload, renderer: Renderer) -> dict:
+    import diffusers
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() and renderer.device.startswith("cuda") else None,
+        "device": renderer.device,
+        "dtype": workload.dtype,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "preset": workload.preset,
+        "canvas": [workload.width, workload.height],
+        "load_average_start": os.getloadavg(),
+    }
+    label = info["gpu"] or f"{cpu}-{info['cores']}c"
+    info["slug"] = re.sub(r"[^a-z0-9]+", "-", re.sub(r"\((r|tm)\)|cpu|@.*", "", label.lower())).strip("-")
+    return info
+
+
+def run_workload(workload: Workload, args) -> dict:
+    device = "cuda" if workload.needs_cuda else args.device
+    renderer = Renderer(device=device, dtype=workload.dtype)
+    methods = list(workload.methods)
+    if args.methods:
+        methods = [m for m in methods if m.name in args.methods or m.name == methods[0].name]
+    for size in args.max_batch_sweep:
+        methods.append(Method(f"semanticdraw, max_batch={size}", (f"sampler.max_batch={size}",)))
+    scenes = {m.name: [build_scene(workload, m, None)] for m in methods}
+    if workload.name == "batch":  # image k of a 4-image scene uses seed + k: render those one by one
+        one = scenes[methods[1].name][0]
+        scenes[methods[1].name] = [
+            dataclasses.replace(one, sampler=dataclasses.replace(one.sampler, seed=one.sampler.seed + k)) for k in range(4)
+        ]
+    repeats = workload.repeats or args.repeats
+    log(f"{workload.name}: {len(methods)} methods, warm-up + {repeats} repeats")
+    for m in methods:  # warm-up: loads each model once, first-call allocations, lazy imports
+        renderer.denoiser(scenes[m.name][0])
+        if workload.repeats != 1:  # a single-run workload (4K canvas) only loads its model first
+            start = time.perf_counter()
+            measure(renderer, scenes[m.name], m)
+            log(f"  warm-up {m.name}: {time.perf_counter() - start:.1f}s")
+    runs: dict[str, list[dict]] = {m.name: [] for m in methods}
+    for repeat in range(repeats):
+        for m in methods:
+            runs[m.name].append(measure(renderer, scenes[m.name], m))
+            log(f"  repeat {repeat + 1} {m.name}: {runs[m.name][-1]['total']:.1f}s")
+    base = median_run(runs[methods[0].name])
+    rows = []
+    for m in methods:
+        row = {"method": m.name, "overrides": list(m.overrides), "extrapolated": bool(m.extrapolate_to),
+               **median_run(runs[m.name])}
+        scene = scenes[m.name][0]
+        sampler = scene.sampler
+        row["sampler"] = {"method": sampler.method, "plan": sampler.plan, "steps": list(sampler.steps),
+                          "grid": sampler.grid, "guidance": sampler.guidance, "tile": [sampler.tile.size, sampler.tile.stride],
+                          "max_batch": sampler.max_batch, "images": sampler.images,
+                          "accelerator": scene.model.accelerator.name}
+        row["ratio_to_default"] = ratios(row, base)
+        rows.append(row)
+    result = {"workload": workload.name, "machine": machine(workload, renderer), "repeats": repeats, "rows": rows}
+    result["machine"]["load_average_end"] = os.getloadavg()
+    checks = {}
+    names = [m.name for m in methods]
+    if "plan: reference" in names:
+        diff = (runs["semanticdraw"][-1]["latent"] - runs["plan: reference"][-1]["latent"]).abs().max()
+        checks["default_vs_reference_max_abs_latent_diff"] = float(diff)
+    if workload.name == "batch":
+        diff = (runs[names[0]][-1]["latent"] - runs[names[1]][-1]["latent"]).abs().max()
+        checks["batched_vs_sequential_max_abs_latent_diff"] = float(diff)
+        checks["throughput_ratio_batched_over_sequential"] = round(rows[1]["total"] / rows[0]["total"], 3)
+    result["checks"] = checks
+    result["targets"] = targets(rows)
+    return result
+
+
+def targets(rows: list[dict]) -> dict:
+    """Issue 4's targets for the default plan, where the compared rows were measured."""
+    by_name = {r["method"]: r for r in rows}
+    base, out = rows[0], {}
+    if "plan: reference" in by_name:
+        ref = by_name["plan: reference"]
+        pixels = base["latent_pixels"] / ref["latent_pixels"]
+        speed = ref["total"] / base["total"]
+        out["latent_pixels_vs_reference"] = {"value": round(pixels, 4), "target": "<= 0.36", "met": pixels <= 0.36}
+        out["speedup_vs_reference"] = {"value": round(speed, 3), "target": ">= 2.5", "met": speed >= 2.5}
+        cpu_speed = ref["cpu_seconds"] / base["cpu_seconds"]
+        out["cpu_time_speedup_vs_reference"] = {"value": round(cpu_speed, 3), "target": ">= 2.5", "met": cpu_speed >= 2.5}
+    if "MD" in by_name:
+        speed = by_name["MD"]["total"] / base["total"]
+        out["speedup_vs_md_ddim50"] = {"value": round(speed, 2), "target": ">= 40", "met": speed >= 40}
+    return out
+
+
+# --- output -----------------------------------------------------------------------------------------
+
+
+def table(result: dict) -> str:
+    m = result["machine"]
+    lines = [
+        f"**{result['workload']}** — {m['gpu'] or m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
+        f"`{m['preset']}` {m['dtype']}, canvas {m['canvas'][0]}×{m['canvas'][1]}, torch {m['torch']}, "
+        f"diffusers {m['diffusers']}, median of {result['repeats']}, load average {m['load_average_start'][0]:.1f}"
+        f"→{m['load_average_end'][0]:.1f}",
+        "",
+        "| method | steps | UNet calls | batch items | latent Mpx | encode s | masks s | denoise s | decode s "
+        "| total s | CPU s | peak MiB | × default time | × default Mpx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        name = r["method"] + (" (extrapolated)" if r["extrapolated"] else "")
+        q = r["ratio_to_default"]
+        lines.append(
+            f"| {name} | {r['steps']:.0f} | {r['unet_calls']:.0f} | {r['batch_items']:.0f} | {r['latent_pixels'] / 1e6:.3f} "
+            f"| {r['encode']:.2f} | {r['masks']:.3f} | {r['denoise']:.1f} | {r['decode']:.2f} | {r['total']:.1f} "
+            f"| {r['cpu_seconds']:.1f} | {r['peak_memory_bytes'] / 2**20:.0f} | {q['total']:.2f} | {q['latent_pixels']:.2f} |"
+        )
+    if result["checks"]:
+        lines += ["", "Checks: " + ", ".join(f"{k} = {v:.3g}" for k, v in result["checks"].items())]
+    if result["targets"]:
+        lines += ["", "Targets: " + ", ".join(
+            f"{k} {t['value']} ({t['target']}: {'met' if t['met'] else 'missed'})" for k, t in result["targets"].items())]
+    return "\n".join(lines)
+
+
+def paste_into_readme(workload: str, markdown: str) -> None:
+    """Replace the block between `<!-- results:NAME -->` and `<!-- /results:NAME -->` (appended if absent)."""
+    start, end = f"<!-- results:{workload} -->", f"<!-- /results:{workload} -->"
+    text = README.read_text() if README.exists() else "# Benchmarks\n"
+    block = f"{start}\n{markdown}\n{end}"
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + f"\n\n{block}\n"
+    README.write_text(text)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workload", required=True, choices=["cpu-small", "gpu-full", "memory-4k", "batch"])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (median)")
+    parser.add_argument("--methods", nargs="*", help="only these methods (the default plan always runs)")
+    parser.add_argument("--md-steps", type=int, default=2, help="steps measured for MD (DDIM 50), extrapolated to 50")
+    parser.add_argument("--max-batch-sweep", type=lambda s: [int(v) for v in s.split(",")], default=[],
+                        help="also run the default plan at these sampler.max_batch values, e.g. 4,8,16,21")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads")
+    parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/<workload>-<machine>.json)")
+    parser.add_argument("--readme", action="store_true", help="paste the table into benchmarks/README.md")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    workload = workloads(args.md_steps)[args.workload]
+    if workload.needs_cuda and not torch.cuda.is_available():
+        log(f"{workload.name} needs CUDA, and none is available here")
+        return 2
+    result = run_workload(workload, args)
+    out = args.out or RESULTS / f"{workload.name}-{result['machine']['slug']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    markdown = table(result)
+    print(markdown)
+    log(f"wrote {out}")
+    if args.readme:
+        paste_into_readme(workload.name, markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
