@@ -1,0 +1,106 @@
+"""Fusion sampler pieces with a fake model: centring, leak suppression, re-noising, model reuse, atomic files."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from semanticdraw_cli import outputs
+from semanticdraw_cli.fusion import FusionSetup, StepTable, centring_shift, sample
+from semanticdraw_cli.plan import Pair
+from semanticdraw_cli.tiles import Window
+
+TABLE = StepTable(timesteps=(999, 500), signal=(0.1, 0.7, 1.0), noise=(0.99, 0.7, 0.0), mask_levels=(0.99, 0.7, 0.0),
+                  stochastic=True)
+
+
+class RecordingDenoiser:
+    """Returns a constant x0 per item and remembers what it was given."""
+
+    def __init__(self, value: float):
+        self.value = value
+        self.inputs: list[torch.Tensor] = []
+
+    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+        self.inputs.append(x.clone())
+        return torch.full_like(x, self.value)
+
+
+def setup_for(mask: torch.Tensor, bootstrap_steps: int) -> FusionSetup:
+    window = Window(0, 0, *mask.shape)
+    steps = TABLE.steps
+    return FusionSetup(
+        table=TABLE, masks=mask.expand(steps, 1, *mask.shape).clone(), plan=((Pair(window, 0),),) * steps,
+        weights=((torch.ones(mask.shape),),) * steps, cond={"id": torch.zeros(1, 1)}, uncond=None, guidance=1.0,
+        fill=torch.full((1, 4, 1, 1), -1.0), white=torch.full((1, 4, 1, 1), 2.0), base=None,
+        bootstrap_steps=bootstrap_steps, bootstrap_mix=1.0, leak_sensitivity=0.2, max_batch=4, pairs_total=1,
+    )
+
+
+def test_centring_shift_moves_the_bounding_box_centre_to_the_window_centre():
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[1:5, 10:14] = True  # centre (3, 12)
+    assert centring_shift(mask) == (8 - 3, 8 - 12)
+    assert centring_shift(torch.zeros(4, 4, dtype=torch.bool)) == (0, 0)
+
+
+def bootstrap_background(shape, seed: int) -> torch.Tensor:
+    """noised_0(white) as the sampler draws it: the generator's first draw is the bootstrap eps."""
+    eps = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    return TABLE.signal[0] * 2.0 + TABLE.noise[0] * eps
+
+
+def test_bootstrapping_centres_the_region_on_a_white_bootstrap_background():
+    mask = torch.zeros(16, 16)
+    mask[0:4, 0:4] = 1.0  # bounding-box centre (2, 2): rolled by (6, 6) to the window centre (8, 8)
+    denoiser = RecordingDenoiser(5.0)
+    x = torch.zeros(1, 4, 16, 16)
+    list(sample(denoiser, setup_for(mask, bootstrap_steps=1), x, [torch.Generator().manual_seed(0)]))
+    first, second = denoiser.inputs
+    expected = torch.where(mask.bool(), x[0], bootstrap_background((4, 16, 16), 0))
+    torch.testing.assert_close(first[0], torch.roll(expected, (6, 6), dims=(-2, -1)))
+    assert (first[0, :, 6:10, 6:10] == 0).all()
+    # step 1 is not bootstrapped: the canvas goes in as it is, unrolled
+    assert second.shape == first.shape and not torch.equal(second, first)
+
+
+@pytest.mark.parametrize("prediction, kept", [("background", False), ("far", True)])
+def test_leak_suppression_drops_pixels_that_stayed_bootstrap_background(prediction, kept):
+    mask = torch.zeros(8, 8)
+    mask[2:6, 2:6] = 1.0  # already centred: no roll
+    background = bootstrap_background((4, 8, 8), 0)
+
+    class Fixed:
+        def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+            value = background if prediction == "background" else torch.full((4, 8, 8), 10.0)
+            return value[None].expand_as(x).clone()
+
+    setup = dataclasses.replace(setup_for(mask, bootstrap_steps=1), fill=torch.full((1, 4, 1, 1), -1.0))
+    _, x1 = next(iter(sample(Fixed(), setup, torch.zeros(1, 4, 8, 8), [torch.Generator().manual_seed(0)])))
+    generator = torch.Generator().manual_seed(0)
+    torch.randn((4, 8, 8), generator=generator)  # the bootstrap eps
+    renoise = torch.randn((4, 8, 8), generator=generator)
+    x0 = (x1[0] - TABLE.noise[1] * renoise) / TABLE.signal[1]
+    inside = x0[:, 2:6, 2:6]
+    if kept:
+        torch.testing.assert_close(inside, torch.full_like(inside, 10.0), atol=1e-3, rtol=1e-4)
+    else:  # no weight left: the fill shows through
+        torch.testing.assert_close(inside, torch.full_like(inside, -1.0), atol=1e-4, rtol=1e-4)
+
+
+def test_last_stochastic_step_returns_the_clean_fused_x0():
+    mask = torch.ones(8, 8)
+    results = list(sample(RecordingDenoiser(3.0), setup_for(mask, bootstrap_steps=0), torch.randn(2, 4, 8, 8),
+                          [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]))
+    stats, final = results[-1]
+    assert torch.equal(final, torch.full_like(final, 3.0))
+    assert stats.batch_items == 2 and stats.unet_calls == 1  # two images share one batch
+
+
+def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
+    target = tmp_path / "out.png"
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.atomic_path(target) as temporary:
+            temporary.write_bytes(b"half a picture")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
