@@ -95,4 +95,5 @@ def test_images_batched_together_equal_images_rendered_alone(renderer):
     alone = renderer.render(scene, seeds=[scene.sampler.seed + 2])[0]
     assert [r.seed for r in together] == [2024, 2025, 2026]
     assert together[0].report["unet_calls"] == alone.report["unet_calls"]
+    assert alone.report["seconds"]["load"] == 0.0  # the renderer keeps the model of earlier scenes
     torch.testing.assert_close(together[2].latent, alone.latent, atol=1e-4, rtol=1e-4)
