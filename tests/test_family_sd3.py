@@ -112,3 +112,29 @@ def test_checkpoint_without_t5_asks_for_drop_t5(tmp_path):
     with pytest.raises(RenderError, match="drop_t5: true"):
         sd3.load_pipeline(Model("sd3", str(folder), Accelerator("none")), torch.float32)
     sd3.load_pipeline(Model("sd3", str(folder), Accelerator("none"), drop_t5=True), torch.float32)
+
+
+def test_lora_in_peft_format_is_fused_like_peft_merges_it(tmp_path):
+    """Flash SD3 ships as a PEFT adapter (adapter_config.json, base_model.model.* keys, lora_alpha ≠ r)."""
+    from diffusers import SD3Transformer2DModel
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    folder = presets.ensure_preset("sd3", "tiny")
+    base = SD3Transformer2DModel.from_pretrained(folder / "transformer")
+    peft_model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_v", "add_k_proj"]))
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, 0.05)
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = PeftModel.from_pretrained(SD3Transformer2DModel.from_pretrained(folder / "transformer"),
+                                       tmp_path / "adapter").merge_and_unload()
+    model = Model("sd3", "tiny", Accelerator("lora", str(tmp_path / "adapter")), drop_t5=True)
+    fused = sd3.load_pipeline(model, torch.float32).transformer
+    ours, theirs = fused.state_dict(), merged.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], theirs[key], atol=1e-6, rtol=1e-5, msg=key)
+    original = SD3Transformer2DModel.from_pretrained(folder / "transformer").state_dict()
+    key = "transformer_blocks.0.attn.to_q.weight"
+    assert (ours[key] - original[key]).abs().max() > 1e-3  # the adapter did change the weights

@@ -115,3 +115,11 @@ def test_checkpoint_without_first_text_encoder_is_refused(tmp_path):
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(RenderError, match="no first text encoder"):
         sdxl.load_pipeline(Model("sdxl", str(folder), Accelerator("none")), torch.float32)
+
+
+def test_float16_model_decodes_with_a_float32_vae():
+    """The SDXL VAE overflows in float16 (black/NaN pictures); force_upcast in its config moves it to float32."""
+    denoiser = sdxl.load(Model("sdxl", "tiny", Accelerator("none")), torch.device("cpu"), torch.float16)
+    assert denoiser.unet.dtype == torch.float16 and denoiser.codec.upcast
+    image = denoiser.decode(torch.zeros(1, 4, 8, 8))
+    assert denoiser.codec.vae.dtype == torch.float32 and image.shape == (1, 64, 64, 3)

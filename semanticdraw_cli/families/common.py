@@ -157,15 +157,54 @@ def resolve_lora(accelerator: Accelerator, preset_dir: Path | None) -> tuple[str
     return accelerator.lora, accelerator.weight_name
 
 
-def fuse_accelerator(pipe, accelerator: Accelerator, preset_dir: Path | None, family: str) -> None:
-    """Load the accelerator LoRA, fuse it into the weights (no LoRA cost per step), drop the adapter."""
+def read_peft_adapter(source: str, component: str) -> dict[str, torch.Tensor] | None:
+    """A PEFT adapter (adapter_config.json + adapter_model.safetensors, e.g. jasperai/flash-sd3) as a
+    diffusers LoRA state dict for the pipeline's `component`, lora_alpha/r folded into lora_B; None when
+    `source` is not one (or, offline, not cached: the ordinary loader then says what is missing)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    folder = Path(source)
+    try:
+        if folder.is_dir():
+            config_file, weights_file = folder / "adapter_config.json", folder / "adapter_model.safetensors"
+            if not config_file.is_file():
+                return None
+        elif not folder.exists() and source.count("/") == 1:  # a hub id
+            from huggingface_hub import hf_hub_download
+
+            config_file = Path(hf_hub_download(source, "adapter_config.json"))
+            weights_file = Path(hf_hub_download(source, "adapter_model.safetensors"))
+        else:
+            return None
+    except Exception:  # not a PEFT repo, or not reachable
+        return None
+    config = json.loads(config_file.read_text())
+    rank, alpha = config.get("r", 1), config.get("lora_alpha", config.get("r", 1))
+    scale = alpha / rank**0.5 if config.get("use_rslora") else alpha / rank
+    state = {}
+    for key, value in load_file(weights_file).items():
+        key = component + "." + key.removeprefix("base_model.model.")
+        state[key] = value * scale if ".lora_B." in key else value
+    return state
+
+
+def fuse_accelerator(
+    pipe, accelerator: Accelerator, preset_dir: Path | None, family: str, component: str | None = None
+) -> None:
+    """Load the accelerator LoRA, fuse it into the weights (no LoRA cost per step), drop the adapter.
+
+    With `component` (the pipeline part it adapts), a LoRA saved in PEFT's own format is read too.
+    """
     lora = resolve_lora(accelerator, preset_dir)
     if lora is None:
         return
     source, weight_name = lora
     kwargs = {"weight_name": weight_name} if weight_name else {}
+    peft_state = read_peft_adapter(source, component) if component and not weight_name else None
     try:
-        pipe.load_lora_weights(source, adapter_name="accelerator", **kwargs)
+        pipe.load_lora_weights(peft_state if peft_state is not None else source, adapter_name="accelerator", **kwargs)
     except (OSError, EnvironmentError) as error:
         raise missing_model_error("accelerator LoRA", source, error) from error
     except (ValueError, KeyError, RuntimeError) as error:

@@ -42,7 +42,7 @@ def load_pipeline(model: Model, dtype: torch.dtype):
             raise RenderError(f"{source!r} has no {encoder}/{tokenizer}; SD3 needs both CLIP text encoders")
     if not model.drop_t5 and (pipe.text_encoder_3 is None or pipe.tokenizer_3 is None):
         raise RenderError(f"{source!r} has no T5 text encoder (text_encoder_3/tokenizer_3)\nwhat to do: {NO_T5_HINT}")
-    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd3")
+    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd3", component="transformer")
     return pipe
 
 
