@@ -123,3 +123,17 @@ def test_float16_model_decodes_with_a_float32_vae():
     assert denoiser.unet.dtype == torch.float16 and denoiser.codec.upcast
     image = denoiser.decode(torch.zeros(1, 4, 8, 8))
     assert denoiser.codec.vae.dtype == torch.float32 and image.shape == (1, 64, 64, 3)
+
+
+def test_cli_exits_1_naming_the_family_of_a_mismatched_checkpoint(tmp_path):
+    from typer.testing import CliRunner
+
+    from semanticdraw_cli.cli import app
+
+    sd15 = presets.ensure_preset("sd15", "tiny")
+    scene = scene_files("sdxl")[0]
+    result = CliRunner().invoke(app, ["render", str(scene), "--model", str(sd15), "-o", str(tmp_path), "--device", "cpu",
+                                      "--quiet"])
+    assert result.exit_code == 1
+    assert "is an sd15 checkpoint" in result.output and "set model.family: sd15" in result.output
+    assert "Traceback" not in result.output and not list(tmp_path.iterdir())
