@@ -29,7 +29,7 @@ class StepTable:
     noise: tuple[float, ...]  # (n + 1,) s_i
     mask_levels: tuple[float, ...]  # (n + 1,) noise levels that quantize the masks; last is 0
     stochastic: bool  # True: re-noise with fresh eps (LCM); False: reuse the predicted eps (DDIM, Euler)
-    init_scale: float = 1.0  # initial canvas = init_scale·eps (≠ 1 where a pipeline starts off s_0, e.g. Euler trailing)
+    init_scale: float = 1.0  # initial canvas = init_scale·eps; Euler trailing starts at s_0·eps in this form
 
     @property
     def steps(self) -> int:
