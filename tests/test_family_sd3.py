@@ -138,3 +138,11 @@ def test_lora_in_peft_format_is_fused_like_peft_merges_it(tmp_path):
     original = SD3Transformer2DModel.from_pretrained(folder / "transformer").state_dict()
     key = "transformer_blocks.0.attn.to_q.weight"
     assert (ours[key] - original[key]).abs().max() > 1e-3  # the adapter did change the weights
+
+
+def test_sd3_checkpoint_with_family_sd15_is_refused_before_loading():
+    from semanticdraw_cli.families import load_denoiser
+
+    folder = presets.ensure_preset("sd3", "tiny")
+    with pytest.raises(RenderError, match="is an sd3 checkpoint, but model.family is sd15; set model.family: sd3"):
+        load_denoiser(Model("sd15", str(folder), Accelerator("none")), torch.device("cpu"), torch.float32)

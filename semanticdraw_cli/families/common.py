@@ -97,6 +97,17 @@ def checkpoint_family(config: dict) -> str | None:
     return None
 
 
+def refuse_other_family(target: str, family: str, source: str | None = None) -> dict | None:
+    """The model_index.json at `target` (None when unreadable); RenderError when it holds another family."""
+    config = checkpoint_config(target)
+    found = checkpoint_family(config) if config else None
+    if found is not None and found != family:
+        raise RenderError(
+            f"{source or target!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
+        )
+    return config
+
+
 def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype, require=None, **kwargs):
     """(pipeline, preset folder or None) from a preset, hub id, local folder or one .safetensors file.
 
@@ -110,12 +121,7 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
     preset_dir = presets.ensure_preset(family, source) if presets.is_preset(source) else None
     target = str(preset_dir or source)
     single_file = source.endswith((".safetensors", ".ckpt"))
-    config = None if single_file else checkpoint_config(target)
-    found = checkpoint_family(config) if config else None
-    if found is not None and found != family:
-        raise RenderError(
-            f"{source!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
-        )
+    config = None if single_file else refuse_other_family(target, family, source)
     for component, hint in (require or {}).items():
         if config and (config.get(component) or [None])[0] is None:
             raise RenderError(f"{source!r} has no {component}\nwhat to do: {hint}")
