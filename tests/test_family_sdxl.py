@@ -88,10 +88,14 @@ def test_example_scene_renders_with_tiny_model(path, tmp_path):
     assert image.shape[0] >= 1024 and image.std() > 1.0  # not a flat (black/NaN-clamped) picture
 
 
-def test_lora_of_another_family_is_refused(renderer):
-    lcm = presets.ensure_preset("sd15", "tiny") / "accelerators" / "lcm"
+@pytest.mark.parametrize("family, name", [("sd15", "lcm"), ("sd3", "flash")])
+def test_lora_of_another_family_is_refused(family, name):
+    """sd15's LoRA has SDXL's layer names at other shapes; sd3's matches no layer at all."""
+    if family == "sd3":
+        from semanticdraw_cli.families import sd3  # noqa: F401  registers the sd3 preset builder
+    lora = presets.ensure_preset(family, "tiny") / "accelerators" / name
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lcm))))
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lora))))
     with pytest.raises(RenderError, match="does not fit a sdxl model"):
         Renderer(device="cpu", dtype="float32").render(scene)
 
