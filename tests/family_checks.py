@@ -103,3 +103,27 @@ def render_scene_file(path: Path, out_dir: Path) -> np.ndarray:
     pngs = sorted(out_dir.glob("*.png"))
     assert len(pngs) == 1, [p.name for p in out_dir.iterdir()]
     return np.asarray(Image.open(pngs[0]).convert("RGB"))
+
+
+def hub_cached(repo: str, filename: str) -> bool:
+    """Whether a hub file is in the local cache (real-checkpoint tests never download)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo, filename), str)
+
+
+def real_checkpoint_skip(checkpoint: str, lora: str, weight_name: str | None):
+    """Skip marker unless a GPU and the cached real checkpoint and accelerator LoRA are there."""
+    import pytest
+
+    missing = [f"{repo}/{name}" for repo, name in [(checkpoint, "model_index.json"), (lora, weight_name)]
+               if name and not hub_cached(repo, name)]
+    reason = "needs a GPU" if not torch.cuda.is_available() else f"not in the hub cache: {', '.join(missing)}"
+    return pytest.mark.skipif(not torch.cuda.is_available() or bool(missing), reason=reason)
+
+
+def assert_close_in_float16(ours: torch.Tensor, theirs: torch.Tensor) -> None:
+    """float16 runs differ in rounding only: same picture, cosine similarity of the latents above 0.999."""
+    assert torch.isfinite(ours).all() and torch.isfinite(theirs).all()
+    cosine = torch.nn.functional.cosine_similarity(ours.flatten().double(), theirs.flatten().double(), dim=0)
+    assert cosine > 0.999, float(cosine)

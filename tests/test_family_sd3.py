@@ -10,7 +10,13 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sd3
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene import Accelerator, Bootstrap, Model, Tile
-from family_checks import check_oracle_placement, render_scene_file, scene_files
+from family_checks import (
+    assert_close_in_float16,
+    check_oracle_placement,
+    real_checkpoint_skip,
+    render_scene_file,
+    scene_files,
+)
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
@@ -89,7 +95,8 @@ def test_window_not_divisible_by_patches_is_refused(renderer):
 def test_lora_of_another_family_is_refused():
     lcm = presets.ensure_preset("sd15", "tiny") / "accelerators" / "lcm"
     scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lcm))))
+    model = dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lcm)))
+    scene = dataclasses.replace(scene, model=model)
     with pytest.raises(RenderError, match="does not fit a sd3 model"):
         Renderer(device="cpu", dtype="float32").render(scene)
 
@@ -146,3 +153,23 @@ def test_sd3_checkpoint_with_family_sd15_is_refused_before_loading():
     folder = presets.ensure_preset("sd3", "tiny")
     with pytest.raises(RenderError, match="is an sd3 checkpoint, but model.family is sd15; set model.family: sd3"):
         load_denoiser(Model("sd15", str(folder), Accelerator("none")), torch.device("cpu"), torch.float32)
+
+
+@pytest.mark.real_checkpoint
+@real_checkpoint_skip(d.FAMILIES["sd3"].checkpoint, FLASH.lora, "adapter_model.safetensors")
+def test_real_flash_sd3_without_t5_equals_pipeline_on_gpu():
+    from diffusers import StableDiffusion3Pipeline
+    from peft import PeftModel
+
+    scene = sd3_scene(1024, 1024, [region("an apple tree in bloom", rect(0, 0, 1, 1, fractional=True))],
+                      drop_t5=True, bootstrap=Bootstrap(0, 1.0, 0.2))
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, checkpoint=d.FAMILIES["sd3"].checkpoint))
+    result = Renderer(device="cuda", dtype="float16").render(scene)[0]
+    assert result.image.std() > 5
+    pipe = StableDiffusion3Pipeline.from_pretrained(scene.model.checkpoint, text_encoder_3=None, tokenizer_3=None,
+                                                    dtype=torch.float16)
+    pipe.transformer = PeftModel.from_pretrained(pipe.transformer, FLASH.lora).merge_and_unload()  # model card's way
+    pipe.to("cuda")
+    theirs = pipe("an apple tree in bloom", num_inference_steps=4, guidance_scale=0.0, output_type="latent",
+                  generator=torch.Generator("cpu").manual_seed(scene.sampler.seed)).images[0]
+    assert_close_in_float16(result.latent, theirs.float().cpu())

@@ -11,7 +11,13 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sdxl
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene import Accelerator, Bootstrap, Model
-from family_checks import check_oracle_placement, render_scene_file, scene_files
+from family_checks import (
+    assert_close_in_float16,
+    check_oracle_placement,
+    real_checkpoint_skip,
+    render_scene_file,
+    scene_files,
+)
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
@@ -95,7 +101,8 @@ def test_lora_of_another_family_is_refused(family, name):
         from semanticdraw_cli.families import sd3  # noqa: F401  registers the sd3 preset builder
     lora = presets.ensure_preset(family, "tiny") / "accelerators" / name
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lora))))
+    model = dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lora)))
+    scene = dataclasses.replace(scene, model=model)
     with pytest.raises(RenderError, match="does not fit a sdxl model"):
         Renderer(device="cpu", dtype="float32").render(scene)
 
@@ -136,8 +143,30 @@ def test_cli_exits_1_naming_the_family_of_a_mismatched_checkpoint(tmp_path):
 
     sd15 = presets.ensure_preset("sd15", "tiny")
     scene = scene_files("sdxl")[0]
-    result = CliRunner().invoke(app, ["render", str(scene), "--model", str(sd15), "-o", str(tmp_path), "--device", "cpu",
-                                      "--quiet"])
+    args = ["render", str(scene), "--model", str(sd15), "-o", str(tmp_path), "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
     assert "is an sd15 checkpoint" in result.output and "set model.family: sd15" in result.output
     assert "Traceback" not in result.output and not list(tmp_path.iterdir())
+
+
+LIGHTNING = d.ACCELERATORS["lightning"]
+
+
+@pytest.mark.real_checkpoint
+@real_checkpoint_skip(d.FAMILIES["sdxl"].checkpoint, LIGHTNING.lora, LIGHTNING.weight_name)
+def test_real_sdxl_lightning_equals_pipeline_on_gpu(tmp_path):
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+
+    scene = sdxl_scene(1024, 1024, [region("a lighthouse at dusk", rect(0, 0, 1, 1, fractional=True))],
+                       bootstrap=Bootstrap(0, 1.0, 0.2))
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, checkpoint=d.FAMILIES["sdxl"].checkpoint))
+    result = Renderer(device="cuda", dtype="float16").render(scene)[0]
+    assert result.image.std() > 5  # not black: the VAE ran in float32
+    pipe = StableDiffusionXLPipeline.from_pretrained(scene.model.checkpoint, dtype=torch.float16).to("cuda")
+    pipe.load_lora_weights(LIGHTNING.lora, weight_name=LIGHTNING.weight_name)
+    pipe.fuse_lora()
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    theirs = pipe("a lighthouse at dusk", num_inference_steps=4, guidance_scale=1.0, output_type="latent",
+                  generator=torch.Generator("cpu").manual_seed(scene.sampler.seed)).images[0]
+    assert_close_in_float16(result.latent, theirs.float().cpu())

@@ -214,7 +214,8 @@ def save_random_transformer_lora(transformer, folder: Path, rank: int = 4, scale
 
 def build_tiny(name: str, folder: Path) -> None:
     """An SD3-layout pipeline with seeded random weights and a random `flash` LoRA."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from diffusers import StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
     if name != "tiny":
