@@ -237,7 +237,7 @@ def build_tiny(name: str, folder: Path) -> None:
             joint_attention_dim=TINY_JOINT,
             caption_projection_dim=TINY_HEADS * TINY_HEAD_DIM,
             pooled_projection_dim=2 * TINY_CLIP,
-            pos_embed_max_size=192,  # SD3's: canvases windows up to 1536 px
+            pos_embed_max_size=192,  # SD3's: windows up to 192 patches, 3072 px
         )
         vae = AutoencoderKL(
             in_channels=3,
