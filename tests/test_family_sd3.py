@@ -173,3 +173,12 @@ def test_real_flash_sd3_without_t5_equals_pipeline_on_gpu():
     theirs = pipe("an apple tree in bloom", num_inference_steps=4, guidance_scale=0.0, output_type="latent",
                   generator=torch.Generator("cpu").manual_seed(scene.sampler.seed)).images[0]
     assert_close_in_float16(result.latent, theirs.float().cpu())
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3"])
+def test_only_the_tiny_preset_exists_for_the_new_families(family):
+    from semanticdraw_cli.families import sdxl  # noqa: F401  registers the sdxl preset builder
+
+    with pytest.raises(RenderError, match=f"the {family} family has only the 'tiny' preset"):
+        presets.ensure_preset(family, "small")
+    assert not list(presets.cache_root().glob(f"presets/*{family}-small*"))  # no half-built folder left
