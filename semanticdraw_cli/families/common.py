@@ -276,3 +276,33 @@ class VaeCodec:
             image = ((image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
             images.append(image.cpu().numpy())
         return np.stack(images)
+
+
+class CodecMixin:
+    """Pixels <-> latents for an adapter holding a `codec` (VaeCodec)."""
+
+    codec: VaeCodec
+
+    def encode_image(self, rgb: np.ndarray) -> torch.Tensor:
+        return self.codec.encode(rgb)
+
+    def white_latent(self) -> torch.Tensor:
+        return self.codec.white()
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        return self.codec.decode(latents)
+
+
+def guidance_batch(x: torch.Tensor, cond: dict, uncond: dict | None) -> tuple[torch.Tensor, dict]:
+    """Model inputs and embeddings; with an unconditional branch the batch is [uncond..., cond...]."""
+    if uncond is None:
+        return x, cond
+    return torch.cat([x, x]), {key: torch.cat([uncond[key], cond[key]]) for key in cond}
+
+
+def apply_guidance(out: torch.Tensor, guided: bool, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance over a [uncond..., cond...] batch: u + g·(c − u)."""
+    if not guided:
+        return out
+    out_uncond, out_cond = out.chunk(2)
+    return out_uncond + guidance * (out_cond - out_uncond)

@@ -6,44 +6,30 @@ The only module that knows SD1.5; the sampler sees it through `fusion.Denoiser`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common, presets
+from semanticdraw_cli.families import common
 from semanticdraw_cli.fusion import Embeddings, StepTable
 from semanticdraw_cli.scene import Model, Sampler
 from semanticdraw_cli.tiles import Window
 
 
 def load_pipeline(model: Model, dtype: torch.dtype):
-    """A diffusers StableDiffusionPipeline from a preset, hub id, local folder or one .safetensors file."""
+    """A diffusers StableDiffusionPipeline with its accelerator LoRA fused."""
     from diffusers import StableDiffusionPipeline
 
-    common.quiet_libraries()
-    source = model.checkpoint
-    preset_dir = presets.ensure_preset("sd15", source) if presets.is_preset(source) else None
-    try:
-        if source.endswith((".safetensors", ".ckpt")):
-            if not Path(source).is_file():
-                raise FileNotFoundError(f"no such file: {source}")
-            pipe = StableDiffusionPipeline.from_single_file(source, dtype=dtype)
-        else:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                str(preset_dir or source), dtype=dtype, safety_checker=None, requires_safety_checker=False
-            )
-    except (OSError, EnvironmentError, ValueError) as error:
-        raise common.missing_model_error("model", source, error) from error
-    if "UNet2DConditionModel" != type(pipe.unet).__name__ or pipe.unet.config.cross_attention_dim is None:
-        raise RenderError(f"{source!r} is not an SD1.5-family checkpoint; set model.family to match it")
+    pipe, preset_dir = common.load_family_pipeline(
+        StableDiffusionPipeline, model, "sd15", dtype, safety_checker=None, requires_safety_checker=False
+    )
     if getattr(pipe.unet.config, "addition_embed_type", None) == "text_time":
-        raise RenderError(f"{source!r} is an SDXL checkpoint; set model.family: sdxl")
+        raise RenderError(f"{model.checkpoint!r} is an SDXL checkpoint; set model.family: sdxl")
     common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd15")
     return pipe
 
 
-class SD15Denoiser:
+class SD15Denoiser(common.CodecMixin):
     """SD1.5 behind the sampler's narrow interface. LCM predicts x0 with its boundary condition."""
 
     vae_factor = 8
@@ -117,29 +103,15 @@ class SD15Denoiser:
     ) -> torch.Tensor:
         t = table.timesteps[step]
         a, s = table.signal[step], table.noise[step]
-        x = x.to(self.device, torch.float32)
-        if uncond is None:
-            inputs, context = x, cond["text"]
-        else:
-            inputs, context = torch.cat([x, x]), torch.cat([uncond["text"], cond["text"]])
-        eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context.to(self.dtype)).sample.float()
-        if uncond is not None:
-            eps_uncond, eps_cond = eps.chunk(2)
-            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        x = x.to(self.device, torch.float32)  # (B, C, h, w)
+        inputs, context = common.guidance_batch(x, cond, uncond)
+        eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
+        eps = common.apply_guidance(eps, uncond is not None, guidance)
         x0 = (x - s * eps) / a
         if table.stochastic:  # LCM: x0 = c_out·x0 + c_skip·x
             c_skip, c_out = self._lcm.get_scalings_for_boundary_condition_discrete(t)
             x0 = c_out * x0 + c_skip * x
         return x0
-
-    def encode_image(self, rgb) -> torch.Tensor:
-        return self.codec.encode(rgb)
-
-    def white_latent(self) -> torch.Tensor:
-        return self.codec.white()
-
-    def decode(self, latents: torch.Tensor):
-        return self.codec.decode(latents)
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Denoiser:

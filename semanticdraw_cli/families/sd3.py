@@ -46,7 +46,7 @@ def load_pipeline(model: Model, dtype: torch.dtype):
     return pipe
 
 
-class SD3Denoiser:
+class SD3Denoiser(common.CodecMixin):
     """SD3 behind the sampler's narrow interface."""
 
     vae_factor = 8
@@ -142,33 +142,17 @@ class SD3Denoiser:
                 f"{x.shape[-1] * self.vae_factor}×{x.shape[-2] * self.vae_factor} px does not divide; "
                 f"make the canvas and sampler.tile size/stride multiples of {side} px"
             )
-        if uncond is None:
-            inputs, text, pooled = x, cond["text"], cond["pooled"]
-        else:
-            inputs = torch.cat([x, x])
-            text = torch.cat([uncond["text"], cond["text"]])
-            pooled = torch.cat([uncond["pooled"], cond["pooled"]])
+        inputs, context = common.guidance_batch(x, cond, uncond)
         t = torch.full((len(inputs),), table.timesteps[step], device=self.device)
         v = self.transformer(
             hidden_states=inputs.to(self.dtype),
             timestep=t,
-            encoder_hidden_states=text.to(self.dtype),
-            pooled_projections=pooled.to(self.dtype),
+            encoder_hidden_states=context["text"].to(self.dtype),
+            pooled_projections=context["pooled"].to(self.dtype),
             return_dict=False,
         )[0].float()
-        if uncond is not None:
-            v_uncond, v_cond = v.chunk(2)
-            v = v_uncond + guidance * (v_cond - v_uncond)
+        v = common.apply_guidance(v, uncond is not None, guidance)
         return x - sigma * v
-
-    def encode_image(self, rgb) -> torch.Tensor:
-        return self.codec.encode(rgb)
-
-    def white_latent(self) -> torch.Tensor:
-        return self.codec.white()
-
-    def decode(self, latents: torch.Tensor):
-        return self.codec.decode(latents)
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Denoiser:

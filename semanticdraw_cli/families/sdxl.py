@@ -46,7 +46,7 @@ def load_pipeline(model: Model, dtype: torch.dtype):
     return pipe
 
 
-class SDXLDenoiser:
+class SDXLDenoiser(common.CodecMixin):
     """SDXL behind the sampler's narrow interface."""
 
     vae_factor = 8
@@ -128,31 +128,17 @@ class SDXLDenoiser:
         a, s = table.signal[step], table.noise[step]
         x = x.to(self.device, torch.float32)  # (B, C, h, w) VP latents: exactly Euler's scaled model input
         time_ids = self.time_ids(windows)
-        if uncond is None:
-            inputs, text, pooled = x, cond["text"], cond["pooled"]
-        else:
-            inputs = torch.cat([x, x])
-            text = torch.cat([uncond["text"], cond["text"]])
-            pooled = torch.cat([uncond["pooled"], cond["pooled"]])
-            time_ids = torch.cat([time_ids, time_ids])
-        added = {"text_embeds": pooled.to(self.dtype), "time_ids": time_ids.to(self.dtype)}
-        out = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=text.to(self.dtype), added_cond_kwargs=added)
-        out = out.sample.float()
+        inputs, context = common.guidance_batch(x, cond, uncond)
         if uncond is not None:
-            out_uncond, out_cond = out.chunk(2)
-            out = out_uncond + guidance * (out_cond - out_uncond)
+            time_ids = torch.cat([time_ids, time_ids])
+        added = {"text_embeds": context["pooled"].to(self.dtype), "time_ids": time_ids.to(self.dtype)}
+        out = self.unet(
+            inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype), added_cond_kwargs=added
+        ).sample.float()
+        out = common.apply_guidance(out, uncond is not None, guidance)
         if self.prediction == "v_prediction":
             return a * x - s * out
         return (x - s * out) / a
-
-    def encode_image(self, rgb) -> torch.Tensor:
-        return self.codec.encode(rgb)
-
-    def white_latent(self) -> torch.Tensor:
-        return self.codec.white()
-
-    def decode(self, latents: torch.Tensor):
-        return self.codec.decode(latents)
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLDenoiser:
