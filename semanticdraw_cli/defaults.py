@@ -54,12 +54,13 @@ class FamilyDefaults:
     tile_stride: int  # pixels
     own_scheduler_steps: tuple[int, ...] | int  # `accelerator: none` (e.g. a merged LCM checkpoint)
     own_scheduler_grid: int
+    pixel_multiple: int = CANVAS_MULTIPLE  # canvas and tile sides: SD3's transformer reads 2×2 latent patches
 
 
 FAMILIES: dict[str, FamilyDefaults] = {
     "sd15": FamilyDefaults("stable-diffusion-v1-5/stable-diffusion-v1-5", "lcm", 768, 384, (0, 4, 12, 25, 37), 50),
     "sdxl": FamilyDefaults("stabilityai/stable-diffusion-xl-base-1.0", "lightning", 1024, 512, 4, 4),
-    "sd3": FamilyDefaults("stabilityai/stable-diffusion-3-medium-diffusers", "flash", 1024, 512, 4, 4),
+    "sd3": FamilyDefaults("stabilityai/stable-diffusion-3-medium-diffusers", "flash", 1024, 512, 4, 4, 16),
 }
 FAMILY = "sd15"
 

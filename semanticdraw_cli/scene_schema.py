@@ -155,6 +155,7 @@ def build_scene(
         "strength": c.number(d, "strength", "defaults.strength", D.STRENGTH, lo=0, hi=1),
         "prompt_strength": c.number(d, "prompt_strength", "defaults.prompt_strength", D.PROMPT_STRENGTH, lo=0, hi=1),
     }
+    _family_multiple(c, model.family, canvas, sampler.tile)
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     if c.problems:
@@ -316,6 +317,19 @@ def _steps(c: _Checker, d: dict, default_steps, default_grid: int) -> tuple[tupl
     return tuple(value), grid
 
 
+def _family_multiple(c: _Checker, family: str, canvas: Canvas | None, tile: Tile) -> None:
+    """Families whose model reads latent patches need canvas and windows in multiples of the patch."""
+    m = D.FAMILIES[family].pixel_multiple
+    if m == D.CANVAS_MULTIPLE:
+        return
+    sides = [("sampler.tile.size", tile.size), ("sampler.tile.stride", tile.stride)]
+    if canvas is not None:
+        sides = [("canvas.width", canvas.width), ("canvas.height", canvas.height)] + sides
+    for key, value in sides:
+        if value % m:
+            c.add(key, f"{value} is not a multiple of {m}, which the {family} family needs", hint=_nearest(value, m))
+
+
 def _tile(c: _Checker, d: dict, size: int, stride: int) -> Tile:
     m = D.CANVAS_MULTIPLE
     size = c.integer(d, "size", "sampler.tile.size", size, lo=m, hi=D.MAX_CANVAS_SIDE)
@@ -473,8 +487,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _nearest(value: int) -> str:
-    m = D.CANVAS_MULTIPLE
+def _nearest(value: int, m: int = D.CANVAS_MULTIPLE) -> str:
     low = value - value % m
     return f"{value} -> {low} or {low + m}" if low > 0 else f"{value} -> {low + m}"
 

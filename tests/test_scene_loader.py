@@ -148,6 +148,17 @@ def test_multidiffusion_with_an_accelerator_takes_its_steps(tmp_path):
     assert scene.sampler.steps == d.ACCELERATORS["lcm"].steps and scene.sampler.guidance == d.ACCELERATORS["lcm"].guidance
 
 
+def test_sd3_needs_canvas_and_tiles_in_multiples_of_16(tmp_path):
+    scene = write(tmp_path, "canvas: {width: 1032, height: 1024}\nmodel: {family: sd3}\n"
+                  "sampler: {tile: {size: 1024, stride: 520}}\n"
+                  "regions:\n  - {prompt: a fox, mask: {rect: [0, 0, 64, 64]}}\n")
+    problems = problems_of(scene)
+    assert "multiple of 16" in only(problems, "canvas.width").message
+    assert "1032 -> 1024 or 1040" in only(problems, "canvas.width").hint
+    assert "multiple of 16" in only(problems, "sampler.tile.stride").message
+    assert not [p for p in problems if p.key in ("canvas.height", "sampler.tile.size")]
+
+
 def test_steps_as_count_or_indices(tmp_path):
     count = load_scene(write(tmp_path, MINIMAL + "sampler: {steps: 6}\n"))
     assert count.sampler.steps == (0, 1, 2, 3, 4, 5) and count.sampler.grid == 6
