@@ -48,6 +48,7 @@ class Method:
     name: str
     overrides: tuple[str, ...] = ()
     extrapolate_to: int | None = None  # measured over a few steps, scaled to this many
+    own_windows: bool = False  # keep the method's own tile defaults rather than the workload's tile
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class Workload:
     height: int
     overrides: tuple[str, ...]  # applied to every method
     methods: tuple[Method, ...]
+    tile: tuple[str, ...] = ()  # tile overrides, for every method but those with their own windows
     dtype: str = "float32"
     needs_cuda: bool = False
     repeats: int | None = None  # overrides --repeats (e.g. one run of a 4K canvas)
@@ -71,10 +73,11 @@ def comparison_methods(md_steps: int) -> tuple[Method, ...]:
         Method("plan: reference", ("sampler.plan=reference",)),
         Method("plan: regions", ("sampler.plan=regions",)),
         # MultiDiffusion with its published windows (64 latent px, stride 8): loader defaults for the method
-        Method("MD + LCM", ("sampler.method=multidiffusion", f"sampler.steps={LCM_STEPS}", "sampler.grid=50",
-                            "sampler.guidance=1.0")),
+        # (the loader gives `method: multidiffusion` no accelerator by default: ask for LCM explicitly)
+        Method("MD + LCM", ("sampler.method=multidiffusion", "model.accelerator=lcm", f"sampler.steps={LCM_STEPS}",
+                            "sampler.grid=50", "sampler.guidance=1.0"), own_windows=True),
         Method("MD", ("model.accelerator=none", "sampler.method=multidiffusion", f"sampler.steps={md_measured}",
-                      "sampler.grid=50", "sampler.guidance=7.5"), extrapolate_to=50),
+                      "sampler.grid=50", "sampler.guidance=7.5"), extrapolate_to=50, own_windows=True),
     )
 
 
@@ -85,8 +88,8 @@ def tile(size: int, stride: int) -> tuple[str, ...]:
 def workloads(md_steps: int) -> dict[str, Workload]:
     methods = comparison_methods(md_steps)
     return {
-        "cpu-small": Workload("cpu-small", "small", 640, 384, tile(384, 192), methods),
-        "gpu-full": Workload("gpu-full", "full-random", 1280, 768, tile(768, 384), methods, "float16", True),
+        "cpu-small": Workload("cpu-small", "small", 640, 384, (), methods, tile=tile(384, 192)),
+        "gpu-full": Workload("gpu-full", "full-random", 1280, 768, (), methods, tile(768, 384), "float16", True),
         "memory-4k": Workload("memory-4k", "tiny", 4096, 4096, (), (Method("semanticdraw"),), repeats=1),
         "batch": Workload("batch", "tiny", 640, 384, tile(384, 192), (
             Method("4 images, shared batches", ("sampler.images=4",)),
@@ -112,7 +115,8 @@ def scaled_shapes(scene: Scene, factor: float) -> Scene:
 
 
 def build_scene(workload: Workload, method: Method, max_batch: int | None) -> Scene:
-    overrides = [f"model.checkpoint={workload.preset}", *workload.overrides, *method.overrides]
+    tiles = () if method.own_windows else workload.tile
+    overrides = [f"model.checkpoint={workload.preset}", *workload.overrides, *tiles, *method.overrides]
     if max_batch is not None:
         overrides.append(f"sampler.max_batch={max_batch}")
     if workload.name == "memory-4k":
@@ -243,6 +247,7 @@ def run_workload(workload: Workload, args) -> dict:
             dataclasses.replace(one, sampler=dataclasses.replace(one.sampler, seed=one.sampler.seed + k)) for k in range(4)
         ]
     repeats = workload.repeats or args.repeats
+    info = machine(workload, renderer)  # load average before the runs
     log(f"{workload.name}: {len(methods)} methods, warm-up + {repeats} repeats")
     for m in methods:  # warm-up: loads each model once, first-call allocations, lazy imports
         renderer.denoiser(scenes[m.name][0])
@@ -268,7 +273,7 @@ def run_workload(workload: Workload, args) -> dict:
                           "accelerator": scene.model.accelerator.name}
         row["ratio_to_default"] = ratios(row, base)
         rows.append(row)
-    result = {"workload": workload.name, "machine": machine(workload, renderer), "repeats": repeats, "rows": rows}
+    result = {"workload": workload.name, "machine": info, "repeats": repeats, "rows": rows}
     result["machine"]["load_average_end"] = os.getloadavg()
     checks = {}
     names = [m.name for m in methods]
