@@ -80,6 +80,14 @@ def layout():
     return scene, quantized, signal, noise, tile, stride
 
 
+def layout_with_levels(layout, noise: list[float]):
+    """The same layout quantized against other noise levels (s_0 > ... > s_n = 0)."""
+    scene, _, _, _, tile, stride = layout
+    latent = mask_math.to_latent(region_masks(scene))
+    quantized = mask_math.with_background(mask_math.quantize(latent, noise, "discrete"))
+    return scene, quantized, [float(np.sqrt(1.0 - s * s)) for s in noise], noise, tile, stride
+
+
 def run(layout, plan: str, steps: int | None = None, bootstrap_steps: int = 1):
     """Constants c_r (R, C) moved to each pixel of the final latent, i.e. final − λ·(the last step's input),
     (C, h, w); the oracle; the last step's masks; the grid. `steps` keeps only the first steps."""
@@ -201,3 +209,17 @@ def test_default_plan_equals_reference_with_fewer_items(layout):
     items_reference = sum(items for _, items in oracle_reference.calls)
     assert items_reference == 5 * 27 * 2  # every region on every window, guidance branch doubled
     assert items_default < items_reference * 0.4
+
+
+@pytest.mark.xfail(reason="a last noise level below cover_alpha (0.3) keeps a covered region active at the last "
+                          "step, so a waterfall's pixels are half mountain: a finding for the mask design, not the sampler")
+def test_regions_stay_apart_when_the_last_level_is_below_cover_alpha(layout):
+    low = layout_with_levels(layout, [0.9977, 0.966, 0.86, 0.60, 0.26, 0.0])
+    canvas, oracle, last, _ = run(low, "default")
+    # the sampler still does exactly what the masks say ...
+    np.testing.assert_allclose(canvas.numpy(), expected_canvas(last, oracle.values), atol=1e-5, rtol=0)
+    # ... but the waterfalls (regions 2, 3) do not hold their own constant where the LCM schedule's levels put them
+    got, want = labels(canvas.numpy(), oracle.values), mask_labels(layout[1][-1])
+    for r in (2, 3):
+        inter, union = np.logical_and(got == r, want == r).sum(), np.logical_or(got == r, want == r).sum()
+        assert inter / union >= 0.98, f"region {r} IoU {inter / union:.3f}: mixed with the region under it"
