@@ -114,11 +114,10 @@ def scaled_shapes(scene: Scene, factor: float) -> Scene:
     return dataclasses.replace(scene, regions=tuple(regions))
 
 
-def build_scene(workload: Workload, method: Method, max_batch: int | None) -> Scene:
+def build_scene(workload: Workload, method: Method) -> Scene:
+    """The workload's scene with the method's overrides (Irworobongdo, or one full-canvas region at 4K)."""
     tiles = () if method.own_windows else workload.tile
     overrides = [f"model.checkpoint={workload.preset}", *workload.overrides, *tiles, *method.overrides]
-    if max_batch is not None:
-        overrides.append(f"sampler.max_batch={max_batch}")
     if workload.name == "memory-4k":
         data = {
             "version": 1,
@@ -240,7 +239,7 @@ def run_workload(workload: Workload, args) -> dict:
         methods = [m for m in methods if m.name in args.methods or m.name == methods[0].name]
     for size in args.max_batch_sweep:
         methods.append(Method(f"semanticdraw, max_batch={size}", (f"sampler.max_batch={size}",)))
-    scenes = {m.name: [build_scene(workload, m, None)] for m in methods}
+    scenes = {m.name: [build_scene(workload, m)] for m in methods}
     if workload.name == "batch":  # image k of a 4-image scene uses seed + k: render those one by one
         one = scenes[methods[1].name][0]
         scenes[methods[1].name] = [
