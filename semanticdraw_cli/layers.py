@@ -22,7 +22,6 @@ from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.layered_files import Document, Layer, read_document
 from semanticdraw_cli.scene import Mask, Scene
 
-LAYERED_SUFFIXES = (".psd", ".ora")
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 BACKGROUND_NAME = "background"
 FROM_THE_FILE = ("canvas", "regions")  # settings may not set what the drawing decides

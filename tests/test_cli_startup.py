@@ -25,3 +25,13 @@ def test_every_command_has_help():
     for command in ("render", "validate", "preview", "import", "inspect"):
         result = CliRunner().invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
+
+
+def test_version():
+    from typer.testing import CliRunner
+
+    from semanticdraw_cli import __version__
+    from semanticdraw_cli.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"semanticdraw {__version__}"
