@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from semanticdraw_cli.plan import Pair
+from semanticdraw_cli.plan import Pair, pair_weights, plan_step
 from semanticdraw_cli.tiles import Window
 
 Embeddings = dict[str, torch.Tensor]  # batch-first tensors; the sampler only indexes and lerps them
@@ -266,5 +266,13 @@ def _multidiffusion_step(
     return torch.where(den > 0, num / den.clamp_min(1e-12), passthrough), _stats(setup, i, calls, count, pixels, images)
 
 
-def numpy_weights(weights: Sequence[np.ndarray], device: torch.device) -> tuple[torch.Tensor, ...]:
-    return tuple(torch.from_numpy(w).to(device) for w in weights)
+def planned_steps(
+    quantized: np.ndarray, grid: Sequence[Window], mode: str, tile_size: int, device: torch.device
+) -> tuple[tuple[tuple[Pair, ...], ...], tuple[tuple[torch.Tensor, ...], ...]]:
+    """(pairs, tile weights) for every step of the (n, R, h, w) quantized masks, weights on `device`."""
+    regions, height, width = quantized.shape[1:]
+    plans = tuple(plan_step(step_masks, grid, mode, tile_size) for step_masks in quantized)
+    weights = tuple(
+        tuple(torch.from_numpy(w).to(device) for w in pair_weights(pairs, height, width, regions)) for pairs in plans
+    )
+    return plans, weights

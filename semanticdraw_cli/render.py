@@ -19,8 +19,7 @@ import torch
 
 from semanticdraw_cli import __version__, masks as mask_math, outputs
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.fusion import FusionSetup, initial_latents, numpy_weights, sample
-from semanticdraw_cli.plan import pair_weights, plan_step
+from semanticdraw_cli.fusion import FusionSetup, initial_latents, planned_steps, sample
 from semanticdraw_cli.scene import Scene
 from semanticdraw_cli.tiles import tile_grid
 
@@ -93,9 +92,8 @@ class Renderer:
         tile, stride = scene.sampler.tile.size // 8, scene.sampler.tile.stride // 8
         grid = tile_grid(height, width, tile, stride)
         mode = "reference" if scene.sampler.method == "multidiffusion" else scene.sampler.plan
-        steps_plan = tuple(plan_step(q, grid, mode, tile) for q in quantized)
+        steps_plan, weights = planned_steps(quantized, grid, mode, tile, device)
         regions = quantized.shape[1]
-        weights = tuple(numpy_weights(pair_weights(p, height, width, regions), device) for p in steps_plan)
         # 6. Latents: background image, white fill, one seeded CPU generator per image
         start = time.perf_counter()
         base = background_latent(denoiser, scene)

@@ -8,8 +8,7 @@ import numpy as np
 import torch
 
 from semanticdraw_cli import masks as mask_math
-from semanticdraw_cli.fusion import FusionSetup, StepTable, initial_latents, numpy_weights, sample
-from semanticdraw_cli.plan import pair_weights, plan_step
+from semanticdraw_cli.fusion import FusionSetup, StepTable, initial_latents, planned_steps, sample
 from semanticdraw_cli.tiles import tile_grid
 
 SCENES = Path(__file__).resolve().parents[1] / "scenes"
@@ -53,7 +52,7 @@ def check_oracle_placement(table: StepTable, channels: int = 4, height: int = 51
     assert (np.diff(coverage) >= 0).all(), "masks must grow as denoising proceeds"
     grid = tile_grid(h, w, 64, 32)
     assert len(grid) > 1
-    plans = tuple(plan_step(q, grid, "default", 64) for q in quantized)
+    plans, weights = planned_steps(quantized, grid, "default", 64, torch.device("cpu"))
     r = torch.arange(regions, dtype=torch.float32)[:, None]
     values = torch.cat([3.0 + r, -2.0 - 0.5 * r, 5.0 - r, 1.0 + 2.0 * r] + [r] * (channels - 4), dim=1)  # (R, C)
     white = torch.full((1, channels, 1, 1), -7.0)
@@ -61,7 +60,7 @@ def check_oracle_placement(table: StepTable, channels: int = 4, height: int = 51
         table=table,
         masks=torch.from_numpy(quantized),
         plan=plans,
-        weights=tuple(numpy_weights(pair_weights(p, h, w, regions), torch.device("cpu")) for p in plans),
+        weights=weights,
         cond={"id": r},
         uncond=None,
         guidance=1.0,

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from semanticdraw_cli import masks as mask_math
-from semanticdraw_cli.fusion import FusionSetup, StepTable, initial_latents, numpy_weights, sample
-from semanticdraw_cli.plan import pair_weights, plan_step
+from semanticdraw_cli.fusion import FusionSetup, StepTable, initial_latents, planned_steps, sample
+from semanticdraw_cli.plan import plan_step
 from semanticdraw_cli.render import region_masks
 from semanticdraw_cli.tiles import tile_grid
 
@@ -103,8 +103,7 @@ def run(layout, plan: str, steps: int | None = None, bootstrap_steps: int = 1):
     )
     regions, height, width = quantized.shape[1:]
     grid = tile_grid(height, width, tile, stride)
-    plans = tuple(plan_step(q, grid, plan, tile) for q in quantized)
-    weights = tuple(numpy_weights(pair_weights(p, height, width, regions), torch.device("cpu")) for p in plans)
+    plans, weights = planned_steps(quantized, grid, plan, tile, torch.device("cpu"))
     ids = {"id": torch.arange(regions, dtype=torch.float32)[:, None]}  # (R, 1) fake "embeddings"
     setup = FusionSetup(
         table=table,
