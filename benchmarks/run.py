@@ -81,6 +81,15 @@ def comparison_methods(md_steps: int) -> tuple[Method, ...]:
     )
 
 
+def family_methods() -> tuple[Method, ...]:
+    """One row per model family with its default accelerator, plus its reference plan for the savings."""
+    rows = []
+    for family, accelerator in (("sd15", "LCM"), ("sdxl", "Lightning"), ("sd3", "Flash")):
+        rows.append(Method(f"{family} ({accelerator})", (f"model.family={family}",)))
+        rows.append(Method(f"{family}, plan: reference", (f"model.family={family}", "sampler.plan=reference")))
+    return tuple(rows)
+
+
 def tile(size: int, stride: int) -> tuple[str, ...]:
     return (f"sampler.tile.size={size}", f"sampler.tile.stride={stride}")
 
@@ -91,6 +100,7 @@ def workloads(md_steps: int) -> dict[str, Workload]:
         "cpu-small": Workload("cpu-small", "small", 640, 384, (), methods, tile=tile(384, 192)),
         "gpu-full": Workload("gpu-full", "full-random", 1280, 768, (), methods, tile(768, 384), "float16", True),
         "memory-4k": Workload("memory-4k", "tiny", 4096, 4096, (), (Method("semanticdraw"),), repeats=1),
+        "families": Workload("families", "tiny", 1280, 768, tile(768, 384), family_methods()),
         "batch": Workload("batch", "tiny", 640, 384, tile(384, 192), (
             Method("4 images, shared batches", ("sampler.images=4",)),
             Method("4 renders, one image each"),
@@ -355,7 +365,7 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", required=True, choices=["cpu-small", "gpu-full", "memory-4k", "batch"])
+    parser.add_argument("--workload", required=True, choices=["cpu-small", "gpu-full", "memory-4k", "batch", "families"])
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (median)")
     parser.add_argument("--methods", nargs="*", help="only these methods (the default plan always runs)")
     parser.add_argument("--md-steps", type=int, default=2, help="steps measured for MD (DDIM 50), extrapolated to 50")
