@@ -157,6 +157,22 @@ class Renderer:
         return results
 
 
+def render(
+    scene: Scene | str | Path,
+    out_dir: Path | None = None,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    device: str | None = None,
+    dtype: str | None = None,
+) -> list[RenderResult]:
+    """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls)."""
+    if not isinstance(scene, Scene):
+        from semanticdraw_cli.scene_loader import load_scene
+
+        scene = load_scene(Path(scene), overrides)
+    return Renderer(device=device, dtype=dtype).render(scene, None if out_dir is None else Path(out_dir))
+
+
 def image_seeds(scene: Scene) -> list[int]:
     """Image k of a scene uses seed + k, and is written as NAME-(seed + k)."""
     return [scene.sampler.seed + k for k in range(scene.sampler.images)]

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from semanticdraw_cli.cli import _select_jobs, app
 from semanticdraw_cli.outputs import read_embedded
-from semanticdraw_cli.render import Renderer
+from semanticdraw_cli.render import Renderer, render
 from semanticdraw_cli.scene_loader import load_scene, scene_from_dict
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
@@ -113,3 +113,10 @@ def test_default_plan_equals_reference_plan_on_irworobongdo_with_less_work():
     assert default.report["batch_items"] < reference.report["batch_items"] / 2
     assert default.report["pairs_active"] < reference.report["pairs_active"]
     torch.testing.assert_close(default.latent, reference.latent, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_python_api_renders_a_scene_path(tmp_path):
+    results = render(SCENES / "two-subjects.yaml", tmp_path, overrides=["model.checkpoint=tiny", "sampler.images=2"])
+    assert [r.png.name for r in results] == ["two-subjects-7.png", "two-subjects-8.png"]
+    assert results[0].image.shape == (512, 512, 3) and results[0].json.exists()
