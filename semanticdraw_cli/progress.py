@@ -37,10 +37,11 @@ class RenderProgress:
         label = f"{name} (seed {seeds[0]})" if len(seeds) == 1 else f"{name} ({len(seeds)} images)"
         if self.steps_task is not None:
             self.progress.remove_task(self.steps_task)
-        self.steps_task = self.progress.add_task(label, total=None)
+        self.label = label
+        self.steps_task = self.progress.add_task(f"{label}: loading model", total=None)
 
     def on_step(self, done: int, total: int) -> None:
-        self.progress.update(self.steps_task, completed=done, total=total)
+        self.progress.update(self.steps_task, description=self.label, completed=done, total=total)
 
     def finish_scene(self) -> None:
         self.progress.advance(self.scenes_task)

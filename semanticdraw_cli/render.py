@@ -77,6 +77,8 @@ class Renderer:
             torch.cuda.reset_peak_memory_stats(device)
         # 3. Step table and per-step masks (background prompt becomes region 0)
         table = denoiser.step_table(scene.sampler)
+        if on_step:
+            on_step(0, table.steps)  # the model is ready: sampling starts
         start = time.perf_counter()
         quantized = mask_math.quantize(latent_masks, table.mask_levels, scene.sampler.mask_mode)  # (n, R, h, w)
         has_prompt_background = scene.background.prompt is not None
