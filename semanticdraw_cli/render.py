@@ -98,7 +98,8 @@ class Renderer:
         regions = quantized.shape[1]
         # 6. Latents: background image, white fill, one seeded CPU generator per image
         start = time.perf_counter()
-        base = background_latent(denoiser, scene)
+        picture = background_pixels(scene)  # (H, W, 3) uint8 or None
+        base = None if picture is None else denoiser.encode_image(picture).float()
         white = denoiser.white_latent().float()
         timings["encode"] += time.perf_counter() - start
         seeds = seeds if seeds is not None else image_seeds(scene)
@@ -145,8 +146,8 @@ class Renderer:
         # 8. Decode, and keep untouched pixels of a painted-over picture exactly
         start = time.perf_counter()
         images = denoiser.decode(x)
-        if scene.background.image is not None or scene.background.image_array is not None:
-            images = blend_over_background(images, background_pixels(scene), canvas_masks)
+        if picture is not None:
+            images = blend_over_background(images, picture, canvas_masks)
         timings["decode"] = time.perf_counter() - start
         timings["denoise"] = sum(step["seconds"] for step in step_reports)
         report = build_report(scene, timings, step_reports, denoiser, seeds)
@@ -224,18 +225,15 @@ def encode_prompts(denoiser, scene: Scene):
     return per_region(prompts), per_region(negatives)
 
 
-def background_pixels(scene: Scene) -> np.ndarray:
+def background_pixels(scene: Scene) -> np.ndarray | None:
+    """The picture to paint over at canvas size, (H, W, 3) uint8; None when there is none."""
     from semanticdraw_cli.rasterize import load_rgb
 
     if scene.background.image_array is not None:
         return scene.background.image_array
-    return load_rgb(scene.background.image, scene.canvas)
-
-
-def background_latent(denoiser, scene: Scene) -> torch.Tensor | None:
-    if scene.background.image is None and scene.background.image_array is None:
-        return None
-    return denoiser.encode_image(background_pixels(scene)).float()
+    if scene.background.image is not None:
+        return load_rgb(scene.background.image, scene.canvas)
+    return None
 
 
 def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks: np.ndarray) -> np.ndarray:
