@@ -130,7 +130,8 @@ class Renderer:
         step_reports = []
         last = time.perf_counter()
         try:
-            for stats, x in sample(denoiser, setup, x, generators):
+            steps = sample(denoiser, setup, x, generators)
+            for stats, x in steps:  # x: the canvas after each step, the clean latent after the last
                 now = time.perf_counter()
                 step_reports.append({**vars(stats), "seconds": now - last})
                 last = now

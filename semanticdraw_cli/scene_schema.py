@@ -391,7 +391,7 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             c.add(f"{key}.prompt", "missing" if prompt is None else "is empty", hint="say what to paint here")
         mask = _mask(c, d.get("mask"), f"{key}.mask", base)
         if mask is not None and mask.kind in ("image", "label_map"):
-            _check_file(c, f"{key}.mask", mask.path, canvas, lambda: rasterize_mask(mask, canvas))
+            _check_file(c, f"{key}.mask", mask.path, canvas, lambda mask=mask: rasterize_mask(mask, canvas))
         regions.append(Region(
             name=name, prompt=prompt or "", negative=c.text(d, "negative", f"{key}.negative", fields["negative"]),
             mask=mask or Mask("rect"), blur=c.number(d, "blur", f"{key}.blur", fields["blur"], lo=0),

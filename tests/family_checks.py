@@ -75,7 +75,8 @@ def check_oracle_placement(table: StepTable, channels: int = 4, height: int = 51
     )
     generators = [torch.Generator("cpu").manual_seed(0)]
     x = initial_latents((channels, h, w), generators, table, None)
-    for _, x in sample(ConstantDenoiser(values), setup, x, generators):
+    steps = sample(ConstantDenoiser(values), setup, x, generators)
+    for _, x in steps:
         assert torch.isfinite(x).all()
     final = x[0].numpy()  # (C, h, w): the clean latent after the last step
     last = torch.from_numpy(quantized[-1]).double()  # (R, h, w)

@@ -1,7 +1,6 @@
 """SDXL adapter on the tiny preset: parity with diffusers' pipeline, region placement, scenes, clear errors."""
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +89,6 @@ def test_many_regions_on_a_small_canvas_still_fit(tmp_path):
     assert draw_preview(scene).size == (128, 64)
 
 
-def test_preview_of_the_paper_scene_is_fast():
-    scene = load_scene(SCENES / "irworobongdo.yaml")
-    draw_preview(scene)  # warm up (font loading)
-    start = time.perf_counter()
-    image = draw_preview(scene)
-    assert time.perf_counter() - start < 1.0  # about 0.25 s on one core
+def test_preview_of_the_paper_scene_has_the_canvas_size():
+    image = draw_preview(load_scene(SCENES / "irworobongdo.yaml"))
     assert image.size == (1280, 768)

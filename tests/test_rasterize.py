@@ -115,23 +115,6 @@ def test_triangle_coverage_equals_shoelace_area(points):
     assert abs(m.sum() - area) <= 0.25 * width * 3 + 1e-3  # midpoint rule is exact between vertex rows
 
 
-def test_shapes_are_fast_at_1280x768():
-    canvas = Canvas(1280, 768)
-    angles = np.linspace(0, 2 * np.pi, 40, endpoint=False)
-    star = polygon(*[(640 + (600 if k % 2 else 250) * np.cos(a), 384 + (380 if k % 2 else 150) * np.sin(a))
-                     for k, a in enumerate(angles)])
-    for mask in (star, shape("ellipse", 640, 384, 640, 384), shape("rect", 0, 0, 1280, 768)):
-        rasterize_mask(mask, canvas)  # warm up
-        best = min(_timed(lambda: rasterize_mask(mask, canvas)) for _ in range(3))
-        assert best < 0.05, f"{mask.kind} took {best * 1000:.0f} ms"
-
-
-def _timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 # --- picture masks -----------------------------------------------------------------------------
 
 
@@ -210,14 +193,18 @@ def png_header_only(path, width: int, height: int) -> None:
                      + chunk(b"IEND", b""))
 
 
-def test_decompression_bomb_is_refused_from_its_header(tmp_path):
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     bomb = tmp_path / "bomb.png"
     png_header_only(bomb, 100_000, 100_000)  # 10^10 pixels: over our limit and Pillow's
     saved = Image.MAX_IMAGE_PIXELS
-    start = time.perf_counter()
-    with pytest.raises(MaskError, match="over the limit"):
-        rasterize_mask(Mask("image", path=bomb), CANVAS)
-    assert time.perf_counter() - start < 0.5  # nothing decoded
+
+    def no_decoding(self):
+        raise AssertionError("pixels were decoded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Image.Image, "load", no_decoding)
+        with pytest.raises(MaskError, match="over the limit"):
+            rasterize_mask(Mask("image", path=bomb), CANVAS)
     assert Image.MAX_IMAGE_PIXELS == saved  # Pillow's global setting is restored
     with pytest.raises(MaskError, match="over the limit"):
         load_rgb(bomb, CANVAS)
