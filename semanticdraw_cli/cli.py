@@ -10,6 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from semanticdraw_cli.defaults import OUTPUT_DIR
+
 app = typer.Typer(
     help="Render large images from regional prompts with few-step diffusion models (SemanticDraw).",
     no_args_is_help=True,
@@ -66,6 +68,18 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
     return index, count
 
 
+def _check_runtime_options(device: str | None, dtype: str | None) -> None:
+    """--device and --dtype are checked before any scene or model loads (exit 2)."""
+    import re
+
+    from semanticdraw_cli.defaults import DTYPES
+
+    if dtype is not None and dtype not in ("auto", *DTYPES):
+        _fail(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}", 2)
+    if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+        _fail(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N", 2)
+
+
 def _select_jobs(scenes: list, shard: tuple[int, int] | None) -> list[tuple[object, list[int]]]:
     """(scene, seeds) to render; a shard takes every N-th (scene, seed) job, in a fixed order."""
     from semanticdraw_cli.render import image_seeds
@@ -83,7 +97,7 @@ def _select_jobs(scenes: list, shard: tuple[int, int] | None) -> list[tuple[obje
 @app.command()
 def render(
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json.")] = Path("."),
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json.")] = Path(OUTPUT_DIR),
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first image [default: the scene's].")] = None,
     images: Annotated[Optional[int], typer.Option(help="Images per scene, seeds seed..seed+N-1, batched together.")] = None,
     model: Annotated[Optional[str], typer.Option(help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.")] = None,
@@ -103,6 +117,7 @@ def render(
     from semanticdraw_cli.outputs import output_paths
 
     shard_spec = _parse_shard(shard)
+    _check_runtime_options(device, dtype)
     overrides = list(set_ or [])
     for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
         if value is not None:

@@ -91,3 +91,4 @@ STRENGTH = 1.0
 PROMPT_STRENGTH = 1.0
 
 OUTPUT_DIR = "."
+DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks float16 on CUDA, float32 elsewhere

@@ -120,3 +120,9 @@ def test_python_api_renders_a_scene_path(tmp_path):
     results = render(SCENES / "two-subjects.yaml", tmp_path, overrides=["model.checkpoint=tiny", "sampler.images=2"])
     assert [r.png.name for r in results] == ["two-subjects-7.png", "two-subjects-8.png"]
     assert results[0].image.shape == (512, 512, 3) and results[0].json.exists()
+
+
+@pytest.mark.parametrize("option", [["--dtype", "float64"], ["--device", "gpu"]])
+def test_bad_device_or_dtype_exits_2_before_loading(tmp_path, option):
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), *option])
+    assert result.exit_code == 2 and option[0] in result.output and option[1] in result.output

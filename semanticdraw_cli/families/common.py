@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.scene import Accelerator
 
@@ -39,7 +40,7 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {name: getattr(torch, name) for name in defaults.DTYPES}
 
 
 def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
