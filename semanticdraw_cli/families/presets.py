@@ -163,20 +163,31 @@ def mark_unclipped_schedule(config_file: Path) -> None:
     config_file.write_text(json.dumps(config, indent=2))
 
 
-def save_random_lora(unet, folder: Path, pipeline_class, rank: int = 4, scale: float = 0.02) -> None:
-    """A random-weight LoRA over the attention projections, saved as diffusers LoRA weights."""
+ATTENTION_PROJECTIONS = ("to_q", "to_k", "to_v", "to_out.0")
+
+
+def save_random_lora(
+    model,
+    folder: Path,
+    pipeline_class,
+    component: str = "unet",
+    targets: tuple[str, ...] = ATTENTION_PROJECTIONS,
+    rank: int = 4,
+    scale: float = 0.02,
+) -> None:
+    """A random-weight LoRA over `targets` of `model` (the pipeline's `component`), saved as diffusers LoRA weights."""
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets)))
     with torch.no_grad():
-        for param_name, param in unet.named_parameters():
+        for param_name, param in model.named_parameters():
             if "lora_" in param_name:
                 param.normal_(0.0, scale)
-    layers = get_peft_model_state_dict(unet)
+    layers = get_peft_model_state_dict(model)
     folder.mkdir(parents=True, exist_ok=True)
-    pipeline_class.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
-    unet.delete_adapters(unet.active_adapters())
+    pipeline_class.save_lora_weights(folder, **{f"{component}_lora_layers": layers}, safe_serialization=True)
+    model.delete_adapters(model.active_adapters())
 
 
 BUILDERS: dict[str, Callable[[str, Path], None]] = {"sd15": build_sd15}

@@ -178,22 +178,7 @@ def write_t5_tokenizer(folder: Path) -> None:
     T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
 
 
-def save_random_transformer_lora(transformer, folder: Path, rank: int = 4, scale: float = 0.02) -> None:
-    """A random-weight LoRA over the MMDiT attention projections (image and text streams)."""
-    from diffusers import StableDiffusion3Pipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    targets = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
-    transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=targets))
-    with torch.no_grad():
-        for name, param in transformer.named_parameters():
-            if "lora_" in name:
-                param.normal_(0.0, scale)
-    layers = get_peft_model_state_dict(transformer)
-    folder.mkdir(parents=True, exist_ok=True)
-    StableDiffusion3Pipeline.save_lora_weights(folder, transformer_lora_layers=layers, safe_serialization=True)
-    transformer.delete_adapters(transformer.active_adapters())
+MMDIT_PROJECTIONS = (*presets.ATTENTION_PROJECTIONS, "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
 def build_tiny(name: str, folder: Path) -> None:
@@ -267,7 +252,9 @@ def build_tiny(name: str, folder: Path) -> None:
             tokenizer_3=t5_tokenizer,
         )
         pipe.save_pretrained(folder)
-        save_random_transformer_lora(pipe.transformer, folder / "accelerators" / "flash")
+        presets.save_random_lora(
+            pipe.transformer, folder / "accelerators" / "flash", StableDiffusion3Pipeline, "transformer", MMDIT_PROJECTIONS
+        )
 
 
 presets.register("sd3", build_tiny)
