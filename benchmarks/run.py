@@ -259,7 +259,7 @@ def run_workload(workload: Workload, args) -> dict:
     info = machine(workload, renderer)  # load average before the runs
     log(f"{workload.name}: {len(methods)} methods, warm-up + {repeats} repeats")
     for m in methods:  # warm-up: loads each model once, first-call allocations, lazy imports
-        renderer.denoiser(scenes[m.name][0])
+        renderer.adapter(scenes[m.name][0])
         if workload.repeats != 1:  # a single-run workload (4K canvas) only loads its model first
             start = time.perf_counter()
             measure(renderer, scenes[m.name], m)

@@ -1,8 +1,6 @@
-"""Every default of the tool, defined once. The scene loader, the CLI and the adapters read them here."""
+"""Every default of the tool, defined once; family-specific defaults live in each family's spec."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 SCENE_VERSION = 1
 
@@ -18,50 +16,13 @@ MAX_MASK_IMAGE_PIXELS = 16384 * 16384  # mask, label map and background pictures
 MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized when aspects match this well
 LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the label colour
 
+LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA
+# Names that mean a local file rather than a hub id; diffusers reads the first two as one-file checkpoints.
+CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".ckpt")
+WEIGHT_FILE_SUFFIXES = (*CHECKPOINT_FILE_SUFFIXES, ".bin")
 
-@dataclass(frozen=True)
-class AcceleratorDefaults:
-    """A few-step accelerator: the LoRA that makes the model fast, its scheduler and its step grid."""
-
-    family: str
-    lora: str | None  # hub id or path of the LoRA; None: the checkpoint's own weights
-    weight_name: str | None  # file inside a hub repo holding several LoRAs
-    scheduler: str  # lcm | euler-trailing | flow-euler | ddim
-    steps: tuple[int, ...] | int  # indices into a `grid`-step schedule, or a plain count
-    grid: int  # length of the schedule that `steps` indexes
-    guidance: float
-
-
-ACCELERATORS: dict[str, AcceleratorDefaults] = {
-    "lcm": AcceleratorDefaults("sd15", "latent-consistency/lcm-lora-sdv1-5", None, "lcm", (0, 4, 12, 25, 37), 50, 1.0),
-    "lightning": AcceleratorDefaults(
-        "sdxl", "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "euler-trailing", 4, 4, 1.0
-    ),
-    "hyper": AcceleratorDefaults(
-        "sdxl", "ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors", "euler-trailing", 4, 4, 1.0
-    ),
-    "flash": AcceleratorDefaults("sd3", "jasperai/flash-sd3", None, "flow-euler", 4, 4, 0.0),
-}
-ACCELERATOR_NAMES = (*ACCELERATORS, "none")
-LORA_WEIGHT = 1.0
-
-
-@dataclass(frozen=True)
-class FamilyDefaults:
-    checkpoint: str
-    accelerator: str
-    tile_size: int  # pixels
-    tile_stride: int  # pixels
-    own_scheduler_steps: tuple[int, ...] | int  # `accelerator: none` (e.g. a merged LCM checkpoint)
-    own_scheduler_grid: int
-    pixel_multiple: int = CANVAS_MULTIPLE  # canvas and tile sides: SD3's transformer reads 2×2 latent patches
-
-
-FAMILIES: dict[str, FamilyDefaults] = {
-    "sd15": FamilyDefaults("stable-diffusion-v1-5/stable-diffusion-v1-5", "lcm", 768, 384, (0, 4, 12, 25, 37), 50),
-    "sdxl": FamilyDefaults("stabilityai/stable-diffusion-xl-base-1.0", "lightning", 1024, 512, 4, 4),
-    "sd3": FamilyDefaults("stabilityai/stable-diffusion-3-medium-diffusers", "flash", 1024, 512, 4, 4, 16),
-}
+# Each family's checkpoint, accelerators, tile and pixel multiple live in its FamilySpec
+# (semanticdraw_cli/families/), collected by families.registry.
 FAMILY = "sd15"
 
 METHODS = ("semanticdraw", "multidiffusion")

@@ -11,29 +11,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
 
-from semanticdraw_cli.plan import Pair, pair_weights, plan_step
+from semanticdraw_cli.plan import Pair
+from semanticdraw_cli.schedule import StepTable, draw, renoise
 from semanticdraw_cli.tiles import Window
 
 Embeddings = dict[str, torch.Tensor]  # batch-first tensors; the sampler only indexes and lerps them
-
-
-@dataclass(frozen=True)
-class StepTable:
-    """The schedule of one render, explicit and stateless."""
-
-    timesteps: tuple[float, ...]  # (n,) what the model is conditioned on at step i
-    signal: tuple[float, ...]  # (n + 1,) a_i; index n is the level after the last step
-    noise: tuple[float, ...]  # (n + 1,) s_i
-    mask_levels: tuple[float, ...]  # (n + 1,) noise levels that quantize the masks; last is 0
-    stochastic: bool  # True: re-noise with fresh eps (LCM); False: reuse the predicted eps (DDIM, Euler)
-    init_scale: float = 1.0  # initial canvas = init_scale·eps; Euler trailing starts at s_0·eps in this form
-
-    @property
-    def steps(self) -> int:
-        return len(self.timesteps)
 
 
 class Denoiser(Protocol):
@@ -83,21 +67,6 @@ class StepStats:
     pairs_total: int
 
 
-def initial_latents(
-    shape: tuple[int, int, int], generators: Sequence[torch.Generator], table: StepTable, base: torch.Tensor | None
-) -> torch.Tensor:
-    """Pure noise per image (its own seeded CPU generator), or the background image noised to step 0."""
-    eps = torch.stack([torch.randn(shape, generator=g) for g in generators])  # (N, C, h, w)
-    if base is None:
-        return table.init_scale * eps if table.init_scale != 1.0 else eps
-    return table.signal[0] * base.cpu() + table.noise[0] * eps
-
-
-def draw(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """One canvas-wide draw per image, on the CPU, so results do not depend on device or plan."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
-
-
 def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
     """Roll (dy, dx) that moves the centre of the mask's bounding box to the window centre."""
     rows = torch.nonzero(mask.any(dim=1)).flatten()
@@ -118,14 +87,14 @@ def gather(embeddings: Embeddings | None, regions: list[int]) -> Embeddings | No
 
 def sample(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, generators: Sequence[torch.Generator]
-) -> Iterator[tuple[StepStats, torch.Tensor]]:
-    """Run every step, yielding (stats, canvas latent) after each; the last latent is the clean x0."""
+) -> Iterator[tuple[StepStats, torch.Tensor, torch.Tensor]]:
+    """Run every step, yielding (stats, canvas latent, fused x0) after each; the last latent is the clean x0."""
     step_fn = _multidiffusion_step if setup.method == "multidiffusion" else _fusion_step
     for i in range(setup.table.steps):
-        x, stats = step_fn(denoiser, setup, x, i, generators)
+        x, x0, stats = step_fn(denoiser, setup, x, i, generators)
         if x.is_cuda:
             torch.cuda.synchronize()
-        yield stats, x
+        yield stats, x, x0
 
 
 def _chunks(pairs: Sequence[tuple[int, int]], setup: FusionSetup, step: int) -> Iterator[list[tuple[int, int]]]:
@@ -161,7 +130,7 @@ def _stats(setup: FusionSetup, step: int, calls: int, items: int, pixels: int, i
 
 def _fusion_step(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, generators: Sequence[torch.Generator]
-) -> tuple[torch.Tensor, StepStats]:
+) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
     """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once."""
     table, images = setup.table, len(x)
     a, s = table.signal[i], table.noise[i]
@@ -207,25 +176,12 @@ def _fusion_step(
     covered = den.clamp(0.0, 1.0)
     fused = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)
     x0 = covered * fused + (1.0 - covered) * setup.fill  # (N, C, h, w)
-    return _renoise(x, x0, i, generators, table), _stats(setup, i, calls, count, pixels, images)
-
-
-def _renoise(
-    x: torch.Tensor, x0: torch.Tensor, i: int, generators: Sequence[torch.Generator], table: StepTable
-) -> torch.Tensor:
-    """Move the fused x0 to the next noise level, once for the whole canvas."""
-    if table.stochastic:
-        if i == table.steps - 1:
-            return x0
-        eps = draw(generators, tuple(x.shape[1:]), x.device)
-    else:
-        eps = (x - table.signal[i] * x0) / table.noise[i]
-    return table.signal[i + 1] * x0 + table.noise[i + 1] * eps
+    return renoise(x, x0, i, generators, table), x0, _stats(setup, i, calls, count, pixels, images)
 
 
 def _multidiffusion_step(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, generators: Sequence[torch.Generator]
-) -> tuple[torch.Tensor, StepStats]:
+) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
     """Classic MultiDiffusion: each pair takes its own full scheduler step, then the results are averaged.
 
     With a stochastic sampler every pair draws its own noise, so averaging collapses the variance:
@@ -239,7 +195,7 @@ def _multidiffusion_step(
     if table.stochastic and not last:
         shapes = [(x.shape[1], p.window.height, p.window.width) for p in setup.plan[i]]
         fresh = [[torch.randn(shape, generator=g) for shape in shapes] for g in generators]
-    num = torch.zeros_like(x)
+    num, x0_num = torch.zeros_like(x), torch.zeros_like(x)
     den = torch.zeros_like(x[:, :1])
     items = [(k, j) for k in range(images) for j in range(pair_count)]
     calls = count = pixels = 0
@@ -260,19 +216,10 @@ def _multidiffusion_step(
                 stepped = table.signal[i + 1] * x0[n] + table.noise[i + 1] * eps
             w = masks[pair.region, rows, cols][None] * setup.weights[i][j]
             num[k, :, rows, cols] += w * stepped
+            x0_num[k, :, rows, cols] += w * x0[n]
             den[k, :, rows, cols] += w
     fill = setup.fill.expand_as(x)  # uncovered pixels follow the fill deterministically
     passthrough = table.signal[i + 1] * fill + table.noise[i + 1] * (x - table.signal[i] * fill) / table.noise[i]
-    return torch.where(den > 0, num / den.clamp_min(1e-12), passthrough), _stats(setup, i, calls, count, pixels, images)
-
-
-def planned_steps(
-    quantized: np.ndarray, grid: Sequence[Window], mode: str, tile_size: int, device: torch.device
-) -> tuple[tuple[tuple[Pair, ...], ...], tuple[tuple[torch.Tensor, ...], ...]]:
-    """(pairs, tile weights) for every step of the (n, R, h, w) quantized masks, weights on `device`."""
-    regions, height, width = quantized.shape[1:]
-    plans = tuple(plan_step(step_masks, grid, mode, tile_size) for step_masks in quantized)
-    weights = tuple(
-        tuple(torch.from_numpy(w).to(device) for w in pair_weights(pairs, height, width, regions)) for pairs in plans
-    )
-    return plans, weights
+    x0 = torch.where(den > 0, x0_num / den.clamp_min(1e-12), fill)  # the mean prediction, for previews
+    x = torch.where(den > 0, num / den.clamp_min(1e-12), passthrough)
+    return x, x0, _stats(setup, i, calls, count, pixels, images)

@@ -1,4 +1,4 @@
-"""Which (window, region) pairs a step evaluates, and their tile weights. Pure numpy.
+"""Which (window, region) pairs a step evaluates, and their tile weights: numpy, moved to the device last.
 
 `default` skips pairs whose quantized mask is empty in the window (exact: same image as `reference`);
 `reference` evaluates every region on every window, as the authors' code does;
@@ -10,10 +10,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from semanticdraw_cli.lazy import lazy_module
 from semanticdraw_cli.tiles import Window, centred_window
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")
 
 
 @dataclass(frozen=True)
@@ -74,3 +81,15 @@ def pair_weights(pairs: Sequence[Pair], height: int, width: int, regions: int) -
     for pair in pairs:
         counts[pair.region][pair.window.slices] += 1.0
     return [1.0 / counts[pair.region][pair.window.slices] for pair in pairs]
+
+
+def planned_steps(
+    quantized: np.ndarray, grid: Sequence[Window], mode: str, tile_size: int, device: torch.device
+) -> tuple[tuple[tuple[Pair, ...], ...], tuple[tuple[torch.Tensor, ...], ...]]:
+    """(pairs, tile weights) for every step of the (n, R, h, w) quantized masks, weights on `device`."""
+    regions, height, width = quantized.shape[1:]
+    plans = tuple(plan_step(step_masks, grid, mode, tile_size) for step_masks in quantized)
+    weights = tuple(
+        tuple(torch.from_numpy(w).to(device) for w in pair_weights(pairs, height, width, regions)) for pairs in plans
+    )
+    return plans, weights

@@ -1,15 +1,17 @@
-"""The orchestrator: scene -> masks -> model -> plan -> fusion sampler -> decode -> files (DESIGN.md §1).
+"""The staged renderer: `prepare` -> `steps` -> `finish`, and `render`, the thin shell over the three.
 
-`Renderer.render(scene)` is the Python API the CLI uses. It keeps loaded models, so several scenes
-that share a model load it once.
+`prepare(scene)` computes everything fixed for a render (masks, step table, prompt encodings, plan,
+initial latents), each stage cached by what it reads (`stages`); `steps(prepared)` is a generator
+that yields each step's canvas and fused x0, so progress, previews, timing and cancellation hook in
+between steps without touching the math; `finish(prepared, ...)` decodes, blends over a background
+picture and builds the report. Writing files is `outputs`' job. A `Renderer` keeps loaded models and
+the stage cache, so several scenes (or edits of one scene) that share a model load it once.
 """
 
 from __future__ import annotations
 
-import platform
-import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import __version__, masks as mask_math, outputs
+from semanticdraw_cli import masks as mask_math, outputs, stages
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.fusion import FusionSetup, initial_latents, planned_steps, sample
+from semanticdraw_cli.families.base import FamilyAdapter
+from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
+from semanticdraw_cli.plan import planned_steps
+from semanticdraw_cli.report import build_report
 from semanticdraw_cli.scene import Scene
+from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import tile_grid
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps total)
@@ -37,73 +43,105 @@ class RenderResult:
     json: Path | None = None
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Everything fixed for one render of a scene's seeds; `steps` may run it any number of times."""
+
+    scene: Scene
+    seeds: tuple[int, ...]
+    adapter: FamilyAdapter
+    table: StepTable
+    setup: FusionSetup
+    canvas_masks: np.ndarray  # (R, H, W) blurred, z-ordered; the blend over a background picture reads them
+    picture: np.ndarray | None  # (H, W, 3) uint8 background picture, or None
+    x: torch.Tensor  # (N, C, h, w) initial canvas latents, on the device
+    generator_states: tuple[torch.Tensor, ...]  # per image, after drawing the initial latent
+    timings: dict[str, float]  # load, masks, encode seconds
+    recomputed: dict[str, int]  # stage -> entries computed (not cached) by this prepare
+
+
+@dataclass(frozen=True)
+class StepState:
+    """After step `stats.step`: the canvas latent `x` (the clean latent after the last step) and the fused x0."""
+
+    stats: StepStats
+    x: torch.Tensor  # (N, C, h, w)
+    x0: torch.Tensor  # (N, C, h, w)
+    seconds: float  # wall time of this step
+
+
 @dataclass
 class Renderer:
     device: str | None = None  # auto: cuda, mps, cpu
     dtype: str | None = None  # auto: float16 on cuda, else float32
-    _models: dict[tuple, Any] = field(default_factory=dict)
+    cache: stages.StageCache = field(default_factory=stages.StageCache)
+    _adapters: dict[Hashable, FamilyAdapter] = field(default_factory=dict)
 
-    def denoiser(self, scene: Scene) -> tuple[Any, float]:
-        """The scene's model, loaded once per (family, checkpoint, accelerator); (denoiser, seconds)."""
-        from semanticdraw_cli.families import load_denoiser
-        from semanticdraw_cli.families.common import pick_device, pick_dtype
+    def model_key(self, scene: Scene) -> Hashable:
+        return scene.model, self.device, self.dtype
 
-        key = (scene.model, self.device, self.dtype)
-        if key in self._models:
-            return self._models[key], 0.0
+    def adapter(self, scene: Scene) -> tuple[FamilyAdapter, float]:
+        """The scene's model, loaded once per (family, checkpoint, accelerator); (adapter, seconds)."""
+        from semanticdraw_cli.devices import pick_device, pick_dtype
+        from semanticdraw_cli.families.registry import load_adapter
+
+        key = self.model_key(scene)
+        if key in self._adapters:
+            return self._adapters[key], 0.0
         start = time.perf_counter()
         device = pick_device(self.device)
-        self._models[key] = load_denoiser(scene.model, device, pick_dtype(self.dtype, device))
-        return self._models[key], time.perf_counter() - start
+        self._adapters[key] = load_adapter(scene.model, device, pick_dtype(self.dtype, device))
+        return self._adapters[key], time.perf_counter() - start
 
-    def render(
-        self,
-        scene: Scene,
-        out_dir: Path | None = None,
-        on_step: StepCallback | None = None,
-        seeds: list[int] | None = None,
-    ) -> list[RenderResult]:
-        """Render the scene's images (or the given seeds) in shared UNet batches; write files to `out_dir`."""
-        timings: dict[str, Any] = {}
-        # 1. Masks at canvas size, then at latent size (no model needed)
+    def prepare(self, scene: Scene | str | Path, seeds: list[int] | None = None) -> Prepared:
+        """Masks, model, step table, prompt encodings, plan and initial latents of one render."""
+        scene = _as_scene(scene)
+        self.cache.start()
+        timings: dict[str, float] = {}
+        # 1. Masks at canvas size (no model needed)
         start = time.perf_counter()
-        canvas_masks = region_masks(scene)  # (R, H, W)
-        latent_masks = mask_math.to_latent(canvas_masks)  # (R, h, w)
+        canvas_masks = stages.canvas_masks(scene, self.cache)  # (R, H, W)
         timings["masks"] = time.perf_counter() - start
         # 2. Model
-        denoiser, timings["load"] = self.denoiser(scene)
-        device = denoiser.device
+        adapter, timings["load"] = self.adapter(scene)
+        device = adapter.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        # 3. Step table and per-step masks (background prompt becomes region 0)
-        table = denoiser.step_table(scene.sampler)
-        if on_step:
-            on_step(0, table.steps)  # the model is ready: sampling starts
+        # 3. Step table and per-step masks at latent size (the background prompt becomes region 0)
         start = time.perf_counter()
+        table = adapter.step_table(scene.sampler)
+        latent_masks = mask_math.to_latent(canvas_masks, adapter.latent_factor)  # (R, h, w)
         quantized = mask_math.quantize(latent_masks, table.mask_levels, scene.sampler.mask_mode)  # (n, R, h, w)
-        has_prompt_background = scene.background.prompt is not None
-        if has_prompt_background:
+        if scene.background.prompt is not None:
             quantized = mask_math.with_background(quantized)
         timings["masks"] += time.perf_counter() - start
-        # 4. Prompts: each distinct text encoded once
+        # 4. Prompts: each distinct text encoded once per model
         start = time.perf_counter()
-        cond, uncond = encode_prompts(denoiser, scene)
+        prompts, negatives, strengths = stages.region_texts(scene)
+        rows = stages.encode_texts(adapter, prompts + negatives, self.cache, self.model_key(scene))
+        cond = stages.region_embeddings(scene, rows, prompts, strengths)
+        uncond = stages.region_embeddings(scene, rows, negatives, strengths)
         timings["encode"] = time.perf_counter() - start
         # 5. Plan: (window, region) pairs per step and their tile weights
         height, width = latent_masks.shape[-2:]
-        tile, stride = scene.sampler.tile.size // 8, scene.sampler.tile.stride // 8
+        factor = adapter.latent_factor
+        tile, stride = scene.sampler.tile.size // factor, scene.sampler.tile.stride // factor
         grid = tile_grid(height, width, tile, stride)
         mode = "reference" if scene.sampler.method == "multidiffusion" else scene.sampler.plan
-        steps_plan, weights = planned_steps(quantized, grid, mode, tile, device)
-        regions = quantized.shape[1]
-        # 6. Latents: background image, white fill, one seeded CPU generator per image
+        plan_key = (stages.array_digest(quantized), grid, mode, tile, str(device))
+        steps_plan, weights = self.cache.get("plan", plan_key, lambda: planned_steps(quantized, grid, mode, tile, device))
+        # 6. Latents: background picture, white fill, one seeded CPU generator per image
         start = time.perf_counter()
-        picture = background_pixels(scene)  # (H, W, 3) uint8 or None
-        base = None if picture is None else denoiser.encode_image(picture).float()
-        white = denoiser.white_latent().float()
+        picture = stages.background_pixels(scene, self.cache)  # (H, W, 3) uint8 or None
+        base = None
+        if picture is not None:
+            picture_key = (self.model_key(scene), stages.array_digest(picture))
+            base = self.cache.get("picture", picture_key, lambda: adapter.encode_image(picture).float())
+        white = adapter.white_latent().float()
         timings["encode"] += time.perf_counter() - start
-        seeds = seeds if seeds is not None else image_seeds(scene)
+        seeds = tuple(seeds if seeds is not None else image_seeds(scene))
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        x = initial_latents((adapter.latent_channels, height, width), generators, table, base).to(device)
         # No unconditional branch at guidance <= 1, except that the reference plan always doubles the
         # batch as the authors' code does (at scale 1 that gives the same prediction, at twice the cost).
         use_guidance = scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference"
@@ -122,40 +160,64 @@ class Renderer:
             bootstrap_mix=scene.sampler.bootstrap.mix,
             leak_sensitivity=scene.sampler.bootstrap.leak_sensitivity,
             max_batch=scene.sampler.max_batch,
-            pairs_total=len(grid) * regions,
+            pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
         )
-        x = initial_latents((denoiser.latent_channels, height, width), generators, table, base).to(device)
-        # 7. Sample
-        step_reports = []
+        recomputed = {stage: len(keys) for stage, keys in self.cache.recomputed.items()}
+        states = tuple(g.get_state() for g in generators)
+        return Prepared(scene, seeds, adapter, table, setup, canvas_masks, picture, x, states, timings, recomputed)
+
+    def steps(self, prepared: Prepared) -> Iterator[StepState]:
+        """Sample: yield the state after each step. Stop iterating to abandon the render between steps."""
+        generators = [torch.Generator("cpu").set_state(state) for state in prepared.generator_states]
         last = time.perf_counter()
         try:
-            steps = sample(denoiser, setup, x, generators)
-            for stats, x in steps:  # x: the canvas after each step, the clean latent after the last
+            for stats, x, x0 in sample(prepared.adapter, prepared.setup, prepared.x, generators):
                 now = time.perf_counter()
-                step_reports.append({**vars(stats), "seconds": now - last})
+                yield StepState(stats, x, x0, now - last)
                 last = now
-                if on_step:
-                    on_step(stats.step + 1, table.steps)
         except torch.cuda.OutOfMemoryError as error:
             raise RenderError(
                 "out of GPU memory while sampling; lower the batch (--set sampler.max_batch=2), "
                 "the tile size, or use --dtype float16"
             ) from error
+
+    def finish(self, prepared: Prepared, final: StepState, step_states: list[StepState]) -> list[RenderResult]:
+        """Decode the clean latent, keep untouched pixels of a painted-over picture, build each image's report."""
+        x, scene = final.x, prepared.scene
         if not torch.isfinite(x).all():
             raise RenderError("the sampler produced NaN/inf latents; try --dtype float32")
-        # 8. Decode, and keep untouched pixels of a painted-over picture exactly
+        timings = dict(prepared.timings)
         start = time.perf_counter()
-        images = denoiser.decode(x)
-        if picture is not None:
-            images = blend_over_background(images, picture, canvas_masks)
+        images = prepared.adapter.decode(x)
+        if prepared.picture is not None:
+            images = blend_over_background(images, prepared.picture, prepared.canvas_masks)
         timings["decode"] = time.perf_counter() - start
+        step_reports = [{**vars(state.stats), "seconds": state.seconds} for state in step_states]
         timings["denoise"] = sum(step["seconds"] for step in step_reports)
-        report = build_report(scene, timings, step_reports, denoiser, seeds)
-        results = [
+        report = build_report(scene, timings, step_reports, prepared.adapter, list(prepared.seeds))
+        return [
             RenderResult(scene, seed, images[k], x[k].cpu(), {**report, "seed": seed, "image_index": seed - scene.sampler.seed})
-            for k, seed in enumerate(seeds)
+            for k, seed in enumerate(prepared.seeds)
         ]
+
+    def render(
+        self,
+        scene: Scene | str | Path,
+        out_dir: Path | None = None,
+        on_step: StepCallback | None = None,
+        seeds: list[int] | None = None,
+    ) -> list[RenderResult]:
+        """Render the scene's images (or the given seeds) in shared batches; write files to `out_dir`."""
+        prepared = self.prepare(scene, seeds)
+        if on_step:
+            on_step(0, prepared.table.steps)  # the model is ready: sampling starts
+        states = []
+        for state in self.steps(prepared):
+            states.append(state)
+            if on_step:
+                on_step(state.stats.step + 1, prepared.table.steps)
+        results = self.finish(prepared, states[-1], states)
         if out_dir is not None:
             write_results(results, out_dir)
         return results
@@ -170,11 +232,15 @@ def render(
     dtype: str | None = None,
 ) -> list[RenderResult]:
     """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls)."""
-    if not isinstance(scene, Scene):
-        from semanticdraw_cli.scene_loader import load_scene
+    return Renderer(device=device, dtype=dtype).render(_as_scene(scene, overrides), None if out_dir is None else Path(out_dir))
 
-        scene = load_scene(Path(scene), overrides)
-    return Renderer(device=device, dtype=dtype).render(scene, None if out_dir is None else Path(out_dir))
+
+def _as_scene(scene: Scene | str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scene:
+    if isinstance(scene, Scene):
+        return scene
+    from semanticdraw_cli.scene_loader import load_scene
+
+    return load_scene(Path(scene), overrides)
 
 
 def image_seeds(scene: Scene) -> list[int]:
@@ -184,57 +250,7 @@ def image_seeds(scene: Scene) -> list[int]:
 
 def region_masks(scene: Scene) -> np.ndarray:
     """Rasterized, z-ordered, blurred, strength-scaled masks, (R, H, W) in [0, 1]."""
-    from semanticdraw_cli.rasterize import rasterize_mask
-
-    raw = np.stack([rasterize_mask(region.mask, scene.canvas) for region in scene.regions])
-    return mask_math.prepare_masks(
-        raw,
-        [region.blur for region in scene.regions],
-        [region.strength for region in scene.regions],
-        scene.sampler.cover_alpha,
-    )
-
-
-def encode_prompts(denoiser, scene: Scene):
-    """Per-region (cond, uncond) embeddings; each distinct text is encoded once.
-
-    With a background prompt, region 0 is the background and every region's embedding is lerped from
-    the background's by its prompt_strength.
-    """
-    prompts = [region.prompt for region in scene.regions]
-    negatives = [region.negative for region in scene.regions]
-    strengths = [region.prompt_strength for region in scene.regions]
-    if scene.background.prompt is not None:
-        prompts = [scene.background.prompt, *prompts]
-        negatives = [scene.background.negative, *negatives]
-        strengths = [1.0, *strengths]
-    texts = sorted(set(prompts) | set(negatives))
-    encoded = denoiser.encode_text(texts)
-    index = {text: i for i, text in enumerate(texts)}
-
-    def per_region(region_texts: list[str]) -> dict[str, torch.Tensor]:
-        rows = [index[text] for text in region_texts]
-        table = {key: value[rows].float() for key, value in encoded.items()}
-        if scene.background.prompt is None:
-            return table
-        lerped = {}
-        for key, value in table.items():
-            weight = torch.tensor(strengths, device=value.device).view(-1, *[1] * (value.dim() - 1))
-            lerped[key] = torch.lerp(value[:1], value, weight)  # row 0 is the background prompt
-        return lerped
-
-    return per_region(prompts), per_region(negatives)
-
-
-def background_pixels(scene: Scene) -> np.ndarray | None:
-    """The picture to paint over at canvas size, (H, W, 3) uint8; None when there is none."""
-    from semanticdraw_cli.rasterize import load_rgb
-
-    if scene.background.image_array is not None:
-        return scene.background.image_array
-    if scene.background.image is not None:
-        return load_rgb(scene.background.image, scene.canvas)
-    return None
+    return stages.canvas_masks(scene, stages.StageCache())
 
 
 def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks: np.ndarray) -> np.ndarray:
@@ -242,49 +258,6 @@ def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks
     alpha = np.clip(canvas_masks.sum(axis=0), 0.0, 1.0)[None, ..., None]  # (1, H, W, 1)
     mixed = alpha * images.astype(np.float32) + (1.0 - alpha) * original[None].astype(np.float32)
     return np.where(alpha > 0, np.clip(np.rint(mixed), 0, 255), original[None]).astype(np.uint8)
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
-
-
-def build_report(scene: Scene, timings: dict, steps: list[dict], denoiser, seeds: list[int]) -> dict[str, Any]:
-    import diffusers
-    import transformers
-
-    return {
-        "scene": str(scene.source) if scene.source else scene.name,
-        "canvas": [scene.canvas.width, scene.canvas.height],
-        "method": scene.sampler.method,
-        "plan": scene.sampler.plan,
-        "images_in_batch": len(seeds),
-        "seconds": {
-            "load": timings["load"],
-            "encode": timings["encode"],
-            "masks": timings["masks"],
-            "denoise": timings["denoise"],
-            "steps": [step["seconds"] for step in steps],
-            "decode": timings["decode"],
-        },
-        "unet_calls": sum(step["unet_calls"] for step in steps),
-        "batch_items": sum(step["batch_items"] for step in steps),
-        "latent_pixels": sum(step["latent_pixels"] for step in steps),
-        "pairs_active": sum(step["pairs_active"] for step in steps),
-        "pairs_total": sum(step["pairs_total"] for step in steps),
-        "steps": steps,
-        "device": str(denoiser.device),
-        "dtype": str(denoiser.dtype).removeprefix("torch."),
-        "peak_memory_bytes": peak_memory_bytes(denoiser.device),
-        "versions": {
-            "semanticdraw": __version__,
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-        },
-    }
 
 
 def write_results(results: list[RenderResult], out_dir: Path) -> None:

@@ -12,18 +12,19 @@ import numpy as np
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
+from semanticdraw_cli.families import registry
 from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
 from semanticdraw_cli.scene import Accelerator, Background, Bootstrap, Canvas, Mask, Model, Region, Sampler, Scene, Tile
 
 UNITS = ("px", "fraction")
 SHAPES = {"rect": 4, "ellipse": 4, "polygon": None}  # coordinate count; polygon: pairs, at least 3
 MASK_KINDS = ("image", "label_map", *SHAPES, "layer")
-LOCAL_SUFFIXES = (".safetensors", ".ckpt", ".bin")  # a checkpoint or LoRA named so is a file, not a hub id
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts 64-bit seeds
+FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers"),
     "canvas": ("width", "height"),
-    "model": ("family", "checkpoint", "accelerator", "drop_t5"),
+    "model": ("family", "checkpoint", "accelerator", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name"),
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
                 "plan", "cover_alpha", "max_batch"),
@@ -199,16 +200,19 @@ def _side(c: _Checker, d: dict, name: str) -> int | None:
 
 def _model(c: _Checker, d: dict, base: Path, classic: bool) -> Model:
     """Classic MultiDiffusion defaults to no accelerator (the base model with DDIM), as published."""
-    family = c.choice(d, "family", "model.family", tuple(D.FAMILIES), D.FAMILY)
-    checkpoint = c.text(d, "checkpoint", "model.checkpoint", D.FAMILIES[family].checkpoint)
+    families = registry.families()
+    family = c.choice(d, "family", "model.family", tuple(families), D.FAMILY)
+    checkpoint = c.text(d, "checkpoint", "model.checkpoint", families[family].checkpoint)
     checkpoint = _reference(c, checkpoint, base, "model.checkpoint")
     accelerator = d.get("accelerator")
     if accelerator is None:
-        accelerator = "none" if classic else D.FAMILIES[family].accelerator
+        accelerator = "none" if classic else families[family].accelerator
     accelerator = _accelerator(c, accelerator, family, base)
+    for option in FAMILY_OPTIONS:
+        if d.get(option) and option not in families[family].options:  # false or absent is the same
+            having = [name for name, spec in families.items() if option in spec.options]
+            c.add(f"model.{option}", f"applies to {' and '.join(having)} only, the family is {family}", hint="remove it")
     drop_t5 = c.flag(d, "drop_t5", "model.drop_t5", False)
-    if drop_t5 and family != "sd3":
-        c.add("model.drop_t5", f"applies to sd3 only, the family is {family}", hint="remove it")
     return Model(family, checkpoint, accelerator, drop_t5)
 
 
@@ -224,15 +228,17 @@ def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Acceler
         return Accelerator("lora", _reference(c, lora, base, f"{key}.lora") if lora else lora, weight_name, weight)
     if value == "none":
         return Accelerator("none")
-    if not isinstance(value, str) or value not in D.ACCELERATORS:
-        close = difflib.get_close_matches(str(value), D.ACCELERATOR_NAMES, n=1)
-        hint = (f"did you mean {close[0]!r}? " if close else "") + "choose one of " + ", ".join(D.ACCELERATOR_NAMES)
+    accelerators = registry.accelerators()
+    if not isinstance(value, str) or value not in accelerators:
+        names = (*accelerators, "none")
+        close = difflib.get_close_matches(str(value), names, n=1)
+        hint = (f"did you mean {close[0]!r}? " if close else "") + "choose one of " + ", ".join(names)
         c.add(key, f"unknown accelerator {value!r}", hint + ", or {lora: id-or-path, weight: 1.0}")
         return Accelerator("none")
-    spec = D.ACCELERATORS[value]
-    if spec.family != family:
-        fits = [n for n, a in D.ACCELERATORS.items() if a.family == family] + ["none"]
-        c.add(key, f"{value} is an accelerator for {spec.family}, not {family}", hint="use " + " or ".join(fits))
+    spec, owner = accelerators[value], registry.accelerator_family(value)
+    if owner != family:
+        fits = [*registry.family(family).accelerators, "none"]
+        c.add(key, f"{value} is an accelerator for {owner}, not {family}", hint="use " + " or ".join(fits))
     return Accelerator(value, spec.lora, spec.weight_name, D.LORA_WEIGHT)
 
 
@@ -245,15 +251,15 @@ def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
         c.add(key, "is empty", hint="a hub id, a local folder or a .safetensors file")
         return text
     local = base / Path(text).expanduser()
-    if local.exists() or text.startswith(("/", "./", "../", "~")) or text.endswith(LOCAL_SUFFIXES):
+    if local.exists() or text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES):
         return str(local.resolve())
     return text
 
 
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
     method = c.choice(d, "method", "sampler.method", D.METHODS, D.METHOD)
-    family, acc = D.FAMILIES[model.family], model.accelerator
-    spec = D.ACCELERATORS.get(acc.name)
+    family, acc = registry.family(model.family), model.accelerator
+    spec = registry.accelerators().get(acc.name)
     if method == "multidiffusion":
         tile = (D.MULTIDIFFUSION_TILE_SIZE, D.MULTIDIFFUSION_TILE_STRIDE)
         if spec is not None:  # "MD + LCM": the classic algorithm with the accelerator's steps
@@ -265,7 +271,7 @@ def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
             steps, grid, guidance = spec.steps, spec.grid, spec.guidance
         else:  # `none` or a custom LoRA: the checkpoint's own scheduler (e.g. a merged accelerator)
             steps, grid = family.own_scheduler_steps, family.own_scheduler_grid
-            guidance = D.ACCELERATORS[family.accelerator].guidance
+            guidance = family.accelerators[family.accelerator].guidance
         tile = (family.tile_size, family.tile_stride)
     steps, grid = _steps(c, d, steps, grid)
     b = c.section(d.get("bootstrap"), "sampler.bootstrap", KEYS["sampler.bootstrap"])
@@ -319,7 +325,7 @@ def _steps(c: _Checker, d: dict, default_steps, default_grid: int) -> tuple[tupl
 
 def _family_multiple(c: _Checker, family: str, canvas: Canvas | None, tile: Tile) -> None:
     """Families whose model reads latent patches need canvas and windows in multiples of the patch."""
-    m = D.FAMILIES[family].pixel_multiple
+    m = registry.family(family).pixel_multiple
     if m == D.CANVAS_MULTIPLE:
         return
     sides = [("sampler.tile.size", tile.size), ("sampler.tile.stride", tile.stride)]

@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from semanticdraw_cli import masks as mask_math
-from semanticdraw_cli.fusion import FusionSetup, StepTable, initial_latents, planned_steps, sample
+from semanticdraw_cli.fusion import FusionSetup, sample
+from semanticdraw_cli.plan import planned_steps
+from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import tile_grid
 
 SCENES = Path(__file__).resolve().parents[1] / "scenes"
@@ -76,7 +78,7 @@ def check_oracle_placement(table: StepTable, channels: int = 4, height: int = 51
     generators = [torch.Generator("cpu").manual_seed(0)]
     x = initial_latents((channels, h, w), generators, table, None)
     steps = sample(ConstantDenoiser(values), setup, x, generators)
-    for _, x in steps:
+    for _, x, _ in steps:
         assert torch.isfinite(x).all()
     final = x[0].numpy()  # (C, h, w): the clean latent after the last step
     last = torch.from_numpy(quantized[-1]).double()  # (R, h, w)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from semanticdraw_cli import defaults as d
+from semanticdraw_cli.families import registry
 from semanticdraw_cli.scene import (
     Accelerator,
     Background,
@@ -31,7 +32,7 @@ def rect(x: float, y: float, w: float, h: float, fractional: bool = False) -> Ma
 
 def make_scene(width: int, height: int, regions, checkpoint: str = "tiny", background: Background | None = None,
                **sampler_overrides) -> Scene:
-    accel = d.ACCELERATORS["lcm"]
+    accel = registry.accelerators()["lcm"]
     sampler = Sampler(
         method=d.METHOD,
         steps=accel.steps,
@@ -41,7 +42,7 @@ def make_scene(width: int, height: int, regions, checkpoint: str = "tiny", backg
         images=d.IMAGES,
         bootstrap=Bootstrap(d.BOOTSTRAP_STEPS, d.BOOTSTRAP_MIX, d.BOOTSTRAP_LEAK_SENSITIVITY),
         mask_mode=d.MASK_MODE,
-        tile=Tile(d.FAMILIES["sd15"].tile_size, d.FAMILIES["sd15"].tile_stride),
+        tile=Tile(registry.family("sd15").tile_size, registry.family("sd15").tile_stride),
         plan=d.PLAN,
         cover_alpha=d.COVER_ALPHA,
         max_batch=d.MAX_BATCH,

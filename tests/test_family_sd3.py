@@ -10,6 +10,7 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sd3
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene import Accelerator, Bootstrap, Model, Tile
+from semanticdraw_cli.families import registry
 from family_checks import (
     assert_close_in_float16,
     check_oracle_placement,
@@ -20,7 +21,7 @@ from family_checks import (
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
-FLASH = d.ACCELERATORS["flash"]
+FLASH = registry.accelerators()["flash"]
 
 
 def sd3_scene(width, height, regions, drop_t5=False, **sampler):
@@ -54,7 +55,7 @@ def test_single_region_equals_diffusers_pipeline(renderer, drop_t5, guidance):
     scene = sd3_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], drop_t5,
                       bootstrap=Bootstrap(0, 1.0, 0.2), guidance=guidance)
     ours = renderer.render(scene)[0].latent
-    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler)
     pipe = pipeline(drop_t5)
     theirs = pipe(
         "a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=guidance,
@@ -67,7 +68,7 @@ def test_single_region_equals_diffusers_pipeline(renderer, drop_t5, guidance):
 
 def test_step_table_is_flow_form(renderer):
     scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler)
     assert table.noise[0] == 1.0 and table.signal[0] == 0.0  # pure noise: the initial latent is eps
     for a, s, level in zip(table.signal, table.noise, table.mask_levels):
         assert a + s == pytest.approx(1.0)
@@ -77,7 +78,7 @@ def test_step_table_is_flow_form(renderer):
 
 def test_regions_land_in_their_masks(renderer):
     scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    check_oracle_placement(renderer.denoiser(scene)[0].step_table(scene.sampler), channels=16)
+    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler), channels=16)
 
 
 @pytest.mark.parametrize("path", scene_files("sd3"), ids=lambda p: p.name)
@@ -148,22 +149,22 @@ def test_lora_in_peft_format_is_fused_like_peft_merges_it(tmp_path):
 
 
 def test_sd3_checkpoint_with_family_sd15_is_refused_before_loading():
-    from semanticdraw_cli.families import load_denoiser
+    from semanticdraw_cli.families.registry import load_adapter
 
     folder = presets.ensure_preset("sd3", "tiny")
     with pytest.raises(RenderError, match="is an sd3 checkpoint, but model.family is sd15; set model.family: sd3"):
-        load_denoiser(Model("sd15", str(folder), Accelerator("none")), torch.device("cpu"), torch.float32)
+        load_adapter(Model("sd15", str(folder), Accelerator("none")), torch.device("cpu"), torch.float32)
 
 
 @pytest.mark.real_checkpoint
-@real_checkpoint_skip(d.FAMILIES["sd3"].checkpoint, FLASH.lora, "adapter_model.safetensors")
+@real_checkpoint_skip(registry.family("sd3").checkpoint, FLASH.lora, "adapter_model.safetensors")
 def test_real_flash_sd3_without_t5_equals_pipeline_on_gpu():
     from diffusers import StableDiffusion3Pipeline
     from peft import PeftModel
 
     scene = sd3_scene(1024, 1024, [region("an apple tree in bloom", rect(0, 0, 1, 1, fractional=True))],
                       drop_t5=True, bootstrap=Bootstrap(0, 1.0, 0.2))
-    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, checkpoint=d.FAMILIES["sd3"].checkpoint))
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, checkpoint=registry.family("sd3").checkpoint))
     result = Renderer(device="cuda", dtype="float16").render(scene)[0]
     assert result.image.std() > 5
     pipe = StableDiffusion3Pipeline.from_pretrained(scene.model.checkpoint, text_encoder_3=None, tokenizer_3=None,

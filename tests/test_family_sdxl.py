@@ -10,6 +10,7 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sdxl
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene import Accelerator, Bootstrap, Model
+from semanticdraw_cli.families import registry
 from family_checks import (
     assert_close_in_float16,
     check_oracle_placement,
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def sdxl_scene(width, height, regions, accelerator="lightning", **sampler):
-    spec = d.ACCELERATORS[accelerator]
+    spec = registry.accelerators()[accelerator]
     sampler = {"steps": tuple(range(spec.grid)), "grid": spec.grid, "guidance": spec.guidance, **sampler}
     scene = make_scene(width, height, regions, **sampler)
     model = Model("sdxl", "tiny", Accelerator(accelerator, spec.lora, spec.weight_name, 1.0))
@@ -54,7 +55,7 @@ def test_single_region_equals_diffusers_pipeline(renderer, accelerator, guidance
     scene = sdxl_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], accelerator,
                        bootstrap=Bootstrap(0, 1.0, 0.2), guidance=guidance)
     ours = renderer.render(scene)[0].latent
-    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler)
     assert table.timesteps == (999.0, 749.0, 499.0, 249.0)
     theirs = pipeline(accelerator)(
         "a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=guidance,
@@ -66,7 +67,7 @@ def test_single_region_equals_diffusers_pipeline(renderer, accelerator, guidance
 
 def test_step_table_is_vp_form_of_euler(renderer):
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    table = renderer.denoiser(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler)
     for a, s in zip(table.signal, table.noise):
         assert a * a + s * s == pytest.approx(1.0)
     assert (table.signal[-1], table.noise[-1], table.mask_levels[-1]) == (1.0, 0.0, 0.0)
@@ -76,14 +77,14 @@ def test_step_table_is_vp_form_of_euler(renderer):
 
 def test_regions_land_in_their_masks(renderer):
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    check_oracle_placement(renderer.denoiser(scene)[0].step_table(scene.sampler))
+    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler))
 
 
 def test_size_conditioning_is_the_window_as_a_whole_picture(renderer):
     from semanticdraw_cli.tiles import Window
 
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    ids = renderer.denoiser(scene)[0].time_ids([Window(0, 0, 128, 96), Window(64, 32, 96, 128)])
+    ids = renderer.adapter(scene)[0].time_ids([Window(0, 0, 128, 96), Window(64, 32, 96, 128)])
     assert ids.tolist() == [[1024, 768, 0, 0, 1024, 768], [768, 1024, 0, 0, 768, 1024]]
 
 
@@ -149,17 +150,17 @@ def test_cli_exits_1_naming_the_family_of_a_mismatched_checkpoint(tmp_path):
     assert "Traceback" not in result.output and not list(tmp_path.iterdir())
 
 
-LIGHTNING = d.ACCELERATORS["lightning"]
+LIGHTNING = registry.accelerators()["lightning"]
 
 
 @pytest.mark.real_checkpoint
-@real_checkpoint_skip(d.FAMILIES["sdxl"].checkpoint, LIGHTNING.lora, LIGHTNING.weight_name)
+@real_checkpoint_skip(registry.family("sdxl").checkpoint, LIGHTNING.lora, LIGHTNING.weight_name)
 def test_real_sdxl_lightning_equals_pipeline_on_gpu(tmp_path):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
     scene = sdxl_scene(1024, 1024, [region("a lighthouse at dusk", rect(0, 0, 1, 1, fractional=True))],
                        bootstrap=Bootstrap(0, 1.0, 0.2))
-    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, checkpoint=d.FAMILIES["sdxl"].checkpoint))
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, checkpoint=registry.family("sdxl").checkpoint))
     result = Renderer(device="cuda", dtype="float16").render(scene)[0]
     assert result.image.std() > 5  # not black: the VAE ran in float32
     pipe = StableDiffusionXLPipeline.from_pretrained(scene.model.checkpoint, dtype=torch.float16).to("cuda")

@@ -16,7 +16,9 @@ import pytest
 import torch
 
 from semanticdraw_cli import masks as mask_math
-from semanticdraw_cli.fusion import FusionSetup, StepTable, initial_latents, planned_steps, sample
+from semanticdraw_cli.fusion import FusionSetup, sample
+from semanticdraw_cli.plan import planned_steps
+from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.plan import plan_step
 from semanticdraw_cli.render import region_masks
 from semanticdraw_cli.tiles import tile_grid
@@ -126,7 +128,7 @@ def run(layout, plan: str, steps: int | None = None, bootstrap_steps: int = 1):
     generators = [torch.Generator("cpu").manual_seed(2024)]
     x = initial_latents((CHANNELS, height, width), generators, table, None)
     before = x
-    for stats, after in sample(oracle, setup, x, generators):
+    for stats, after, _ in sample(oracle, setup, x, generators):
         if stats.step < n - 1:
             before = after
     return (after - LAMBDA * before)[0], oracle, quantized[-1], grid

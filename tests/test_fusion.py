@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from semanticdraw_cli import outputs
-from semanticdraw_cli.fusion import FusionSetup, StepTable, centring_shift, sample
+from semanticdraw_cli.fusion import FusionSetup, centring_shift, sample
+from semanticdraw_cli.schedule import StepTable
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.tiles import Window
 
@@ -76,7 +77,7 @@ def test_leak_suppression_drops_pixels_that_stayed_bootstrap_background(predicti
             return value[None].expand_as(x).clone()
 
     setup = dataclasses.replace(setup_for(mask, bootstrap_steps=1), fill=torch.full((1, 4, 1, 1), -1.0))
-    _, x1 = next(iter(sample(Fixed(), setup, torch.zeros(1, 4, 8, 8), [torch.Generator().manual_seed(0)])))
+    _, x1, _ = next(iter(sample(Fixed(), setup, torch.zeros(1, 4, 8, 8), [torch.Generator().manual_seed(0)])))
     generator = torch.Generator().manual_seed(0)
     torch.randn((4, 8, 8), generator=generator)  # the bootstrap eps
     renoise = torch.randn((4, 8, 8), generator=generator)
@@ -92,7 +93,7 @@ def test_last_stochastic_step_returns_the_clean_fused_x0():
     mask = torch.ones(8, 8)
     results = list(sample(RecordingDenoiser(3.0), setup_for(mask, bootstrap_steps=0), torch.randn(2, 4, 8, 8),
                           [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]))
-    stats, final = results[-1]
+    stats, final, _ = results[-1]
     assert torch.equal(final, torch.full_like(final, 3.0))
     assert stats.batch_items == 2 and stats.unet_calls == 1  # two images share one batch
 

@@ -20,6 +20,7 @@ from semanticdraw_cli import defaults as d
 from semanticdraw_cli.errors import SceneError
 from semanticdraw_cli.scene import Accelerator, Canvas, Mask
 from semanticdraw_cli.scene_loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
+from semanticdraw_cli.families import registry
 
 MINIMAL = """\
 canvas: {width: 64, height: 48}
@@ -51,7 +52,7 @@ def only(problems: list, key: str):
 
 def test_minimal_scene_resolves_every_default_from_defaults(tmp_path):
     scene = load_scene(write(tmp_path, MINIMAL))
-    lcm, family = d.ACCELERATORS["lcm"], d.FAMILIES[d.FAMILY]
+    lcm, family = registry.accelerators()["lcm"], registry.family(d.FAMILY)
     assert scene.name == "scene" and scene.canvas == Canvas(64, 48) and scene.version == d.SCENE_VERSION
     assert scene.model.family == d.FAMILY and scene.model.checkpoint == family.checkpoint
     assert scene.model.accelerator == Accelerator("lcm", lcm.lora, lcm.weight_name, d.LORA_WEIGHT)
@@ -97,18 +98,18 @@ def test_defaults_section_applies_to_regions_that_do_not_set_their_own(tmp_path)
 
 def test_family_picks_its_accelerator_steps_and_tile(tmp_path):
     scene = load_scene(write(tmp_path, MINIMAL + "model: {family: sdxl}\n"))
-    lightning, sdxl = d.ACCELERATORS["lightning"], d.FAMILIES["sdxl"]
+    lightning, sdxl = registry.accelerators()["lightning"], registry.family("sdxl")
     assert scene.model.checkpoint == sdxl.checkpoint
     assert scene.model.accelerator == Accelerator("lightning", lightning.lora, lightning.weight_name, d.LORA_WEIGHT)
     assert scene.sampler.steps == tuple(range(lightning.steps)) and scene.sampler.grid == lightning.grid
     assert (scene.sampler.tile.size, scene.sampler.tile.stride) == (sdxl.tile_size, sdxl.tile_stride)
     sd3 = load_scene(write(tmp_path, MINIMAL + "model: {family: sd3, drop_t5: true}\n"))
-    assert sd3.model.drop_t5 is True and sd3.sampler.guidance == d.ACCELERATORS["flash"].guidance
+    assert sd3.model.drop_t5 is True and sd3.sampler.guidance == registry.accelerators()["flash"].guidance
 
 
 def test_accelerator_none_uses_the_family_scheduler(tmp_path):
     scene = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: none}\n"))
-    family = d.FAMILIES["sd15"]
+    family = registry.family("sd15")
     assert scene.model.accelerator == Accelerator("none")
     assert scene.sampler.steps == family.own_scheduler_steps and scene.sampler.grid == family.own_scheduler_grid
 
@@ -128,7 +129,7 @@ def test_local_checkpoints_become_absolute_even_when_missing(tmp_path):
     assert found.model.checkpoint == str(tmp_path / "models" / "mine")
     missing = load_scene(write(tmp_path, MINIMAL + "model: {checkpoint: ../gone.safetensors}\n"))
     assert missing.model.checkpoint == str(tmp_path.parent / "gone.safetensors")  # fails later, when loading
-    for name in ("tiny", d.FAMILIES["sd15"].checkpoint):  # presets and hub ids stay as they are
+    for name in ("tiny", registry.family("sd15").checkpoint):  # presets and hub ids stay as they are
         assert load_scene(write(tmp_path, MINIMAL + f"model: {{checkpoint: {name}}}\n")).model.checkpoint == name
 
 
@@ -145,7 +146,7 @@ def test_multidiffusion_with_an_accelerator_takes_its_steps(tmp_path):
     """"MD + LCM": the classic algorithm with the LCM scheduler and the same steps as SemanticDraw."""
     scene = load_scene(write(tmp_path, MINIMAL + "sampler: {method: multidiffusion}\nmodel: {accelerator: lcm}\n"))
     assert scene.model.accelerator.name == "lcm"
-    assert scene.sampler.steps == d.ACCELERATORS["lcm"].steps and scene.sampler.guidance == d.ACCELERATORS["lcm"].guidance
+    assert scene.sampler.steps == registry.accelerators()["lcm"].steps and scene.sampler.guidance == registry.accelerators()["lcm"].guidance
 
 
 def test_sd3_needs_canvas_and_tiles_in_multiples_of_16(tmp_path):

@@ -13,6 +13,7 @@ from semanticdraw_cli import defaults
 from semanticdraw_cli.rasterize import rasterize_mask
 from semanticdraw_cli.scene_loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
 from semanticdraw_cli.scene_schema import KEYS
+from semanticdraw_cli.families import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE_FILES = sorted((ROOT / "scenes").glob("*.y*ml"))
@@ -39,7 +40,7 @@ def test_irworobongdo_is_the_papers_composition():
     assert prompts == ["summer mountains", "a giant waterfall", "a giant waterfall", "clean deep blue lake",
                        "a large tree", "a large tree", "the sun", "the moon"]  # + background: 9 pairs
     assert all(r.negative == "worst quality, bad quality, normal quality, cropped, framed" for r in scene.regions)
-    assert scene.model.family == "sd15" and scene.model.accelerator.name == defaults.FAMILIES["sd15"].accelerator
+    assert scene.model.family == "sd15" and scene.model.accelerator.name == registry.family("sd15").accelerator
     masks = {r.name: rasterize_mask(r.mask, scene.canvas) >= 0.5 for r in scene.regions}
 
     def centre(name):
@@ -73,7 +74,7 @@ def test_scene_format_doc_covers_every_key_and_default():
                   defaults.MULTIDIFFUSION_GUIDANCE, defaults.MAX_REGIONS, defaults.LABEL_COLOR_TOLERANCE,
                   defaults.MAX_GRID, defaults.MASK_RESIZE_ASPECT_TOLERANCE):
         assert str(value) in doc, value
-    for name, accelerator in defaults.ACCELERATORS.items():
+    for name, accelerator in registry.accelerators().items():
         assert name in doc and accelerator.lora in doc
-    for family in defaults.FAMILIES.values():
+    for family in registry.families().values():
         assert family.checkpoint in doc

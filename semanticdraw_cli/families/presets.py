@@ -1,9 +1,10 @@
 """Built-in model presets: real diffusers/transformers classes with seeded random weights, built locally.
 
-Nothing is downloaded: configs are written here, the CLIP tokenizer vocabulary is generated, and the
-result is saved with `save_pretrained` into a cache folder, then loaded like any real checkpoint.
-`tiny` keeps tests fast, `small` keeps the SD1.5 UNet layout at reduced width for CPU benchmarks,
-`full-random` is the real SD1.5 architecture (the real model's compute) for GPU timing.
+Nothing is downloaded: each family's `build_preset` writes configs, a generated tokenizer vocabulary
+and seeded random weights with `save_pretrained` into a cache folder, which then loads like any real
+checkpoint. This module holds what the builders share and the cache. `tiny` keeps tests fast,
+`small` keeps the SD1.5 UNet layout at reduced width for CPU benchmarks, `full-random` is the real
+SD1.5 architecture (the real model's compute) for GPU timing.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")
 
 PRESET_NAMES = ("tiny", "small", "full-random")
 PRESET_VERSION = 2
@@ -92,70 +99,6 @@ def sd_scheduler():
     )
 
 
-SD15_SIZES = {
-    # name: (unet channels, layers per block, attention heads, text width, text layers, vae channels, vae mid attention)
-    "tiny": ((32, 32, 64), 1, 2, 32, 2, (8, 16, 16, 16), False),
-    "small": ((64, 128, 256, 256), 2, 8, 256, 4, (32, 64, 128, 128), True),
-    "full-random": ((320, 640, 1280, 1280), 2, 8, 768, 12, (128, 256, 512, 512), True),
-}
-
-
-def build_sd15(name: str, folder: Path) -> None:
-    """An SD1.5-layout pipeline (and its LCM accelerator LoRA) with seeded random weights."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    unet_channels, layers, heads, text_width, text_layers, vae_channels, vae_attention = SD15_SIZES[name]
-    vocab = write_clip_tokenizer(folder / "tokenizer")
-    depth = len(unet_channels)
-    if name == "tiny":  # attention only at the lowest resolution keeps CPU tests fast
-        down = ("DownBlock2D",) * (depth - 1) + ("CrossAttnDownBlock2D",)
-        up = ("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (depth - 1)
-    else:  # the SD1.5 layout
-        down = ("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",)
-        up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(SEED)
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=layers,
-            block_out_channels=unet_channels,
-            down_block_types=down,
-            up_block_types=up,
-            cross_attention_dim=text_width,
-            attention_head_dim=heads,
-            norm_num_groups=min(32, unet_channels[0] // 4 if name == "tiny" else 32),
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=vae_channels,
-            layers_per_block=1 if name == "tiny" else 2,
-            latent_channels=4,
-            norm_num_groups=min(32, vae_channels[0] // 2 if name == "tiny" else 32),
-            sample_size=512,
-            mid_block_add_attention=vae_attention,
-        )
-        text_encoder = CLIPTextModel(clip_text_config(vocab, text_width, text_layers, max(1, text_width // 64) if name != "tiny" else 2))
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-            unet=unet,
-            scheduler=sd_scheduler(),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(folder)
-        mark_unclipped_schedule(folder / "scheduler" / "scheduler_config.json")
-        save_random_lora(pipe.unet, folder / "accelerators" / "lcm", StableDiffusionPipeline)
-
-
 def mark_unclipped_schedule(config_file: Path) -> None:
     """Real SD checkpoints' scheduler configs say clip_sample: false; DDIM built from ours must agree."""
     config = json.loads(config_file.read_text())
@@ -190,27 +133,21 @@ def save_random_lora(
     model.delete_adapters(model.active_adapters())
 
 
-BUILDERS: dict[str, Callable[[str, Path], None]] = {"sd15": build_sd15}
-
-
-def register(family: str, builder: Callable[[str, Path], None]) -> None:
-    """Family adapters add their preset builders here."""
-    BUILDERS[family] = builder
-
-
 def ensure_preset(family: str, name: str) -> Path:
     """The preset's folder, built on first use (atomically: a temporary folder, then a rename)."""
+    from semanticdraw_cli.families.registry import family as family_spec
+
     folder = cache_root() / "presets" / f"{family}-{name}-v{PRESET_VERSION}"
     if (folder / "model_index.json").exists():
         return folder
-    if family not in BUILDERS:
-        from semanticdraw_cli.errors import RenderError
-
-        raise RenderError(f"no built-in presets for family {family!r}")
+    spec = family_spec(family)
+    if name not in spec.presets:
+        have = f"only the {spec.presets[0]!r} preset" if len(spec.presets) == 1 else "the presets " + ", ".join(spec.presets)
+        raise RenderError(f"the {family} family has {have}, not {name!r}")
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        BUILDERS[family](name, staging)
+        spec.build_preset(name, staging)
         try:
             staging.rename(folder)
         except OSError:  # another process finished first

@@ -1,38 +1,47 @@
-"""Stable Diffusion 1.5 adapter: loading, prompt encoding, x0 prediction and step tables.
+"""Stable Diffusion 1.5: loading, prompt encoding, x0 prediction, step tables and the built-in presets.
 
-The only module that knows SD1.5; the sampler sees it through `fusion.Denoiser`.
+The only module that knows SD1.5; the renderer sees it through `FamilyAdapter`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common
-from semanticdraw_cli.fusion import Embeddings, StepTable
-from semanticdraw_cli.scene import Model, Sampler
-from semanticdraw_cli.tiles import Window
+from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
+from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
+from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
+from semanticdraw_cli.lazy import inference_mode, lazy_module
+from semanticdraw_cli.schedule import StepTable
+
+if TYPE_CHECKING:
+    import torch
+
+    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.scene import Model, Sampler
+    from semanticdraw_cli.tiles import Window
+else:
+    torch = lazy_module("torch")
 
 
 def load_pipeline(model: Model, dtype: torch.dtype):
     """A diffusers StableDiffusionPipeline with its accelerator LoRA fused."""
     from diffusers import StableDiffusionPipeline
 
-    pipe, preset_dir = common.load_family_pipeline(
+    pipe, preset_dir = loading.load_family_pipeline(
         StableDiffusionPipeline, model, "sd15", dtype, safety_checker=None, requires_safety_checker=False
     )
     if getattr(pipe.unet.config, "addition_embed_type", None) == "text_time":
         raise RenderError(f"{model.checkpoint!r} is an SDXL checkpoint; set model.family: sdxl")
-    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd15")
+    loading.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd15")
     return pipe
 
 
-class SD15Denoiser(common.CodecMixin):
-    """SD1.5 behind the sampler's narrow interface. LCM predicts x0 with its boundary condition."""
-
-    vae_factor = 8
+class SD15Adapter(CodecMixin):
+    """SD1.5 behind the family contract. LCM predicts x0 with its boundary condition."""
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         self.unet = pipe.unet.to(device).eval()
@@ -43,7 +52,7 @@ class SD15Denoiser(common.CodecMixin):
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
-        self.codec = common.VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
+        self.codec = VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
         from diffusers import LCMScheduler
 
         self._lcm = LCMScheduler.from_config(self.scheduler_config)  # for its boundary-condition scalings
@@ -77,7 +86,7 @@ class SD15Denoiser(common.CodecMixin):
             stochastic=kind == "lcm",
         )
 
-    @torch.inference_mode()
+    @inference_mode
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
         """One embedding per text, (B, 77, D)."""
         tokens = self.tokenizer(
@@ -90,7 +99,7 @@ class SD15Denoiser(common.CodecMixin):
         hidden = self.text_encoder(tokens.input_ids.to(self.device))[0]
         return {"text": hidden}
 
-    @torch.inference_mode()
+    @inference_mode
     def predict_x0(
         self,
         x: torch.Tensor,
@@ -104,9 +113,9 @@ class SD15Denoiser(common.CodecMixin):
         t = table.timesteps[step]
         a, s = table.signal[step], table.noise[step]
         x = x.to(self.device, torch.float32)  # (B, C, h, w)
-        inputs, context = common.guidance_batch(x, cond, uncond)
+        inputs, context = guidance_batch(x, cond, uncond)
         eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
-        eps = common.apply_guidance(eps, uncond is not None, guidance)
+        eps = apply_guidance(eps, uncond is not None, guidance)
         x0 = (x - s * eps) / a
         if table.stochastic:  # LCM: x0 = c_out·x0 + c_skip·x
             c_skip, c_out = self._lcm.get_scalings_for_boundary_condition_discrete(t)
@@ -114,5 +123,90 @@ class SD15Denoiser(common.CodecMixin):
         return x0
 
 
-def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Denoiser:
-    return SD15Denoiser(load_pipeline(model, dtype), model, device, dtype)
+def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Adapter:
+    return SD15Adapter(load_pipeline(model, dtype), model, device, dtype)
+
+
+# --- presets: the SD1.5 layout with seeded random weights -------------------------------------------
+
+SD15_SIZES = {
+    # name: (unet channels, layers per block, attention heads, text width, text layers, vae channels, vae mid attention)
+    "tiny": ((32, 32, 64), 1, 2, 32, 2, (8, 16, 16, 16), False),
+    "small": ((64, 128, 256, 256), 2, 8, 256, 4, (32, 64, 128, 128), True),
+    "full-random": ((320, 640, 1280, 1280), 2, 8, 768, 12, (128, 256, 512, 512), True),
+}
+
+
+def build_preset(name: str, folder: Path) -> None:
+    """An SD1.5-layout pipeline (and its LCM accelerator LoRA) with seeded random weights."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    unet_channels, layers, heads, text_width, text_layers, vae_channels, vae_attention = SD15_SIZES[name]
+    vocab = presets.write_clip_tokenizer(folder / "tokenizer")
+    depth = len(unet_channels)
+    if name == "tiny":  # attention only at the lowest resolution keeps CPU tests fast
+        down = ("DownBlock2D",) * (depth - 1) + ("CrossAttnDownBlock2D",)
+        up = ("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (depth - 1)
+    else:  # the SD1.5 layout
+        down = ("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",)
+        up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(presets.SEED)
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            in_channels=4,
+            out_channels=4,
+            layers_per_block=layers,
+            block_out_channels=unet_channels,
+            down_block_types=down,
+            up_block_types=up,
+            cross_attention_dim=text_width,
+            attention_head_dim=heads,
+            norm_num_groups=min(32, unet_channels[0] // 4 if name == "tiny" else 32),
+        )
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=vae_channels,
+            layers_per_block=1 if name == "tiny" else 2,
+            latent_channels=4,
+            norm_num_groups=min(32, vae_channels[0] // 2 if name == "tiny" else 32),
+            sample_size=512,
+            mid_block_add_attention=vae_attention,
+        )
+        text_encoder = CLIPTextModel(presets.clip_text_config(vocab, text_width, text_layers, max(1, text_width // 64) if name != "tiny" else 2))
+        pipe = StableDiffusionPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+            unet=unet,
+            scheduler=presets.sd_scheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(folder)
+        presets.mark_unclipped_schedule(folder / "scheduler" / "scheduler_config.json")
+        presets.save_random_lora(pipe.unet, folder / "accelerators" / "lcm", StableDiffusionPipeline)
+
+
+SPEC = FamilySpec(
+    name="sd15",
+    pipeline_class="StableDiffusionPipeline",
+    components=("unet", "text_encoder"),
+    checkpoint="stable-diffusion-v1-5/stable-diffusion-v1-5",
+    accelerator="lcm",
+    accelerators={
+        "lcm": AcceleratorDefaults("latent-consistency/lcm-lora-sdv1-5", None, "lcm", (0, 4, 12, 25, 37), 50, 1.0),
+    },
+    tile_size=768,
+    tile_stride=384,
+    own_scheduler_steps=(0, 4, 12, 25, 37),
+    own_scheduler_grid=50,
+    load=load,
+    build_preset=build_preset,
+    presets=presets.PRESET_NAMES,
+)

@@ -11,17 +11,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common, presets
-from semanticdraw_cli.fusion import Embeddings, StepTable
-from semanticdraw_cli.scene import Model, Sampler
-from semanticdraw_cli.tiles import Window
+from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
+from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
+from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch
+from semanticdraw_cli.lazy import inference_mode, lazy_module
+from semanticdraw_cli.schedule import StepTable
+
+if TYPE_CHECKING:
+    import torch
+
+    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.scene import Model, Sampler
+    from semanticdraw_cli.tiles import Window
+else:
+    torch = lazy_module("torch")
 
 T5_TOKENS = 256  # the pipeline's default max_sequence_length
-ACCELERATORS = ("flash",)
 NO_T5_HINT = "set model.drop_t5: true (--set model.drop_t5=true) to render with the two CLIP encoders only"
 
 
@@ -31,7 +40,7 @@ def load_pipeline(model: Model, dtype: torch.dtype):
 
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if model.drop_t5 else {}
     require = {} if model.drop_t5 else {"text_encoder_3": NO_T5_HINT}
-    pipe, preset_dir = common.load_family_pipeline(
+    pipe, preset_dir = loading.load_family_pipeline(
         StableDiffusion3Pipeline, model, "sd3", dtype, require=require, **kwargs
     )
     source = model.checkpoint
@@ -42,14 +51,12 @@ def load_pipeline(model: Model, dtype: torch.dtype):
             raise RenderError(f"{source!r} has no {encoder}/{tokenizer}; SD3 needs both CLIP text encoders")
     if not model.drop_t5 and (pipe.text_encoder_3 is None or pipe.tokenizer_3 is None):
         raise RenderError(f"{source!r} has no T5 text encoder (text_encoder_3/tokenizer_3)\nwhat to do: {NO_T5_HINT}")
-    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd3", component="transformer")
+    loading.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd3", component="transformer")
     return pipe
 
 
-class SD3Denoiser(common.CodecMixin):
-    """SD3 behind the sampler's narrow interface."""
-
-    vae_factor = 8
+class SD3Adapter(CodecMixin):
+    """SD3 behind the family contract."""
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         self.transformer = pipe.transformer.to(device).eval()
@@ -63,13 +70,13 @@ class SD3Denoiser(common.CodecMixin):
         self.latent_channels = self.transformer.config.in_channels
         self.patch = self.transformer.config.patch_size
         vae = pipe.vae.to(device).eval()
-        self.codec = common.VaeCodec(
+        self.codec = VaeCodec(
             vae,
             device,
             dtype,
             vae.config.scaling_factor,
             shift=vae.config.shift_factor or 0.0,
-            upcast=common.needs_vae_upcast(vae, dtype),
+            upcast=needs_vae_upcast(vae, dtype),
         )
 
     def step_table(self, sampler: Sampler) -> StepTable:
@@ -80,7 +87,7 @@ class SD3Denoiser(common.CodecMixin):
         if scheduler.config.get("use_dynamic_shifting"):  # resolution-dependent shift: the tile is what the model sees
             from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
-            tokens = (sampler.tile.size // (self.vae_factor * self.patch)) ** 2
+            tokens = (sampler.tile.size // (self.latent_factor * self.patch)) ** 2
             config = scheduler.config
             mu = calculate_shift(
                 tokens,
@@ -101,12 +108,12 @@ class SD3Denoiser(common.CodecMixin):
             stochastic=False,
         )
 
-    @torch.inference_mode()
+    @inference_mode
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
         """text (B, 77 + 256, D_joint): both CLIPs' penultimate states (zero-padded) then T5's (or zeros);
         pooled (B, P1 + P2): both CLIPs' projections."""
         hidden, pooled = zip(*(
-            common.clip_embeddings(tokenizer, encoder, texts, self.device)
+            clip_embeddings(tokenizer, encoder, texts, self.device)
             for tokenizer, encoder in zip(self.tokenizers, self.text_encoders)
         ))
         clip = torch.cat(hidden, dim=-1)  # (B, 77, D1 + D2)
@@ -122,7 +129,7 @@ class SD3Denoiser(common.CodecMixin):
         clip = torch.nn.functional.pad(clip, (0, joint - clip.shape[-1]))
         return {"text": torch.cat([clip, t5], dim=-2), "pooled": torch.cat(pooled, dim=-1)}
 
-    @torch.inference_mode()
+    @inference_mode
     def predict_x0(
         self,
         x: torch.Tensor,
@@ -136,13 +143,13 @@ class SD3Denoiser(common.CodecMixin):
         sigma = table.noise[step]
         x = x.to(self.device, torch.float32)  # (B, 16, h, w), x = (1 − σ)·x0 + σ·eps
         if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
-            side = self.vae_factor * self.patch
+            side = self.latent_factor * self.patch
             raise RenderError(
                 f"SD3 sees the latent in {self.patch}×{self.patch} patches: a window of "
-                f"{x.shape[-1] * self.vae_factor}×{x.shape[-2] * self.vae_factor} px does not divide; "
+                f"{x.shape[-1] * self.latent_factor}×{x.shape[-2] * self.latent_factor} px does not divide; "
                 f"make the canvas and sampler.tile size/stride multiples of {side} px"
             )
-        inputs, context = common.guidance_batch(x, cond, uncond)
+        inputs, context = guidance_batch(x, cond, uncond)
         t = torch.full((len(inputs),), table.timesteps[step], device=self.device)
         v = self.transformer(
             hidden_states=inputs.to(self.dtype),
@@ -151,12 +158,12 @@ class SD3Denoiser(common.CodecMixin):
             pooled_projections=context["pooled"].to(self.dtype),
             return_dict=False,
         )[0].float()
-        v = common.apply_guidance(v, uncond is not None, guidance)
+        v = apply_guidance(v, uncond is not None, guidance)
         return x - sigma * v
 
 
-def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Denoiser:
-    return SD3Denoiser(load_pipeline(model, dtype), model, device, dtype)
+def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Adapter:
+    return SD3Adapter(load_pipeline(model, dtype), model, device, dtype)
 
 
 # --- the tiny preset: SD3's layout (2 CLIP + T5, MMDiT, 16-channel VAE with shift) at toy width -----------
@@ -181,14 +188,12 @@ def write_t5_tokenizer(folder: Path) -> None:
 MMDIT_PROJECTIONS = (*presets.ATTENTION_PROJECTIONS, "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
-def build_tiny(name: str, folder: Path) -> None:
+def build_preset(name: str, folder: Path) -> None:
     """An SD3-layout pipeline with seeded random weights and a random `flash` LoRA."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
     from diffusers import StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
-    if name != "tiny":
-        raise RenderError(f"the sd3 family has only the 'tiny' preset, not {name!r}")
     vocab = presets.write_clip_tokenizer(folder / "tokenizer")
     presets.write_clip_tokenizer(folder / "tokenizer_2")
     write_t5_tokenizer(folder / "tokenizer_3")
@@ -252,9 +257,27 @@ def build_tiny(name: str, folder: Path) -> None:
             tokenizer_3=t5_tokenizer,
         )
         pipe.save_pretrained(folder)
-        presets.save_random_lora(
-            pipe.transformer, folder / "accelerators" / "flash", StableDiffusion3Pipeline, "transformer", MMDIT_PROJECTIONS
-        )
+        for accelerator in SPEC.accelerators:  # a random LoRA under each name
+            presets.save_random_lora(
+                pipe.transformer, folder / "accelerators" / accelerator, StableDiffusion3Pipeline, "transformer",
+                MMDIT_PROJECTIONS,
+            )
 
 
-presets.register("sd3", build_tiny)
+
+SPEC = FamilySpec(
+    name="sd3",
+    pipeline_class="StableDiffusion3Pipeline",
+    components=("transformer", "text_encoder", "text_encoder_2", "text_encoder_3"),
+    checkpoint="stabilityai/stable-diffusion-3-medium-diffusers",
+    accelerator="flash",
+    accelerators={"flash": AcceleratorDefaults("jasperai/flash-sd3", None, "flow-euler", 4, 4, 0.0)},
+    tile_size=1024,
+    tile_stride=512,
+    own_scheduler_steps=4,
+    own_scheduler_grid=4,
+    load=load,
+    build_preset=build_preset,
+    pixel_multiple=16,
+    options=("drop_t5",),
+)

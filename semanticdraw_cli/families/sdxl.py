@@ -14,23 +14,32 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common, presets
-from semanticdraw_cli.fusion import Embeddings, StepTable
-from semanticdraw_cli.scene import Model, Sampler
-from semanticdraw_cli.tiles import Window
+from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
+from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
+from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch
+from semanticdraw_cli.lazy import inference_mode, lazy_module
+from semanticdraw_cli.schedule import StepTable
 
-ACCELERATORS = ("lightning", "hyper")  # the tiny preset carries a random LoRA under each name
+if TYPE_CHECKING:
+    import torch
+
+    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.scene import Model, Sampler
+    from semanticdraw_cli.tiles import Window
+else:
+    torch = lazy_module("torch")
+
 
 
 def load_pipeline(model: Model, dtype: torch.dtype):
     """A diffusers StableDiffusionXLPipeline with its accelerator LoRA fused."""
     from diffusers import StableDiffusionXLPipeline
 
-    pipe, preset_dir = common.load_family_pipeline(StableDiffusionXLPipeline, model, "sdxl", dtype)
+    pipe, preset_dir = loading.load_family_pipeline(StableDiffusionXLPipeline, model, "sdxl", dtype)
     source = model.checkpoint
     unet = pipe.unet
     if getattr(unet.config, "addition_embed_type", None) != "text_time":
@@ -42,14 +51,12 @@ def load_pipeline(model: Model, dtype: torch.dtype):
         )
     if pipe.text_encoder_2 is None or pipe.tokenizer_2 is None:
         raise RenderError(f"{source!r} has no second text encoder (text_encoder_2/tokenizer_2); SDXL needs both")
-    common.fuse_accelerator(pipe, model.accelerator, preset_dir, "sdxl")
+    loading.fuse_accelerator(pipe, model.accelerator, preset_dir, "sdxl")
     return pipe
 
 
-class SDXLDenoiser(common.CodecMixin):
-    """SDXL behind the sampler's narrow interface."""
-
-    vae_factor = 8
+class SDXLAdapter(CodecMixin):
+    """SDXL behind the family contract."""
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         self.unet = pipe.unet.to(device).eval()
@@ -65,8 +72,8 @@ class SDXLDenoiser(common.CodecMixin):
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
         vae = pipe.vae.to(device).eval()
-        self.codec = common.VaeCodec(
-            vae, device, dtype, vae.config.scaling_factor, upcast=common.needs_vae_upcast(vae, dtype)
+        self.codec = VaeCodec(
+            vae, device, dtype, vae.config.scaling_factor, upcast=needs_vae_upcast(vae, dtype)
         )
 
     def step_table(self, sampler: Sampler) -> StepTable:
@@ -89,15 +96,15 @@ class SDXLDenoiser(common.CodecMixin):
             init_scale=init_scale,
         )
 
-    @torch.inference_mode()
+    @inference_mode
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
         """text (B, 77, D1 + D2): both encoders' penultimate states; pooled (B, P): the second's projection.
 
         An empty text is all zeros where the checkpoint asks for it (force_zeros_for_empty_prompt), as
         the pipeline does for a missing negative prompt.
         """
-        hidden_1, _ = common.clip_embeddings(self.tokenizer, self.text_encoder, texts, self.device)
-        hidden_2, pooled = common.clip_embeddings(self.tokenizer_2, self.text_encoder_2, texts, self.device)
+        hidden_1, _ = clip_embeddings(self.tokenizer, self.text_encoder, texts, self.device)
+        hidden_2, pooled = clip_embeddings(self.tokenizer_2, self.text_encoder_2, texts, self.device)
         text = torch.cat([hidden_1, hidden_2], dim=-1)
         if self.zero_empty:
             empty = torch.tensor([t == "" for t in texts], device=self.device)
@@ -109,11 +116,11 @@ class SDXLDenoiser(common.CodecMixin):
         """(B, 6): original size, crop top-left, target size in pixels; a whole picture of the window's size."""
         rows = []
         for w in windows:
-            height, width = w.height * self.vae_factor, w.width * self.vae_factor
+            height, width = w.height * self.latent_factor, w.width * self.latent_factor
             rows.append([height, width, 0, 0, height, width])
         return torch.tensor(rows, dtype=torch.float32, device=self.device)
 
-    @torch.inference_mode()
+    @inference_mode
     def predict_x0(
         self,
         x: torch.Tensor,
@@ -128,21 +135,21 @@ class SDXLDenoiser(common.CodecMixin):
         a, s = table.signal[step], table.noise[step]
         x = x.to(self.device, torch.float32)  # (B, C, h, w) VP latents: exactly Euler's scaled model input
         time_ids = self.time_ids(windows)
-        inputs, context = common.guidance_batch(x, cond, uncond)
+        inputs, context = guidance_batch(x, cond, uncond)
         if uncond is not None:
             time_ids = torch.cat([time_ids, time_ids])
         added = {"text_embeds": context["pooled"].to(self.dtype), "time_ids": time_ids.to(self.dtype)}
         out = self.unet(
             inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype), added_cond_kwargs=added
         ).sample.float()
-        out = common.apply_guidance(out, uncond is not None, guidance)
+        out = apply_guidance(out, uncond is not None, guidance)
         if self.prediction == "v_prediction":
             return a * x - s * out
         return (x - s * out) / a
 
 
-def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLDenoiser:
-    return SDXLDenoiser(load_pipeline(model, dtype), model, device, dtype)
+def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLAdapter:
+    return SDXLAdapter(load_pipeline(model, dtype), model, device, dtype)
 
 
 # --- the tiny preset: SDXL's layout (two CLIP encoders, text_time conditioning) at toy width --------------
@@ -151,13 +158,11 @@ TINY_TEXT = (32, 32)  # hidden width of text_encoder, text_encoder_2 (its projec
 TINY_TIME_DIM = 8  # addition_time_embed_dim
 
 
-def build_tiny(name: str, folder: Path) -> None:
+def build_preset(name: str, folder: Path) -> None:
     """An SDXL-layout pipeline with seeded random weights and random `lightning` / `hyper` LoRAs."""
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    if name != "tiny":
-        raise RenderError(f"the sdxl family has only the 'tiny' preset, not {name!r}")
     vocab = presets.write_clip_tokenizer(folder / "tokenizer")
     presets.write_clip_tokenizer(folder / "tokenizer_2")
     width_1, width_2 = TINY_TEXT
@@ -214,8 +219,27 @@ def build_tiny(name: str, folder: Path) -> None:
             force_zeros_for_empty_prompt=True,
         )
         pipe.save_pretrained(folder)
-        for accelerator in ACCELERATORS:
+        for accelerator in SPEC.accelerators:  # a random LoRA under each name
             presets.save_random_lora(pipe.unet, folder / "accelerators" / accelerator, StableDiffusionXLPipeline)
 
 
-presets.register("sdxl", build_tiny)
+
+SPEC = FamilySpec(
+    name="sdxl",
+    pipeline_class="StableDiffusionXLPipeline",
+    components=("unet", "text_encoder", "text_encoder_2"),
+    checkpoint="stabilityai/stable-diffusion-xl-base-1.0",
+    accelerator="lightning",
+    accelerators={
+        "lightning": AcceleratorDefaults(
+            "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "euler-trailing", 4, 4, 1.0
+        ),
+        "hyper": AcceleratorDefaults("ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors", "euler-trailing", 4, 4, 1.0),
+    },
+    tile_size=1024,
+    tile_stride=512,
+    own_scheduler_steps=4,
+    own_scheduler_grid=4,
+    load=load,
+    build_preset=build_preset,
+)

@@ -1,23 +1,29 @@
-"""What every family adapter shares: checkpoint resolution, accelerator LoRAs, the VAE codec, devices."""
+"""Loading a family's diffusers pipeline: from a preset, hub id, folder or file, with its accelerator LoRA fused.
+
+Every family loads through `load_family_pipeline`, so a checkpoint of another family, a missing
+model and a LoRA that does not fit end in the same clear errors whatever the family.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.lazy import lazy_module
 from semanticdraw_cli.scene import Accelerator
 
-VAE_TILING_PIXELS = 1024 * 1024  # decode with the VAE's own tiling above this many pixels
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")
 
 
 def quiet_libraries() -> None:
     """Silence diffusers/transformers chatter (loading bars, benign LoRA notes); we report progress ourselves."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
     import diffusers
     import transformers
 
@@ -25,31 +31,6 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def pick_device(requested: str | None) -> torch.device:
-    """`auto`/None: cuda, then mps, then cpu."""
-    if requested and requested != "auto":
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise RenderError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-DTYPES = {name: getattr(torch, name) for name in defaults.DTYPES}
-
-
-def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
-    """`auto`/None: float16 on cuda, float32 elsewhere."""
-    if requested and requested != "auto":
-        if requested not in DTYPES:
-            raise RenderError(f"unknown dtype {requested!r}; expected one of {', '.join(DTYPES)} or auto")
-        return DTYPES[requested]
-    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def missing_model_error(what: str, source: str, error: Exception) -> RenderError:
@@ -66,14 +47,6 @@ def missing_model_error(what: str, source: str, error: Exception) -> RenderError
     return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
 
 
-# Which family a diffusers folder holds, from its model_index.json: first the pipeline class, then its parts.
-PIPELINE_FAMILIES = {
-    "StableDiffusionPipeline": "sd15",
-    "StableDiffusionXLPipeline": "sdxl",
-    "StableDiffusion3Pipeline": "sd3",
-}
-
-
 def checkpoint_config(source: str) -> dict | None:
     """model_index.json of a diffusers folder or cached hub id; None when there is none to read."""
     from diffusers import DiffusionPipeline
@@ -84,24 +57,17 @@ def checkpoint_config(source: str) -> dict | None:
         return None
 
 
-def checkpoint_family(config: dict) -> str | None:
-    """sd15 | sdxl | sd3 from a model_index.json; None when it is none of them."""
-    name = config.get("_class_name", "")
-    if name in PIPELINE_FAMILIES:
-        return PIPELINE_FAMILIES[name]
-    if "transformer" in config and "text_encoder_3" in config:
-        return "sd3"
-    if "unet" in config and "text_encoder_2" in config:
-        return "sdxl"
-    if "unet" in config and "text_encoder" in config:
-        return "sd15"
-    return None
+def is_single_file(checkpoint: str) -> bool:
+    """One weights file (not a diffusers folder or hub repo), by its name."""
+    return checkpoint.endswith(defaults.CHECKPOINT_FILE_SUFFIXES)
 
 
 def refuse_other_family(target: str, family: str, source: str | None = None) -> dict | None:
     """The model_index.json at `target` (None when unreadable); RenderError when it holds another family."""
+    from semanticdraw_cli.families.registry import family_of_pipeline
+
     config = checkpoint_config(target)
-    found = checkpoint_family(config) if config else None
+    found = family_of_pipeline(config) if config else None
     if found is not None and found != family:
         raise RenderError(
             f"{source or target!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
@@ -121,7 +87,7 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
     source = model.checkpoint
     preset_dir = presets.ensure_preset(family, source) if presets.is_preset(source) else None
     target = str(preset_dir or source)
-    single_file = source.endswith((".safetensors", ".ckpt"))
+    single_file = is_single_file(source)
     config = None if single_file else refuse_other_family(target, family, source)
     for component, hint in (require or {}).items():
         if config and (config.get(component) or [None])[0] is None:
@@ -136,20 +102,6 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
     except (OSError, EnvironmentError, ValueError) as error:
         raise missing_model_error("model", source, error) from error
     return pipe, preset_dir
-
-
-def clip_embeddings(tokenizer, encoder, texts, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penultimate hidden states (B, 77, D), pooled output (B, P)) of one CLIP encoder, as SDXL and SD3 use them."""
-    ids = tokenizer(
-        list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
-    ).input_ids
-    out = encoder(ids.to(device), output_hidden_states=True)
-    return out.hidden_states[-2], out[0]
-
-
-def needs_vae_upcast(vae, dtype: torch.dtype) -> bool:
-    """The SDXL VAE overflows in float16 (black/NaN images); its config says so with force_upcast."""
-    return dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
 
 
 def resolve_lora(accelerator: Accelerator, preset_dir: Path | None) -> tuple[str, str | None] | None:
@@ -227,83 +179,3 @@ def fuse_accelerator(
         )
     pipe.fuse_lora(lora_scale=accelerator.weight, adapter_names=["accelerator"])
     pipe.unload_lora_weights()
-
-
-@dataclass
-class VaeCodec:
-    """Pixels <-> latents through a diffusers AutoencoderKL, with scaling and shift of the family."""
-
-    vae: torch.nn.Module
-    device: torch.device
-    dtype: torch.dtype
-    scaling: float
-    shift: float = 0.0
-    upcast: bool = False  # decode in float32 (the SDXL VAE overflows in float16)
-    _white: torch.Tensor | None = field(default=None, repr=False)
-
-    def _vae_dtype(self) -> torch.dtype:
-        dtype = torch.float32 if self.upcast else self.dtype
-        if self.vae.dtype != dtype:
-            self.vae.to(dtype=dtype)
-        return dtype
-
-    @torch.inference_mode()
-    def encode(self, rgb: np.ndarray) -> torch.Tensor:
-        """(H, W, 3) uint8 -> (1, C, h, w) float32 latent (distribution mean: deterministic)."""
-        pixels = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 127.5 - 1.0
-        big = rgb.shape[0] * rgb.shape[1] > VAE_TILING_PIXELS
-        self.vae.enable_tiling() if big else self.vae.disable_tiling()
-        latent = self.vae.encode(pixels.to(self.device, self._vae_dtype())).latent_dist.mean
-        return ((latent.float() - self.shift) * self.scaling).float()
-
-    def white(self) -> torch.Tensor:
-        """(1, C, 1, 1) latent of a white image; computed once per VAE."""
-        if self._white is None:
-            latent = self.encode(np.full((64, 64, 3), 255, np.uint8))
-            self._white = latent[..., 2:-2, 2:-2].mean(dim=(-2, -1), keepdim=True)
-        return self._white
-
-    @torch.inference_mode()
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, H, W, 3) uint8; tiled decoding for large canvases."""
-        height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
-        self.vae.enable_tiling() if height * width > VAE_TILING_PIXELS else self.vae.disable_tiling()
-        images = []
-        for latent in latents:
-            z = latent[None].to(self.device, self._vae_dtype()) / self.scaling + self.shift
-            image = self.vae.decode(z).sample.float()
-            if not torch.isfinite(image).all():
-                raise RenderError("the VAE produced NaN/inf pixels; try --dtype float32")
-            image = ((image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
-            images.append(image.cpu().numpy())
-        return np.stack(images)
-
-
-class CodecMixin:
-    """Pixels <-> latents for an adapter holding a `codec` (VaeCodec)."""
-
-    codec: VaeCodec
-
-    def encode_image(self, rgb: np.ndarray) -> torch.Tensor:
-        return self.codec.encode(rgb)
-
-    def white_latent(self) -> torch.Tensor:
-        return self.codec.white()
-
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        return self.codec.decode(latents)
-
-
-def guidance_batch(x: torch.Tensor, cond: dict, uncond: dict | None) -> tuple[torch.Tensor, dict]:
-    """Model inputs and embeddings; with an unconditional branch the batch is [uncond..., cond...]."""
-    if uncond is None:
-        return x, cond
-    return torch.cat([x, x]), {key: torch.cat([uncond[key], cond[key]]) for key in cond}
-
-
-def apply_guidance(out: torch.Tensor, guided: bool, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance over a [uncond..., cond...] batch: u + g·(c − u)."""
-    if not guided:
-        return out
-    out_uncond, out_cond = out.chunk(2)
-    return out_uncond + guidance * (out_cond - out_uncond)

@@ -1,0 +1,36 @@
+"""Which device and dtype a render runs on: the user's choice, else the best available."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from semanticdraw_cli import defaults
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")
+
+
+def pick_device(requested: str | None) -> torch.device:
+    """`auto`/None: cuda, then mps, then cpu."""
+    if requested and requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise RenderError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
+    """`auto`/None: float16 on cuda, float32 elsewhere."""
+    if requested and requested != "auto":
+        if requested not in defaults.DTYPES:
+            raise RenderError(f"unknown dtype {requested!r}; expected one of {', '.join(defaults.DTYPES)} or auto")
+        return getattr(torch, requested)
+    return torch.float16 if device.type == "cuda" else torch.float32

@@ -1,0 +1,94 @@
+"""The one contract every model family implements, and the spec a family registers.
+
+The renderer and the sampler see a model only through `FamilyAdapter`; the sampler needs just its
+`predict_x0` (`fusion.Denoiser`). A family module exports one `FamilySpec`; `families.registry`
+collects the specs in one place. The spec's facts (defaults, options, pixel multiple) are plain
+data, read by the scene schema without loading torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from semanticdraw_cli import defaults
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.scene import Model, Sampler
+    from semanticdraw_cli.schedule import StepTable
+    from semanticdraw_cli.tiles import Window
+
+
+class FamilyAdapter(Protocol):
+    """Everything the renderer and the sampler use of a loaded model."""
+
+    device: torch.device
+    dtype: torch.dtype  # what the network computes in; latents and x0 estimates stay float32
+    latent_channels: int
+    latent_factor: int  # canvas pixels per latent pixel along each side (the VAE's downsampling)
+
+    def step_table(self, sampler: Sampler) -> StepTable:
+        """Timesteps and a_i/s_i levels of `sampler.steps` in the family's schedule."""
+
+    def encode_text(self, texts: Sequence[str]) -> Embeddings:
+        """One embedding row per text, batch-first tensors keyed by what `predict_x0` reads."""
+
+    def encode_image(self, rgb: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) uint8 -> (1, C, h, w) float32 latent."""
+
+    def white_latent(self) -> torch.Tensor:
+        """(1, C, 1, 1) latent of a white picture, computed once per VAE."""
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(N, C, h, w) latents -> (N, H, W, 3) uint8 pictures."""
+
+    def predict_x0(
+        self,
+        x: torch.Tensor,  # (B, C, h, w) noisy latents at step `step`
+        table: StepTable,
+        step: int,
+        cond: Embeddings,  # (B, ...) per item
+        uncond: Embeddings | None,  # (B, ...); None: no unconditional branch
+        guidance: float,
+        windows: Sequence[Window],  # where each item lies on the canvas (size conditioning)
+    ) -> torch.Tensor:
+        """(B, C, h, w) float32 estimate of the clean latent of each item."""
+
+
+@dataclass(frozen=True)
+class AcceleratorDefaults:
+    """A few-step accelerator: the LoRA that makes the model fast, its scheduler and its step grid."""
+
+    lora: str | None  # hub id or path of the LoRA; None: the checkpoint's own weights
+    weight_name: str | None  # file inside a hub repo holding several LoRAs
+    scheduler: str  # lcm | euler-trailing | flow-euler | ddim
+    steps: tuple[int, ...] | int  # indices into a `grid`-step schedule, or a plain count
+    grid: int  # length of the schedule that `steps` indexes
+    guidance: float
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What registering a family means: its facts, its defaults and how to load and build it."""
+
+    name: str  # model.family in a scene
+    pipeline_class: str  # the diffusers pipeline of its checkpoints (model_index.json `_class_name`)
+    components: tuple[str, ...]  # model_index.json parts that identify a folder of this family
+    checkpoint: str  # default checkpoint
+    accelerator: str  # default accelerator, a key of `accelerators`
+    accelerators: dict[str, AcceleratorDefaults]
+    tile_size: int  # default window side, pixels
+    tile_stride: int  # pixels
+    own_scheduler_steps: tuple[int, ...] | int  # `accelerator: none` (e.g. a merged LCM checkpoint)
+    own_scheduler_grid: int
+    load: Callable[[Model, torch.device, torch.dtype], FamilyAdapter]
+    build_preset: Callable[[str, Path], None]  # (preset name, folder) -> a diffusers folder in `folder`
+    presets: tuple[str, ...] = ("tiny",)
+    pixel_multiple: int = defaults.CANVAS_MULTIPLE  # canvas and tile sides; 2×2 latent patches need 16
+    options: tuple[str, ...] = ()  # family-only `model` keys this family reads, e.g. drop_t5

@@ -1,0 +1,36 @@
+"""Conditioning shared by families: CLIP text embeddings and classifier-free guidance batches."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from semanticdraw_cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+else:
+    torch = lazy_module("torch")
+
+
+def clip_embeddings(tokenizer, encoder, texts, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(penultimate hidden states (B, 77, D), pooled output (B, P)) of one CLIP encoder, as SDXL and SD3 use them."""
+    ids = tokenizer(
+        list(texts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+    out = encoder(ids.to(device), output_hidden_states=True)
+    return out.hidden_states[-2], out[0]
+
+
+def guidance_batch(x: torch.Tensor, cond: dict, uncond: dict | None) -> tuple[torch.Tensor, dict]:
+    """Model inputs and embeddings; with an unconditional branch the batch is [uncond..., cond...]."""
+    if uncond is None:
+        return x, cond
+    return torch.cat([x, x]), {key: torch.cat([uncond[key], cond[key]]) for key in cond}
+
+
+def apply_guidance(out: torch.Tensor, guided: bool, guidance: float) -> torch.Tensor:
+    """Classifier-free guidance over a [uncond..., cond...] batch: u + g·(c − u)."""
+    if not guided:
+        return out
+    out_uncond, out_cond = out.chunk(2)
+    return out_uncond + guidance * (out_cond - out_uncond)

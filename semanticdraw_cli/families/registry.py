@@ -1,0 +1,75 @@
+"""Every model family, in one place: adding a family is one module exporting a `FamilySpec` and one
+line in `FAMILY_MODULES`.
+
+Reading the registry is cheap (family modules load torch only when a model loads), so the scene
+schema checks families, accelerators and options here without loading any model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from semanticdraw_cli.families.base import FamilyAdapter
+    from semanticdraw_cli.scene import Model
+
+FAMILY_MODULES = (
+    "semanticdraw_cli.families.sd15",
+    "semanticdraw_cli.families.sdxl",
+    "semanticdraw_cli.families.sd3",
+)
+
+
+@cache
+def families() -> dict[str, FamilySpec]:
+    """Family name -> spec, in registration order."""
+    specs = [importlib.import_module(module).SPEC for module in FAMILY_MODULES]
+    return {spec.name: spec for spec in specs}
+
+
+def family(name: str) -> FamilySpec:
+    return families()[name]
+
+
+@cache
+def accelerators() -> dict[str, AcceleratorDefaults]:
+    """Accelerator name -> its defaults, over every family; names are unique across families."""
+    out: dict[str, AcceleratorDefaults] = {}
+    for spec in families().values():
+        for name, accelerator in spec.accelerators.items():
+            if name in out:
+                raise ValueError(f"accelerator {name!r} is registered by {accelerator_family(name)} and {spec.name}")
+            out[name] = accelerator
+    return out
+
+
+def accelerator_family(name: str) -> str | None:
+    """The family a named accelerator belongs to; None for an unknown name."""
+    return next((spec.name for spec in families().values() if name in spec.accelerators), None)
+
+
+def family_of_pipeline(config: dict) -> str | None:
+    """The family of a diffusers folder from its model_index.json: the pipeline class, else its parts."""
+    name = config.get("_class_name")
+    for spec in families().values():
+        if name == spec.pipeline_class:
+            return spec.name
+    by_parts = sorted(families().values(), key=lambda spec: -len(spec.components))  # most specific first
+    for spec in by_parts:
+        if all(part in config for part in spec.components):
+            return spec.name
+    return None
+
+
+def load_adapter(model: Model, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:
+    """The adapter of `model.family`, loaded onto `device` in `dtype`."""
+    if model.family not in families():
+        raise RenderError(f"model family {model.family!r} is not supported (known: {', '.join(families())})")
+    return family(model.family).load(model, device, dtype)

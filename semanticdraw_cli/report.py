@@ -1,0 +1,68 @@
+"""The timing report of a render: seconds per phase, work done, device, peak memory and versions."""
+
+from __future__ import annotations
+
+import platform
+import resource
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from semanticdraw_cli import __version__
+
+if TYPE_CHECKING:
+    import torch
+
+    from semanticdraw_cli.families.base import FamilyAdapter
+    from semanticdraw_cli.scene import Scene
+
+VERSIONED = ("torch", "diffusers", "transformers")  # the libraries that decide the pixels
+
+
+def versions() -> dict[str, str]:
+    """Installed versions, read from package metadata without importing the packages."""
+    found = {"semanticdraw": __version__}
+    for name in VERSIONED:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    found["python"] = platform.python_version()
+    return found
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+
+
+def build_report(
+    scene: Scene, timings: dict, steps: list[dict], adapter: FamilyAdapter, seeds: list[int]
+) -> dict[str, Any]:
+    return {
+        "scene": str(scene.source) if scene.source else scene.name,
+        "canvas": [scene.canvas.width, scene.canvas.height],
+        "method": scene.sampler.method,
+        "plan": scene.sampler.plan,
+        "images_in_batch": len(seeds),
+        "seconds": {
+            "load": timings["load"],
+            "encode": timings["encode"],
+            "masks": timings["masks"],
+            "denoise": timings["denoise"],
+            "steps": [step["seconds"] for step in steps],
+            "decode": timings["decode"],
+        },
+        "unet_calls": sum(step["unet_calls"] for step in steps),
+        "batch_items": sum(step["batch_items"] for step in steps),
+        "latent_pixels": sum(step["latent_pixels"] for step in steps),
+        "pairs_active": sum(step["pairs_active"] for step in steps),
+        "pairs_total": sum(step["pairs_total"] for step in steps),
+        "steps": steps,
+        "device": str(adapter.device),
+        "dtype": str(adapter.dtype).removeprefix("torch."),
+        "peak_memory_bytes": peak_memory_bytes(adapter.device),
+        "versions": versions(),
+    }

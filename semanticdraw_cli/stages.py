@@ -1,0 +1,166 @@
+"""The prepare stages of a render, each cached by exactly what it reads.
+
+A region's mask is keyed by its mask source and the canvas (and the file's bytes when it names a
+file), a prompt encoding by the model and the text, the plan by the quantized masks, a background
+picture by its bytes. Re-preparing an edited scene therefore recomputes only what the edit touched:
+a new prompt text is encoded, an edited mask PNG is rasterized, and nothing else. `StageCache`
+records what each prepare recomputed, for the report and for `watch`'s status line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from semanticdraw_cli import masks as mask_math
+from semanticdraw_cli.lazy import lazy_module
+from semanticdraw_cli.scene import Mask, Scene
+
+if TYPE_CHECKING:
+    import torch
+
+    from semanticdraw_cli.families.base import FamilyAdapter
+    from semanticdraw_cli.fusion import Embeddings
+else:
+    torch = lazy_module("torch")
+
+CACHE_BYTES = 2 << 30  # what a renderer keeps between prepares; the oldest entries go first
+
+
+@dataclass
+class StageCache:
+    """Stage results keyed by their inputs, least recently used dropped beyond `limit` bytes."""
+
+    limit: int = CACHE_BYTES
+    recomputed: dict[str, list[Hashable]] = field(default_factory=dict)  # since the last `start()`
+    _entries: OrderedDict = field(default_factory=OrderedDict)
+    _sizes: dict = field(default_factory=dict)
+
+    def start(self) -> None:
+        """Begin a prepare: forget what the last one recomputed."""
+        self.recomputed = {}
+
+    def has(self, stage: str, key: Hashable) -> bool:
+        return (stage, key) in self._entries
+
+    def get(self, stage: str, key: Hashable, compute: Callable[[], Any]) -> Any:
+        """The cached value, or `compute()` stored and recorded as recomputed."""
+        entry = (stage, key)
+        if entry in self._entries:
+            self._entries.move_to_end(entry)
+            return self._entries[entry]
+        value = compute()
+        self.put(stage, key, value)
+        return value
+
+    def put(self, stage: str, key: Hashable, value: Any) -> None:
+        entry = (stage, key)
+        self.recomputed.setdefault(stage, []).append(key)
+        self._entries[entry], self._sizes[entry] = value, _size(value)
+        while sum(self._sizes.values()) > self.limit and len(self._entries) > 1:
+            oldest, _ = self._entries.popitem(last=False)
+            del self._sizes[oldest]
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, (tuple, list)):
+        return sum(_size(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_size(v) for v in value.values())
+    if hasattr(value, "element_size") and hasattr(value, "nelement"):  # a tensor
+        return value.element_size() * value.nelement()
+    return 64
+
+
+def file_digest(path: Path) -> str:
+    """A file's content hash: the cache key of everything read from it."""
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def array_digest(array: np.ndarray) -> tuple:
+    """Shape, dtype and content hash of an array: a cache key for what is computed from it."""
+    array = np.ascontiguousarray(array)
+    return array.shape, str(array.dtype), hashlib.blake2b(array.tobytes(), digest_size=16).hexdigest()
+
+
+def mask_key(mask: Mask) -> Hashable:
+    """What a region's rasterized mask depends on besides the canvas."""
+    if mask.kind in ("image", "label_map"):
+        content = file_digest(mask.path) if mask.path is not None and mask.path.is_file() else None
+        return mask.kind, str(mask.path), mask.color, content
+    if mask.kind == "array":
+        return "array", array_digest(mask.array)
+    return mask.kind, mask.coords, mask.fractional
+
+
+def canvas_masks(scene: Scene, cache: StageCache) -> np.ndarray:
+    """Rasterized, z-ordered, blurred, strength-scaled masks (R, H, W); each region rasterized once per content."""
+    from semanticdraw_cli.rasterize import rasterize_mask
+
+    raw = np.stack([
+        cache.get("mask", (mask_key(region.mask), scene.canvas), lambda region=region: rasterize_mask(region.mask, scene.canvas))
+        for region in scene.regions
+    ])
+    return mask_math.prepare_masks(
+        raw,
+        [region.blur for region in scene.regions],
+        [region.strength for region in scene.regions],
+        scene.sampler.cover_alpha,
+    )
+
+
+def background_pixels(scene: Scene, cache: StageCache) -> np.ndarray | None:
+    """The picture to paint over at canvas size, (H, W, 3) uint8; None when there is none."""
+    from semanticdraw_cli.rasterize import load_rgb
+
+    if scene.background.image_array is not None:
+        return scene.background.image_array
+    if scene.background.image is None:
+        return None
+    path = scene.background.image
+    key = (str(path), file_digest(path) if path.is_file() else None, scene.canvas)
+    return cache.get("background", key, lambda: load_rgb(path, scene.canvas))
+
+
+def region_texts(scene: Scene) -> tuple[list[str], list[str], list[float]]:
+    """(prompts, negatives, prompt strengths) per region; with a background prompt it is region 0."""
+    prompts = [region.prompt for region in scene.regions]
+    negatives = [region.negative for region in scene.regions]
+    strengths = [region.prompt_strength for region in scene.regions]
+    if scene.background.prompt is not None:
+        prompts = [scene.background.prompt, *prompts]
+        negatives = [scene.background.negative, *negatives]
+        strengths = [1.0, *strengths]
+    return prompts, negatives, strengths
+
+
+def encode_texts(adapter: FamilyAdapter, texts: Sequence[str], cache: StageCache, model_key: Hashable) -> dict:
+    """text -> its embedding rows; texts not seen before with this model are encoded together, in sorted order."""
+    rows = {text: cache.get("text", (model_key, text), lambda: None) for text in set(texts) if cache.has("text", (model_key, text))}
+    missing = sorted(set(texts) - set(rows))
+    if missing:
+        encoded = adapter.encode_text(missing)
+        for i, text in enumerate(missing):
+            rows[text] = {key: value[i] for key, value in encoded.items()}
+            cache.put("text", (model_key, text), rows[text])
+    return rows
+
+
+def region_embeddings(scene: Scene, rows: dict[str, dict], region_text: list[str], strengths: list[float]) -> Embeddings:
+    """(R, ...) embeddings of the regions' texts; with a background prompt each is lerped from row 0 by its strength."""
+    table = {key: torch.stack([rows[text][key] for text in region_text]).float() for key in rows[region_text[0]]}
+    if scene.background.prompt is None:
+        return table
+    lerped = {}
+    for key, value in table.items():
+        weight = torch.tensor(strengths, device=value.device).view(-1, *[1] * (value.dim() - 1))
+        lerped[key] = torch.lerp(value[:1], value, weight)  # row 0 is the background prompt
+    return lerped
