@@ -3,7 +3,7 @@
 The file gives the canvas, the region masks (layer alpha) and the background picture; everything else
 (model, sampler, defaults, per-region values) comes from settings: a sidecar `art.yaml` next to
 `art.psd`, or the YAML scene that names the file under `layers:`. Defaults are resolved by
-`scene_loader.scene_from_dict`, as for any YAML scene.
+`scene_dict.scene_from_dict`, as for any YAML scene.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.layered_files import Document, Layer, read_document
 from semanticdraw_cli.scene import Mask, Scene
+from semanticdraw_cli.scene_dict import scene_from_dict, scene_to_dict
 
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 BACKGROUND_NAME = "background"
@@ -237,8 +238,6 @@ def _usable_by_name(settings: dict) -> dict[str, dict]:
 
 
 def _from_dict(data: dict, source: Path, overrides: Sequence[str]) -> Scene:
-    from semanticdraw_cli.scene_loader import scene_from_dict
-
     return scene_from_dict(data, source, overrides)
 
 
@@ -324,8 +323,6 @@ def _slug(name: str) -> str:
 
 def _imported_dict(scene: Scene, pictures: dict[Path, np.ndarray]) -> dict:
     """The resolved scene as YAML data, masks and background pointing at the written pictures."""
-    from semanticdraw_cli.scene_loader import scene_to_dict
-
     data = scene_to_dict(scene)
     files = [f"{p.parent.name}/{p.name}" for p in pictures]  # relative to the scene file
     for region, file in zip(data["regions"], files):

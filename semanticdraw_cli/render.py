@@ -264,7 +264,7 @@ def write_results(results: list[RenderResult], out_dir: Path) -> None:
     """PNG (scene embedded) and JSON report per image; the save time lands in each report."""
     import yaml
 
-    from semanticdraw_cli.scene_loader import scene_to_dict
+    from semanticdraw_cli.scene_dict import scene_to_dict
 
     for result in results:
         start = time.perf_counter()

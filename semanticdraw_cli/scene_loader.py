@@ -11,10 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
+from semanticdraw_cli.layers import load_layered_scene
 from semanticdraw_cli.rasterize import rasterize_mask
-from semanticdraw_cli.scene import Region, Scene
-from semanticdraw_cli.scene_schema import build_scene
-from semanticdraw_cli.scene_yaml import apply_overrides, deep_copy, read_yaml
+from semanticdraw_cli.scene import Scene
+from semanticdraw_cli.scene_dict import build_from_dict, scene_from_dict, scene_to_dict
+from semanticdraw_cli.scene_yaml import read_yaml
+
+__all__ = ["load_scene", "scene_from_dict", "scene_to_dict", "scene_warnings"]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 LAYERED_SUFFIXES = (".psd", ".ora")
@@ -25,8 +28,6 @@ def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in LAYERED_SUFFIXES:
-        from semanticdraw_cli.layers import load_layered_scene
-
         return load_layered_scene(path, overrides)
     if suffix not in YAML_SUFFIXES:
         hint = "scene files end in " + ", ".join(YAML_SUFFIXES + LAYERED_SUFFIXES)
@@ -39,46 +40,11 @@ def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
             problems.append(Problem(str(path), "layers", what, lines.get("layers"), "paths are relative to the scene file"))
         if problems:
             raise SceneError(problems)
-        from semanticdraw_cli.layers import load_layered_scene
-
         settings = {k: v for k, v in data.items() if k != "layers"}
         return load_layered_scene((path.parent / layered).resolve(), overrides, settings=settings, settings_file=path)
     if not isinstance(data, dict):
         raise SceneError(problems)
-    return _build(data, path, lines, overrides, problems)  # duplicate keys: reported with the rest
-
-
-def scene_from_dict(data: dict, source: Path | None, overrides: Sequence[str] = ()) -> Scene:
-    """Validate a raw scene dict (paths relative to `source`'s folder) into a Scene; SceneError lists all problems."""
-    return _build(data, Path(source) if source is not None else None, {}, overrides)
-
-
-def scene_to_dict(scene: Scene) -> dict:
-    """The resolved scene as a version-1 scene dict: absolute paths, every field explicit."""
-    s, m = scene.sampler, scene.model
-    acc = m.accelerator
-    accelerator = acc.name if acc.name != "lora" else {"lora": acc.lora, "weight": acc.weight, "weight_name": acc.weight_name}
-    return {
-        "version": scene.version,
-        "canvas": {"width": scene.canvas.width, "height": scene.canvas.height},
-        "model": {"family": m.family, "checkpoint": m.checkpoint, "accelerator": accelerator, "drop_t5": m.drop_t5},
-        "sampler": {
-            "method": s.method, "steps": list(s.steps), "grid": s.grid, "guidance": s.guidance, "seed": s.seed,
-            "images": s.images, "mask_mode": s.mask_mode, "plan": s.plan, "cover_alpha": s.cover_alpha,
-            "max_batch": s.max_batch, "tile": {"size": s.tile.size, "stride": s.tile.stride},
-            "bootstrap": {"steps": s.bootstrap.steps, "mix": s.bootstrap.mix,
-                          "leak_sensitivity": s.bootstrap.leak_sensitivity},
-        },
-        "background": {
-            "prompt": scene.background.prompt, "negative": scene.background.negative,
-            "image": str(scene.background.image) if scene.background.image is not None else None,
-        },
-        "regions": [
-            {"name": r.name, "prompt": r.prompt, "negative": r.negative, "blur": r.blur, "strength": r.strength,
-             "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r)}
-            for r in scene.regions
-        ],
-    }
+    return build_from_dict(data, path, lines, overrides, problems)  # duplicate keys: reported with the rest
 
 
 def scene_warnings(scene: Scene) -> list[str]:
@@ -99,30 +65,3 @@ def scene_warnings(scene: Scene) -> list[str]:
             warnings.append(f"{label}: mask is entirely covered by later regions, the region paints nothing")
         cover = inside if cover is None else cover | inside
     return warnings[::-1]
-
-
-# --- helpers ---------------------------------------------------------------------------------
-
-
-def _build(
-    data: object, source: Path | None, lines: dict[str, int], overrides: Sequence[str], problems: Sequence[Problem] = ()
-) -> Scene:
-    file = str(source) if source is not None else "<scene>"
-    if not isinstance(data, dict):
-        raise SceneError([Problem(file, "", f"expected a mapping of keys, got {type(data).__name__}")])
-    data = deep_copy(data)
-    overridden, override_problems = apply_overrides(data, overrides, file)
-    return build_scene(data, source, lines, overridden, [*problems, *override_problems])
-
-
-def _mask_to_dict(region: Region) -> dict:
-    mask = region.mask
-    if mask.kind == "image":
-        return {"image": str(mask.path)}
-    if mask.kind == "label_map":
-        return {"label_map": str(mask.path), "color": "#{:02x}{:02x}{:02x}".format(*mask.color)}
-    if mask.kind == "array":
-        return {"layer": region.name}  # pixels from a layered drawing; not reloadable from the dict alone
-    numbers = [int(v) if float(v).is_integer() else v for v in mask.coords]
-    coords = [numbers[i:i + 2] for i in range(0, len(numbers), 2)] if mask.kind == "polygon" else numbers
-    return {mask.kind: coords, "units": "fraction" if mask.fractional else "px"}

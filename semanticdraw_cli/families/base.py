@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from semanticdraw_cli import defaults
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from semanticdraw_cli.tiles import Window
 
 
+@runtime_checkable
 class FamilyAdapter(Protocol):
     """Everything the renderer and the sampler use of a loaded model."""
 

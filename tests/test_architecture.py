@@ -1,0 +1,63 @@
+"""The shape of the package: no import circles, modules that hold one thing, heavy libraries where they belong."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "semanticdraw_cli"
+MAX_LINES = 400
+MODEL_LIBRARIES = ("diffusers", "transformers", "peft")
+
+
+def modules() -> dict[str, Path]:
+    return {
+        ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def imports(path: Path) -> set[str]:
+    """Every module imported anywhere in the file (inside functions too), as dotted names."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_no_import_circle():
+    known = modules()
+    graph = {name: {m for m in imports(path) if m in known and m != name} for name, path in known.items()}
+    graph = {name: {m for m in targets if not name.startswith(m + ".")} for name, targets in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(name: str, trail: list[str]) -> None:
+        state[name] = 1
+        for target in sorted(graph[name]):
+            assert state.get(target) != 1, "import circle: " + " -> ".join([*trail, name, target])
+            if target not in state:
+                visit(target, [*trail, name])
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [])
+
+
+def test_modules_stay_small():
+    long = {name: n for name, path in modules().items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"over {MAX_LINES} lines: {long}"
+
+
+def test_only_family_adapters_and_scoring_import_model_libraries():
+    allowed = ("semanticdraw_cli.families", "semanticdraw_cli.score")
+    offenders = {
+        name: sorted(m for m in imports(path) if m.split(".")[0] in MODEL_LIBRARIES)
+        for name, path in modules().items()
+        if not name.startswith(allowed)
+    }
+    assert not {name: found for name, found in offenders.items() if found}
