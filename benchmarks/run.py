@@ -1,4 +1,4 @@
-"""Benchmarks of the fusion sampler (DESIGN.md §4): the default plan against the work it saves.
+"""Benchmarks of the fusion sampler (docs/architecture.md §4): the default plan against the work it saves.
 
     python benchmarks/run.py --workload cpu-small            # Irworobongdo 640×384, `small` preset, CPU
     python benchmarks/run.py --workload gpu-full             # 1280×768, `full-random` float16, CUDA only

@@ -1,4 +1,4 @@
-"""The SemanticDraw fusion sampler and the classic MultiDiffusion baseline (DESIGN.md §3).
+"""The SemanticDraw fusion sampler and the classic MultiDiffusion baseline (architecture.md §4).
 
 The sampler never imports diffusers: it drives a narrow `Denoiser` (x0 prediction for a batch of
 windows) with explicit step tables, so it can be tested with a fake model. The canvas latent is kept

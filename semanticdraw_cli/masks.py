@@ -1,4 +1,4 @@
-"""Mask math of the method (DESIGN.md §3): z-order, blur, strength, per-step quantization, background.
+"""Mask math of the method (architecture.md §4): z-order, blur, strength, per-step quantization, background.
 
 Pure numpy. Region masks arrive rasterized at canvas size by `rasterize`.
 """

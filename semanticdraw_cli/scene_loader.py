@@ -1,4 +1,4 @@
-"""Scene files (YAML version 1, DESIGN.md §2) -> a frozen `Scene` with every default resolved.
+"""Scene files (YAML version 1, docs/scene-format.md) -> a frozen `Scene` with every default resolved.
 
 Every problem of a file is collected (file, key, line, hint) and raised at once as `SceneError`.
 Defaults come from `defaults.py` only. File-level mask checks run here, so `validate` and `render`

@@ -1,4 +1,4 @@
-"""The fusion sampler puts each region where its mask is, with no seams at window borders (DESIGN.md §3).
+"""The fusion sampler puts each region where its mask is, with no seams at window borders (architecture.md §4).
 
 An oracle denoiser returns, for every item, a constant latent that depends only on the item's prompt,
 plus a small multiple of its input (so a window read or written at the wrong place, or a bootstrap

@@ -1,4 +1,4 @@
-"""Tile grid, planner and mask math (DESIGN.md §3, §4): pure numpy, milliseconds, no model."""
+"""Tile grid, planner and mask math (architecture.md §4): pure numpy, milliseconds, no model."""
 
 import numpy as np
 import pytest
