@@ -113,7 +113,7 @@ def _with_legend(layout: Image.Image, scene: Scene) -> Image.Image:
         top = pad + k * row
         draw.rectangle([left - 1, top - 1, left + size, top + size], fill=(230, 230, 230))  # a light frame
         draw.rectangle([left, top, left + size - 1, top + size - 1], fill=colour)  # the swatch: one line high
-        draw.text((left + size + pad, top + size), text, fill=(240, 240, 240), font=font, anchor="ls")
+        draw.text((left + size + pad, top), text, fill=(240, 240, 240), font=font)
     return image
 
 
