@@ -24,6 +24,7 @@ from semanticdraw_cli.scene import Scene
 from semanticdraw_cli.tiles import tile_grid
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps total)
+PhaseCallback = Callable[[str, int, "int | None"], None]  # (what runs now, done, total; None: unknown)
 
 
 @dataclass
@@ -43,9 +44,9 @@ class Renderer:
     dtype: str | None = None  # auto: float16 on cuda, else float32
     _models: dict[tuple, Any] = field(default_factory=dict)
 
-    def denoiser(self, scene: Scene) -> tuple[Any, float]:
+    def denoiser(self, scene: Scene, on_phase: PhaseCallback | None = None) -> tuple[Any, float]:
         """The scene's model, loaded once per (family, checkpoint, accelerator); (denoiser, seconds)."""
-        from semanticdraw_cli.families import load_denoiser
+        from semanticdraw_cli.families import load_denoiser, presets
         from semanticdraw_cli.families.common import pick_device, pick_dtype
 
         key = (scene.model, self.device, self.dtype)
@@ -53,17 +54,35 @@ class Renderer:
             return self._models[key], 0.0
         start = time.perf_counter()
         device = pick_device(self.device)
+        if on_phase:
+            checkpoint = scene.model.checkpoint
+            building = presets.is_preset(checkpoint) and not presets.is_built(scene.model.family, checkpoint)
+            on_phase(f"building the {checkpoint} preset (first use only)" if building else "loading the model", 0, None)
         self._models[key] = load_denoiser(scene.model, device, pick_dtype(self.dtype, device))
         return self._models[key], time.perf_counter() - start
 
     def render(
         self,
-        scene: Scene,
+        scene: Scene | str | Path,
         out_dir: Path | None = None,
         on_step: StepCallback | None = None,
         seeds: list[int] | None = None,
+        *,
+        overwrite: bool = False,
+        on_phase: PhaseCallback | None = None,
     ) -> list[RenderResult]:
-        """Render the scene's images (or the given seeds) in shared UNet batches; write files to `out_dir`."""
+        """Render a Scene or scene file's images (or the given seeds) in shared UNet batches; write files to
+        `out_dir`, refusing existing ones (OutputError) before any model loads unless `overwrite`."""
+        if not isinstance(scene, Scene):
+            from semanticdraw_cli.scene_loader import load_scene
+
+            scene = load_scene(Path(scene))
+        seeds = seeds if seeds is not None else image_seeds(scene)
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            outputs.plan_render([(str(scene.source or scene.name), scene, seeds)], out_dir, overwrite)
+        if on_phase:
+            on_phase("preparing masks", 0, None)
         timings: dict[str, Any] = {}
         # 1. Masks at canvas size, then at latent size (no model needed)
         start = time.perf_counter()
@@ -71,7 +90,7 @@ class Renderer:
         latent_masks = mask_math.to_latent(canvas_masks)  # (R, h, w)
         timings["masks"] = time.perf_counter() - start
         # 2. Model
-        denoiser, timings["load"] = self.denoiser(scene)
+        denoiser, timings["load"] = self.denoiser(scene, on_phase)
         device = denoiser.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -102,7 +121,6 @@ class Renderer:
         base = None if picture is None else denoiser.encode_image(picture).float()
         white = denoiser.white_latent().float()
         timings["encode"] += time.perf_counter() - start
-        seeds = seeds if seeds is not None else image_seeds(scene)
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         # No unconditional branch at guidance <= 1, except that the reference plan always doubles the
         # batch as the authors' code does (at scale 1 that gives the same prediction, at twice the cost).
@@ -146,7 +164,8 @@ class Renderer:
             raise RenderError("the sampler produced NaN/inf latents; try --dtype float32")
         # 8. Decode, and keep untouched pixels of a painted-over picture exactly
         start = time.perf_counter()
-        images = denoiser.decode(x)
+        on_tile = (lambda done, total: on_phase("decoding", done, total)) if on_phase else None
+        images = denoiser.decode(x, on_tile=on_tile)  # (N, H, W, 3)
         if picture is not None:
             images = blend_over_background(images, picture, canvas_masks)
         timings["decode"] = time.perf_counter() - start
@@ -157,6 +176,8 @@ class Renderer:
             for k, seed in enumerate(seeds)
         ]
         if out_dir is not None:
+            if on_phase:
+                on_phase("writing", 0, None)
             write_results(results, out_dir)
         return results
 
@@ -168,13 +189,17 @@ def render(
     overrides: list[str] | tuple[str, ...] = (),
     device: str | None = None,
     dtype: str | None = None,
+    overwrite: bool = False,
 ) -> list[RenderResult]:
-    """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls)."""
+    """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls).
+
+    Existing outputs in `out_dir` are refused (OutputError, before any model loads) unless `overwrite`.
+    """
     if not isinstance(scene, Scene):
         from semanticdraw_cli.scene_loader import load_scene
 
         scene = load_scene(Path(scene), overrides)
-    return Renderer(device=device, dtype=dtype).render(scene, None if out_dir is None else Path(out_dir))
+    return Renderer(device=device, dtype=dtype).render(scene, out_dir, overwrite=overwrite)
 
 
 def image_seeds(scene: Scene) -> list[int]:

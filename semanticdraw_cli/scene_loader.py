@@ -21,7 +21,10 @@ LAYERED_SUFFIXES = (".psd", ".ora")
 
 
 def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
-    """Read a scene file (.yaml/.yml, or .psd/.ora through `layers`), apply `--set` overrides, validate."""
+    """Read a scene file (.yaml/.yml, or .psd/.ora through `layers`), apply `--set` overrides, validate.
+
+    A YAML file beside a same-named .psd/.ora holds that drawing's settings: the drawing is loaded.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in LAYERED_SUFFIXES:
@@ -31,6 +34,12 @@ def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
     if suffix not in YAML_SUFFIXES:
         hint = "scene files end in " + ", ".join(YAML_SUFFIXES + LAYERED_SUFFIXES)
         raise SceneError([Problem(str(path), "", f"unknown scene file type {path.suffix or '(none)'!r}", hint=hint)])
+    if any(path.with_suffix(s).is_file() for s in LAYERED_SUFFIXES):  # `art.yaml` beside `art.psd`: its settings
+        from semanticdraw_cli.layers import drawing_of, load_layered_scene
+
+        drawing = drawing_of(path)
+        if drawing is not None:
+            return load_layered_scene(drawing, overrides)
     data, lines, problems = read_yaml(path)
     if isinstance(data, dict) and data.get("layers") is not None:
         layered = data["layers"]

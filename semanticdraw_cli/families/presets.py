@@ -198,10 +198,19 @@ def register(family: str, builder: Callable[[str, Path], None]) -> None:
     BUILDERS[family] = builder
 
 
+def preset_folder(family: str, name: str) -> Path:
+    return cache_root() / "presets" / f"{family}-{name}-v{PRESET_VERSION}"
+
+
+def is_built(family: str, name: str) -> bool:
+    """Whether the preset is in the cache already (else the first use builds it, which takes a while)."""
+    return (preset_folder(family, name) / "model_index.json").exists()
+
+
 def ensure_preset(family: str, name: str) -> Path:
     """The preset's folder, built on first use (atomically: a temporary folder, then a rename)."""
-    folder = cache_root() / "presets" / f"{family}-{name}-v{PRESET_VERSION}"
-    if (folder / "model_index.json").exists():
+    folder = preset_folder(family, name)
+    if is_built(family, name):
         return folder
     if family not in BUILDERS:
         from semanticdraw_cli.errors import RenderError
