@@ -1,22 +1,71 @@
 """The `semanticdraw` command line. Thin: parse arguments, call the library, map failures to exit codes.
 
-Heavy modules (torch, diffusers) are imported inside the commands so `--help` stays fast.
+Heavy modules (torch, diffusers) are imported inside the commands so `--help` stays fast. Every failure
+ends in `_Commands.invoke`: one clear message and an exit code (2 bad input, 1 runtime, 130 interrupted);
+a bug shows its traceback only with `--debug` or SEMANTICDRAW_DEBUG=1.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from semanticdraw_cli.defaults import OUTPUT_DIR
+from semanticdraw_cli import defaults
+from semanticdraw_cli.errors import RenderError, SceneError
+
+DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
+JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
+DEBUG_HINT = "run with `semanticdraw --debug ...` or SEMANTICDRAW_DEBUG=1 for the traceback; please report it"
+
+
+class Failure(Exception):
+    """A failure the command has explained: its message and exit code."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+class _Commands(TyperGroup):
+    """Maps every failure of a command to one message and an exit code; no traceback reaches a user."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+            raise
+        except Failure as failure:
+            code, message = failure.code, failure.message
+        except SceneError as error:
+            code, message = 2, "\n".join(str(problem) for problem in error.problems)
+        except (RenderError, OSError) as error:  # a runtime fault: no room on the disk, a file gone meanwhile
+            code, message = 1, f"error: {error}"
+        except KeyboardInterrupt:
+            code, message = 130, "interrupted"
+        except Exception as error:
+            if ctx.meta.get(DEBUG_KEY) or os.environ.get("SEMANTICDRAW_DEBUG", "") not in ("", "0"):
+                raise
+            text = str(error).strip().splitlines()
+            code, message = 1, f"internal error: {type(error).__name__}{': ' + text[0] if text else ''}\n{DEBUG_HINT}"
+        typer.echo(message, err=True)
+        if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
+            typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
+        raise typer.Exit(code=code)
+
 
 app = typer.Typer(
+    cls=_Commands,
     help="Render large images from regional prompts with few-step diffusion models (SemanticDraw).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is plain: rich markup would eat "[default: ...]"
 )
 
 
@@ -30,30 +79,31 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an internal error.")] = False,
 ) -> None:
     """Render large images from regional prompts with few-step diffusion models (SemanticDraw)."""
+    ctx.meta[DEBUG_KEY] = debug
 
 
-def _fail(message: str, code: int) -> None:
-    typer.echo(message, err=True)
-    raise typer.Exit(code=code)
+def _fail(message: str, code: int) -> NoReturn:
+    raise Failure(message, code)
 
 
-def _load_scenes(paths: list[Path], overrides: list[str]) -> tuple[list, list[str]]:
-    """Load every scene, collecting the problems of all of them (not just the first file's)."""
-    from semanticdraw_cli.errors import SceneError
+def _load_scenes(paths: list[Path], overrides: list[str]) -> tuple[list[tuple[Path, object]], list[str]]:
+    """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
     from semanticdraw_cli.scene_loader import load_scene
 
-    scenes, problems = [], []
+    loaded, problems = [], []
     for path in paths:
         try:
-            scenes.append(load_scene(path, overrides))
+            loaded.append((path, load_scene(path, overrides)))
         except SceneError as error:
             problems.extend(str(p) for p in error.problems)
-    return scenes, problems
+    return loaded, problems
 
 
 def _parse_shard(shard: str | None) -> tuple[int, int] | None:
@@ -94,28 +144,70 @@ def _select_jobs(scenes: list, shard: tuple[int, int] | None) -> list[tuple[obje
     return list(selected.values())
 
 
+def _summary_entry(result) -> dict:
+    """One image of the `--json` summary."""
+    return {"scene": str(result.scene.source), "seed": result.seed, "png": str(result.png), "report": str(result.json),
+            "seconds": result.report["seconds"]["total"], "unet_calls": result.report["unet_calls"]}
+
+
 @app.command()
 def render(
+    ctx: typer.Context,
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json.")] = Path(OUTPUT_DIR),
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the first image [default: the scene's].")] = None,
-    images: Annotated[Optional[int], typer.Option(help="Images per scene, seeds seed..seed+N-1, batched together.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cuda, mps, cpu [default: auto].")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="float16, bfloat16, float32 [default: float16 on cuda].")] = None,
+    output: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json (created if missing).")
+    ] = Path(defaults.OUTPUT_DIR),
+    seed: Annotated[
+        Optional[int], typer.Option(help="Seed of the first image.", show_default=f"the scene's, else {defaults.SEED}")
+    ] = None,
+    images: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Images per scene, seeds seed..seed+N-1, batched together.",
+            show_default=f"the scene's, else {defaults.IMAGES}",
+        ),
+    ] = None,
+    model: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.", show_default="the scene's"
+        ),
+    ] = None,
+    device: Annotated[
+        Optional[str],
+        typer.Option(help="auto, cuda, cuda:N, mps or cpu.", show_default="auto: cuda, then mps, then cpu"),
+    ] = None,
+    dtype: Annotated[
+        Optional[str],
+        typer.Option(help="auto, float16, bfloat16 or float32.", show_default="auto: float16 on cuda, else float32"),
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
-    plan: Annotated[Optional[str], typer.Option(help="default | reference | regions.")] = None,
+    plan: Annotated[
+        Optional[str],
+        typer.Option(help="default | reference | regions.", show_default=f"the scene's, else {defaults.PLAN}"),
+    ] = None,
     shard: Annotated[Optional[str], typer.Option(help="Render only the K-th of N shares of the (scene, seed) jobs: K/N.")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing outputs (else they are refused before any model loads).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
-    json_: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="Print a JSON summary on stdout: a list with one entry per image written; "
+                                    "on failure an object {error, exit_code, images}."),
+    ] = False,
 ) -> None:
-    """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report)."""
-    import json as json_lib
+    """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report).
 
-    from semanticdraw_cli.errors import RenderError
-    from semanticdraw_cli.outputs import output_paths
+    Every output file of the call is checked before any model loads: two scenes that would write the
+    same file, existing files (without --overwrite) and an output folder that cannot be written are
+    refused (exit 2).
+    """
+    from semanticdraw_cli.outputs import plan_render
 
+    summary: list[dict] = []
+    if json_:
+        ctx.meta[JSON_KEY] = summary
     shard_spec = _parse_shard(shard)
     _check_runtime_options(device, dtype)
     overrides = list(set_ or [])
@@ -125,13 +217,22 @@ def render(
     loaded, problems = _load_scenes(scenes, overrides)
     if problems:
         _fail("\n".join(problems), 2)
-    jobs = _select_jobs(loaded, shard_spec)
-    if not overwrite:
-        existing = [str(p) for scene, seeds in jobs for s in seeds for p in output_paths(output, scene.name, s) if p.exists()]
-        if existing:
-            _fail("refusing to overwrite existing outputs (pass --overwrite):\n  " + "\n  ".join(existing), 2)
+    label = {id(scene): str(path) for path, scene in loaded}
+    every = _select_jobs([scene for _, scene in loaded], None)
+    jobs = _select_jobs([scene for _, scene in loaded], shard_spec)
+    plan_render(
+        [(label[id(scene)], scene, seeds) for scene, seeds in jobs], output, overwrite,
+        call=[(label[id(scene)], scene, seeds) for scene, seeds in every],
+    )
+    if not jobs:
+        count = sum(len(seeds) for _, seeds in every)
+        typer.echo(f"--shard {shard}: this share is empty ({count} (scene, seed) jobs in all); nothing to render",
+                   err=True)
+        if json_:
+            typer.echo(json.dumps(summary))
+        return
 
-    from semanticdraw_cli.progress import RenderProgress
+    from semanticdraw_cli.progress import RenderProgress, print_summary
     from semanticdraw_cli.render import Renderer
 
     renderer = Renderer(device=device, dtype=dtype)
@@ -140,23 +241,18 @@ def render(
         with RenderProgress(enabled=not quiet, scenes=len(jobs)) as progress:
             for scene, seeds in jobs:
                 progress.start_scene(scene.name, seeds)
-                results.extend(renderer.render(scene, output, on_step=progress.on_step, seeds=seeds))
+                done = renderer.render(
+                    scene, output, on_step=progress.on_step, seeds=seeds, overwrite=overwrite, on_phase=progress.on_phase
+                )
+                results.extend(done)
+                summary.extend(_summary_entry(result) for result in done)
                 progress.finish_scene()
-    except RenderError as error:
-        _fail(f"error: {error}", 1)
     except KeyboardInterrupt:
         _fail("interrupted; no partial files were written", 130)
     if not quiet:
-        from semanticdraw_cli.progress import print_summary
-
         print_summary(results)
     if json_:
-        summary = [
-            {"scene": str(r.scene.source), "seed": r.seed, "png": str(r.png), "report": str(r.json),
-             "seconds": r.report["seconds"]["total"], "unet_calls": r.report["unet_calls"]}
-            for r in results
-        ]
-        typer.echo(json_lib.dumps(summary, indent=2))
+        typer.echo(json.dumps(summary, indent=2))
 
 
 @app.command()
@@ -165,8 +261,6 @@ def inspect(
     json_: Annotated[bool, typer.Option("--json", help="Print scene and parameters as JSON.")] = False,
 ) -> None:
     """Print the scene embedded in a rendered PNG, so the image can be reproduced."""
-    import json as json_lib
-
     import yaml
     from PIL import UnidentifiedImageError
 
@@ -181,7 +275,7 @@ def inspect(
     except KeyError:
         _fail(f"{image}: no embedded scene (not written by semanticdraw render?)", 2)
     if json_:
-        typer.echo(json_lib.dumps({"scene": yaml.safe_load(scene_yaml), "params": params}, indent=2))
+        typer.echo(json.dumps({"scene": yaml.safe_load(scene_yaml), "params": params}, indent=2))
     else:
         typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
         typer.echo(scene_yaml, nl=False)
@@ -193,33 +287,60 @@ def validate(
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
 ) -> None:
-    """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem."""
+    """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem.
+
+    A YAML file next to a same-named .psd/.ora drawing holds that drawing's settings: it is checked
+    together with the drawing.
+    """
     from semanticdraw_cli.scene_loader import scene_warnings
 
     loaded, problems = _load_scenes(scenes, set_ or [])
-    for scene in loaded:
+    for _, scene in loaded:
         for warning in scene_warnings(scene):
             typer.echo(f"warning: {warning}", err=True)
     if problems:
         _fail("\n".join(problems), 2)
-    for scene in loaded:
-        typer.echo(f"ok: {scene.source} ({scene.canvas.width}x{scene.canvas.height}, {len(scene.regions)} regions)")
+    for path, scene in loaded:
+        typer.echo(f"ok: {path} ({_describe(path, scene)})")
+
+
+def _describe(path: Path, scene) -> str:
+    """`1280x768, 9 regions`, plus the drawing when the file given is its settings or names it."""
+    count = len(scene.regions)
+    text = f"{scene.canvas.width}x{scene.canvas.height}, {count} region{'' if count == 1 else 's'}"
+    if scene.source is not None and os.path.realpath(scene.source) != os.path.realpath(path):
+        text += f", drawing {scene.source}"
+    return text
 
 
 @app.command()
 def preview(
     scene: Annotated[Path, typer.Argument(help="Scene file (.yaml, .psd, .ora).")],
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG to write [default: NAME-preview.png].")] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("-o", "--output", help="PNG to write (replaced if it exists; its folder is created if missing).",
+                     show_default="NAME-preview.png"),
+    ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
 ) -> None:
-    """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model."""
+    """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model.
+
+    The picture is the layout at canvas size with the legend (a colour swatch and `name: prompt` per
+    region) in a panel to its right.
+    """
+    from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder
     from semanticdraw_cli.preview import draw_preview
 
+    if output is not None:
+        check_output_name(output, (".png",))
     loaded, problems = _load_scenes([scene], set_ or [])
     if problems:
         _fail("\n".join(problems), 2)
-    target = output or Path(f"{loaded[0].name}-preview.png")
-    draw_preview(loaded[0]).save(target)
+    target = output or Path(f"{loaded[0][1].name}-preview.png")
+    prepare_folder(target.parent)
+    picture = draw_preview(loaded[0][1])
+    with atomic_path(target) as temporary:
+        picture.save(temporary, format="PNG")
     typer.echo(f"wrote {target}")
 
 
@@ -231,19 +352,17 @@ def import_layers(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
 ) -> None:
     """Turn a layered drawing into a plain YAML scene with one mask PNG per region."""
-    from semanticdraw_cli.errors import SceneError
     from semanticdraw_cli.layers import import_layered_scene
 
     try:
         written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
-    except SceneError as error:
-        _fail("\n".join(str(p) for p in error.problems), 2)
     except OSError as error:
-        _fail(f"cannot write {output}: {error}; check the folder exists and is writable", 1)
+        _fail(f"cannot write {output}: {error}; check the disk has room", 1)
     typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
 
+
 def main() -> None:
-    app()
+    app(prog_name="semanticdraw")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ The file gives the canvas, the region masks (layer alpha) and the background pic
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,10 +19,12 @@ from PIL import Image
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.layered_files import Document, Layer, read_document
+from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder
 from semanticdraw_cli.scene import Mask, Scene
 from semanticdraw_cli.scene_dict import scene_from_dict, scene_to_dict
 
 SIDECAR_SUFFIXES = (".yaml", ".yml")
+DRAWING_SUFFIXES = (".psd", ".ora")
 BACKGROUND_NAME = "background"
 FROM_THE_FILE = ("canvas", "regions")  # settings may not set what the drawing decides
 NOT_BY_NAME = ("name", "mask")  # fields `regions_by_name` may not set
@@ -82,11 +83,22 @@ def load_layered_scene(
 
 def read_sidecar(path: Path) -> tuple[dict, Path | None]:
     """Settings from `art.yaml` (or `art.yml`) next to `art.psd`; none when neither exists."""
-    for suffix in SIDECAR_SUFFIXES:
-        sidecar = path.with_suffix(suffix)
-        if sidecar.is_file():
-            return _read_yaml(sidecar), sidecar
-    return {}, None
+    sidecar = sidecar_of(path)
+    return ({}, None) if sidecar is None else (_read_yaml(sidecar), sidecar)
+
+
+def sidecar_of(path: Path) -> Path | None:
+    """The settings file of the drawing `path`: `art.yaml`, else `art.yml`, when it exists."""
+    return next((path.with_suffix(s) for s in SIDECAR_SUFFIXES if path.with_suffix(s).is_file()), None)
+
+
+def drawing_of(settings: Path) -> Path | None:
+    """The drawing whose sidecar `settings` is (`art.psd` or `art.ora` beside `art.yaml`); None if none."""
+    for suffix in DRAWING_SUFFIXES:
+        drawing = settings.with_suffix(suffix)
+        if drawing.is_file() and sidecar_of(drawing) == settings:
+            return drawing
+    return None
 
 
 def split_name(layer_name: str) -> tuple[str, str]:
@@ -282,7 +294,8 @@ def _over_white(layer: Layer, width: int, height: int) -> np.ndarray:
 def import_layered_scene(art: Path, output: Path, overrides: Sequence[str] = (), overwrite: bool = False) -> list[Path]:
     """Write `output` (YAML) and one mask PNG per region (plus the background) in `OUTPUT-masks/`."""
     art, output = Path(art), Path(output)
-    if output.suffix.lower() in SIDECAR_SUFFIXES and _same_file(output.with_suffix(art.suffix), art):
+    check_output_name(output, SIDECAR_SUFFIXES)
+    if _same_file(output.with_suffix(art.suffix), art):
         hint = f"choose another name: {art.stem}{output.suffix} holds the settings of {art.name}"
         raise SceneError([Problem(str(output), "", "would become the drawing's own sidecar", hint=hint)])
     scene = load_layered_scene(art, overrides)
@@ -296,11 +309,13 @@ def import_layered_scene(art: Path, output: Path, overrides: Sequence[str] = (),
         verb = "exist" if len(taken) > 1 else "exists"
         raise SceneError([Problem(str(output), "", f"{where} {verb} already", hint="pass --overwrite to replace")])
     data = _imported_dict(scene, pictures)
-    masks_dir.mkdir(parents=True, exist_ok=True)
+    prepare_folder(masks_dir)
     for file, array in pictures.items():
-        _write_atomically(file, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG"))
+        with atomic_path(file) as temporary:
+            Image.fromarray(array).save(temporary, format="PNG")
     _remove_stale(masks_dir, set(pictures))
-    _write_atomically(output, lambda tmp: tmp.write_text(_yaml_text(data, art), encoding="utf-8"))
+    with atomic_path(output) as temporary:
+        temporary.write_text(_yaml_text(data, art), encoding="utf-8")
     return [output, *pictures]
 
 
@@ -337,16 +352,6 @@ def _yaml_text(data: dict, art: Path) -> str:
 
     head = f"# Imported from {art.name} by `semanticdraw import`; masks are bottom layer first.\n"
     return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
-
-
-def _write_atomically(target: Path, write) -> None:
-    """Nothing is written half: write a temporary sibling, then rename it over the target."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale(masks_dir: Path, keep: set[Path]) -> None:

@@ -1,39 +1,118 @@
-"""Writing results: NAME-SEED.png with the resolved scene embedded, NAME-SEED.json timing report.
+"""Writing results, and the output planner that checks every file a command will write before it starts.
 
-Nothing is written half: each file goes to a temporary name in the same folder and is renamed.
+Render writes NAME-SEED.png (the resolved scene embedded) and NAME-SEED.json (timing report). Nothing is
+written half: each file goes to a temporary `.NAME.semanticdraw-PID-XXXXXXXX.tmp` in the same folder and
+is renamed; the temporaries a killed run leaves are removed by the next run that writes in that folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from semanticdraw_cli.errors import Problem, SceneError
+
 SCENE_KEY = "semanticdraw:scene"  # PNG text chunk holding the resolved scene as YAML
 PARAMS_KEY = "semanticdraw:params"  # PNG text chunk holding seed, image index, versions as JSON
+TEMPORARY = re.compile(r"\..*\.semanticdraw-(\d+)-[a-z0-9_]+\.tmp")  # our temporaries; group 1: the writer's PID
+STALE_SECONDS = 24 * 3600  # a temporary this old is stale even when its PID is alive (PIDs are reused)
+LISTED = 6  # existing files named in a refusal before "and N more"
+_swept: set[str] = set()  # folders this process has cleared of stale temporaries
+
+
+class OutputError(SceneError):
+    """Outputs that would be lost or cannot be written: a clash, an existing file, a bad place. Exit code 2."""
+
+
+@dataclass(frozen=True)
+class PlannedImage:
+    """One image a render call writes, and the scene file it comes from."""
+
+    label: str  # the scene as given (a path, or the scene's name)
+    source: str  # the scene's resolved source; equal for the same scene given twice
+    seed: int
+    png: Path
+    report: Path
+
+
+Job = tuple[str, Any, Sequence[int]]  # (the scene as given, Scene, seeds)
 
 
 def output_paths(out_dir: Path, name: str, seed: int) -> tuple[Path, Path]:
     return out_dir / f"{name}-{seed}.png", out_dir / f"{name}-{seed}.json"
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def plan_render(
+    jobs: Sequence[Job], out_dir: Path, overwrite: bool, call: Sequence[Job] | None = None
+) -> list[PlannedImage]:
+    """Every file that `jobs` (label, scene, seeds) write, checked before any model loads.
+
+    Refused with OutputError listing every problem: a file two jobs of the `call` (default: `jobs`; a
+    shard writes part of its call) would both write, an existing file (unless `overwrite`), an output
+    folder that is a file or cannot be written. Creates the folder when there is something to write.
+    """
+    out_dir = Path(out_dir)
+    planned = _planned(jobs, out_dir)
+    problems = _clashes(planned if call is None else _planned(call, out_dir), out_dir)
+    if not overwrite:
+        problems += _existing([path for image in planned for path in (image.png, image.report)], out_dir)
+    if problems:
+        raise OutputError(problems)
+    if planned:
+        prepare_folder(out_dir, "-o names the folder for NAME-SEED.png and NAME-SEED.json")
+    return planned
+
+
+def check_output_name(target: Path, suffixes: Sequence[str], option: str = "-o") -> None:
+    """A file to write must not be a folder and must end in one of `suffixes` (no side effects)."""
+    target = Path(target)
+    if target.is_dir():
+        hint = f"e.g. {target / ('out' + suffixes[0])}"
+        raise OutputError([Problem(str(target), option, "is a folder; name the file to write", hint=hint)])
+    if target.suffix.lower() not in suffixes:
+        found = f"an unknown extension {target.suffix!r}" if target.suffix else "no extension"
+        hint = f"e.g. {target.parent / (target.stem + suffixes[0])}"
+        raise OutputError([Problem(str(target), option, f"has {found}; expected {' or '.join(suffixes)}", hint=hint)])
+
+
+def prepare_folder(folder: Path, hint: str | None = None) -> None:
+    """Create `folder` if missing and prove it writable (a probe file); remove our stale temporaries there."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError([Problem(str(folder), "", "is a file, not a folder", hint=hint)]) from None
+    except OSError as error:
+        problem = Problem(str(folder), "", f"cannot create this folder ({_reason(error)})", hint=hint)
+        raise OutputError([problem]) from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=_temporary_prefix("probe"), suffix=".tmp", dir=folder)
+    except OSError as error:
+        problem = Problem(str(folder), "", f"cannot write in this folder ({_reason(error)})", hint=hint)
+        raise OutputError([problem]) from None
+    os.close(handle)
+    os.unlink(probe)
+    remove_stale_temporaries(folder)
 
 
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside `target`, renamed onto it on success and removed on any failure."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    if os.path.realpath(target.parent) not in _swept:  # once per folder and process
+        remove_stale_temporaries(target.parent)
+    handle, temporary = tempfile.mkstemp(prefix=_temporary_prefix(target.name), suffix=".tmp", dir=target.parent)
     os.close(handle)
     try:
         yield Path(temporary)
@@ -42,6 +121,34 @@ def atomic_path(target: Path) -> Iterator[Path]:
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove our temporaries in `folder` whose writer is gone (or that are a day old); returns them."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    _swept.add(os.path.realpath(folder))
+    for entry in entries:
+        match = TEMPORARY.fullmatch(entry.name)
+        if match is None or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            if _process_alive(int(match[1])) and time.time() - entry.stat().st_mtime < STALE_SECONDS:
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_png(target: Path, pixels: np.ndarray, scene_yaml: str, params: dict[str, Any]) -> None:
@@ -66,3 +173,79 @@ def read_embedded(path: Path) -> tuple[str, dict[str, Any]]:
     with Image.open(path) as image:
         text = dict(image.text)
     return text[SCENE_KEY], json.loads(text.get(PARAMS_KEY, "{}"))
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _planned(jobs: Sequence[Job], out_dir: Path) -> list[PlannedImage]:
+    return [
+        PlannedImage(label, _source(scene), seed, *output_paths(out_dir, scene.name, seed))
+        for label, scene, seeds in jobs
+        for seed in seeds
+    ]
+
+
+def _source(scene) -> str:
+    return scene.name if scene.source is None else os.path.realpath(scene.source)
+
+
+def _clashes(planned: list[PlannedImage], out_dir: Path) -> list[Problem]:
+    """One problem per pair of jobs that would write the same files, naming both scenes."""
+    first: dict[Path, PlannedImage] = {}
+    pairs: dict[tuple[PlannedImage, PlannedImage], list[str]] = {}
+    for image in planned:
+        earlier = first.setdefault(image.png, image)
+        if earlier is not image:
+            pair = (_first_of(planned, earlier.label), _first_of(planned, image.label))
+            pairs.setdefault(pair, []).append(image.png.name)
+    problems = []
+    for (a, b), names in pairs.items():
+        if a.label == b.label:
+            why = f"{a.label} is given twice: both would write"
+        elif a.source == b.source:
+            why = f"{a.label} and {b.label} are the same scene: both would write"
+        else:
+            why = f"{a.label} and {b.label} would both write"
+        hint = "give each scene once, or render same-named scenes into separate folders with -o"
+        problems.append(Problem(str(out_dir), "", f"{why} {_listing(names)}", hint=hint))
+    return problems
+
+
+def _first_of(planned: list[PlannedImage], label: str) -> PlannedImage:
+    return next(image for image in planned if image.label == label)
+
+
+def _existing(paths: list[Path], out_dir: Path) -> list[Problem]:
+    found = [path.name for path in dict.fromkeys(paths) if path.exists() or path.is_symlink()]
+    if not found:
+        return []
+    hint = "pass --overwrite to replace them, or choose another folder with -o"
+    return [Problem(str(out_dir), "", f"refusing to overwrite existing outputs: {_listing(found)}", hint=hint)]
+
+
+def _listing(items: Sequence[object]) -> str:
+    shown = ", ".join(str(item) for item in items[:LISTED])
+    return shown + (f" and {len(items) - LISTED} more" if len(items) > LISTED else "")
+
+
+def _temporary_prefix(name: str) -> str:
+    return f".{name[:100]}.semanticdraw-{os.getpid()}-"
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)

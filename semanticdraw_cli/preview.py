@@ -1,4 +1,4 @@
-"""The layout picture: each region filled in its own colour in z-order, outlined, with a legend. No model."""
+"""The layout picture: each region filled in its own colour in z-order, outlined, with a legend beside it. No model."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#4
            "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000", "#ffd8b1")
 NEUTRAL = (40, 40, 40)  # the canvas when there is no background picture
 FILL_OVER_PICTURE, FILL_OVER_NEUTRAL = 0.5, 0.75  # opacity of a region's fill
+PANEL, DIVIDER = (24, 24, 24), (96, 96, 96)  # the legend panel beside the layout, and the line between them
+MIN_FONT = 14  # legend text height in pixels, at least
+MAX_LEGEND_CHARS = 80  # a legend line is cut (with "...") at about this many characters
 
 
 def region_colour(index: int) -> tuple[int, int, int]:
@@ -42,7 +45,12 @@ def region_colours(scene: Scene) -> list[tuple[int, int, int]]:
 
 
 def draw_preview(scene: Scene) -> Image.Image:
-    """Canvas-size RGB picture of the scene's layout with a `name: prompt` legend in the bottom-left corner."""
+    """The layout at canvas size, top left, with a legend panel to its right (taller when the legend is)."""
+    return _with_legend(draw_layout(scene), scene)
+
+
+def draw_layout(scene: Scene) -> Image.Image:
+    """Canvas-size RGB picture of the scene's layout: each region's fill and lighter edge, in z-order."""
     size = (scene.canvas.width, scene.canvas.height)
     picture = _background(scene)
     image = Image.fromarray(picture, "RGB") if picture is not None else Image.new("RGB", size, NEUTRAL)
@@ -53,8 +61,12 @@ def draw_preview(scene: Scene) -> Image.Image:
         image = Image.composite(Image.new("RGB", size, colour), image, weight)
         edge = Image.fromarray(_outline(mask >= 0.5).astype(np.uint8) * 255, "L")
         image.paste(tuple(c // 2 + 128 for c in colour), mask=edge)  # a lighter edge
-    _legend(image, scene)
     return image
+
+
+def legend_font_size(width: int, height: int) -> int:
+    """Legend text grows with the canvas and stays readable on small ones."""
+    return max(MIN_FONT, min(width, height) // 40)
 
 
 def _background(scene: Scene) -> np.ndarray | None:
@@ -81,33 +93,28 @@ def _outline(inside: np.ndarray) -> np.ndarray:
     return edge
 
 
-def _legend(image: Image.Image, scene: Scene) -> None:
-    """A translucent box in the bottom-left corner: swatch + `name: prompt` per region, top entry first."""
-    width, height = image.size
-    size = max(10, min(width, height) // 48)
+def _with_legend(layout: Image.Image, scene: Scene) -> Image.Image:
+    """`layout` with a panel on its right: a swatch and `name: prompt` per region, background first."""
+    width, height = layout.size
+    size = legend_font_size(width, height)
     font = _font(size)
-    pad, gap = size // 2, size // 3
+    pad, row = size, size + size // 2
     entries = [(colour, f"{r.name}: {r.prompt}") for colour, r in zip(region_colours(scene), scene.regions)]
     if scene.background.prompt:
         entries.insert(0, (NEUTRAL, f"background: {scene.background.prompt}"))
-    rows = max(1, (height - 2 * pad) // (size + gap) - 1)
-    if len(entries) > rows:  # more entries than fit: keep the first ones and say how many are left
-        entries = entries[: rows - 1] + [(None, f"... and {len(entries) - rows + 1} more")]
-    max_text = width - 4 * pad - size
-    texts = [_fit_text(text, font, max_text) for _, text in entries]
-    text_width = max(font.getlength(t) for t in texts)
-    box_w = int(min(width - 2 * pad, 3 * pad + size + text_width))
-    box_h = len(entries) * (size + gap) + 2 * pad - gap
-    left, top = pad, height - pad - box_h
-    overlay = Image.new("RGBA", image.size, (0, 0, 0, 0))
-    draw = ImageDraw.Draw(overlay)
-    draw.rectangle([left, top, left + box_w, top + box_h], fill=(0, 0, 0, 170))
+    texts = [_fit_text(text, font, MAX_LEGEND_CHARS * size / 2) for _, text in entries]
+    panel = int(3 * pad + size + max(font.getlength(text) for text in texts))
+    image = Image.new("RGB", (width + panel, max(height, 2 * pad + len(entries) * row)), PANEL)
+    image.paste(layout, (0, 0))
+    draw = ImageDraw.Draw(image)
+    draw.line([(width, 0), (width, image.height)], fill=DIVIDER, width=2)
+    left = width + pad
     for k, ((colour, _), text) in enumerate(zip(entries, texts)):
-        y = top + pad + k * (size + gap)
-        if colour is not None:
-            draw.rectangle([left + pad, y, left + pad + size, y + size], fill=(*colour, 255), outline=(230, 230, 230, 255))
-        draw.text((left + 2 * pad + size, y), text, fill=(240, 240, 240, 255), font=font)
-    image.paste(Image.alpha_composite(image.convert("RGBA"), overlay).convert("RGB"))
+        top = pad + k * row
+        draw.rectangle([left - 1, top - 1, left + size, top + size], fill=(230, 230, 230))  # a light frame
+        draw.rectangle([left, top, left + size - 1, top + size - 1], fill=colour)  # the swatch: one line high
+        draw.text((left + size + pad, top), text, fill=(240, 240, 240), font=font)
+    return image
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:

@@ -10,7 +10,8 @@ console = Console(stderr=True)
 
 
 class RenderProgress:
-    """A bar for the steps of the current scene, and one for the scenes when there are several."""
+    """A bar for the current phase of the current scene (load, sampling steps, decoded tiles, ...), and
+    one for the scenes when there are several. Each phase restarts the clock, so a long one shows its time."""
 
     def __init__(self, enabled: bool, scenes: int):
         self.enabled = enabled
@@ -24,7 +25,7 @@ class RenderProgress:
             transient=False,
         )
         self.scenes_task = self.progress.add_task("scenes", total=scenes, visible=enabled and scenes > 1)
-        self.steps_task = None
+        self.task, self.label, self.phase = None, "", ""
 
     def __enter__(self) -> RenderProgress:
         self.progress.__enter__()
@@ -34,28 +35,39 @@ class RenderProgress:
         self.progress.__exit__(*exc)
 
     def start_scene(self, name: str, seeds: list[int]) -> None:
-        label = f"{name} (seed {seeds[0]})" if len(seeds) == 1 else f"{name} ({len(seeds)} images)"
-        if self.steps_task is not None:
-            self.progress.remove_task(self.steps_task)
-        self.label = label
-        self.steps_task = self.progress.add_task(f"{label}: loading model", total=None)
+        self.label = f"{name} (seed {seeds[0]})" if len(seeds) == 1 else f"{name} ({len(seeds)} images)"
+        self.on_phase("starting", 0, None)
 
     def on_step(self, done: int, total: int) -> None:
-        self.progress.update(self.steps_task, description=self.label, completed=done, total=total)
+        self.on_phase("sampling", done, total)
+
+    def on_phase(self, phase: str, done: int, total: int | None) -> None:
+        """What runs now (model load, preset building, sampling, decoding), and its count when known."""
+        if phase == self.phase and self.task is not None:
+            self.progress.update(self.task, completed=done, total=total)
+            return
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.phase = phase
+        self.task = self.progress.add_task(f"{self.label}: {phase}", total=total, completed=done)
 
     def finish_scene(self) -> None:
+        self.on_phase("done", 1, 1)
         self.progress.advance(self.scenes_task)
 
 
 def print_summary(results) -> None:
-    """One row per written image: file, seconds per phase, UNet work."""
+    """One row per written image: the whole file name, its seed, seconds per phase, UNet work."""
     table = Table(title="semanticdraw render", title_justify="left")
-    for column in ("image", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs"):
-        table.add_column(column, justify="left" if column == "image" else "right")
-    for result in results:
+    names = [result.png.name if result.png else result.scene.name for result in results]
+    table.add_column("image", no_wrap=True)
+    for column in ("seed", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, result in zip(names, results):
         seconds = result.report["seconds"]
         table.add_row(
-            result.png.name if result.png else result.scene.name,
+            name,
+            str(result.seed),
             f"{seconds.get('total', 0.0):.2f}",
             f"{seconds['load']:.2f}",
             f"{seconds['denoise']:.2f}",
@@ -64,4 +76,8 @@ def print_summary(results) -> None:
             str(result.report["batch_items"]),
             f"{result.report['pairs_active']}/{result.report['pairs_total']}",
         )
-    console.print(table)
+    natural = console.measure(table, options=console.options.update_width(10_000)).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:  # wider than the terminal (it wraps the lines) beats names cut short
+        Console(stderr=True, width=natural).print(table, crop=False)

@@ -30,6 +30,7 @@ from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import tile_grid
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps total)
+PhaseCallback = Callable[[str, int, "int | None"], None]  # (what runs now, done, total; None: unknown)
 
 
 @dataclass
@@ -80,9 +81,10 @@ class Renderer:
     def model_key(self, scene: Scene) -> Hashable:
         return scene.model, self.device, self.dtype
 
-    def adapter(self, scene: Scene) -> tuple[FamilyAdapter, float]:
+    def adapter(self, scene: Scene, on_phase: PhaseCallback | None = None) -> tuple[FamilyAdapter, float]:
         """The scene's model, loaded once per (family, checkpoint, accelerator); (adapter, seconds)."""
         from semanticdraw_cli.devices import pick_device, pick_dtype
+        from semanticdraw_cli.families import presets
         from semanticdraw_cli.families.registry import load_adapter
 
         key = self.model_key(scene)
@@ -90,20 +92,28 @@ class Renderer:
             return self._adapters[key], 0.0
         start = time.perf_counter()
         device = pick_device(self.device)
+        if on_phase:
+            checkpoint = scene.model.checkpoint
+            building = presets.is_preset(checkpoint) and not presets.is_built(scene.model.family, checkpoint)
+            on_phase(f"building the {checkpoint} preset (first use only)" if building else "loading the model", 0, None)
         self._adapters[key] = load_adapter(scene.model, device, pick_dtype(self.dtype, device))
         return self._adapters[key], time.perf_counter() - start
 
-    def prepare(self, scene: Scene | str | Path, seeds: list[int] | None = None) -> Prepared:
+    def prepare(
+        self, scene: Scene | str | Path, seeds: list[int] | None = None, on_phase: PhaseCallback | None = None
+    ) -> Prepared:
         """Masks, model, step table, prompt encodings, plan and initial latents of one render."""
         scene = _as_scene(scene)
         self.cache.start()
+        if on_phase:
+            on_phase("preparing masks", 0, None)
         timings: dict[str, float] = {}
         # 1. Masks at canvas size (no model needed)
         start = time.perf_counter()
         canvas_masks = stages.canvas_masks(scene, self.cache)  # (R, H, W)
         timings["masks"] = time.perf_counter() - start
         # 2. Model
-        adapter, timings["load"] = self.adapter(scene)
+        adapter, timings["load"] = self.adapter(scene, on_phase)
         device = adapter.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -182,14 +192,17 @@ class Renderer:
                 "the tile size, or use --dtype float16"
             ) from error
 
-    def finish(self, prepared: Prepared, final: StepState, step_states: list[StepState]) -> list[RenderResult]:
+    def finish(
+        self, prepared: Prepared, final: StepState, step_states: list[StepState], on_phase: PhaseCallback | None = None
+    ) -> list[RenderResult]:
         """Decode the clean latent, keep untouched pixels of a painted-over picture, build each image's report."""
         x, scene = final.x, prepared.scene
         if not torch.isfinite(x).all():
             raise RenderError("the sampler produced NaN/inf latents; try --dtype float32")
         timings = dict(prepared.timings)
         start = time.perf_counter()
-        images = prepared.adapter.decode(x)
+        on_tile = (lambda done, total: on_phase("decoding", done, total)) if on_phase else None
+        images = prepared.adapter.decode(x, on_tile=on_tile)  # (N, H, W, 3)
         if prepared.picture is not None:
             images = blend_over_background(images, prepared.picture, prepared.canvas_masks)
         timings["decode"] = time.perf_counter() - start
@@ -207,9 +220,18 @@ class Renderer:
         out_dir: Path | None = None,
         on_step: StepCallback | None = None,
         seeds: list[int] | None = None,
+        *,
+        overwrite: bool = False,
+        on_phase: PhaseCallback | None = None,
     ) -> list[RenderResult]:
-        """Render the scene's images (or the given seeds) in shared batches; write files to `out_dir`."""
-        prepared = self.prepare(scene, seeds)
+        """Render a Scene or scene file's images (or the given seeds) in shared batches; write files to
+        `out_dir`, refusing existing ones (OutputError) before any model loads unless `overwrite`."""
+        scene = _as_scene(scene)
+        seeds = seeds if seeds is not None else image_seeds(scene)
+        if out_dir is not None:
+            out_dir = Path(out_dir)
+            outputs.plan_render([(str(scene.source or scene.name), scene, seeds)], out_dir, overwrite)
+        prepared = self.prepare(scene, seeds, on_phase)
         if on_step:
             on_step(0, prepared.table.steps)  # the model is ready: sampling starts
         states = []
@@ -217,8 +239,10 @@ class Renderer:
             states.append(state)
             if on_step:
                 on_step(state.stats.step + 1, prepared.table.steps)
-        results = self.finish(prepared, states[-1], states)
+        results = self.finish(prepared, states[-1], states, on_phase)
         if out_dir is not None:
+            if on_phase:
+                on_phase("writing", 0, None)
             write_results(results, out_dir)
         return results
 
@@ -230,9 +254,13 @@ def render(
     overrides: list[str] | tuple[str, ...] = (),
     device: str | None = None,
     dtype: str | None = None,
+    overwrite: bool = False,
 ) -> list[RenderResult]:
-    """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls)."""
-    return Renderer(device=device, dtype=dtype).render(_as_scene(scene, overrides), None if out_dir is None else Path(out_dir))
+    """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls).
+
+    Existing outputs in `out_dir` are refused (OutputError, before any model loads) unless `overwrite`.
+    """
+    return Renderer(device=device, dtype=dtype).render(_as_scene(scene, overrides), out_dir, overwrite=overwrite)
 
 
 def _as_scene(scene: Scene | str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scene:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
-from semanticdraw_cli.layers import load_layered_scene
+from semanticdraw_cli import layers
 from semanticdraw_cli.rasterize import rasterize_mask
 from semanticdraw_cli.scene import Scene
 from semanticdraw_cli.scene_dict import build_from_dict, scene_from_dict, scene_to_dict
@@ -24,14 +24,21 @@ LAYERED_SUFFIXES = (".psd", ".ora")
 
 
 def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
-    """Read a scene file (.yaml/.yml, or .psd/.ora through `layers`), apply `--set` overrides, validate."""
+    """Read a scene file (.yaml/.yml, or .psd/.ora through `layers`), apply `--set` overrides, validate.
+
+    A YAML file beside a same-named .psd/.ora holds that drawing's settings: the drawing is loaded.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in LAYERED_SUFFIXES:
-        return load_layered_scene(path, overrides)
+        return layers.load_layered_scene(path, overrides)
     if suffix not in YAML_SUFFIXES:
         hint = "scene files end in " + ", ".join(YAML_SUFFIXES + LAYERED_SUFFIXES)
         raise SceneError([Problem(str(path), "", f"unknown scene file type {path.suffix or '(none)'!r}", hint=hint)])
+    if any(path.with_suffix(s).is_file() for s in LAYERED_SUFFIXES):  # `art.yaml` beside `art.psd`: its settings
+        drawing = layers.drawing_of(path)
+        if drawing is not None:
+            return layers.load_layered_scene(drawing, overrides)
     data, lines, problems = read_yaml(path)
     if isinstance(data, dict) and data.get("layers") is not None:
         layered = data["layers"]
@@ -41,7 +48,7 @@ def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
         if problems:
             raise SceneError(problems)
         settings = {k: v for k, v in data.items() if k != "layers"}
-        return load_layered_scene((path.parent / layered).resolve(), overrides, settings=settings, settings_file=path)
+        return layers.load_layered_scene((path.parent / layered).resolve(), overrides, settings=settings, settings_file=path)
     if not isinstance(data, dict):
         raise SceneError(problems)
     return build_from_dict(data, path, lines, overrides, problems)  # duplicate keys: reported with the rest

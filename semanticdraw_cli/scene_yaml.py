@@ -132,10 +132,13 @@ def _plain(node: object, path: str, lines: dict, duplicates: list) -> object:
 # --- overrides (--set key.path=value) ----------------------------------------------------------
 
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)$")
+TEXT_FIELDS = frozenset({"prompt", "negative", "name"})  # prose: an unquoted value is taken as written
+NULLS = ("", "~", "null", "Null", "NULL")  # still unset a text field, e.g. background.prompt=null
 
 
 def apply_overrides(data: dict, overrides: Sequence[str], file: str) -> tuple[list[str], list[Problem]]:
-    """Apply each `key.path=value` (value parsed as YAML) in place; returns the paths set and problems."""
+    """Apply each `key.path=value` (value parsed as YAML; an unquoted prompt, negative or name is taken as
+    written) in place; returns the paths set and problems."""
     done, problems = [], []
     for text in overrides:
         try:
@@ -159,6 +162,8 @@ def _parse_override(text: str) -> tuple[list[str | int], object]:
         if not match:
             raise ValueError(f"bad key {key.strip()!r}: {segment!r} is not a name optionally followed by [index]")
         tokens += [match[1], *(int(i) for i in re.findall(r"\d+", match[2]))]
+    if tokens[-1] in TEXT_FIELDS and not raw.strip().startswith(('"', "'")) and raw.strip() not in NULLS:
+        return tokens, raw.strip()  # prose: `prompt=a cat: black #1` is neither a mapping nor a comment
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as error:

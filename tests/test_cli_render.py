@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from semanticdraw_cli.cli import _select_jobs, app
-from semanticdraw_cli.outputs import read_embedded
-from semanticdraw_cli.render import Renderer, render
+from semanticdraw_cli.outputs import OutputError, read_embedded
+from semanticdraw_cli.render import Renderer, RenderResult, render
 from semanticdraw_cli.scene_loader import load_scene, scene_from_dict
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
@@ -126,3 +126,129 @@ def test_python_api_renders_a_scene_path(tmp_path):
 def test_bad_device_or_dtype_exits_2_before_loading(tmp_path, option):
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), *option])
     assert result.exit_code == 2 and option[0] in result.output and option[1] in result.output
+
+
+# --- the output planner, failures and the summary (no model is loaded) ---------------------------
+
+NO_MODEL = ["--model", "does/not-exist"]  # a model load would fail with exit 1: exit 2 proves the check came first
+
+
+def copy_scene(folder: Path, name: str = "x.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text((SCENES / "two-subjects.yaml").read_text())
+    return folder / name
+
+
+def test_same_named_scenes_in_one_call_are_refused_naming_both(tmp_path):
+    a, b = copy_scene(tmp_path / "a"), copy_scene(tmp_path / "b")
+    result = runner.invoke(app, ["render", str(a), str(b), *NO_MODEL, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert str(a) in result.output and str(b) in result.output and "x-7.png" in result.output
+    result = runner.invoke(app, ["render", str(a), str(a), *NO_MODEL, "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "given twice" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "/proc/x"])
+def test_an_unwritable_output_folder_exits_2_before_loading(tmp_path, where):
+    out = tmp_path / "taken"
+    out.write_text("")
+    out = out if where == "file" else Path(where)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), *NO_MODEL, "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert str(out) in result.output and ("not a folder" in result.output or "cannot create" in result.output)
+
+
+def test_json_on_failure_is_one_json_object_with_the_exit_code(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("canvas: {width: 65, height: 48}\nregions: []\n")
+    result = runner.invoke(app, ["render", str(bad), "-o", str(tmp_path), "--json"])
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 2 and summary["exit_code"] == 2 and "canvas.width" in summary["error"]
+    assert summary["images"] == []
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), *NO_MODEL, "-o", str(tmp_path), "--json"])
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 1 and summary["exit_code"] == 1 and "cannot load model" in summary["error"]
+
+
+def test_json_when_interrupted(tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Renderer, "render", interrupted)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert json.loads(result.stdout)["exit_code"] == 130
+
+
+def test_an_empty_shard_says_so_and_lists_no_jobs(tmp_path):
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), *NO_MODEL, "--shard", "2/2",
+                                 "-o", str(tmp_path / "out"), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == []
+    assert "--shard 2/2" in result.stderr and "empty" in result.stderr and "1 (scene, seed) jobs" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def boom(*args, **kwargs):
+    raise ValueError("boom")
+
+
+def test_an_internal_error_is_one_line_and_exit_1_without_traceback(tmp_path, monkeypatch):
+    monkeypatch.setattr(Renderer, "render", boom)
+    monkeypatch.delenv("SEMANTICDRAW_DEBUG", raising=False)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "internal error: ValueError: boom" in result.stderr and "--debug" in result.stderr
+    assert "Traceback" not in result.output
+    assert json.loads(result.stdout)["error"].startswith("internal error: ValueError: boom")
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_debug_shows_the_traceback(tmp_path, monkeypatch, how):
+    monkeypatch.setattr(Renderer, "render", boom)
+    args = ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path)]
+    if how == "option":
+        monkeypatch.delenv("SEMANTICDRAW_DEBUG", raising=False)
+        args = ["--debug", *args]
+    else:
+        monkeypatch.setenv("SEMANTICDRAW_DEBUG", "1")
+    result = runner.invoke(app, args)
+    assert isinstance(result.exception, ValueError) and str(result.exception) == "boom"
+
+
+def test_summary_shows_whole_file_names_and_seeds(tmp_path, monkeypatch):
+    long_name = "a-very-long-scene-name-that-a-table-column-would-cut-short-in-an-eighty-column-terminal"
+    scene = copy_scene(tmp_path, long_name + ".yaml")
+    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "unet_calls": 5,
+              "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
+
+    def fake(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
+        return [RenderResult(scene, seed, None, None, report, out_dir / f"{scene.name}-{seed}.png",
+                             out_dir / f"{scene.name}-{seed}.json") for seed in seeds]
+
+    monkeypatch.setattr(Renderer, "render", fake)
+    result = runner.invoke(app, ["render", str(scene), "--images", "2", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    for seed in (7, 8):
+        assert f"{long_name}-{seed}.png" in result.stderr
+        assert any(f"{long_name}-{seed}.png" in line and f" {seed} " in line for line in result.stderr.splitlines())
+
+
+def test_python_api_refuses_existing_outputs_before_loading(tmp_path):
+    (tmp_path / "two-subjects-7.png").write_bytes(b"precious")
+    with pytest.raises(OutputError, match="refusing to overwrite existing outputs: two-subjects-7.png"):
+        render(SCENES / "two-subjects.yaml", tmp_path, overrides=["model.checkpoint=does/not-exist"])
+    with pytest.raises(OutputError, match="two-subjects-7.png"):
+        Renderer().render(str(SCENES / "two-subjects.yaml"), tmp_path)  # a path, not only a Scene
+    assert (tmp_path / "two-subjects-7.png").read_bytes() == b"precious"
+
+
+@pytest.mark.slow
+def test_long_phases_report_progress(tmp_path):
+    scene = load_scene(SCENES / "two-subjects.yaml", ["model.checkpoint=tiny", "canvas.width=128", "canvas.height=128"])
+    phases = []
+    Renderer(device="cpu", dtype="float32").render(scene, tmp_path, on_phase=lambda *phase: phases.append(phase))
+    assert phases[0] == ("preparing masks", 0, None)
+    assert phases[1] in (("loading the model", 0, None), ("building the tiny preset (first use only)", 0, None))
+    assert ("decoding", 1, 1) in phases and phases[-1] == ("writing", 0, None)

@@ -35,3 +35,21 @@ def test_version():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"semanticdraw {__version__}"
+
+
+def test_help_shows_every_default():
+    from typer.testing import CliRunner
+
+    from semanticdraw_cli import defaults
+    from semanticdraw_cli.cli import app
+
+    def help_of(command: str) -> str:
+        result = CliRunner().invoke(app, [command, "--help"])
+        assert result.exit_code == 0
+        return " ".join(result.output.split())  # the same text, however the lines wrap
+
+    render = help_of("render")
+    for default in (f"[default: (the scene's, else {defaults.SEED})]", "[default: (auto: cuda, then mps, then cpu)]",
+                    "[default: (auto: float16 on cuda, else float32)]", "[default: .]"):
+        assert default in render, default
+    assert "[default: (NAME-preview.png)]" in help_of("preview")

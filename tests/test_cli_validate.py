@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import textwrap
 import zlib
@@ -39,7 +40,7 @@ def assert_refused(result, *words: str) -> None:
 def test_valid_scene_exits_0(tmp_path):
     path = write(tmp_path, CANVAS + ONE_REGION)
     result = run("validate", str(path))
-    assert result.exit_code == 0 and f"ok: {path} (64x48, 1 regions)" in result.output
+    assert result.exit_code == 0 and f"ok: {path} (64x48, 1 region)" in result.output
 
 
 def test_every_example_scene_validates():
@@ -164,12 +165,44 @@ def test_warnings_exit_0(tmp_path):
     assert "warning:" in result.output and "regions[0] (ghost)" in result.output and "empty" in result.output
 
 
-def test_preview_writes_a_canvas_size_png(tmp_path):
-    out = tmp_path / "layout.png"
+def test_override_of_a_prompt_with_a_colon_is_taken_as_written(tmp_path):
+    from semanticdraw_cli.scene_loader import load_scene
+
+    path = write(tmp_path, CANVAS + ONE_REGION)
+    result = run("validate", str(path), "--set", "regions[0].prompt=a cat: black")
+    assert result.exit_code == 0 and "missing" not in result.output, result.output
+    assert load_scene(path, ["regions[0].prompt=a cat: black #1"]).regions[0].prompt == "a cat: black #1"
+    assert load_scene(path, ["background.prompt=null"]).background.prompt is None
+
+
+def test_preview_writes_the_layout_and_a_legend_panel(tmp_path):
+    out = tmp_path / "new" / "folder" / "layout.png"  # a missing folder is created, as render does
     result = run("preview", str(SCENES / "two-subjects.yaml"), "-o", str(out))
     assert result.exit_code == 0, result.output
     with Image.open(out) as image:
-        assert image.size == (512, 512)
+        assert image.height == 512 and image.width > 512
+    assert sorted(p.name for p in out.parent.iterdir()) == ["layout.png"]
+
+
+@pytest.mark.parametrize(("name", "words"), [(".", "is a folder"), ("layout", "no extension"),
+                                             ("layout.txt", "unknown extension '.txt'")])
+def test_preview_output_names_are_checked(tmp_path, name, words):
+    out = tmp_path / name
+    assert_refused(run("preview", str(SCENES / "two-subjects.yaml"), "-o", str(out)), str(out), words, ".png")
+
+
+def test_preview_is_written_atomically(tmp_path, monkeypatch):
+    out = tmp_path / "layout.png"
+    out.write_bytes(b"the previous preview")
+
+    def interrupted_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b"half a png")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    result = run("preview", str(SCENES / "two-subjects.yaml"), "-o", str(out))
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert out.read_bytes() == b"the previous preview" and sorted(os.listdir(tmp_path)) == ["layout.png"]
 
 
 @pytest.mark.parametrize("text", ["canvas: {width: 63, height: 48}\n" + ONE_REGION, CANVAS + "regions: []\n"])

@@ -479,3 +479,47 @@ def test_validate_accepts_a_good_drawing(tmp_path):
     path = make_psd(tmp_path / "art.psd", (64, 32), scene_specs())
     result = invoke("validate", path)
     assert result.exit_code == 0 and "64x32, 3 regions" in result.output
+
+
+def test_validate_checks_a_sidecar_as_the_drawings_settings(tmp_path):
+    path = make_psd(tmp_path / "art.psd", (64, 32), scene_specs())
+    sidecar = tmp_path / "art.yaml"
+    sidecar.write_text(SETTINGS)
+    result = invoke("validate", *sorted(tmp_path.iterdir()))  # `validate folder/*`: the drawing and its sidecar
+    assert result.exit_code == 0, result.output
+    assert f"ok: {path} (64x32, 3 regions)" in result.output
+    assert f"ok: {sidecar} (64x32, 3 regions, drawing {path})" in result.output
+    assert load_scene(sidecar).regions[1].blur == 6  # the sidecar's settings apply
+    sidecar.write_text("regions_by_name: {sky: {blur: 3}}\n")
+    result = invoke("validate", sidecar)
+    assert result.exit_code == 2 and f"{sidecar}: regions_by_name.sky: no visible layer" in result.output
+
+
+def test_validate_names_the_yaml_scene_given_not_its_drawing(tmp_path):
+    path = make_psd(tmp_path / "art.psd", (64, 32), [layer("bird", blob((4, 4)))])
+    shot = tmp_path / "shot.yaml"
+    shot.write_text("layers: art.psd\n")
+    result = invoke("validate", shot)
+    assert result.exit_code == 0 and f"ok: {shot} (64x32, 1 region, drawing {path.resolve()})" in result.output
+
+
+@pytest.mark.parametrize(("name", "words"), [(".", "is a folder"), ("scene.txt", "unknown extension '.txt'"),
+                                             ("scene", "no extension")])
+def test_import_output_names_are_checked_before_reading_the_drawing(tmp_path, monkeypatch, name, words):
+    path = make_ora(tmp_path / "art.ora", (64, 32), scene_specs())
+    monkeypatch.chdir(tmp_path)
+    result = invoke("import", path, "-o", name)
+    assert result.exit_code == 2 and words in result.output and ".yaml" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art.ora"]
+
+
+def test_import_writes_through_the_shared_atomic_writer(tmp_path):
+    from semanticdraw_cli import layers
+
+    assert not hasattr(layers, "_write_atomically")
+    path = make_ora(tmp_path / "art.ora", (64, 32), scene_specs())
+    stale = tmp_path / "out" / ".scene.yaml.semanticdraw-999999999-abc.tmp"  # a killed import's leftover
+    stale.parent.mkdir()
+    stale.write_text("half")
+    assert invoke("import", path, "-o", tmp_path / "out" / "scene.yaml").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene-masks", "scene.yaml"]

@@ -1,4 +1,4 @@
-"""The layout picture: colours per region in z-order, the background picture, the legend, speed."""
+"""The layout picture: colours per region in z-order, the background picture, the legend beside it, speed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semanticdraw_cli.preview import NEUTRAL, draw_preview, region_colour, region_colours
+from semanticdraw_cli.preview import (
+    MIN_FONT,
+    NEUTRAL,
+    draw_layout,
+    draw_preview,
+    legend_font_size,
+    region_colour,
+    region_colours,
+)
 from semanticdraw_cli.scene_loader import load_scene
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
@@ -31,7 +39,7 @@ TWO_SQUARES = """\
 
 def test_regions_are_filled_in_their_colours_in_z_order(tmp_path):
     scene = scene_from(tmp_path, TWO_SQUARES)
-    image = draw_preview(scene)
+    image = draw_layout(scene)
     assert image.size == (256, 192) and image.mode == "RGB"
     px = np.asarray(image).astype(int)
     under, over = np.array(region_colour(0)), np.array(region_colour(1))
@@ -58,15 +66,32 @@ def test_background_picture_shows_through(tmp_path):
     assert px[20, 140, 1] > 60  # covered: the picture still shows through the fill
 
 
-def test_legend_sits_bottom_left_and_lists_every_entry(tmp_path):
+def swatch_rows(panel: np.ndarray, colour: tuple[int, int, int]) -> int:
+    """How many rows of the legend panel show `colour` (a swatch's height)."""
+    return int((panel == colour).all(axis=-1).any(axis=1).sum())
+
+
+def test_legend_lies_beside_the_layout_and_lists_every_entry(tmp_path):
     scene = scene_from(tmp_path, TWO_SQUARES.replace("regions:", "background: {prompt: sky}\n    regions:"))
-    px = np.asarray(draw_preview(scene)).astype(int)
-    blank = np.asarray(draw_preview(dataclasses.replace(scene, regions=scene.regions[:1]))).astype(int)
-    # The legend box darkens the bottom-left corner and holds one swatch per region.
-    assert px[-8, 8].sum() < sum(NEUTRAL) and px[-8, -8].sum() == sum(NEUTRAL)
-    swatches = [tuple(c) for c in px[150:, :30].reshape(-1, 3)]
-    assert region_colour(0) in swatches and region_colour(1) in swatches
-    assert (px[100:, :100] != blank[100:, :100]).any()  # one entry more: the legend grows
+    image = np.asarray(draw_preview(scene)).astype(int)
+    layout = np.asarray(draw_layout(scene)).astype(int)
+    height, width = layout.shape[:2]
+    assert image.shape[0] >= height and image.shape[1] > width
+    np.testing.assert_array_equal(image[:height, :width], layout)  # the legend covers nothing
+    panel = image[:, width:]
+    assert swatch_rows(panel, region_colour(0)) > 0 and swatch_rows(panel, region_colour(1)) > 0
+    one = np.asarray(draw_preview(dataclasses.replace(scene, regions=scene.regions[:1]))).astype(int)
+    assert swatch_rows(one[:, width:], region_colour(1)) == 0  # one entry fewer
+
+
+def test_legend_text_is_readable_at_every_canvas_size(tmp_path):
+    assert legend_font_size(128, 64) == MIN_FONT >= 14
+    assert legend_font_size(1280, 768) > MIN_FONT and legend_font_size(8192, 8192) > legend_font_size(1280, 768)
+    for width, height in ((128, 64), (512, 512), (2048, 1024)):
+        scene = scene_from(tmp_path, f"    canvas: {{width: {width}, height: {height}}}\n"
+                                     "    regions:\n      - {prompt: a, mask: {rect: [0, 0, 8, 8]}}\n")
+        panel = np.asarray(draw_preview(scene))[:, width:]
+        assert swatch_rows(panel, region_colour(0)) == legend_font_size(width, height)  # a swatch is one text line high
 
 
 def test_colours_are_distinct_and_label_maps_keep_their_colour(tmp_path):
@@ -82,13 +107,18 @@ def test_colours_are_distinct_and_label_maps_keep_their_colour(tmp_path):
     assert colours[1] == (22, 163, 74) and colours[0] != colours[1]
 
 
-def test_many_regions_on_a_small_canvas_still_fit(tmp_path):
+def test_many_regions_on_a_small_canvas_are_all_listed(tmp_path):
     regions = "".join(f"      - {{prompt: region number {i} with a long prompt, mask: {{rect: [{i}, 0, 4, 4]}}}}\n"
                       for i in range(60))
     scene = scene_from(tmp_path, "    canvas: {width: 128, height: 64}\n    regions:\n" + regions)
-    assert draw_preview(scene).size == (128, 64)
+    image = draw_preview(scene)
+    assert image.height > 60 * MIN_FONT  # the panel grows to list every region at a readable size
+    panel = np.asarray(image)[:, 128:]
+    assert all(swatch_rows(panel, colour) == MIN_FONT for colour in region_colours(scene))
 
 
-def test_preview_of_the_paper_scene_has_the_canvas_size():
-    image = draw_preview(load_scene(SCENES / "irworobongdo.yaml"))
-    assert image.size == (1280, 768)
+def test_preview_of_the_paper_scene_keeps_the_canvas_and_adds_a_legend_panel():
+    scene = load_scene(SCENES / "irworobongdo.yaml")
+    image = draw_preview(scene)
+    assert image.height == 768 and image.width > 1280
+    np.testing.assert_array_equal(np.asarray(image)[:, :1280], np.asarray(draw_layout(scene)))

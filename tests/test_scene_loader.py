@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import textwrap
 import types
 from pathlib import Path
@@ -385,9 +384,12 @@ def test_canvas_sides_must_be_multiples_of_8_and_the_hint_brackets_the_value(tmp
 @pytest.fixture
 def fake_layers(monkeypatch):
     calls = []
+    from semanticdraw_cli import scene_loader
+
     module = types.ModuleType("semanticdraw_cli.layers")
     module.load_layered_scene = lambda *args, **kwargs: calls.append((args, kwargs)) or "layered scene"
-    monkeypatch.setitem(sys.modules, "semanticdraw_cli.layers", module)
+    module.drawing_of = lambda path: None
+    monkeypatch.setattr(scene_loader, "layers", module)
     return calls
 
 

@@ -46,8 +46,8 @@ class FamilyAdapter(Protocol):
     def white_latent(self) -> torch.Tensor:
         """(1, C, 1, 1) latent of a white picture, computed once per VAE."""
 
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, H, W, 3) uint8 pictures."""
+    def decode(self, latents: torch.Tensor, on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """(N, C, h, w) latents -> (N, H, W, 3) uint8 pictures; `on_tile(done, total)` after each decoder pass."""
 
     def predict_x0(
         self,

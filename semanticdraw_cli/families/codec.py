@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -16,6 +18,7 @@ else:
     torch = lazy_module("torch")
 
 VAE_TILING_PIXELS = 1024 * 1024  # decode with the VAE's own tiling above this many pixels
+TileCallback = Callable[[int, int], None]  # (decoder passes done, passes in all)
 
 
 def needs_vae_upcast(vae, dtype: torch.dtype) -> bool:
@@ -63,19 +66,44 @@ class VaeCodec:
         return self._white
 
     @inference_mode
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, H, W, 3) uint8; tiled decoding for large canvases."""
+    def decode(self, latents: torch.Tensor, on_tile: TileCallback | None = None) -> np.ndarray:
+        """(N, C, h, w) latents -> (N, H, W, 3) uint8; tiled decoding for large canvases.
+
+        `on_tile(done, total)` is called after each decoder pass (one per tile, or one per image untiled).
+        """
         height, width = latents.shape[-2] * self.factor, latents.shape[-1] * self.factor
-        self.vae.enable_tiling() if height * width > VAE_TILING_PIXELS else self.vae.disable_tiling()
-        images = []
-        for latent in latents:
-            z = latent[None].to(self.device, self._vae_dtype()) / self.scaling + self.shift
-            image = self.vae.decode(z).sample.float()
-            if not torch.isfinite(image).all():
-                raise RenderError("the VAE produced NaN/inf pixels; try --dtype float32")
-            image = ((image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
-            images.append(image.cpu().numpy())
+        tiled = height * width > VAE_TILING_PIXELS
+        self.vae.enable_tiling() if tiled else self.vae.disable_tiling()
+        total = len(latents) * (self._tiles(*latents.shape[-2:]) if tiled else 1)
+        done = 0
+
+        def count(*_) -> None:
+            nonlocal done
+            done += 1
+            on_tile(done, max(done, total))
+
+        hook = self.vae.decoder.register_forward_hook(count) if on_tile else None
+        try:
+            images = []
+            for latent in latents:
+                z = latent[None].to(self.device, self._vae_dtype()) / self.scaling + self.shift
+                image = self.vae.decode(z).sample.float()
+                if not torch.isfinite(image).all():
+                    raise RenderError("the VAE produced NaN/inf pixels; try --dtype float32")
+                image = ((image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
+                images.append(image.cpu().numpy())
+        finally:
+            if hook is not None:
+                hook.remove()
         return np.stack(images)
+
+    def _tiles(self, height: int, width: int) -> int:
+        """Decoder passes of the VAE's own tiling for one (height, width) latent, as diffusers splits it."""
+        size = getattr(self.vae, "tile_latent_min_size", 0)
+        stride = int(size * (1 - getattr(self.vae, "tile_overlap_factor", 0.25)))
+        if stride <= 0 or (height <= size and width <= size):
+            return 1
+        return math.ceil(height / stride) * math.ceil(width / stride)
 
 
 class CodecMixin:
@@ -94,5 +122,5 @@ class CodecMixin:
         return self.codec.white()
 
     @inference_mode
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
-        return self.codec.decode(latents)
+    def decode(self, latents: torch.Tensor, on_tile: TileCallback | None = None) -> np.ndarray:
+        return self.codec.decode(latents, on_tile)

@@ -133,12 +133,21 @@ def save_random_lora(
     model.delete_adapters(model.active_adapters())
 
 
+def preset_folder(family: str, name: str) -> Path:
+    return cache_root() / "presets" / f"{family}-{name}-v{PRESET_VERSION}"
+
+
+def is_built(family: str, name: str) -> bool:
+    """Whether the preset is in the cache already (else the first use builds it, which takes a while)."""
+    return (preset_folder(family, name) / "model_index.json").exists()
+
+
 def ensure_preset(family: str, name: str) -> Path:
     """The preset's folder, built on first use (atomically: a temporary folder, then a rename)."""
     from semanticdraw_cli.families.registry import family as family_spec
 
-    folder = cache_root() / "presets" / f"{family}-{name}-v{PRESET_VERSION}"
-    if (folder / "model_index.json").exists():
+    folder = preset_folder(family, name)
+    if is_built(family, name):
         return folder
     spec = family_spec(family)
     if name not in spec.presets:

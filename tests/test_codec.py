@@ -1,0 +1,35 @@
+"""The VAE codec reports decode progress per tile without changing pixels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semanticdraw_cli.families import codec as codec_module, presets
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def codec() -> codec_module.VaeCodec:
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(presets.ensure_preset("sd15", "tiny") / "vae").eval()
+    vae.tile_latent_min_size, vae.tile_sample_min_size = 8, 64  # small tiles: a small latent is tiled
+    return codec_module.VaeCodec(vae, torch.device("cpu"), torch.float32, vae.config.scaling_factor)
+
+
+def test_tiled_decode_reports_every_tile_and_the_same_pixels(codec, monkeypatch):
+    monkeypatch.setattr(codec_module, "VAE_TILING_PIXELS", 0)
+    latents = torch.randn(2, 4, 16, 24, generator=torch.Generator().manual_seed(0))  # (N, C, h, w)
+    calls = []
+    reported = codec.decode(latents, on_tile=lambda done, total: calls.append((done, total)))
+    tiles = 3 * 4  # latent 16×24 in windows of 8 with stride 6
+    assert calls == [(k, 2 * tiles) for k in range(1, 2 * tiles + 1)]
+    assert (reported == codec.decode(latents)).all()  # progress changes nothing
+
+
+def test_untiled_decode_reports_each_image(codec):
+    calls = []
+    codec.decode(torch.zeros(3, 4, 8, 8), on_tile=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
