@@ -20,7 +20,9 @@ from PIL import Image
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.layered_files import Document, Layer, read_document
+from semanticdraw_cli.safe_io import SETTINGS
 from semanticdraw_cli.scene import Mask, Scene
+from semanticdraw_cli.scene_yaml import read_yaml
 
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 BACKGROUND_NAME = "background"
@@ -83,7 +85,7 @@ def read_sidecar(path: Path) -> tuple[dict, Path | None]:
     """Settings from `art.yaml` (or `art.yml`) next to `art.psd`; none when neither exists."""
     for suffix in SIDECAR_SUFFIXES:
         sidecar = path.with_suffix(suffix)
-        if sidecar.is_file():
+        if sidecar.exists() or sidecar.is_symlink():  # a FIFO or a dangling link is refused by the reader
             return _read_yaml(sidecar), sidecar
     return {}, None
 
@@ -98,17 +100,10 @@ def split_name(layer_name: str) -> tuple[str, str]:
 
 
 def _read_yaml(file: Path) -> object:
-    import yaml
-
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise SceneError([Problem(str(file), "", f"cannot read the settings ({error})")]) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        message = getattr(error, "problem", None) or str(error)
-        raise SceneError([Problem(str(file), "", f"not valid YAML: {message}", line=line)]) from None
+    """Settings through the scene's YAML reader: the same byte, alias, nesting and value limits."""
+    data, _, problems = read_yaml(file, SETTINGS)
+    if problems:
+        raise SceneError(problems)
     return {} if data is None else data
 
 

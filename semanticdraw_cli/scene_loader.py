@@ -32,6 +32,11 @@ def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
         hint = "scene files end in " + ", ".join(YAML_SUFFIXES + LAYERED_SUFFIXES)
         raise SceneError([Problem(str(path), "", f"unknown scene file type {path.suffix or '(none)'!r}", hint=hint)])
     data, lines, problems = read_yaml(path)
+    if data is None and not problems:
+        problems.append(Problem(str(path), "", "the file is empty", hint="a scene needs at least canvas and regions"))
+    elif data is not None and not isinstance(data, dict):
+        what = type(data).__name__
+        problems.append(Problem(str(path), "", f"expected a mapping of keys (version, canvas, ...), got {what}"))
     if isinstance(data, dict) and data.get("layers") is not None:
         layered = data["layers"]
         if not isinstance(layered, str) or not (path.parent / layered).is_file():

@@ -387,7 +387,7 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             c.add(f"{key}.name", f"{name!r} is also the name of regions[{names[name]}]", hint="names must be unique")
         names.setdefault(name, i)
         prompt = c.text(d, "prompt", f"{key}.prompt", None)
-        if not prompt or not prompt.strip():
+        if d.get("prompt") is None or (prompt is not None and not prompt.strip()):  # else: not text, reported
             c.add(f"{key}.prompt", "missing" if prompt is None else "is empty", hint="say what to paint here")
         mask = _mask(c, d.get("mask"), f"{key}.mask", base)
         if mask is not None and mask.kind in ("image", "label_map"):

@@ -479,3 +479,29 @@ def test_validate_accepts_a_good_drawing(tmp_path):
     path = make_psd(tmp_path / "art.psd", (64, 32), scene_specs())
     result = invoke("validate", path)
     assert result.exit_code == 0 and "64x32, 3 regions" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+                   + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]), "at most 1,000,000"),
+        ("a: &a [*a]", "refers to a mapping or list that contains it"),
+        ("a: " + "[" * 500 + "]" * 500, "nested too deeply"),
+        ("sampler: {seed: 2024-02-30}", "not a valid date"),
+    ],
+)
+def test_sidecar_settings_have_the_limits_of_scene_files(tmp_path, text, words):
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (tmp_path / "art.yaml").write_text(text + "\n")
+    result = invoke("validate", path)
+    assert result.exit_code == 2 and "art.yaml" in result.output and words in result.output, result.output
+
+
+def test_a_sidecar_that_is_not_a_regular_file_is_refused_not_skipped(tmp_path):
+    import os
+
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    os.mkfifo(tmp_path / "art.yaml")
+    result = invoke("validate", path)
+    assert result.exit_code == 2 and "art.yaml: not a regular file (a FIFO)" in result.output, result.output

@@ -485,3 +485,35 @@ def test_deep_nesting_is_a_problem_not_a_crash(tmp_path):
 
 def test_version_may_be_left_empty(tmp_path):
     assert load_scene(write(tmp_path, "version:\n" + MINIMAL)).version == d.SCENE_VERSION
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "words"),
+    [
+        ("  - {prompt: 2024-02-30, mask: {rect: [0, 0, 8, 8]}}", "regions[1].prompt", "'2024-02-30' is not a valid date"),
+        ("  - {prompt: 2024-02-28, mask: {rect: [0, 0, 8, 8]}}", "regions[1].prompt", "expected text"),
+        ("  - {prompt: a, negative: \"\\ud800\", mask: {rect: [0, 0, 8, 8]}}", "regions[1].negative", "lone surrogate"),
+        ("  - {prompt: \"sky \\udfff\", mask: {rect: [0, 0, 8, 8]}}", "regions[1].prompt", "cannot be encoded as UTF-8"),
+        ("sampler: {seed: !!bool maybe}", "sampler.seed", "'maybe' is not a valid true/false value"),
+        ("sampler: {seed: !!float abc}", "sampler.seed", "'abc' is not a valid number"),
+        ("sampler: {seed: !!int 0x}", "sampler.seed", "not a valid whole number"),
+        ("defaults: {blur: " + "9" * 5000 + "}", "defaults.blur", "a whole number of 5,000 digits is too large"),
+    ],
+)
+def test_yaml_values_that_cannot_be_constructed_are_problems_naming_the_key(tmp_path, line, key, words):
+    problem = only(problems_of(write(tmp_path, MINIMAL + line + "\n")), key)
+    assert words in problem.message and problem.line == 4
+
+
+def test_a_list_longer_than_any_scene_needs_is_refused_while_parsing(tmp_path):
+    points = ", ".join(f"[{i % 64}, {i % 48}]" for i in range(100_000))
+    path = write(tmp_path, MINIMAL + f"  - {{prompt: b, mask: {{polygon: [{points}]}}}}\n")
+    (problem,) = problems_of(path)
+    assert problem.key == "regions[1].mask.polygon" and problem.line == 4
+    assert f"more than {d.MAX_POLYGON_POINTS:,} items" in problem.message
+
+
+def test_set_values_go_through_the_same_yaml_reader(tmp_path):
+    problems = problems_of(write(tmp_path, MINIMAL), "regions[0].prompt=2024-02-30", "sampler.steps=&a [*a]")
+    assert [p.key for p in problems] == ["--set", "--set"]
+    assert "not a valid date" in problems[0].message and "refers to a mapping or list" in problems[1].message
