@@ -42,7 +42,11 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code=code)
 
 
-def _load_scenes(paths: list[Path], overrides: list[str]) -> tuple[list, list[str]]:
+AllowOutside = Annotated[bool, typer.Option(
+    "--allow-outside", help="Read pictures and drawings a scene names outside the scene file's folder.")]
+
+
+def _load_scenes(paths: list[Path], overrides: list[str], allow_outside: bool = False) -> tuple[list, list[str]]:
     """Load every scene, collecting the problems of all of them (not just the first file's)."""
     from semanticdraw_cli.errors import SceneError
     from semanticdraw_cli.scene_loader import load_scene
@@ -50,7 +54,7 @@ def _load_scenes(paths: list[Path], overrides: list[str]) -> tuple[list, list[st
     scenes, problems = [], []
     for path in paths:
         try:
-            scenes.append(load_scene(path, overrides))
+            scenes.append(load_scene(path, overrides, allow_outside=allow_outside))
         except SceneError as error:
             problems.extend(str(p) for p in error.problems)
     return scenes, problems
@@ -107,6 +111,7 @@ def render(
     plan: Annotated[Optional[str], typer.Option(help="default | reference | regions.")] = None,
     shard: Annotated[Optional[str], typer.Option(help="Render only the K-th of N shares of the (scene, seed) jobs: K/N.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    allow_outside: AllowOutside = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
 ) -> None:
@@ -122,7 +127,7 @@ def render(
     for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    loaded, problems = _load_scenes(scenes, overrides)
+    loaded, problems = _load_scenes(scenes, overrides, allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
     jobs = _select_jobs(loaded, shard_spec)
@@ -192,11 +197,12 @@ def inspect(
 def validate(
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem."""
     from semanticdraw_cli.scene_loader import scene_warnings
 
-    loaded, problems = _load_scenes(scenes, set_ or [])
+    loaded, problems = _load_scenes(scenes, set_ or [], allow_outside)
     for scene in loaded:
         for warning in scene_warnings(scene):
             typer.echo(f"warning: {warning}", err=True)
@@ -211,11 +217,12 @@ def preview(
     scene: Annotated[Path, typer.Argument(help="Scene file (.yaml, .psd, .ora).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="PNG to write [default: NAME-preview.png].")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model."""
     from semanticdraw_cli.preview import draw_preview
 
-    loaded, problems = _load_scenes([scene], set_ or [])
+    loaded, problems = _load_scenes([scene], set_ or [], allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
     target = output or Path(f"{loaded[0].name}-preview.png")
@@ -229,13 +236,14 @@ def import_layers(
     output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; masks go to OUTPUT-masks/.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Turn a layered drawing into a plain YAML scene with one mask PNG per region."""
     from semanticdraw_cli.errors import SceneError
     from semanticdraw_cli.layers import import_layered_scene
 
     try:
-        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
+        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite, allow_outside=allow_outside)
     except SceneError as error:
         _fail("\n".join(str(p) for p in error.problems), 2)
     except OSError as error:

@@ -17,7 +17,7 @@ MAX_MASK_IMAGE_PIXELS = 16384 * 16384  # mask, label map and background pictures
 
 MAX_POLYGON_POINTS = 10_000  # points of one polygon mask; also the longest list a scene file may hold
 MAX_SHAPE_COORDINATE = 1_000_000  # |coordinate| of rect/ellipse/polygon masks, pixels or fractions
-MAX_BLUR = 256.0  # mask Gaussian std, pixels; the kernel reaches 3 std, so blur costs grow with it
+MAX_BLUR = 256  # mask Gaussian std, pixels; the kernel reaches 3 std, so blur costs grow with it
 MAX_NUMBER = 1_000_000  # |value| of any other number a scene sets; bigger ones overflow the float math
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds; seed + images - 1 must fit too
 MAX_LAYER_DEPTH = 64  # nested groups (<stack>s) of a layered drawing

@@ -52,8 +52,12 @@ def load_layered_scene(
     overrides: Sequence[str] = (),
     settings: dict | None = None,
     settings_file: Path | None = None,
+    allow_outside: bool = False,
 ) -> Scene:
-    """Scene from a .psd/.ora drawing plus settings (given, or read from the sidecar YAML next to it)."""
+    """Scene from a .psd/.ora drawing plus settings (given, or read from the sidecar YAML next to it).
+
+    A background picture the settings name must lie in their folder or below, unless `allow_outside`.
+    """
     path = Path(path)
     explicit = settings is not None
     if not explicit:
@@ -70,7 +74,8 @@ def load_layered_scene(
         raise SceneError(problems + error.problems) from None
     problems += _unknown_region_names(settings, source, split)
     try:
-        scene = _from_dict(_scene_dict(settings, document, split), source, [o for o in overrides if not _fixed(o)])
+        overrides_left = [o for o in overrides if not _fixed(o)]
+        scene = _from_dict(_scene_dict(settings, document, split), source, overrides_left, allow_outside)
     except SceneError as error:
         raise SceneError(problems + [_translate(p, split, settings) for p in error.problems]) from None
     if split.background is not None and scene.background.image is not None:
@@ -152,7 +157,7 @@ def _fixed(override: str) -> bool:
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve()
-    except OSError:
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop before Python 3.13
         return False
 
 
@@ -231,10 +236,10 @@ def _usable_by_name(settings: dict) -> dict[str, dict]:
     }
 
 
-def _from_dict(data: dict, source: Path, overrides: Sequence[str]) -> Scene:
+def _from_dict(data: dict, source: Path, overrides: Sequence[str], allow_outside: bool) -> Scene:
     from semanticdraw_cli.scene_loader import scene_from_dict
 
-    return scene_from_dict(data, source, overrides)
+    return scene_from_dict(data, source, overrides, allow_outside)
 
 
 def _translate(problem: Problem, split: _Split, settings: dict) -> Problem:
@@ -275,13 +280,15 @@ def _over_white(layer: Layer, width: int, height: int) -> np.ndarray:
 # --- import: a layered drawing -> a plain YAML scene with mask PNGs -------------------------------
 
 
-def import_layered_scene(art: Path, output: Path, overrides: Sequence[str] = (), overwrite: bool = False) -> list[Path]:
+def import_layered_scene(
+    art: Path, output: Path, overrides: Sequence[str] = (), overwrite: bool = False, allow_outside: bool = False
+) -> list[Path]:
     """Write `output` (YAML) and one mask PNG per region (plus the background) in `OUTPUT-masks/`."""
     art, output = Path(art), Path(output)
     if output.suffix.lower() in SIDECAR_SUFFIXES and _same_file(output.with_suffix(art.suffix), art):
         hint = f"choose another name: {art.stem}{output.suffix} holds the settings of {art.name}"
         raise SceneError([Problem(str(output), "", "would become the drawing's own sidecar", hint=hint)])
-    scene = load_layered_scene(art, overrides)
+    scene = load_layered_scene(art, overrides, allow_outside=allow_outside)
     masks_dir = output.with_name(output.stem + "-masks")
     pictures = _mask_files(scene, masks_dir)
     if masks_dir.exists() and not masks_dir.is_dir():

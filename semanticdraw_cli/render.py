@@ -168,12 +168,16 @@ def render(
     overrides: list[str] | tuple[str, ...] = (),
     device: str | None = None,
     dtype: str | None = None,
+    allow_outside: bool = False,
 ) -> list[RenderResult]:
-    """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls)."""
+    """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls).
+
+    `allow_outside`: the scene file may name pictures outside its folder (as `--allow-outside`).
+    """
     if not isinstance(scene, Scene):
         from semanticdraw_cli.scene_loader import load_scene
 
-        scene = load_scene(Path(scene), overrides)
+        scene = load_scene(Path(scene), overrides, allow_outside=allow_outside)
     return Renderer(device=device, dtype=dtype).render(scene, None if out_dir is None else Path(out_dir))
 
 

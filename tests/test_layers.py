@@ -505,3 +505,21 @@ def test_a_sidecar_that_is_not_a_regular_file_is_refused_not_skipped(tmp_path):
     os.mkfifo(tmp_path / "art.yaml")
     result = invoke("validate", path)
     assert result.exit_code == 2 and "art.yaml: not a regular file (a FIFO)" in result.output, result.output
+
+
+def test_drawings_and_settings_pictures_outside_the_scene_folder_need_allow_outside(tmp_path):
+    make_psd(tmp_path / "art.psd", (64, 32), scene_specs())
+    Image.new("RGB", (16, 8)).save(tmp_path / "base.png")
+    (tmp_path / "shots").mkdir()
+    shot = tmp_path / "shots" / "shot.yaml"
+    shot.write_text("layers: ../art.psd\n")
+    result = invoke("validate", shot)
+    assert result.exit_code == 2 and "layers: ../art.psd: resolves to" in result.output, result.output
+    assert "--allow-outside" in result.output
+    assert invoke("validate", shot, "--allow-outside").exit_code == 0
+    drawing = make_psd(tmp_path / "shots" / "bird.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (tmp_path / "shots" / "bird.yaml").write_text("background: {image: ../base.png}\n")
+    for args in (["validate", drawing], ["import", drawing, "-o", tmp_path / "shots" / "imported.yaml"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "background.image: ../base.png: resolves to" in result.output, result.output
+        assert invoke(*args, "--allow-outside").exit_code == 0
