@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import textwrap
 import zlib
@@ -261,3 +262,48 @@ def test_the_python_api_refuses_outside_paths_unless_allowed(tmp_path):
     with pytest.raises(SceneError, match="outside the scene's folder"):
         render(path, tmp_path / "out")
     assert load_scene(path, allow_outside=True).regions[0].mask.path == tmp_path / "fox.png"
+
+
+# --- files that are not regular files or are too large ---------------------------------------------
+
+
+def special_files(tmp_path: Path) -> dict[str, Path]:
+    """A FIFO (opening it would block) and symlinks to endless devices."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "urandom").symlink_to("/dev/urandom")
+    return {"a FIFO": tmp_path / "fifo", "a character device: /dev/zero": tmp_path / "zero",
+            "a character device: /dev/urandom": tmp_path / "urandom"}
+
+
+def test_scene_files_that_are_not_regular_files_are_refused_without_reading(tmp_path):
+    for what, special in special_files(tmp_path).items():
+        scene = tmp_path / f"{special.name}.yaml"
+        scene.symlink_to(special)
+        assert_refused(run("validate", str(scene)), f"{scene}: not a regular file ({what}", "refusing to read it")
+
+
+@pytest.mark.parametrize(("key", "text"), [
+    ("regions[0].mask", CANVAS + "regions:\n  - {prompt: a fox, mask: NAME}\n"),
+    ("regions[0].mask", CANVAS + "regions:\n  - {prompt: a fox, mask: {label_map: NAME, color: [1, 2, 3]}}\n"),
+    ("background.image", CANVAS + "background: {image: NAME}\n" + ONE_REGION),
+])
+def test_pictures_that_are_not_regular_files_are_refused(tmp_path, key, text):
+    """Links to devices point outside the scene's folder too: refused for that first, unless allowed."""
+    for what, special in special_files(tmp_path).items():
+        path = write(tmp_path, text.replace("NAME", special.name), f"{special.name}.yaml")
+        kind = what.split(":")[0]
+        assert_refused(run("validate", str(path), "--allow-outside"), f"{key}: ", f"not a regular file ({kind})")
+        assert_refused(run("preview", str(path), "-o", str(tmp_path / "p.png"), "--allow-outside"), "not a regular file")
+        if what != "a FIFO":
+            assert_refused(run("validate", str(path)), f"resolves to {what.split(': ')[1]}, outside the scene's folder")
+
+
+def test_inputs_over_their_byte_limit_are_refused_naming_the_limit(tmp_path, monkeypatch):
+    Image.new("L", (64, 48), 255).save(tmp_path / "fox.png")
+    path = write(tmp_path, CANVAS + "regions:\n  - {prompt: a fox, mask: fox.png}\n")
+    monkeypatch.setattr(defaults, "MAX_PICTURE_BYTES", 50)
+    assert_refused(run("validate", str(path)), "regions[0].mask:", "fox.png: is ", "a picture may have at most 50")
+    monkeypatch.setattr(defaults, "MAX_SCENE_BYTES", 50)
+    size = path.stat().st_size
+    assert_refused(run("validate", str(path)), f"{path}: is {size} bytes; a scene file may have at most 50")
