@@ -12,6 +12,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import struct
+import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -87,19 +90,25 @@ def open_file(path: Path, kind: Kind) -> Iterator[BinaryIO]:
 
 def read_bytes(path: Path, kind: Kind) -> bytes:
     """The whole file, refused when it holds more than the kind's limit (also when it grows while read)."""
-    limit, chunks, size = kind.limit, [], 0
     with open_file(path, kind) as handle:
         try:
-            while size <= limit:
-                chunk = handle.read(min(CHUNK, limit + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            data = _read_capped(handle.read, kind.limit)
         except OSError as error:
             raise InputRefused(path, f"cannot read it ({_why(error)})") from None
-    if size > limit:
-        raise InputRefused(path, f"holds more than {limit:,} bytes, the limit for {kind.noun}", _SMALLER)
+    if len(data) > kind.limit:
+        raise InputRefused(path, f"holds more than {kind.limit:,} bytes, the limit for {kind.noun}", _SMALLER)
+    return data
+
+
+def _read_capped(read, limit: int) -> bytes:
+    """What `read(n)` gives until its end or `limit + 1` bytes, in chunks (never one huge request)."""
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = read(min(CHUNK, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks)
 
 
@@ -113,20 +122,48 @@ def read_text(path: Path, kind: Kind) -> str:
         raise InputRefused(path, f"not UTF-8 text ({where})", hint="save the file as UTF-8") from None
 
 
-def read_member(read, name: str, declared: int, limit: int) -> bytes:
-    """At most `limit` bytes from `read(n)` (an archive member), refused when there is more or it declares more."""
-    if declared > limit:
-        raise InputRefused(name, f"declares {declared:,} bytes; at most {limit:,} are read", _SMALLER)
-    chunks, size = [], 0
-    while size <= limit:
-        chunk = read(min(CHUNK, limit + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    if size > limit:
+def open_archive(handle: BinaryIO, what: str) -> zipfile.ZipFile:
+    """A zip archive, refused before zipfile builds an entry per member when it lists more than MAX_ORA_MEMBERS."""
+    try:
+        end = zipfile._EndRecData(handle)  # the end-of-directory record zipfile itself reads first
+    except (OSError, ValueError, struct.error):
+        end = None
+    count = end[zipfile._ECD_ENTRIES_TOTAL] if end is not None else 0
+    if count > defaults.MAX_ORA_MEMBERS:
+        raise InputRefused(what, f"the archive lists {count:,} files; at most {defaults.MAX_ORA_MEMBERS:,} are read")
+    handle.seek(0)
+    try:
+        return zipfile.ZipFile(handle)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, struct.error):
+        raise InputRefused(what, "not a zip archive", hint="re-export it") from None
+
+
+def read_zip_member(archive: zipfile.ZipFile, name: str, limit: int, head: int | None = None) -> bytes:
+    """A member's bytes (or only its first `head`), inflated with a cap: at most `limit` bytes.
+
+    Refused: a missing or encrypted member, a compression other than stored or deflated (the others
+    inflate without a cap), a declared or real size over `limit`, and a damaged member (bad CRC, broken
+    stream).
+    """
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        raise InputRefused(name, "is missing from the archive", missing=True) from None
+    if info.flag_bits & 0x1:
+        raise InputRefused(name, "is encrypted", hint="save it without a password")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise InputRefused(name, f"uses compression method {info.compress_type}; only stored and deflated are read",
+                           hint="re-export it")
+    if head is None and info.file_size > limit:
+        raise InputRefused(name, f"declares {info.file_size:,} bytes; at most {limit:,} are read", _SMALLER)
+    try:
+        with archive.open(info) as member:
+            data = member.read(head) if head is not None else _read_capped(member.read, limit)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError, ValueError) as error:
+        raise InputRefused(name, f"cannot be read ({error or type(error).__name__})", "the archive is damaged; re-export it") from None
+    if head is None and len(data) > limit:
         raise InputRefused(name, f"inflates to more than {limit:,} bytes", _SMALLER)
-    return b"".join(chunks)
+    return data
 
 
 _SMALLER = "inputs larger than this are refused; make the file smaller"

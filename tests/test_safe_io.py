@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 
 import pytest
 
 from semanticdraw_cli import defaults, safe_io
-from semanticdraw_cli.safe_io import SCENE, InputRefused, read_bytes, read_member, read_text, resolve_path
+from semanticdraw_cli.safe_io import (
+    SCENE,
+    InputRefused,
+    open_archive,
+    read_bytes,
+    read_text,
+    read_zip_member,
+    resolve_path,
+)
 
 
 def refused(call, *args) -> InputRefused:
@@ -76,11 +85,52 @@ def test_text_must_be_utf8(tmp_path):
     assert read_text(path, SCENE) == "prompt: caf\u00e9"
 
 
-def test_archive_members_are_read_with_a_cap():
-    assert "declares 5,000 bytes; at most 100" in refused(read_member, io.BytesIO().read, "m", 5000, 100).reason
-    lying = io.BytesIO(b"z" * 1000)  # declares 10 bytes, holds 1000
-    assert "inflates to more than 100 bytes" in refused(read_member, lying.read, "m", 10, 100).reason
-    assert read_member(io.BytesIO(b"abc").read, "m", 3, 100) == b"abc"
+def zip_bytes(members: dict[str, bytes], compression=zipfile.ZIP_STORED) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def patched(data: bytes, local: int, central: int, value: int) -> bytes:
+    """The one-member archive with a 2-byte field set in its local header and its directory entry."""
+    out = bytearray(data)
+    for signature, offset in ((b"PK\x03\x04", local), (b"PK\x01\x02", central)):
+        at = out.index(signature) + offset
+        out[at:at + 2] = value.to_bytes(2, "little")
+    return bytes(out)
+
+
+def member_refusal(data: bytes, limit: int = 1 << 20) -> InputRefused:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        return refused(read_zip_member, archive, "layer.png", limit)
+
+
+def test_archive_members_are_inflated_with_a_cap():
+    bomb = zip_bytes({"layer.png": bytes(2 << 20)}, zipfile.ZIP_DEFLATED)  # 2 MiB of zeros in ~2 KB
+    assert len(bomb) < 10_000
+    assert "declares 2,097,152 bytes; at most 1,048,576 are read" in member_refusal(bomb).reason
+    with zipfile.ZipFile(io.BytesIO(bomb)) as archive:
+        assert read_zip_member(archive, "layer.png", 1 << 20, head=8) == bytes(8)  # a header costs no more
+        assert len(read_zip_member(archive, "layer.png", 2 << 20)) == 2 << 20
+
+
+def test_damaged_encrypted_and_unsupported_members_are_refused():
+    good = zip_bytes({"layer.png": b"pixels" * 100})
+    assert "is encrypted" in member_refusal(patched(good, 6, 8, 1)).reason  # general-purpose flag bit 0
+    assert "compression method 99" in member_refusal(patched(good, 8, 10, 99)).reason
+    damaged = good.replace(b"pixelspixels", b"pixelsPIXELS", 1)
+    assert "cannot be read (Bad CRC-32" in member_refusal(damaged).reason
+    with zipfile.ZipFile(io.BytesIO(good)) as archive:
+        assert refused(read_zip_member, archive, "other.png", 100).missing
+
+
+def test_archives_listing_too_many_members_are_refused_before_parsing(monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_ORA_MEMBERS", 2)
+    data = zip_bytes({f"m{i}": b"" for i in range(3)})
+    assert "lists 3 files; at most 2" in refused(open_archive, io.BytesIO(data), "art.ora").reason
+    assert "not a zip archive" in refused(open_archive, io.BytesIO(b"plain text"), "art.ora").reason
 
 
 # --- paths named by a scene --------------------------------------------------------------------
