@@ -172,21 +172,19 @@ def inspect(
     """Print the scene embedded in a rendered PNG, so the image can be reproduced."""
     import json as json_lib
 
-    import yaml
-    from PIL import UnidentifiedImageError
-
+    from semanticdraw_cli.errors import SceneError
     from semanticdraw_cli.outputs import read_embedded
+    from semanticdraw_cli.scene_yaml import parse_yaml
 
     try:
         scene_yaml, params = read_embedded(image)
-    except (FileNotFoundError, IsADirectoryError):
-        _fail(f"{image}: no such file", 2)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        _fail(f"{image}: not a readable PNG ({error})", 2)
+    except SceneError as error:
+        _fail("\n".join(str(p) for p in error.problems), 2)
     except KeyError:
         _fail(f"{image}: no embedded scene (not written by semanticdraw render?)", 2)
     if json_:
-        typer.echo(json_lib.dumps({"scene": yaml.safe_load(scene_yaml), "params": params}, indent=2))
+        scene = parse_yaml(scene_yaml, str(image))[0]  # checked by read_embedded; dates print as text
+        typer.echo(json_lib.dumps({"scene": scene, "params": params}, indent=2, default=str))
     else:
         typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
         typer.echo(scene_yaml, nl=False)
