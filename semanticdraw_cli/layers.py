@@ -90,7 +90,7 @@ def read_sidecar(path: Path) -> tuple[dict, Path | None]:
     """Settings from `art.yaml` (or `art.yml`) next to `art.psd`; none when neither exists."""
     for suffix in SIDECAR_SUFFIXES:
         sidecar = path.with_suffix(suffix)
-        if sidecar.exists() or sidecar.is_symlink():  # a FIFO or a dangling link is refused by the reader
+        if os.path.lexists(sidecar):  # a FIFO or a broken link is there too: the reader refuses it
             return _read_yaml(sidecar), sidecar
     return {}, None
 

@@ -126,3 +126,13 @@ def test_python_api_renders_a_scene_path(tmp_path):
 def test_bad_device_or_dtype_exits_2_before_loading(tmp_path, option):
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), *option])
     assert result.exit_code == 2 and option[0] in result.output and option[1] in result.output
+
+
+def test_every_seed_used_must_fit_in_64_bits_before_loading(tmp_path):
+    largest = str(2**64 - 1)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--seed", largest, "--images", "2",
+                                 "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "past the largest seed" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+    validate = runner.invoke(app, ["validate", str(SCENES / "two-subjects.yaml"), "--set", f"sampler.seed={largest}"])
+    assert validate.exit_code == 0, validate.output
