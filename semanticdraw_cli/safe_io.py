@@ -3,8 +3,9 @@
 A symlink to /dev/zero, a FIFO or a huge file would otherwise hang a command or exhaust memory. The
 file type is checked before opening, the file is opened without blocking and checked again, and reads
 stop one byte past the kind's limit (`defaults.MAX_*_BYTES`). Paths named inside a scene are resolved
-by `resolve_path`: names no file can have, unknown `~user`s and symlink loops are refused before any
-file system call can fail on them, and (unless allowed) so are places outside the scene's folder.
+by `resolve_path`: names no file can have, unknown `~user`s and symlink loops are one clear refusal
+instead of an exception from the file system, and (unless allowed) so are places outside the scene's
+folder.
 """
 
 from __future__ import annotations
@@ -124,11 +125,12 @@ def read_text(path: Path, kind: Kind) -> str:
 
 def open_archive(handle: BinaryIO, what: str) -> zipfile.ZipFile:
     """A zip archive, refused before zipfile builds an entry per member when it lists more than MAX_ORA_MEMBERS."""
+    find_end = getattr(zipfile, "_EndRecData", None)  # private: the end-of-directory record zipfile reads first
     try:
-        end = zipfile._EndRecData(handle)  # the end-of-directory record zipfile itself reads first
+        end = find_end(handle) if find_end is not None else None
     except (OSError, ValueError, struct.error):
         end = None
-    count = end[zipfile._ECD_ENTRIES_TOTAL] if end is not None else 0
+    count = end[getattr(zipfile, "_ECD_ENTRIES_TOTAL", 4)] if end is not None else 0
     if count > defaults.MAX_ORA_MEMBERS:
         raise InputRefused(what, f"the archive lists {count:,} files; at most {defaults.MAX_ORA_MEMBERS:,} are read")
     handle.seek(0)
