@@ -190,15 +190,17 @@ def render(
     device: str | None = None,
     dtype: str | None = None,
     overwrite: bool = False,
+    allow_outside: bool = False,
 ) -> list[RenderResult]:
     """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls).
 
-    Existing outputs in `out_dir` are refused (OutputError, before any model loads) unless `overwrite`.
+    Existing outputs in `out_dir` are refused (OutputError, before any model loads) unless `overwrite`;
+    `allow_outside`: the scene file may name pictures outside its folder (as `--allow-outside`).
     """
     if not isinstance(scene, Scene):
         from semanticdraw_cli.scene_loader import load_scene
 
-        scene = load_scene(Path(scene), overrides)
+        scene = load_scene(Path(scene), overrides, allow_outside=allow_outside)
     return Renderer(device=device, dtype=dtype).render(scene, out_dir, overwrite=overwrite)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
 from semanticdraw_cli.rasterize import rasterize_mask
+from semanticdraw_cli.safe_io import InputRefused, exists, resolve_path
 from semanticdraw_cli.scene import Region, Scene
 from semanticdraw_cli.scene_schema import build_scene
 from semanticdraw_cli.scene_yaml import apply_overrides, deep_copy, read_yaml
@@ -20,17 +21,18 @@ YAML_SUFFIXES = (".yaml", ".yml")
 LAYERED_SUFFIXES = (".psd", ".ora")
 
 
-def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
+def load_scene(path: Path, overrides: Sequence[str] = (), allow_outside: bool = False) -> Scene:
     """Read a scene file (.yaml/.yml, or .psd/.ora through `layers`), apply `--set` overrides, validate.
 
     A YAML file beside a same-named .psd/.ora holds that drawing's settings: the drawing is loaded.
+    Pictures and drawings the scene names must lie in its folder or below, unless `allow_outside`.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in LAYERED_SUFFIXES:
         from semanticdraw_cli.layers import load_layered_scene
 
-        return load_layered_scene(path, overrides)
+        return load_layered_scene(path, overrides, allow_outside=allow_outside)
     if suffix not in YAML_SUFFIXES:
         hint = "scene files end in " + ", ".join(YAML_SUFFIXES + LAYERED_SUFFIXES)
         raise SceneError([Problem(str(path), "", f"unknown scene file type {path.suffix or '(none)'!r}", hint=hint)])
@@ -39,27 +41,31 @@ def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
 
         drawing = drawing_of(path)
         if drawing is not None:
-            return load_layered_scene(drawing, overrides)
+            return load_layered_scene(drawing, overrides, allow_outside=allow_outside)
     data, lines, problems = read_yaml(path)
+    if data is None and not problems:
+        problems.append(Problem(str(path), "", "the file is empty", hint="a scene needs at least canvas and regions"))
+    elif data is not None and not isinstance(data, dict):
+        what = type(data).__name__
+        problems.append(Problem(str(path), "", f"expected a mapping of keys (version, canvas, ...), got {what}"))
     if isinstance(data, dict) and data.get("layers") is not None:
-        layered = data["layers"]
-        if not isinstance(layered, str) or not (path.parent / layered).is_file():
-            what = f"file not found: {layered}" if isinstance(layered, str) else "expected the path of a .psd or .ora file"
-            problems.append(Problem(str(path), "layers", what, lines.get("layers"), "paths are relative to the scene file"))
+        layered = _layered_path(path, data["layers"], lines.get("layers"), allow_outside, problems)
         if problems:
             raise SceneError(problems)
         from semanticdraw_cli.layers import load_layered_scene
 
         settings = {k: v for k, v in data.items() if k != "layers"}
-        return load_layered_scene((path.parent / layered).resolve(), overrides, settings=settings, settings_file=path)
+        return load_layered_scene(layered, overrides, settings=settings, settings_file=path, allow_outside=allow_outside)
     if not isinstance(data, dict):
         raise SceneError(problems)
-    return _build(data, path, lines, overrides, problems)  # duplicate keys: reported with the rest
+    return _build(data, path, lines, overrides, problems, allow_outside)  # duplicate keys: reported with the rest
 
 
-def scene_from_dict(data: dict, source: Path | None, overrides: Sequence[str] = ()) -> Scene:
+def scene_from_dict(
+    data: dict, source: Path | None, overrides: Sequence[str] = (), allow_outside: bool = False
+) -> Scene:
     """Validate a raw scene dict (paths relative to `source`'s folder) into a Scene; SceneError lists all problems."""
-    return _build(data, Path(source) if source is not None else None, {}, overrides)
+    return _build(data, Path(source) if source is not None else None, {}, overrides, (), allow_outside)
 
 
 def scene_to_dict(scene: Scene) -> dict:
@@ -114,14 +120,32 @@ def scene_warnings(scene: Scene) -> list[str]:
 
 
 def _build(
-    data: object, source: Path | None, lines: dict[str, int], overrides: Sequence[str], problems: Sequence[Problem] = ()
+    data: object, source: Path | None, lines: dict[str, int], overrides: Sequence[str], problems: Sequence[Problem] = (),
+    allow_outside: bool = False,
 ) -> Scene:
     file = str(source) if source is not None else "<scene>"
     if not isinstance(data, dict):
         raise SceneError([Problem(file, "", f"expected a mapping of keys, got {type(data).__name__}")])
     data = deep_copy(data)
     overridden, override_problems = apply_overrides(data, overrides, file)
-    return build_scene(data, source, lines, overridden, [*problems, *override_problems])
+    return build_scene(data, source, lines, overridden, [*problems, *override_problems], allow_outside)
+
+
+def _layered_path(path: Path, value: object, line: int | None, allow_outside: bool, problems: list) -> Path | None:
+    """The drawing named under `layers:`, in the scene's folder or below unless `allow_outside`."""
+    file, hint = str(path), "paths are relative to the scene file"
+    if not isinstance(value, str) or not value:
+        problems.append(Problem(file, "layers", "expected the path of a .psd or .ora file", line, hint))
+        return None
+    try:
+        resolved = resolve_path(value, path.resolve().parent, confine=not allow_outside)
+    except InputRefused as error:
+        problems.append(Problem(file, "layers", str(error), line, error.hint))
+        return None
+    if not exists(resolved):
+        problems.append(Problem(file, "layers", f"file not found: {value}", line, hint))
+        return None
+    return resolved
 
 
 def _mask_to_dict(region: Region) -> dict:
