@@ -93,14 +93,20 @@ def _fail(message: str, code: int) -> NoReturn:
     raise Failure(message, code)
 
 
-def _load_scenes(paths: list[Path], overrides: list[str]) -> tuple[list[tuple[Path, object]], list[str]]:
+AllowOutside = Annotated[bool, typer.Option(
+    "--allow-outside", help="Read pictures and drawings a scene names outside the scene file's folder.")]
+
+
+def _load_scenes(
+    paths: list[Path], overrides: list[str], allow_outside: bool = False
+) -> tuple[list[tuple[Path, object]], list[str]]:
     """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
     from semanticdraw_cli.scene_loader import load_scene
 
     loaded, problems = [], []
     for path in paths:
         try:
-            loaded.append((path, load_scene(path, overrides)))
+            loaded.append((path, load_scene(path, overrides, allow_outside=allow_outside)))
         except SceneError as error:
             problems.extend(str(p) for p in error.problems)
     return loaded, problems
@@ -190,6 +196,7 @@ def render(
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing outputs (else they are refused before any model loads).")
     ] = False,
+    allow_outside: AllowOutside = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     json_: Annotated[
         bool,
@@ -214,7 +221,7 @@ def render(
     for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    loaded, problems = _load_scenes(scenes, overrides)
+    loaded, problems = _load_scenes(scenes, overrides, allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
     label = {id(scene): str(path) for path, scene in loaded}
@@ -261,21 +268,18 @@ def inspect(
     json_: Annotated[bool, typer.Option("--json", help="Print scene and parameters as JSON.")] = False,
 ) -> None:
     """Print the scene embedded in a rendered PNG, so the image can be reproduced."""
-    import yaml
-    from PIL import UnidentifiedImageError
-
     from semanticdraw_cli.outputs import read_embedded
+    from semanticdraw_cli.scene_yaml import parse_yaml
 
     try:
         scene_yaml, params = read_embedded(image)
-    except (FileNotFoundError, IsADirectoryError):
-        _fail(f"{image}: no such file", 2)
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        _fail(f"{image}: not a readable PNG ({error})", 2)
+    except SceneError as error:
+        _fail("\n".join(str(p) for p in error.problems), 2)
     except KeyError:
         _fail(f"{image}: no embedded scene (not written by semanticdraw render?)", 2)
     if json_:
-        typer.echo(json.dumps({"scene": yaml.safe_load(scene_yaml), "params": params}, indent=2))
+        scene = parse_yaml(scene_yaml, str(image))[0]  # checked by read_embedded; dates print as text
+        typer.echo(json.dumps({"scene": scene, "params": params}, indent=2, default=str))
     else:
         typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
         typer.echo(scene_yaml, nl=False)
@@ -286,6 +290,7 @@ def inspect(
 def validate(
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem.
 
@@ -294,7 +299,7 @@ def validate(
     """
     from semanticdraw_cli.scene_loader import scene_warnings
 
-    loaded, problems = _load_scenes(scenes, set_ or [])
+    loaded, problems = _load_scenes(scenes, set_ or [], allow_outside)
     for _, scene in loaded:
         for warning in scene_warnings(scene):
             typer.echo(f"warning: {warning}", err=True)
@@ -322,6 +327,7 @@ def preview(
                      show_default="NAME-preview.png"),
     ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model.
 
@@ -333,7 +339,7 @@ def preview(
 
     if output is not None:
         check_output_name(output, (".png",))
-    loaded, problems = _load_scenes([scene], set_ or [])
+    loaded, problems = _load_scenes([scene], set_ or [], allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
     target = output or Path(f"{loaded[0][1].name}-preview.png")
@@ -350,12 +356,13 @@ def import_layers(
     output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; masks go to OUTPUT-masks/.")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Turn a layered drawing into a plain YAML scene with one mask PNG per region."""
     from semanticdraw_cli.layers import import_layered_scene
 
     try:
-        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
+        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite, allow_outside=allow_outside)
     except OSError as error:
         _fail(f"cannot write {output}: {error}; check the disk has room", 1)
     typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")

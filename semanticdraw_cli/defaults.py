@@ -13,6 +13,26 @@ MAX_IMAGES = 256  # --images / sampler.images
 MAX_GRID = 1000  # sampler.steps / sampler.grid: a schedule has at most the 1000 training timesteps
 MAX_MASK_IMAGE_PIXELS = 16384 * 16384  # mask, label map and background pictures; Pillow's bomb check
 
+MAX_POLYGON_POINTS = 10_000  # points of one polygon mask; also the longest list a scene file may hold
+MAX_SHAPE_COORDINATE = 1_000_000  # |coordinate| of rect/ellipse/polygon masks, pixels or fractions
+MAX_BLUR = 256  # mask Gaussian std, pixels; the kernel reaches 3 std, so blur costs grow with it
+MAX_NUMBER = 1_000_000  # |value| of any other number a scene sets; bigger ones overflow the float math
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds; seed + images - 1 must fit too
+MAX_LAYER_DEPTH = 64  # nested groups (<stack>s) of a layered drawing
+MAX_LAYER_OFFSET = 2**31 - 1  # |x| and |y| of a layer, pixels (32-bit in PSD)
+
+# Bytes read from input files at most (a larger file is refused before it is read), and input YAML.
+MAX_SCENE_BYTES = 1024 * 1024  # a scene file; 256 regions with prompts take ~100 KB, a 10,000-point polygon ~120 KB
+MAX_SETTINGS_BYTES = 1024 * 1024  # the settings (sidecar) YAML of a layered drawing
+MAX_PSD_BYTES = 1024**3  # a .psd drawing, read whole into memory
+MAX_ORA_BYTES = 1024**3  # a .ora drawing (zip archive), read member by member
+MAX_ORA_MEMBERS = 10_000  # files inside a .ora archive (layers, thumbnails, stack.xml)
+MAX_STACK_XML_BYTES = 16 * 1024 * 1024  # a .ora's stack.xml, inflated
+MAX_PICTURE_BYTES = 256 * 1024 * 1024  # one PNG/JPEG mask, label map or background, a .ora layer inflated, a rendered PNG
+MAX_EMBEDDED_TEXT_BYTES = 2 * MAX_SCENE_BYTES  # the scene or params text chunk of a rendered PNG (all defaults spelled out)
+MAX_YAML_NODES = 1_000_000  # values in one YAML text, aliases expanded; stops "billion laughs" before expanding
+MAX_YAML_DEPTH = 64  # nesting of mappings and lists in one YAML text, aliases expanded
+
 MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized when aspects match this well
 LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the label colour
 

@@ -1,12 +1,17 @@
 """Read layered drawings (.psd, .ora) into a flat, bottom-first list of visible layers clipped to the canvas.
 
-Only pixels and geometry: what the layers mean (regions, background) is decided in `layers`.
+Only pixels and geometry: what the layers mean (regions, background) is decided in `layers`. Files are
+read through the bounded reader; an OpenRaster archive's declared sizes and each layer PNG's header are
+checked before anything is inflated, and members are inflated with a cap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
+import re
+import struct
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
@@ -20,11 +25,12 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
+from semanticdraw_cli.safe_io import ORA, PSD, InputRefused, open_archive, open_file, read_bytes, read_zip_member
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in canvas pixels (right/bottom exclusive)
 
 ORA_MIMETYPE = "image/openraster"
-MAX_STACK_XML_BYTES = 16 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PSD_MODES = {"RGB", "GRAYSCALE"}  # read as RGBA; grayscale is converted (gray copied to R, G and B)
 PSD_DEPTHS = {8, 16}  # 16-bit channels are reduced to 8 bits, finer than masks need
 
@@ -123,13 +129,17 @@ def _decode_entry(file: str, width: int, height: int, entry: _Entry) -> Layer:
     left, top, right, bottom = entry.box
     if right <= left or bottom <= top:  # no pixels at all: an empty region
         return Layer(entry.name, entry.where, np.zeros((0, 0, 4), np.uint8), (0, 0, 0, 0))
+    if (right - left) * (bottom - top) > defaults.MAX_MASK_IMAGE_PIXELS:  # decoders expand the whole layer
+        size = f"{right - left}x{bottom - top}"
+        raise SceneError([Problem(file, key, f"is {size} pixels, over the limit of {defaults.MAX_MASK_IMAGE_PIXELS:,}",
+                                  hint="crop the layer to the canvas")])
     clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
     if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
         where = f"lies entirely outside the {width}x{height} canvas (x {left}..{right}, y {top}..{bottom})"
         raise SceneError([Problem(file, key, where, hint="move it onto the canvas or hide it")])
     try:
         rgba = np.asarray(entry.read(clipped).convert("RGBA"), dtype=np.uint8)  # (h, w, 4)
-    except MemoryError:
+    except (MemoryError, SceneError):
         raise
     except Exception as error:  # a corrupt file fails inside the decoder in many ways
         raise SceneError([Problem(file, key, f"cannot read its pixels ({type(error).__name__}: {error})")]) from None
@@ -158,7 +168,7 @@ def _read_psd(path: Path) -> Document:
         )
     if not _merged_image_complete(record):
         raise SceneError([Problem(file, "", "the file is truncated (its image data ends early)", hint="re-export it")])
-    entries = list(_psd_entries(psd, ""))
+    entries = list(_psd_entries(file, psd, ""))
     return _decode(file, psd.width, psd.height, entries)
 
 
@@ -183,9 +193,9 @@ def _open_psd(path: Path):
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
-    except OSError as error:
-        raise SceneError([Problem(str(path), "", f"cannot read the file ({error.strerror or error})")]) from None
+        return read_bytes(path, PSD)
+    except InputRefused as error:
+        raise SceneError([Problem(str(path), "", error.reason, hint=error.hint)]) from None
 
 
 def _merged_image_complete(record) -> bool:
@@ -212,16 +222,29 @@ def _merged_image_complete(record) -> bool:
         return False
 
 
-def _psd_entries(group, prefix: str):
+def _psd_entries(file: str, group, prefix: str, depth: int = 0):
     """Visible layers bottom first; a hidden group hides its children; clipped layers belong to their base."""
     for layer in group:
         if not layer.visible:
             continue
-        where = f"{prefix}{layer.name}"
+        name = clean_name(layer.name)
+        where = f"{prefix}{name}"
         if layer.is_group():
-            yield from _psd_entries(layer, where + "/")
+            _check_depth(file, where, depth + 1)
+            yield from _psd_entries(file, layer, where + "/", depth + 1)
         elif layer.kind != "adjustment" and not layer.clipping:
-            yield _Entry(layer.name, where, tuple(layer.bbox), _psd_reader(layer))
+            yield _Entry(name, where, tuple(layer.bbox), _psd_reader(layer))
+
+
+def clean_name(name: str) -> str:
+    """A layer name without control characters (Krita ends PSD layer names with NUL) or outer spaces."""
+    return re.sub(r"[\x00-\x1f\x7f-\x9f]+", " ", name).strip()
+
+
+def _check_depth(file: str, where: str, depth: int) -> None:
+    if depth > defaults.MAX_LAYER_DEPTH:
+        raise SceneError([Problem(file, f"layer {where[:60]!r}", f"groups nest more than {defaults.MAX_LAYER_DEPTH} deep",
+                                  hint="flatten some groups")])
 
 
 def _psd_reader(layer) -> Callable[[Box], Image.Image]:
@@ -251,38 +274,44 @@ def _psd_reader(layer) -> Callable[[Box], Image.Image]:
 def _read_ora(path: Path) -> Document:
     file = str(path)
     try:
-        archive = zipfile.ZipFile(path)
-    except OSError as error:
-        raise SceneError([Problem(file, "", f"cannot read the file ({error.strerror or error})")]) from None
-    except zipfile.BadZipFile:
-        raise SceneError([Problem(file, "", "not an OpenRaster file (not a zip archive)", hint="re-export it")]) from None
-    with archive:
-        root = _ora_stack(file, archive)
-        width, height = _ora_size(file, root)
-        stack = root.find("stack")
-        if stack is None:
-            raise SceneError([Problem(file, "stack.xml", "no <stack> element")])
-        entries = list(_ora_entries(file, archive, stack, "", 0, 0))
-        return _decode(file, width, height, entries)
+        with open_file(path, ORA) as handle, open_archive(handle, file) as archive:
+            root = _ora_stack(file, archive)
+            width, height = _ora_size(file, root)
+            stack = root.find("stack")
+            if stack is None:
+                raise SceneError([Problem(file, "stack.xml", "no <stack> element")])
+            entries = list(_ora_entries(file, archive, stack, "", 0, 0))
+            return _decode(file, width, height, entries)
+    except InputRefused as error:
+        reason = "not an OpenRaster file (not a zip archive)" if error.reason == "not a zip archive" else error.reason
+        raise SceneError([Problem(file, "", reason, hint=error.hint)]) from None
 
 
 def _ora_stack(file: str, archive: zipfile.ZipFile) -> ET.Element:
     names = set(archive.namelist())
     if "mimetype" in names:
-        mimetype = archive.read("mimetype").decode("ascii", "replace").strip()
+        head = _member(file, archive, "mimetype", "mimetype", head=64)  # a huge member is not the mimetype
+        mimetype = head.decode("ascii", "replace").strip()
         if mimetype != ORA_MIMETYPE:
-            raise SceneError([Problem(file, "mimetype", f"is {mimetype!r}, not {ORA_MIMETYPE!r}", hint="export as OpenRaster (.ora)")])
+            raise SceneError([Problem(file, "mimetype", f"is {mimetype[:40]!r}, not {ORA_MIMETYPE!r}", hint="export as OpenRaster (.ora)")])
     if "stack.xml" not in names:
         raise SceneError([Problem(file, "", "not an OpenRaster file (no stack.xml inside)", hint="re-export it")])
-    if archive.getinfo("stack.xml").file_size > MAX_STACK_XML_BYTES:
-        raise SceneError([Problem(file, "stack.xml", "is too large")])
+    data = _member(file, archive, "stack.xml", "stack.xml", defaults.MAX_STACK_XML_BYTES)
     try:
-        root = ET.fromstring(archive.read("stack.xml"))
-    except (ET.ParseError, zipfile.BadZipFile, OSError, EOFError) as error:
+        root = ET.fromstring(data)
+    except ET.ParseError as error:
         raise SceneError([Problem(file, "stack.xml", f"cannot be read ({error})")]) from None
     if root.tag != "image":
         raise SceneError([Problem(file, "stack.xml", f"root element is <{root.tag}>, expected <image>")])
     return root
+
+
+def _member(file: str, archive: zipfile.ZipFile, name: str, key: str, limit: int = 0, head: int | None = None) -> bytes:
+    """`read_zip_member`, its refusal a problem of `key` in the drawing."""
+    try:
+        return read_zip_member(archive, name, limit, head)
+    except InputRefused as error:
+        raise SceneError([Problem(file, key, str(error), hint=error.hint)]) from None
 
 
 def _ora_size(file: str, root: ET.Element) -> tuple[int, int]:
@@ -292,52 +321,57 @@ def _ora_size(file: str, root: ET.Element) -> tuple[int, int]:
         raise SceneError([Problem(file, "stack.xml", "<image> needs integer w and h attributes")]) from None
 
 
-def _ora_entries(file: str, archive: zipfile.ZipFile, stack: ET.Element, prefix: str, dx: int, dy: int):
+def _ora_entries(file: str, archive: zipfile.ZipFile, stack: ET.Element, prefix: str, dx: int, dy: int, depth: int = 0):
     """stack.xml lists the top layer first: walk children in reverse for bottom first."""
     for element in reversed(list(stack)):
         if element.tag not in ("layer", "stack") or element.get("visibility", "visible") == "hidden":
             continue
-        name = element.get("name", "")
+        name = clean_name(element.get("name", ""))
         x, y = dx + _ora_int(file, element, "x"), dy + _ora_int(file, element, "y")
         if element.tag == "stack":
-            yield from _ora_entries(file, archive, element, f"{prefix}{name}/", x, y)
+            _check_depth(file, f"{prefix}{name}", depth + 1)
+            yield from _ora_entries(file, archive, element, f"{prefix}{name}/", x, y, depth + 1)
         else:
-            yield _ora_entry(file, archive, element, f"{prefix}{name}", x, y)
+            yield _ora_entry(file, archive, element, name, f"{prefix}{name}", x, y)
 
 
 def _ora_int(file: str, element: ET.Element, attribute: str) -> int:
+    """A layer offset in pixels: a finite number within ±MAX_LAYER_OFFSET (`x="inf"` and `1e400` are not)."""
     text = element.get(attribute, "0")
     try:
-        return int(float(text))
+        value = float(text)
     except ValueError:
-        name = element.get("name", "")
-        raise SceneError([Problem(file, f"layer {name!r}", f"{attribute}={text!r} is not a number")]) from None
+        value = math.nan
+    if not math.isfinite(value) or abs(value) > defaults.MAX_LAYER_OFFSET:
+        name = clean_name(element.get("name", ""))
+        shown = text if len(text) <= 20 else text[:17] + "..."
+        raise SceneError([Problem(file, f"layer {name!r}", f"{attribute}={shown!r} is not a number of pixels within "
+                                  f"±{defaults.MAX_LAYER_OFFSET:,}", hint="re-export the drawing")])
+    return int(value)
 
 
-def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, where: str, x: int, y: int) -> _Entry:
+def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, name: str, where: str, x: int, y: int) -> _Entry:
+    """The layer's size from its PNG header, read without inflating the rest; pixels are read when decoded."""
     key = f"layer {where!r}"
     src = element.get("src", "")
     if not src.lower().endswith(".png"):
         raise SceneError([Problem(file, key, f"source {src!r} is not a PNG", hint="export raster layers")])
-    try:
-        data = archive.read(src)
-        with _quiet_size_check(), Image.open(io.BytesIO(data)) as probe:
-            size = probe.size
-    except KeyError:
-        raise SceneError([Problem(file, key, f"{src} is missing from the archive")]) from None
-    except Image.DecompressionBombError:
-        raise SceneError([Problem(file, key, f"{src} is too large")]) from None
-    except Exception as error:  # corrupt zip member or PNG header
-        raise SceneError([Problem(file, key, f"{src} is not a readable PNG ({type(error).__name__}: {error})")]) from None
+    head = _member(file, archive, src, key, defaults.MAX_PICTURE_BYTES, head=24)
+    if len(head) < 24 or not head.startswith(PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        raise SceneError([Problem(file, key, f"{src} is not a readable PNG (no PNG header)", hint="re-export it")])
+    size = struct.unpack(">II", head[16:24])
     if size[0] * size[1] > defaults.MAX_MASK_IMAGE_PIXELS:
-        raise SceneError([Problem(file, key, f"{src} is {size[0]}x{size[1]}, too large")])
+        raise SceneError([Problem(file, key, f"{src} is {size[0]}x{size[1]}, too large (over "
+                                  f"{defaults.MAX_MASK_IMAGE_PIXELS:,} pixels)", hint="crop the layer to the canvas")])
 
     def read(box: Box) -> Image.Image:
+        data = _member(file, archive, src, key, defaults.MAX_PICTURE_BYTES)
         with _quiet_size_check(), Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image.convert("RGBA").crop((box[0] - x, box[1] - y, box[2] - x, box[3] - y))
+            if image.size != size:
+                raise ValueError(f"the PNG is {image.size[0]}x{image.size[1]}, its header said {size[0]}x{size[1]}")
+            return image.crop((box[0] - x, box[1] - y, box[2] - x, box[3] - y)).convert("RGBA")
 
-    return _Entry(element.get("name", ""), where, (x, y, x + size[0], y + size[1]), read)
+    return _Entry(name, where, (x, y, x + size[0], y + size[1]), read)
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ The file gives the canvas, the region masks (layer alpha) and the background pic
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,8 +21,10 @@ from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.layered_files import Document, Layer, read_document
 from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder
+from semanticdraw_cli.safe_io import SETTINGS
 from semanticdraw_cli.scene import Mask, Scene
 from semanticdraw_cli.scene_dict import scene_from_dict, scene_to_dict
+from semanticdraw_cli.scene_yaml import read_yaml
 
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 DRAWING_SUFFIXES = (".psd", ".ora")
@@ -52,8 +55,12 @@ def load_layered_scene(
     overrides: Sequence[str] = (),
     settings: dict | None = None,
     settings_file: Path | None = None,
+    allow_outside: bool = False,
 ) -> Scene:
-    """Scene from a .psd/.ora drawing plus settings (given, or read from the sidecar YAML next to it)."""
+    """Scene from a .psd/.ora drawing plus settings (given, or read from the sidecar YAML next to it).
+
+    A background picture the settings name must lie in their folder or below, unless `allow_outside`.
+    """
     path = Path(path)
     explicit = settings is not None
     if not explicit:
@@ -70,7 +77,8 @@ def load_layered_scene(
         raise SceneError(problems + error.problems) from None
     problems += _unknown_region_names(settings, source, split)
     try:
-        scene = _from_dict(_scene_dict(settings, document, split), source, [o for o in overrides if not _fixed(o)])
+        overrides_left = [o for o in overrides if not _fixed(o)]
+        scene = _from_dict(_scene_dict(settings, document, split), source, overrides_left, allow_outside)
     except SceneError as error:
         raise SceneError(problems + [_translate(p, split, settings) for p in error.problems]) from None
     if split.background is not None and scene.background.image is not None:
@@ -88,8 +96,11 @@ def read_sidecar(path: Path) -> tuple[dict, Path | None]:
 
 
 def sidecar_of(path: Path) -> Path | None:
-    """The settings file of the drawing `path`: `art.yaml`, else `art.yml`, when it exists."""
-    return next((path.with_suffix(s) for s in SIDECAR_SUFFIXES if path.with_suffix(s).is_file()), None)
+    """The settings file of the drawing `path`: `art.yaml`, else `art.yml`, when there is one.
+
+    A FIFO or a broken link counts as there too: the bounded reader then refuses it by name.
+    """
+    return next((path.with_suffix(s) for s in SIDECAR_SUFFIXES if os.path.lexists(path.with_suffix(s))), None)
 
 
 def drawing_of(settings: Path) -> Path | None:
@@ -111,17 +122,10 @@ def split_name(layer_name: str) -> tuple[str, str]:
 
 
 def _read_yaml(file: Path) -> object:
-    import yaml
-
-    try:
-        data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise SceneError([Problem(str(file), "", f"cannot read the settings ({error})")]) from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        message = getattr(error, "problem", None) or str(error)
-        raise SceneError([Problem(str(file), "", f"not valid YAML: {message}", line=line)]) from None
+    """Settings through the scene's YAML reader: the same byte, alias, nesting and value limits."""
+    data, _, problems = read_yaml(file, SETTINGS)
+    if problems:
+        raise SceneError(problems)
     return {} if data is None else data
 
 
@@ -170,7 +174,7 @@ def _fixed(override: str) -> bool:
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve()
-    except OSError:
+    except (OSError, ValueError, RuntimeError):  # RuntimeError: a symlink loop before Python 3.13
         return False
 
 
@@ -249,8 +253,8 @@ def _usable_by_name(settings: dict) -> dict[str, dict]:
     }
 
 
-def _from_dict(data: dict, source: Path, overrides: Sequence[str]) -> Scene:
-    return scene_from_dict(data, source, overrides)
+def _from_dict(data: dict, source: Path, overrides: Sequence[str], allow_outside: bool) -> Scene:
+    return scene_from_dict(data, source, overrides, allow_outside)
 
 
 def _translate(problem: Problem, split: _Split, settings: dict) -> Problem:
@@ -291,14 +295,16 @@ def _over_white(layer: Layer, width: int, height: int) -> np.ndarray:
 # --- import: a layered drawing -> a plain YAML scene with mask PNGs -------------------------------
 
 
-def import_layered_scene(art: Path, output: Path, overrides: Sequence[str] = (), overwrite: bool = False) -> list[Path]:
+def import_layered_scene(
+    art: Path, output: Path, overrides: Sequence[str] = (), overwrite: bool = False, allow_outside: bool = False
+) -> list[Path]:
     """Write `output` (YAML) and one mask PNG per region (plus the background) in `OUTPUT-masks/`."""
     art, output = Path(art), Path(output)
     check_output_name(output, SIDECAR_SUFFIXES)
     if _same_file(output.with_suffix(art.suffix), art):
         hint = f"choose another name: {art.stem}{output.suffix} holds the settings of {art.name}"
         raise SceneError([Problem(str(output), "", "would become the drawing's own sidecar", hint=hint)])
-    scene = load_layered_scene(art, overrides)
+    scene = load_layered_scene(art, overrides, allow_outside=allow_outside)
     masks_dir = output.with_name(output.stem + "-masks")
     pictures = _mask_files(scene, masks_dir)
     if masks_dir.exists() and not masks_dir.is_dir():

@@ -167,12 +167,10 @@ def write_json(target: Path, data: dict[str, Any]) -> None:
 
 
 def read_embedded(path: Path) -> tuple[str, dict[str, Any]]:
-    """(scene YAML, params) embedded in a PNG written by `render`; KeyError when absent."""
-    from PIL import Image
+    """(scene YAML, params) embedded in a PNG written by `render`; KeyError when absent, SceneError when refused."""
+    from semanticdraw_cli.embedded import read_embedded as read
 
-    with Image.open(path) as image:
-        text = dict(image.text)
-    return text[SCENE_KEY], json.loads(text.get(PARAMS_KEY, "{}"))
+    return read(path, SCENE_KEY, PARAMS_KEY)
 
 
 # --- helpers ---------------------------------------------------------------------------------

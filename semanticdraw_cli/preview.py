@@ -125,8 +125,14 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _fit_text(text: str, font, max_width: float) -> str:
+    """`text`, or its longest prefix that fits with "..." added: a binary search, O(log n) measurements."""
     if font.getlength(text) <= max_width:
         return text
-    while text and font.getlength(text + "...") > max_width:
-        text = text[:-1]
-    return text + "..."
+    fits, too_long = 0, len(text)  # text[:fits] + "..." fits (or fits is 0); text[:too_long] + "..." does not
+    while too_long - fits > 1:
+        middle = (fits + too_long) // 2
+        if font.getlength(text[:middle] + "...") <= max_width:
+            fits = middle
+        else:
+            too_long = middle
+    return text[:fits] + "..."

@@ -8,6 +8,7 @@ decoding when over `defaults.MAX_MASK_IMAGE_PIXELS` and reported as `MaskError`,
 from __future__ import annotations
 
 import functools
+import io
 import math
 import threading
 import warnings
@@ -18,6 +19,7 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import MaskError
+from semanticdraw_cli.safe_io import PICTURE, InputRefused, read_bytes
 from semanticdraw_cli.scene import Canvas, Mask
 
 SUB_ROWS = 4  # vertical samples per pixel row; horizontal coverage is exact
@@ -61,14 +63,18 @@ def load_rgb(path: Path, canvas: Canvas) -> np.ndarray:
 def _open_image(path: Path | None) -> Image.Image:
     """Decode a picture, refusing a decompression bomb from its header, before decoding any pixel.
 
-    Pillow's own check would refuse at its limit, not ours, without naming the size: it is switched off
+    The file is read through the bounded reader (a regular file of at most MAX_PICTURE_BYTES). Pillow's
+    own bomb check would refuse at its limit, not ours, without naming the size: it is switched off
     while the header is read (under a lock, since the setting is global) and our limit applied instead.
     """
     if path is None:
         raise MaskError("no file given", hint="name an image file")
-    if not path.is_file():
-        hint = "paths are relative to the scene file's folder"
-        raise MaskError(f"file not found: {path}" if not path.exists() else f"not a file: {path}", hint=hint)
+    try:
+        data = read_bytes(path, PICTURE)
+    except InputRefused as error:
+        if error.missing:
+            raise MaskError(f"file not found: {path}", hint="paths are relative to the scene file's folder") from None
+        raise MaskError(str(error), hint=error.hint) from None
     limit = defaults.MAX_MASK_IMAGE_PIXELS
     too_big = "{w}×{h} = {n:,} pixels is over the limit of {limit:,} pixels"
     hint = "downscale the picture; it only needs the canvas size"
@@ -76,7 +82,7 @@ def _open_image(path: Path | None) -> Image.Image:
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # we check the header size ourselves
         try:
-            with Image.open(path) as image:
+            with Image.open(io.BytesIO(data)) as image:
                 w, h = image.size
                 if w * h > limit:
                     raise MaskError(f"{path.name}: " + too_big.format(w=w, h=h, n=w * h, limit=limit), hint=hint)
@@ -128,7 +134,10 @@ def _label_mask(path: Path | None, color: tuple[int, int, int] | None, canvas: C
     """1 where the map is within LABEL_COLOR_TOLERANCE of `color` on every channel, else 0."""
     if color is None:
         raise MaskError("label map without a colour", hint='add color: "#rrggbb"')
-    stat = path.stat() if path is not None and path.is_file() else None
+    try:
+        stat = path.stat() if path is not None else None
+    except (OSError, ValueError):
+        stat = None  # the reader reports it
     key = (stat.st_mtime_ns, stat.st_size) if stat else None
     rgb = _label_rgb(path, key, canvas)  # (H, W, 3) uint8, read-only, cached
     diff = np.abs(rgb.astype(np.int16) - np.asarray(color, np.int16))

@@ -255,20 +255,25 @@ def render(
     device: str | None = None,
     dtype: str | None = None,
     overwrite: bool = False,
+    allow_outside: bool = False,
 ) -> list[RenderResult]:
     """Render a scene file or Scene object: the one-call Python API (`Renderer` keeps models between calls).
 
-    Existing outputs in `out_dir` are refused (OutputError, before any model loads) unless `overwrite`.
+    Existing outputs in `out_dir` are refused (OutputError, before any model loads) unless `overwrite`;
+    `allow_outside`: the scene file may name pictures outside its folder (as `--allow-outside`).
     """
-    return Renderer(device=device, dtype=dtype).render(_as_scene(scene, overrides), out_dir, overwrite=overwrite)
+    scene = _as_scene(scene, overrides, allow_outside)
+    return Renderer(device=device, dtype=dtype).render(scene, out_dir, overwrite=overwrite)
 
 
-def _as_scene(scene: Scene | str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scene:
+def _as_scene(
+    scene: Scene | str | Path, overrides: list[str] | tuple[str, ...] = (), allow_outside: bool = False
+) -> Scene:
     if isinstance(scene, Scene):
         return scene
     from semanticdraw_cli.scene_loader import load_scene
 
-    return load_scene(Path(scene), overrides)
+    return load_scene(Path(scene), overrides, allow_outside=allow_outside)
 
 
 def image_seeds(scene: Scene) -> list[int]:

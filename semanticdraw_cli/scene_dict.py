@@ -14,9 +14,11 @@ from semanticdraw_cli.scene_schema import build_scene
 from semanticdraw_cli.scene_yaml import apply_overrides, deep_copy
 
 
-def scene_from_dict(data: dict, source: Path | None, overrides: Sequence[str] = ()) -> Scene:
+def scene_from_dict(
+    data: dict, source: Path | None, overrides: Sequence[str] = (), allow_outside: bool = False
+) -> Scene:
     """Validate a raw scene dict (paths relative to `source`'s folder) into a Scene; SceneError lists all problems."""
-    return build_from_dict(data, Path(source) if source is not None else None, {}, overrides)
+    return build_from_dict(data, Path(source) if source is not None else None, {}, overrides, (), allow_outside)
 
 
 def scene_to_dict(scene: Scene) -> dict:
@@ -48,7 +50,8 @@ def scene_to_dict(scene: Scene) -> dict:
 
 
 def build_from_dict(
-    data: object, source: Path | None, lines: dict[str, int], overrides: Sequence[str], problems: Sequence[Problem] = ()
+    data: object, source: Path | None, lines: dict[str, int], overrides: Sequence[str], problems: Sequence[Problem] = (),
+    allow_outside: bool = False,
 ) -> Scene:
     """`build_scene` of a copy of `data` with the `--set` overrides applied."""
     file = str(source) if source is not None else "<scene>"
@@ -56,8 +59,7 @@ def build_from_dict(
         raise SceneError([Problem(file, "", f"expected a mapping of keys, got {type(data).__name__}")])
     data = deep_copy(data)
     overridden, override_problems = apply_overrides(data, overrides, file)
-    return build_scene(data, source, lines, overridden, [*problems, *override_problems])
-
+    return build_scene(data, source, lines, overridden, [*problems, *override_problems], allow_outside)
 
 
 def _mask_to_dict(region: Region) -> dict:

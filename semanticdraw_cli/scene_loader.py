@@ -13,6 +13,7 @@ from pathlib import Path
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
 from semanticdraw_cli import layers
 from semanticdraw_cli.rasterize import rasterize_mask
+from semanticdraw_cli.safe_io import InputRefused, exists, resolve_path
 from semanticdraw_cli.scene import Scene
 from semanticdraw_cli.scene_dict import build_from_dict, scene_from_dict, scene_to_dict
 from semanticdraw_cli.scene_yaml import read_yaml
@@ -23,35 +24,40 @@ YAML_SUFFIXES = (".yaml", ".yml")
 LAYERED_SUFFIXES = (".psd", ".ora")
 
 
-def load_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
+def load_scene(path: Path, overrides: Sequence[str] = (), allow_outside: bool = False) -> Scene:
     """Read a scene file (.yaml/.yml, or .psd/.ora through `layers`), apply `--set` overrides, validate.
 
     A YAML file beside a same-named .psd/.ora holds that drawing's settings: the drawing is loaded.
+    Pictures and drawings the scene names must lie in its folder or below, unless `allow_outside`.
     """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in LAYERED_SUFFIXES:
-        return layers.load_layered_scene(path, overrides)
+        return layers.load_layered_scene(path, overrides, allow_outside=allow_outside)
     if suffix not in YAML_SUFFIXES:
         hint = "scene files end in " + ", ".join(YAML_SUFFIXES + LAYERED_SUFFIXES)
         raise SceneError([Problem(str(path), "", f"unknown scene file type {path.suffix or '(none)'!r}", hint=hint)])
     if any(path.with_suffix(s).is_file() for s in LAYERED_SUFFIXES):  # `art.yaml` beside `art.psd`: its settings
         drawing = layers.drawing_of(path)
         if drawing is not None:
-            return layers.load_layered_scene(drawing, overrides)
+            return layers.load_layered_scene(drawing, overrides, allow_outside=allow_outside)
     data, lines, problems = read_yaml(path)
+    if data is None and not problems:
+        problems.append(Problem(str(path), "", "the file is empty", hint="a scene needs at least canvas and regions"))
+    elif data is not None and not isinstance(data, dict):
+        what = type(data).__name__
+        problems.append(Problem(str(path), "", f"expected a mapping of keys (version, canvas, ...), got {what}"))
     if isinstance(data, dict) and data.get("layers") is not None:
-        layered = data["layers"]
-        if not isinstance(layered, str) or not (path.parent / layered).is_file():
-            what = f"file not found: {layered}" if isinstance(layered, str) else "expected the path of a .psd or .ora file"
-            problems.append(Problem(str(path), "layers", what, lines.get("layers"), "paths are relative to the scene file"))
+        layered = _layered_path(path, data["layers"], lines.get("layers"), allow_outside, problems)
         if problems:
             raise SceneError(problems)
         settings = {k: v for k, v in data.items() if k != "layers"}
-        return layers.load_layered_scene((path.parent / layered).resolve(), overrides, settings=settings, settings_file=path)
+        return layers.load_layered_scene(
+            layered, overrides, settings=settings, settings_file=path, allow_outside=allow_outside
+        )
     if not isinstance(data, dict):
         raise SceneError(problems)
-    return build_from_dict(data, path, lines, overrides, problems)  # duplicate keys: reported with the rest
+    return build_from_dict(data, path, lines, overrides, problems, allow_outside)  # duplicate keys: reported with the rest
 
 
 def scene_warnings(scene: Scene) -> list[str]:
@@ -72,3 +78,23 @@ def scene_warnings(scene: Scene) -> list[str]:
             warnings.append(f"{label}: mask is entirely covered by later regions, the region paints nothing")
         cover = inside if cover is None else cover | inside
     return warnings[::-1]
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _layered_path(path: Path, value: object, line: int | None, allow_outside: bool, problems: list) -> Path | None:
+    """The drawing named under `layers:`, in the scene's folder or below unless `allow_outside`."""
+    file, hint = str(path), "paths are relative to the scene file"
+    if not isinstance(value, str) or not value:
+        problems.append(Problem(file, "layers", "expected the path of a .psd or .ora file", line, hint))
+        return None
+    try:
+        resolved = resolve_path(value, path.resolve().parent, confine=not allow_outside)
+    except InputRefused as error:
+        problems.append(Problem(file, "layers", str(error), line, error.hint))
+        return None
+    if not exists(resolved):
+        problems.append(Problem(file, "layers", f"file not found: {value}", line, hint))
+        return None
+    return resolved

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
 from semanticdraw_cli.families import registry
 from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
+from semanticdraw_cli.safe_io import PICTURE, InputRefused, check_file, exists, resolve_path
 from semanticdraw_cli.scene import Accelerator, Background, Bootstrap, Canvas, Mask, Model, Region, Sampler, Scene, Tile
+from semanticdraw_cli.scene_checks import Checker as _Checker
+from semanticdraw_cli.scene_checks import describe as _describe
+from semanticdraw_cli.scene_checks import is_int as _is_int
+from semanticdraw_cli.scene_checks import is_number as _is_number
+from semanticdraw_cli.scene_checks import nearest as _nearest
+from semanticdraw_cli.scene_checks import show as _show
 
 UNITS = ("px", "fraction")
 SHAPES = {"rect": 4, "ellipse": 4, "polygon": None}  # coordinate count; polygon: pairs, at least 3
 MASK_KINDS = ("image", "label_map", *SHAPES, "layer")
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts 64-bit seeds
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers"),
@@ -37,107 +40,17 @@ KEYS = {
 }
 
 
-# --- checks --------------------------------------------------------------------------------
-
-
-class _Checker:
-    """Reads typed values out of raw dicts, recording a Problem (with the key's line) for each bad one."""
-
-    def __init__(self, file: str, lines: dict[str, int], overridden: Sequence[str]):
-        self.file, self.lines, self.overridden = file, lines, tuple(overridden)
-        self.problems: list[Problem] = []
-
-    def add(self, key: str, message: str, hint: str | None = None) -> None:
-        self.problems.append(Problem(self.file, key, message, self._line(key), hint))
-
-    def _line(self, key: str) -> int | None:
-        if any(key == o or key.startswith((o + ".", o + "[")) for o in self.overridden):
-            return None  # the value came from --set, not from the file
-        while key:
-            if self.lines.get(key) is not None:
-                return self.lines[key]
-            key = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", key) if re.search(r"[.\[]", key) else ""
-        return None
-
-    def section(self, value: object, key: str, allowed: Sequence[str]) -> dict:
-        """A mapping (absent: empty); unknown keys get a did-you-mean hint."""
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.add(key, f"expected a mapping, got {_describe(value)}")
-            return {}
-        for name in value:
-            if name not in allowed:
-                close = difflib.get_close_matches(str(name), allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(allowed)
-                self.add(f"{key}.{name}" if key else str(name), f"unknown key {name!r}", hint)
-        return value
-
-    def integer(self, d: dict, name: str, key: str, default, lo: int | None = None, hi: int | None = None):
-        value = d.get(name)
-        if value is None:
-            return default
-        if not _is_int(value):
-            self.add(key, f"expected a whole number, got {_describe(value)}")
-            return default
-        return value if self._in_range(key, value, lo, hi) else default
-
-    def number(self, d: dict, name: str, key: str, default, lo=None, hi=None, above: float | None = None):
-        value = d.get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            self.add(key, f"expected a number, got {_describe(value)}")
-            return default
-        if above is not None and value <= above:
-            self.add(key, f"must be greater than {above}, got {value}")
-            return default
-        return float(value) if self._in_range(key, value, lo, hi) else default
-
-    def _in_range(self, key: str, value, lo, hi) -> bool:
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            span = f"between {lo} and {hi}" if lo is not None and hi is not None else (
-                f"at least {lo}" if lo is not None else f"at most {hi}")
-            self.add(key, f"must be {span}, got {value}")
-            return False
-        return True
-
-    def text(self, d: dict, name: str, key: str, default):
-        value = d.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self.add(key, f"expected text, got {_describe(value)}", hint="put it in quotes")
-            return default
-        return value
-
-    def flag(self, d: dict, name: str, key: str, default: bool) -> bool:
-        value = d.get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self.add(key, f"expected true or false, got {_describe(value)}")
-            return default
-        return value
-
-    def choice(self, d: dict, name: str, key: str, choices: Sequence[str], default: str) -> str:
-        value = d.get(name)
-        if value is None:
-            return default
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), choices, n=1)
-            hint = (f"did you mean {close[0]!r}? " if close else "") + "choose one of " + ", ".join(choices)
-            self.add(key, f"unknown value {value!r}", hint)
-            return default
-        return value
-
-
 def build_scene(
-    data: dict, source: Path | None, lines: dict[str, int], overridden: Sequence[str], problems: Sequence[Problem] = ()
+    data: dict, source: Path | None, lines: dict[str, int], overridden: Sequence[str], problems: Sequence[Problem] = (),
+    allow_outside: bool = False,
 ) -> Scene:
-    """The Scene of a raw dict, or SceneError with every problem (plus `problems` found before)."""
+    """The Scene of a raw dict, or SceneError with every problem (plus `problems` found before).
+
+    Pictures must lie in the scene file's folder or below it (the working folder without a file),
+    symlinks followed, unless `allow_outside`: scenes come from other people.
+    """
     file = str(source) if source is not None else "<scene>"
-    c = _Checker(file, lines, overridden)
+    c = _Checker(file, lines, overridden, allow_outside)
     c.problems += problems
     base = source.resolve().parent if source is not None else Path.cwd()
     top = c.section(data, "", KEYS[""])
@@ -152,7 +65,7 @@ def build_scene(
     d = c.section(top.get("defaults"), "defaults", KEYS["defaults"])
     fields = {
         "negative": c.text(d, "negative", "defaults.negative", D.NEGATIVE),
-        "blur": c.number(d, "blur", "defaults.blur", D.BLUR, lo=0),
+        "blur": c.number(d, "blur", "defaults.blur", D.BLUR, lo=0, hi=D.MAX_BLUR),
         "strength": c.number(d, "strength", "defaults.strength", D.STRENGTH, lo=0, hi=1),
         "prompt_strength": c.number(d, "prompt_strength", "defaults.prompt_strength", D.PROMPT_STRENGTH, lo=0, hi=1),
     }
@@ -190,7 +103,7 @@ def _side(c: _Checker, d: dict, name: str) -> int | None:
     elif value <= 0:
         c.add(key, f"must be positive, got {value}")
     elif value > D.MAX_CANVAS_SIDE:
-        c.add(key, f"{value} is over the limit of {D.MAX_CANVAS_SIDE} pixels", hint="render smaller and upscale")
+        c.add(key, f"{_show(value)} is over the limit of {D.MAX_CANVAS_SIDE} pixels", hint="render smaller and upscale")
     elif value % m:
         c.add(key, f"{value} is not a multiple of {m}", hint=_nearest(value))
     else:
@@ -250,9 +163,11 @@ def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
     if not text.strip():
         c.add(key, "is empty", hint="a hub id, a local folder or a .safetensors file")
         return text
-    local = base / Path(text).expanduser()
-    if local.exists() or text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES):
-        return str(local.resolve())
+    local = _path(c, text, base, key, confine=False)
+    if local is None:
+        return text
+    if exists(local) or text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES):
+        return str(local)
     return text
 
 
@@ -280,11 +195,16 @@ def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
         c.number(b, "mix", "sampler.bootstrap.mix", D.BOOTSTRAP_MIX, lo=0),
         c.number(b, "leak_sensitivity", "sampler.bootstrap.leak_sensitivity", D.BOOTSTRAP_LEAK_SENSITIVITY, above=0),
     )
+    seed = c.integer(d, "seed", "sampler.seed", D.SEED, lo=0, hi=D.MAX_SEED)
+    images = c.integer(d, "images", "sampler.images", D.IMAGES, lo=1, hi=D.MAX_IMAGES)
+    if seed + images - 1 > D.MAX_SEED:  # image k uses seed + k
+        c.add("sampler.seed", f"{images} images use seeds up to {seed + images - 1}, past the largest seed {D.MAX_SEED}",
+              hint=f"start at {D.MAX_SEED - images + 1} or lower")
     return Sampler(
         method=method, steps=steps, grid=grid,
         guidance=c.number(d, "guidance", "sampler.guidance", guidance, lo=0),
-        seed=c.integer(d, "seed", "sampler.seed", D.SEED, lo=0, hi=MAX_SEED),
-        images=c.integer(d, "images", "sampler.images", D.IMAGES, lo=1, hi=D.MAX_IMAGES),
+        seed=seed,
+        images=images,
         bootstrap=bootstrap,
         mask_mode=c.choice(d, "mask_mode", "sampler.mask_mode", D.MASK_MODES, D.MASK_MODE),
         tile=_tile(c, c.section(d.get("tile"), "sampler.tile", KEYS["sampler.tile"]), *tile),
@@ -302,7 +222,7 @@ def _steps(c: _Checker, d: dict, default_steps, default_grid: int) -> tuple[tupl
     value = default_steps if value is None else value
     if _is_int(value):
         if not 1 <= value <= D.MAX_GRID:
-            c.add("sampler.steps", f"must be between 1 and {D.MAX_GRID}, got {value}")
+            c.add("sampler.steps", f"must be between 1 and {D.MAX_GRID}, got {_show(value)}")
             return (0,), 1
         if grid is not None and grid != value:
             c.add("sampler.grid", f"is {grid} but steps is the plain count {value}, which means a {value}-step grid",
@@ -352,17 +272,29 @@ def _background(c: _Checker, d: dict, fields: dict, base: Path, canvas: Canvas |
     prompt = c.text(d, "prompt", "background.prompt", None)
     negative = c.text(d, "negative", "background.negative", fields["negative"])
     image = c.text(d, "image", "background.image", None)
-    path = (base / Path(image).expanduser()).resolve() if image else None
+    path = _path(c, image, base, "background.image") if image else None
     if path is not None:
         _check_file(c, "background.image", path, canvas, lambda: load_rgb(path, canvas))
     return Background(prompt, negative, path)
 
 
+def _path(c: _Checker, text: str, base: Path, key: str, confine: bool = True) -> Path | None:
+    """The absolute path a scene names (see `safe_io.resolve_path`); None and a problem when refused."""
+    try:
+        return resolve_path(text, base, confine=confine and not c.allow_outside)
+    except InputRefused as error:
+        c.add(key, str(error), error.hint)
+        return None
+
+
 def _check_file(c: _Checker, key: str, path: Path, canvas: Canvas | None, read) -> None:
-    """Read the picture now (exists, decodes, fits the canvas, holds the colour); only existence without a canvas."""
+    """Read the picture now (exists, decodes, fits the canvas, holds the colour); only the file without a canvas."""
     if canvas is None:
-        if not path.is_file():
-            c.add(key, f"file not found: {path}", hint="paths are relative to the scene file's folder")
+        try:
+            check_file(path, PICTURE)
+        except InputRefused as error:
+            hint = "paths are relative to the scene file's folder" if error.missing else error.hint
+            c.add(key, f"file not found: {path}" if error.missing else str(error), hint)
         return
     try:
         read()
@@ -393,14 +325,14 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             c.add(f"{key}.name", f"{name!r} is also the name of regions[{names[name]}]", hint="names must be unique")
         names.setdefault(name, i)
         prompt = c.text(d, "prompt", f"{key}.prompt", None)
-        if not prompt or not prompt.strip():
+        if d.get("prompt") is None or (prompt is not None and not prompt.strip()):  # else: not text, reported
             c.add(f"{key}.prompt", "missing" if prompt is None else "is empty", hint="say what to paint here")
         mask = _mask(c, d.get("mask"), f"{key}.mask", base)
         if mask is not None and mask.kind in ("image", "label_map"):
             _check_file(c, f"{key}.mask", mask.path, canvas, lambda mask=mask: rasterize_mask(mask, canvas))
         regions.append(Region(
             name=name, prompt=prompt or "", negative=c.text(d, "negative", f"{key}.negative", fields["negative"]),
-            mask=mask or Mask("rect"), blur=c.number(d, "blur", f"{key}.blur", fields["blur"], lo=0),
+            mask=mask or Mask("rect"), blur=c.number(d, "blur", f"{key}.blur", fields["blur"], lo=0, hi=D.MAX_BLUR),
             strength=c.number(d, "strength", f"{key}.strength", fields["strength"], lo=0, hi=1),
             prompt_strength=c.number(d, "prompt_strength", f"{key}.prompt_strength", fields["prompt_strength"],
                                      lo=0, hi=1),
@@ -410,7 +342,8 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
 
 def _mask(c: _Checker, value: object, key: str, base: Path) -> Mask | None:
     if isinstance(value, str) and value:
-        return Mask("image", path=(base / Path(value).expanduser()).resolve())
+        path = _path(c, value, base, key)
+        return Mask("image", path=path) if path is not None else None
     if not isinstance(value, dict):
         got = "missing" if value is None else f"expected a mask source, got {_describe(value)}"
         c.add(key, got, hint="e.g. mask: {ellipse: [cx, cy, rx, ry]}, mask: {polygon: [[x, y], ...]} or mask: mask.png")
@@ -435,8 +368,8 @@ def _mask(c: _Checker, value: object, key: str, base: Path) -> Mask | None:
             c.add(f"{key}.{kind}", "expected the path of a picture")
             return None
         color = _color(c, d.get("color"), f"{key}.color") if kind == "label_map" else None
-        resolved = (base / Path(path).expanduser()).resolve()
-        return Mask(kind, path=resolved, color=color) if kind == "image" or color else None
+        resolved = _path(c, path, base, f"{key}.{kind}")
+        return Mask(kind, path=resolved, color=color) if resolved is not None and (kind == "image" or color) else None
     units = c.choice(d, "units", f"{key}.units", UNITS, UNITS[0])
     coords = _coords(c, kind, d[kind], f"{key}.{kind}")
     return Mask(kind, coords=coords, fractional=units == "fraction") if coords else None
@@ -452,6 +385,10 @@ def _coords(c: _Checker, kind: str, value: object, key: str) -> tuple[float, ...
         if len(points) < 3:
             c.add(key, f"a polygon needs at least 3 points, got {len(points)}", hint=f"{kind}: {syntax[kind]}")
             return None
+        if len(points) > D.MAX_POLYGON_POINTS:
+            c.add(key, f"{len(points):,} points; a polygon may have at most {D.MAX_POLYGON_POINTS:,}",
+                  hint="simplify the outline, or draw the region as a mask picture")
+            return None
         flat = [v for p in points for v in p]
     else:
         if not isinstance(value, list) or len(value) != SHAPES[kind]:
@@ -460,6 +397,10 @@ def _coords(c: _Checker, kind: str, value: object, key: str) -> tuple[float, ...
         flat = value
     if not all(_is_number(v) for v in flat):
         c.add(key, f"coordinates must be finite numbers, got {_describe(value)}", hint=f"{kind}: {syntax[kind]}")
+        return None
+    if max(abs(v) for v in flat) > D.MAX_SHAPE_COORDINATE:
+        c.add(key, f"coordinates must lie within ±{D.MAX_SHAPE_COORDINATE:,}, got {_describe(value)}",
+              hint="shapes far beyond the canvas cover nothing more")
         return None
     if kind != "polygon" and min(flat[2:]) <= 0:
         what = "width and height" if kind == "rect" else "radii"
@@ -480,26 +421,3 @@ def _color(c: _Checker, value: object, key: str) -> tuple[int, int, int] | None:
     else:
         c.add(key, f"expected \"#rrggbb\" or [r, g, b] (0-255), got {_describe(value)}")
     return None
-
-
-# --- small helpers -----------------------------------------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _nearest(value: int, m: int = D.CANVAS_MULTIPLE) -> str:
-    low = value - value % m
-    return f"{value} -> {low} or {low + m}" if low > 0 else f"{value} -> {low + m}"
-
-
-def _describe(value: object) -> str:
-    kinds = {bool: "true/false", int: "number", float: "number", str: "text", list: "list", dict: "mapping"}
-    text = repr(value) if not isinstance(value, bool) else str(value).lower()
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{text} ({kinds.get(type(value), type(value).__name__)})" if value is not None else "nothing"

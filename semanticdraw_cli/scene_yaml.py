@@ -1,4 +1,9 @@
-"""YAML scene text -> plain dicts plus the line of every key path; `--set key.path=value` overrides."""
+"""YAML text -> plain dicts plus the line of every key path; `--set key.path=value` overrides.
+
+`parse_yaml` is the one YAML reader of the tool: scene files, settings next to a drawing, `--set`
+values and scenes embedded in rendered PNGs all go through it, with the same limits (alias bombs,
+self-references, nesting, list length) and every value it cannot construct reported as a problem.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from pathlib import Path
 
 import yaml
 
+from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem
+from semanticdraw_cli.safe_io import SCENE, InputRefused, Kind, read_text
 
-MAX_NODES = 1_000_000  # values in one scene file, aliases expanded; stops "billion laughs" before expanding
+_QUOTE = "put it in quotes to make it text"
 
 # --- YAML with line numbers --------------------------------------------------------------------
 
@@ -24,8 +31,76 @@ class _Seq(list):
     lines: list
 
 
+class _Refusal(yaml.YAMLError):
+    """A YAML text refused while it is composed or constructed: key path, line, what, hint."""
+
+    def __init__(self, key: str, message: str, mark, hint: str | None = None):
+        self.key, self.message, self.hint = key, message, hint
+        self.line = mark.line + 1 if mark is not None else None
+        super().__init__(message)
+
+
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences remember the line of each key and item."""
+    """SafeLoader whose mappings and sequences remember the line of each key and item.
+
+    While composing it counts values, list items and nesting, so a long list or a deep nest is refused
+    before it is built; a scalar it cannot construct (`2024-02-30`, `!!float abc`) becomes a problem.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._path: list[str] = []  # key path steps of the node being composed: ".canvas", "[2]"
+        self._nodes = 0
+
+    def compose_node(self, parent, index):
+        mark = self.peek_event().start_mark
+        step = f"[{index}]" if isinstance(index, int) else f".{index.value}" if isinstance(index, yaml.ScalarNode) else ""
+        here = _short("".join(self._path).lstrip("."), 80)
+        self._nodes += 1
+        if self._nodes > D.MAX_YAML_NODES:
+            raise _Refusal(here, f"more than {D.MAX_YAML_NODES:,} values", mark, "split the file or write less")
+        if isinstance(index, int) and index >= D.MAX_POLYGON_POINTS:
+            raise _Refusal(here, f"a list of more than {D.MAX_POLYGON_POINTS:,} items", mark,
+                           f"no list of a scene is longer (a polygon has at most {D.MAX_POLYGON_POINTS:,} points)")
+        if len(self._path) >= D.MAX_YAML_DEPTH:
+            raise _Refusal(here, f"nested too deeply: more than {D.MAX_YAML_DEPTH} levels", mark)
+        self._path.append(step)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._path.pop()
+        if not hasattr(node, "key_path"):  # an alias returns its anchor's node, which has one already
+            node.key_path = (here + step).lstrip(".")
+        return node
+
+    def construct_object(self, node, deep=False):
+        try:
+            value = super().construct_object(node, deep)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError, IndexError) as error:
+            message, hint = _not_valid(node, error)
+            raise _Refusal(getattr(node, "key_path", ""), message, node.start_mark, hint) from None
+        if isinstance(value, str) and (bad := _SURROGATE.search(value)):
+            raise _Refusal(getattr(node, "key_path", ""), f"text that cannot be encoded as UTF-8 (a lone surrogate "
+                           f"\\u{ord(bad[0]):04x} at character {bad.start()})", node.start_mark, "remove the \\u escape")
+        return value
+
+
+def _not_valid(node: yaml.Node, error: Exception) -> tuple[str, str]:
+    """(`'2024-02-30' is not a valid date (day is out of range for month)`, hint), short whatever the value."""
+    text = node.value if isinstance(node.value, str) else "this value"
+    what = _TAGS.get(node.tag, node.tag)
+    if node.tag == "tag:yaml.org,2002:int" and len(text) > 100:
+        return f"a whole number of {len(text):,} digits is too large", "use a smaller number"
+    if isinstance(error, KeyError):
+        reason = "not one of the words YAML reads as this type"
+    else:
+        reason = str(error) if len(str(error)) <= 80 else type(error).__name__
+    return f"{_short(text)!r} is not a valid {what} ({reason})", _QUOTE
+
+
+_TAGS = {"tag:yaml.org,2002:timestamp": "date", "tag:yaml.org,2002:int": "whole number",
+         "tag:yaml.org,2002:float": "number", "tag:yaml.org,2002:bool": "true/false value"}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _construct_map(loader: _LineLoader, node: yaml.MappingNode):
@@ -54,17 +129,21 @@ _LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 _LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
-def read_yaml(path: Path) -> tuple[object, dict[str, int], list[Problem]]:
-    """(plain data, key path -> line, problems) of a YAML scene file."""
-    file = str(path)
+def read_yaml(path: Path, kind: Kind = SCENE) -> tuple[object, dict[str, int], list[Problem]]:
+    """`parse_yaml` of a file read through the bounded reader (`kind` sets its byte limit)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None, {}, [Problem(file, "", "file not found", hint="check the path")]
-    except (OSError, UnicodeDecodeError) as error:
-        return None, {}, [Problem(file, "", f"cannot read the file: {error}")]
+        text = read_text(path, kind)
+    except InputRefused as error:
+        return None, {}, [Problem(str(path), "", error.reason, hint=error.hint or ("check the path" if error.missing else None))]
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, file: str) -> tuple[object, dict[str, int], list[Problem]]:
+    """(plain data, key path -> line, problems) of YAML text; data is None when the text is refused."""
     try:
         raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    except _Refusal as refusal:
+        return None, {}, [Problem(file, refusal.key, refusal.message, refusal.line, refusal.hint)]
     except RecursionError:
         return None, {}, [Problem(file, "", "not valid YAML: nested too deeply")]
     except yaml.YAMLError as error:
@@ -72,40 +151,49 @@ def read_yaml(path: Path) -> tuple[object, dict[str, int], list[Problem]]:
         line = mark.line + 1 if mark is not None else None
         message = " ".join(filter(None, [getattr(error, "context", None), getattr(error, "problem", None)]))
         hint = "check indentation, colons and quotes; a value holding ': ' or starting with '#' needs quotes"
+        if isinstance(error, yaml.constructor.ConstructorError):
+            hint = "only plain values are read: remove the !!tag"
         return None, {}, [Problem(file, "", f"not valid YAML: {message or error}", line, hint)]
-    lines, duplicates = {}, []
     try:
-        size = _expanded_size(raw, {}, set())
-    except RecursionError:
-        return None, {}, [Problem(file, "", "not valid YAML: nested too deeply")]
+        size = _expanded_size(raw, 1, {}, set())
     except ValueError as error:
         return None, {}, [Problem(file, "", str(error), hint="an alias (*name) may not refer to its own anchor")]
-    if size > MAX_NODES:
-        return None, {}, [Problem(file, "", f"{size:,} values with aliases expanded; at most {MAX_NODES:,}",
+    if size > D.MAX_YAML_NODES:
+        return None, {}, [Problem(file, "", f"{size:,} values with aliases expanded; at most {D.MAX_YAML_NODES:,}",
                                   hint="write the values out instead of repeating aliases")]
+    lines, duplicates = {}, []
     data = _plain(raw, "", lines, duplicates)
     problems = [Problem(file, key, f"appears twice (the first at line {lines.get(key)})", line, "keep one")
                 for key, line in duplicates]
-    if data is None:
-        problems.append(Problem(file, "", "the file is empty", hint="a scene needs at least canvas and regions"))
-    elif not isinstance(data, dict):
-        problems.append(Problem(file, "", f"expected a mapping of keys (version, canvas, ...), got {type(data).__name__}"))
     return data, lines, problems
 
 
-def _expanded_size(node: object, memo: dict[int, int], open_: set[int]) -> int:
-    """Values in `node` once aliases are expanded, counting each shared node once per use (O(unique nodes))."""
+def _expanded_size(node: object, level: int, memo: dict[int, tuple[int, int]], open_: set[int]) -> int:
+    """Values in `node` once aliases are expanded, each shared node measured once (O(unique nodes)).
+
+    Aliases can nest data deeper than the text does; past `MAX_YAML_DEPTH` levels it is refused.
+    """
     if not isinstance(node, (dict, list)):
         return 1
-    if id(node) in memo:
-        return memo[id(node)]
     if id(node) in open_:
         raise ValueError("an alias refers to a mapping or list that contains it")
-    open_.add(id(node))
-    children = node.values() if isinstance(node, dict) else node
-    memo[id(node)] = 1 + sum(_expanded_size(child, memo, open_) for child in children)
-    open_.discard(id(node))
-    return memo[id(node)]
+    if id(node) not in memo:
+        if level > D.MAX_YAML_DEPTH:
+            raise ValueError(f"nested too deeply: more than {D.MAX_YAML_DEPTH} levels with aliases expanded")
+        open_.add(id(node))
+        children = list(node.values() if isinstance(node, dict) else node)
+        sizes = [_expanded_size(child, level + 1, memo, open_) for child in children]
+        height = 1 + max((memo[id(c)][1] for c in children if isinstance(c, (dict, list))), default=0)
+        memo[id(node)] = (1 + sum(sizes), height)
+        open_.discard(id(node))
+    size, height = memo[id(node)]
+    if level - 1 + height > D.MAX_YAML_DEPTH:
+        raise ValueError(f"nested too deeply: more than {D.MAX_YAML_DEPTH} levels with aliases expanded")
+    return size
+
+
+def _short(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:keep - 3]}... ({len(text):,} characters)"
 
 
 def _plain(node: object, path: str, lines: dict, duplicates: list) -> object:
@@ -164,10 +252,9 @@ def _parse_override(text: str) -> tuple[list[str | int], object]:
         tokens += [match[1], *(int(i) for i in re.findall(r"\d+", match[2]))]
     if tokens[-1] in TEXT_FIELDS and not raw.strip().startswith(('"', "'")) and raw.strip() not in NULLS:
         return tokens, raw.strip()  # prose: `prompt=a cat: black #1` is neither a mapping nor a comment
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as error:
-        raise ValueError(f"the value is not valid YAML ({getattr(error, 'problem', None) or error})") from None
+    value, _, problems = parse_yaml(raw, "--set") if raw.strip() else (None, {}, [])
+    if problems:
+        raise ValueError(f"the value: {problems[0].message}")
     return tokens, value
 
 

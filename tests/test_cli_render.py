@@ -252,3 +252,13 @@ def test_long_phases_report_progress(tmp_path):
     assert phases[0] == ("preparing masks", 0, None)
     assert phases[1] in (("loading the model", 0, None), ("building the tiny preset (first use only)", 0, None))
     assert ("decoding", 1, 1) in phases and phases[-1] == ("writing", 0, None)
+
+
+def test_every_seed_used_must_fit_in_64_bits_before_loading(tmp_path):
+    largest = str(2**64 - 1)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--seed", largest, "--images", "2",
+                                 "-o", str(tmp_path)])
+    assert result.exit_code == 2 and "past the largest seed" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+    validate = runner.invoke(app, ["validate", str(SCENES / "two-subjects.yaml"), "--set", f"sampler.seed={largest}"])
+    assert validate.exit_code == 0, validate.output

@@ -210,3 +210,132 @@ def test_preview_refuses_bad_scenes(tmp_path, text):
     out = tmp_path / "layout.png"
     assert_refused(run("preview", str(write(tmp_path, text)), "-o", str(out)), "scene.yaml")
     assert not out.exists()
+
+
+# --- paths a scene names: names no file can have, places outside the scene's folder ---------------
+
+PATH_KEYS = {  # key -> scene text naming PATH there
+    "regions[0].mask": CANVAS + "regions:\n  - {prompt: a fox, mask: PATH}\n",
+    "regions[0].mask.image": CANVAS + "regions:\n  - {prompt: a fox, mask: {image: PATH}}\n",
+    "regions[0].mask.label_map": CANVAS + "regions:\n  - {prompt: a fox, mask: {label_map: PATH, color: [1, 2, 3]}}\n",
+    "background.image": CANVAS + "background: {image: PATH}\n" + ONE_REGION,
+    "model.checkpoint": CANVAS + "model: {checkpoint: PATH}\n" + ONE_REGION,
+    "model.accelerator.lora": CANVAS + "model: {accelerator: {lora: PATH}}\n" + ONE_REGION,
+    "layers": "layers: PATH\n",
+}
+BAD_NAMES = {  # YAML text of the path -> words of the problem
+    '"x\\0.safetensors"': "NUL byte",
+    "~nosuchuser-xyz/x.safetensors": "no user 'nosuchuser-xyz'",
+    "x" * 300 + ".safetensors": "too long for a file name",
+    "loop.safetensors": "symlink loop",
+}
+
+
+@pytest.mark.parametrize("key", PATH_KEYS)
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_names_no_file_can_have_exit_2_naming_the_key(tmp_path, key, name):
+    (tmp_path / "loop.safetensors").symlink_to(tmp_path / "loop2.safetensors")
+    (tmp_path / "loop2.safetensors").symlink_to(tmp_path / "loop.safetensors")
+    path = write(tmp_path, PATH_KEYS[key].replace("PATH", name))
+    assert_refused(run("validate", str(path)), f"{key}: ", BAD_NAMES[name])
+
+
+def outside_setup(tmp_path: Path) -> Path:
+    """tmp_path/scene/ holds the scene; a picture, a label map and a drawing lie next to that folder."""
+    folder = tmp_path / "scene"
+    folder.mkdir()
+    Image.new("L", (64, 48), 255).save(tmp_path / "fox.png")
+    Image.new("RGB", (64, 48), (9, 9, 9)).save(tmp_path / "labels.png")
+    (folder / "link.png").symlink_to(tmp_path / "fox.png")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "shown"),
+    [
+        (CANVAS + "regions:\n  - {prompt: a fox, mask: ../fox.png}\n", "regions[0].mask", "../fox.png"),
+        (CANVAS + "regions:\n  - {prompt: a fox, mask: {image: link.png}}\n", "regions[0].mask.image", "link.png"),
+        (CANVAS + "background: {image: ../fox.png}\n" + ONE_REGION, "background.image", "../fox.png"),
+        (CANVAS + "regions:\n  - {prompt: a, mask: {label_map: ../labels.png, color: '#ff0000'}}\n",
+         "regions[0].mask.label_map", "../labels.png"),
+    ],
+)
+def test_pictures_outside_the_scene_folder_need_allow_outside(tmp_path, text, key, shown):
+    path = write(outside_setup(tmp_path), text)
+    result = run("validate", str(path))
+    assert_refused(result, f"{key}: {shown}: resolves to {tmp_path}", "outside the scene's folder", "--allow-outside")
+    assert "#090909" not in result.output  # the outside label map was not read
+    allowed = run("validate", str(path), "--allow-outside")
+    assert allowed.exit_code == (2 if "labels" in text else 0), allowed.output
+    assert "outside the scene's folder" not in allowed.output
+
+
+def test_absolute_paths_outside_are_refused_before_reading(tmp_path):
+    path = write(tmp_path, CANVAS + "regions:\n  - {prompt: a fox, mask: /etc/passwd}\n")
+    assert_refused(run("validate", str(path)), "regions[0].mask: /etc/passwd: resolves to /etc/passwd, outside")
+    assert_refused(run("validate", str(path), "--allow-outside"), "cannot decode passwd")
+
+
+def test_every_reading_command_has_allow_outside(tmp_path):
+    path = write(outside_setup(tmp_path), CANVAS + "regions:\n  - {prompt: a fox, mask: ../fox.png}\n")
+    out = tmp_path / "out"
+    assert_refused(run("render", str(path), "-o", str(out), "--model", "tiny"), "outside", "--allow-outside")
+    assert_refused(run("preview", str(path), "-o", str(tmp_path / "p.png")), "outside", "--allow-outside")
+    assert run("preview", str(path), "-o", str(tmp_path / "p.png"), "--allow-outside").exit_code == 0
+    assert not out.exists()
+
+
+def test_the_python_api_refuses_outside_paths_unless_allowed(tmp_path):
+    from semanticdraw_cli.errors import SceneError
+    from semanticdraw_cli.render import render
+    from semanticdraw_cli.scene_loader import load_scene
+
+    path = write(outside_setup(tmp_path), CANVAS + "regions:\n  - {prompt: a fox, mask: ../fox.png}\n")
+    with pytest.raises(SceneError, match="outside the scene's folder"):
+        render(path, tmp_path / "out")
+    assert load_scene(path, allow_outside=True).regions[0].mask.path == tmp_path / "fox.png"
+
+
+# --- files that are not regular files or are too large ---------------------------------------------
+
+
+def special_files(tmp_path: Path) -> dict[str, Path]:
+    """A FIFO (opening it would block) and symlinks to endless devices."""
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "urandom").symlink_to("/dev/urandom")
+    return {"a FIFO": tmp_path / "fifo", "a character device: /dev/zero": tmp_path / "zero",
+            "a character device: /dev/urandom": tmp_path / "urandom"}
+
+
+def test_scene_files_that_are_not_regular_files_are_refused_without_reading(tmp_path):
+    for what, special in special_files(tmp_path).items():
+        scene = tmp_path / f"{special.name}.yaml"
+        scene.symlink_to(special)
+        assert_refused(run("validate", str(scene)), f"{scene}: not a regular file ({what}", "refusing to read it")
+
+
+@pytest.mark.parametrize(("key", "text"), [
+    ("regions[0].mask", CANVAS + "regions:\n  - {prompt: a fox, mask: NAME}\n"),
+    ("regions[0].mask", CANVAS + "regions:\n  - {prompt: a fox, mask: {label_map: NAME, color: [1, 2, 3]}}\n"),
+    ("background.image", CANVAS + "background: {image: NAME}\n" + ONE_REGION),
+])
+def test_pictures_that_are_not_regular_files_are_refused(tmp_path, key, text):
+    """Links to devices point outside the scene's folder too: refused for that first, unless allowed."""
+    for what, special in special_files(tmp_path).items():
+        path = write(tmp_path, text.replace("NAME", special.name), f"{special.name}.yaml")
+        kind = what.split(":")[0]
+        assert_refused(run("validate", str(path), "--allow-outside"), f"{key}: ", f"not a regular file ({kind})")
+        assert_refused(run("preview", str(path), "-o", str(tmp_path / "p.png"), "--allow-outside"), "not a regular file")
+        if what != "a FIFO":
+            assert_refused(run("validate", str(path)), f"resolves to {what.split(': ')[1]}, outside the scene's folder")
+
+
+def test_inputs_over_their_byte_limit_are_refused_naming_the_limit(tmp_path, monkeypatch):
+    Image.new("L", (64, 48), 255).save(tmp_path / "fox.png")
+    path = write(tmp_path, CANVAS + "regions:\n  - {prompt: a fox, mask: fox.png}\n")
+    monkeypatch.setattr(defaults, "MAX_PICTURE_BYTES", 50)
+    assert_refused(run("validate", str(path)), "regions[0].mask:", "fox.png: is ", "a picture may have at most 50")
+    monkeypatch.setattr(defaults, "MAX_SCENE_BYTES", 50)
+    size = path.stat().st_size
+    assert_refused(run("validate", str(path)), f"{path}: is {size} bytes; a scene file may have at most 50")

@@ -523,3 +523,160 @@ def test_import_writes_through_the_shared_atomic_writer(tmp_path):
     stale.write_text("half")
     assert invoke("import", path, "-o", tmp_path / "out" / "scene.yaml").exit_code == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scene-masks", "scene.yaml"]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("\n".join(["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+                   + [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]), "at most 1,000,000"),
+        ("a: &a [*a]", "refers to a mapping or list that contains it"),
+        ("a: " + "[" * 500 + "]" * 500, "nested too deeply"),
+        ("sampler: {seed: 2024-02-30}", "not a valid date"),
+    ],
+)
+def test_sidecar_settings_have_the_limits_of_scene_files(tmp_path, text, words):
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (tmp_path / "art.yaml").write_text(text + "\n")
+    result = invoke("validate", path)
+    assert result.exit_code == 2 and "art.yaml" in result.output and words in result.output, result.output
+
+
+def test_a_sidecar_that_is_not_a_regular_file_is_refused_not_skipped(tmp_path):
+    import os
+
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    os.mkfifo(tmp_path / "art.yaml")
+    result = invoke("validate", path)
+    assert result.exit_code == 2 and "art.yaml: not a regular file (a FIFO)" in result.output, result.output
+
+
+def test_drawings_and_settings_pictures_outside_the_scene_folder_need_allow_outside(tmp_path):
+    make_psd(tmp_path / "art.psd", (64, 32), scene_specs())
+    Image.new("RGB", (16, 8)).save(tmp_path / "base.png")
+    (tmp_path / "shots").mkdir()
+    shot = tmp_path / "shots" / "shot.yaml"
+    shot.write_text("layers: ../art.psd\n")
+    result = invoke("validate", shot)
+    assert result.exit_code == 2 and "layers: ../art.psd: resolves to" in result.output, result.output
+    assert "--allow-outside" in result.output
+    assert invoke("validate", shot, "--allow-outside").exit_code == 0
+    drawing = make_psd(tmp_path / "shots" / "bird.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (tmp_path / "shots" / "bird.yaml").write_text("background: {image: ../base.png}\n")
+    for args in (["validate", drawing], ["import", drawing, "-o", tmp_path / "shots" / "imported.yaml"]):
+        result = invoke(*args)
+        assert result.exit_code == 2 and "background.image: ../base.png: resolves to" in result.output, result.output
+        assert invoke(*args, "--allow-outside").exit_code == 0
+
+
+# --- hostile drawings: bounded reads, bombs, deep nesting, damaged archives -------------------------
+
+
+def patched_member(path: Path, name: str, local: int, central: int, value: int) -> Path:
+    """Set a 2-byte field of member `name` in its local header and its directory entry."""
+    data = bytearray(path.read_bytes())
+    encoded = name.encode()
+    for signature, offset, name_at in ((b"PK\x03\x04", local, 30), (b"PK\x01\x02", central, 46)):
+        at = 0
+        while data[at + name_at : at + name_at + len(encoded)] != encoded:
+            at = data.index(signature, at + 1)
+        data[at + offset : at + offset + 2] = value.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+def ora_with_stack(path: Path, inner_xml: str, size=(32, 16)) -> Path:
+    """An .ora whose <stack> holds `inner_xml`; its layers all use one 8x8 red PNG."""
+    buffer = io.BytesIO()
+    blob((8, 8)).save(buffer, "PNG")
+    stack = f"<image w='{size[0]}' h='{size[1]}'><stack>{inner_xml}</stack></image>"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "image/openraster")
+        archive.writestr("stack.xml", stack)
+        archive.writestr("data/a.png", buffer.getvalue())
+    return path
+
+
+def hostile_drawings(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """name -> (file, words the problem must contain); each is one problem, no traceback."""
+    ora = lambda name, **kw: make_ora(tmp_path / name, (32, 16), [layer("sun", blob((8, 8)))], **kw)  # noqa: E731
+    cases = {
+        "encrypted.ora": (patched_member(ora("encrypted.ora"), "data/layer0.png", 6, 8, 1), "data/layer0.png: is encrypted"),
+        "method.ora": (patched_member(ora("method.ora"), "data/layer0.png", 8, 10, 99), "compression method 99"),
+        "mimetype.ora": (ora("mimetype.ora", mimetype="image/openraster" + " x" * 500_000), "not 'image/openraster'"),
+    }
+    crc = ora("crc.ora")
+    with zipfile.ZipFile(crc) as archive:
+        png = archive.read("data/layer0.png")  # stored: its bytes lie in the archive as they are
+    crc.write_bytes(crc.read_bytes().replace(png, png[:40] + bytes([png[40] ^ 0xFF]) + png[41:]))
+    cases["crc.ora"] = (crc, "data/layer0.png: cannot be read (Bad CRC-32")
+    for value in ("inf", "1e400", "nan", "9" * 500):
+        name = f"x-{value[:5]}.ora"
+        path = ora_with_stack(tmp_path / name, f"<layer name='sun' src='data/a.png' x='{value}' y='0'/>")
+        cases[name] = (path, f"x='{value[:17]}")
+    deep = "<stack name='g'>" * 5000 + "<layer name='sun' src='data/a.png'/>" + "</stack>" * 5000
+    cases["deep.ora"] = (ora_with_stack(tmp_path / "deep.ora", deep), f"nest more than {defaults.MAX_LAYER_DEPTH} deep")
+    return cases
+
+
+def test_every_hostile_drawing_is_one_clear_problem(tmp_path):
+    for name, (path, words) in hostile_drawings(tmp_path).items():
+        with pytest.raises(SceneError) as excinfo:
+            read_document(path)
+        text = problems_of(excinfo)
+        assert str(path) in text and words in text, (name, text)
+        result = invoke("validate", path)
+        assert result.exit_code == 2 and words in result.output and "Traceback" not in result.output, (name, result.output)
+
+
+def test_an_ora_layer_over_the_size_limit_is_refused_from_its_declared_size(tmp_path, monkeypatch):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 32, 4), np.uint8), "RGBA")
+    path = make_ora(tmp_path / "art.ora", (32, 16), [layer("sun", noise)])
+    with zipfile.ZipFile(path) as archive:
+        size = archive.getinfo("data/layer0.png").file_size
+    monkeypatch.setattr(defaults, "MAX_PICTURE_BYTES", size - 1)
+    with pytest.raises(SceneError, match=f"data/layer0.png: declares {size:,} bytes; at most {size - 1:,} are read"):
+        read_document(path)
+
+
+def test_a_layer_png_is_sized_from_its_header_before_it_is_inflated(tmp_path, monkeypatch):
+    path = make_ora(tmp_path / "art.ora", (32, 16), [layer("sun", blob((8, 8)))])
+    monkeypatch.setattr(defaults, "MAX_MASK_IMAGE_PIXELS", 63)
+    with monkeypatch.context() as patch:
+        patch.setattr(Image, "open", lambda *args, **kwargs: pytest.fail("the PNG was decoded"))
+        with pytest.raises(SceneError, match="8x8, too large"):
+            read_document(path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_drawings_that_are_not_regular_files_or_too_large_are_refused(tmp_path, kind, monkeypatch):
+    import os
+
+    os.mkfifo(tmp_path / f"fifo.{kind}")
+    (tmp_path / f"zero.{kind}").symlink_to("/dev/zero")
+    for name, words in ((f"fifo.{kind}", "not a regular file (a FIFO)"), (f"zero.{kind}", "a character device")):
+        result = invoke("validate", tmp_path / name)
+        assert result.exit_code == 2 and words in result.output, result.output
+    path = make(kind, tmp_path / "art", (16, 8), [layer("bird", blob((4, 4)))])
+    monkeypatch.setattr(defaults, "MAX_PSD_BYTES" if kind == "psd" else "MAX_ORA_BYTES", 100)
+    with pytest.raises(SceneError, match="may have at most 100"):
+        read_document(path)
+
+
+def test_psd_layers_larger_than_the_picture_limit_are_refused_before_decoding(tmp_path, monkeypatch):
+    path = make_psd(tmp_path / "art.psd", (16, 8), [layer("bird", blob((40, 40)), -10, -10)])
+    monkeypatch.setattr(defaults, "MAX_MASK_IMAGE_PIXELS", 40 * 40 - 1)
+    with pytest.raises(SceneError, match="layer 'bird': is 40x40 pixels, over the limit of 1,599"):
+        read_document(path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_control_characters_in_layer_names_are_dropped(tmp_path, kind):
+    """Krita writes PSD layer names with a trailing NUL; `regions_by_name` must still match them."""
+    end, middle = ("\x00", "\x7f") if kind == "psd" else ("\n", "\t")  # XML holds no NUL
+    specs = [layer("a clear blue lake" + end, blob((8, 8))), layer(f"sun:\tthe{middle}sun{end}", blob((4, 4)))]
+    path = make(kind, tmp_path / "art", (16, 8), specs)
+    (tmp_path / "art.yaml").write_text("regions_by_name: {a clear blue lake: {blur: 3}}\n")
+    scene = load_layered_scene(path)
+    assert [(r.name, r.prompt, r.blur) for r in scene.regions] == [
+        ("a clear blue lake", "a clear blue lake", 3.0), ("sun", "the sun", 1.0)]

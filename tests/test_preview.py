@@ -122,3 +122,36 @@ def test_preview_of_the_paper_scene_keeps_the_canvas_and_adds_a_legend_panel():
     image = draw_preview(scene)
     assert image.height == 768 and image.width > 1280
     np.testing.assert_array_equal(np.asarray(image)[:, :1280], np.asarray(draw_layout(scene)))
+
+
+class CountingFont:
+    """7 px per character; counts measurements."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def getlength(self, text: str) -> float:
+        self.calls += 1
+        return 7.0 * len(text)
+
+
+def test_a_long_legend_text_is_cut_with_few_measurements():
+    from semanticdraw_cli.preview import _fit_text
+
+    font = CountingFont()
+    text = "a very long prompt " * 530  # about 10,000 characters
+    fitted = _fit_text(text, font, 700.0)
+    assert fitted == text[:97] + "..." and font.getlength(fitted) <= 700.0
+    assert font.calls <= 20  # binary search: about log2(10,000) + 2, not one per character
+    assert _fit_text("short", CountingFont(), 700.0) == "short"
+    assert _fit_text("wide", CountingFont(), 10.0) == "..."  # nothing fits beside the dots
+
+
+def test_preview_of_a_10000_character_prompt(tmp_path):
+    scene = scene_from(tmp_path, f"""\
+        canvas: {{width: 256, height: 192}}
+        regions:
+          - {{name: long, prompt: {"word " * 2000}, mask: {{rect: [0, 0, 64, 64]}}}}
+    """)
+    image = draw_preview(scene)  # the legend cuts the prompt with a few measurements
+    assert image.height >= 192 and image.width > 256

@@ -302,7 +302,7 @@ def test_unquoted_hash_colour_gets_a_quoting_hint(tmp_path):
         ("sampler: {tile: {size: 512, stride: 1024}}", "sampler.tile.stride", "larger than the tile size"),
         ("sampler: {cover_alpha: 1.5}", "sampler.cover_alpha", "between 0 and 1"),
         ("sampler: {bootstrap: {leak_sensitivity: 0}}", "sampler.bootstrap.leak_sensitivity", "greater than 0"),
-        ("defaults: {blur: -1}", "defaults.blur", "at least 0"),
+        ("defaults: {blur: -1}", "defaults.blur", f"between 0 and {d.MAX_BLUR}"),
         ("background: {prompt: 3}", "background.prompt", "expected text"),
         ("background: {image: nothere.png}", "background.image", "not found"),
     ],
@@ -396,7 +396,7 @@ def fake_layers(monkeypatch):
 def test_psd_and_ora_files_are_delegated(tmp_path, fake_layers):
     assert load_scene(tmp_path / "art.psd", ["sampler.seed=3"]) == "layered scene"
     assert load_scene(tmp_path / "art.ora") == "layered scene"
-    assert fake_layers[0] == ((tmp_path / "art.psd", ["sampler.seed=3"]), {})
+    assert fake_layers[0] == ((tmp_path / "art.psd", ["sampler.seed=3"]), {"allow_outside": False})
 
 
 def test_layers_key_delegates_with_the_other_settings(tmp_path, fake_layers):
@@ -405,7 +405,7 @@ def test_layers_key_delegates_with_the_other_settings(tmp_path, fake_layers):
     assert load_scene(path, ["sampler.steps=4"]) == "layered scene"
     (args, kwargs), = fake_layers
     assert args == ((tmp_path / "art.psd").resolve(), ["sampler.steps=4"])
-    assert kwargs == {"settings": {"sampler": {"seed": 5}}, "settings_file": path}
+    assert kwargs == {"settings": {"sampler": {"seed": 5}}, "settings_file": path, "allow_outside": False}
     missing = only(problems_of(write(tmp_path, "layers: gone.psd\n")), "layers")
     assert "not found" in missing.message and missing.line == 1
 
@@ -488,3 +488,81 @@ def test_deep_nesting_is_a_problem_not_a_crash(tmp_path):
 
 def test_version_may_be_left_empty(tmp_path):
     assert load_scene(write(tmp_path, "version:\n" + MINIMAL)).version == d.SCENE_VERSION
+
+
+@pytest.mark.parametrize(
+    ("line", "key", "words"),
+    [
+        ("  - {prompt: 2024-02-30, mask: {rect: [0, 0, 8, 8]}}", "regions[1].prompt", "'2024-02-30' is not a valid date"),
+        ("  - {prompt: 2024-02-28, mask: {rect: [0, 0, 8, 8]}}", "regions[1].prompt", "expected text"),
+        ("  - {prompt: a, negative: \"\\ud800\", mask: {rect: [0, 0, 8, 8]}}", "regions[1].negative", "lone surrogate"),
+        ("  - {prompt: \"sky \\udfff\", mask: {rect: [0, 0, 8, 8]}}", "regions[1].prompt", "cannot be encoded as UTF-8"),
+        ("sampler: {seed: !!bool maybe}", "sampler.seed", "'maybe' is not a valid true/false value"),
+        ("sampler: {seed: !!float abc}", "sampler.seed", "'abc' is not a valid number"),
+        ("sampler: {seed: !!int 0x}", "sampler.seed", "not a valid whole number"),
+        ("defaults: {blur: " + "9" * 5000 + "}", "defaults.blur", "a whole number of 5,000 digits is too large"),
+    ],
+)
+def test_yaml_values_that_cannot_be_constructed_are_problems_naming_the_key(tmp_path, line, key, words):
+    problem = only(problems_of(write(tmp_path, MINIMAL + line + "\n")), key)
+    assert words in problem.message and problem.line == 4
+
+
+def test_a_list_longer_than_any_scene_needs_is_refused_while_parsing(tmp_path):
+    points = ", ".join(f"[{i % 64}, {i % 48}]" for i in range(100_000))
+    path = write(tmp_path, MINIMAL + f"  - {{prompt: b, mask: {{polygon: [{points}]}}}}\n")
+    (problem,) = problems_of(path)
+    assert problem.key == "regions[1].mask.polygon" and problem.line == 4
+    assert f"more than {d.MAX_POLYGON_POINTS:,} items" in problem.message
+
+
+def test_set_values_go_through_the_same_yaml_reader(tmp_path):
+    problems = problems_of(write(tmp_path, MINIMAL), "sampler.seed=2024-02-30", "sampler.steps=&a [*a]")
+    assert [p.key for p in problems] == ["--set", "--set"]
+    assert "not a valid date" in problems[0].message and "refers to a mapping or list" in problems[1].message
+
+
+# --- numbers and text the later stages could not handle ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "words"),
+    [
+        ("defaults: {blur: " + "9" * 400 + "}", "defaults.blur", "a number of 400 digits"),
+        ("defaults: {blur: 1.0e+9}", "defaults.blur", f"between 0 and {d.MAX_BLUR}"),
+        ("sampler: {guidance: 1.0e+300}", "sampler.guidance", f"over the limit of {d.MAX_NUMBER}"),
+        ("sampler: {max_batch: " + "9" * 30 + "}", "sampler.max_batch", "a number of 30 digits is over the limit"),
+        ("model: {accelerator: {lora: x/y, weight: -1.0e+300}}", "model.accelerator.weight", "below the limit"),
+        ("canvas: {width: " + "8" * 400 + ", height: 48}", "canvas.width", "a number of 400 digits is over the limit"),
+        ("sampler: {seed: 18446744073709551615, images: 2}", "sampler.seed", "past the largest seed"),
+    ],
+)
+def test_numbers_beyond_what_the_math_can_take_are_named(tmp_path, text, key, words):
+    scene = MINIMAL.replace("canvas: {width: 64, height: 48}", text) if text.startswith("canvas") else MINIMAL + text
+    problem = only(problems_of(write(tmp_path, scene + "\n")), key)
+    assert words in str(problem), str(problem)
+
+
+@pytest.mark.parametrize(
+    ("mask", "words"),
+    [
+        ({"rect": [0, 0, 1e300, 8]}, f"within ±{d.MAX_SHAPE_COORDINATE:,}"),
+        ({"rect": [0, 0, 10**400, 8]}, "finite numbers"),
+        ({"ellipse": [1, 1, 5, -(10**30)]}, f"within ±{d.MAX_SHAPE_COORDINATE:,}"),
+        ({"polygon": [[i % 64, i % 48] for i in range(d.MAX_POLYGON_POINTS + 1)]}, f"at most {d.MAX_POLYGON_POINTS:,}"),
+    ],
+)
+def test_shapes_beyond_the_limits_are_refused(mask, words):
+    data = {"canvas": {"width": 64, "height": 48}, "regions": [{"prompt": "a", "mask": mask}]}
+    with pytest.raises(SceneError) as info:
+        scene_from_dict(data, source=None)
+    assert words in str(only(info.value.problems, f"regions[0].mask.{next(iter(mask))}"))
+
+
+def test_text_that_cannot_be_encoded_is_named():
+    data = {"canvas": {"width": 64, "height": 48}, "background": {"negative": "dull \udfff"},
+            "regions": [{"prompt": "a \ud800 fox", "mask": {"rect": [0, 0, 8, 8]}}]}
+    with pytest.raises(SceneError) as info:
+        scene_from_dict(data, source=None)
+    assert "lone surrogate \\ud800" in only(info.value.problems, "regions[0].prompt").message
+    assert "lone surrogate \\udfff" in only(info.value.problems, "background.negative").message

@@ -1,0 +1,108 @@
+"""`inspect` reads what `render` embedded: crafted PNGs end in exit 2 naming the file and the problem."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from semanticdraw_cli import defaults
+from semanticdraw_cli.cli import app
+from semanticdraw_cli.outputs import PARAMS_KEY, SCENE_KEY, read_embedded, write_png
+
+SCENE = "canvas: {width: 8, height: 8}\nregions: []\n"
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def text(key: str, value: str | bytes, kind: bytes = b"tEXt") -> bytes:
+    body = value.encode("latin-1") if isinstance(value, str) else value
+    if kind == b"zTXt":
+        body = b"\0" + zlib.compress(body)
+    return chunk(kind, key.encode() + b"\0" + body)
+
+
+def png(path: Path, *chunks: bytes, size=(8, 8)) -> Path:
+    """A PNG of `size` (its IDAT holds a few bytes whatever the size claims) with `chunks` before IDAT."""
+    header = struct.pack(">IIBBBBB", *size, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(chunks)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 72)) + chunk(b"IEND", b""))
+    return path
+
+
+def inspect(path: Path, *args: str):
+    return CliRunner().invoke(app, ["inspect", str(path), *args])
+
+
+def assert_refused(result, *words: str) -> None:
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    for word in words:
+        assert word in result.output, f"{word!r} not in:\n{result.output}"
+
+
+def test_what_render_writes_reads_back(tmp_path):
+    target = tmp_path / "x-7.png"
+    write_png(target, np.zeros((8, 8, 3), np.uint8), SCENE + "note: caf\u00e9\n", {"seed": 7})
+    assert read_embedded(target) == (SCENE + "note: caf\u00e9\n", {"seed": 7})
+    data = json.loads(inspect(target, "--json").stdout)
+    assert data == {"scene": {"canvas": {"width": 8, "height": 8}, "regions": [], "note": "caf\u00e9"}, "params": {"seed": 7}}
+
+
+def test_compressed_and_dated_text_prints_as_json(tmp_path):
+    path = png(tmp_path / "z.png", text(SCENE_KEY, SCENE + "when: 2024-02-28\n", b"zTXt"), text(PARAMS_KEY, "{}"))
+    result = inspect(path, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["scene"]["when"] == "2024-02-28"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "words"),
+    [
+        ([text(SCENE_KEY, SCENE), text(PARAMS_KEY, "{not json")], f"{PARAMS_KEY}: not valid JSON"),
+        ([text(SCENE_KEY, SCENE), text(PARAMS_KEY, "[1, 2]")], f"{PARAMS_KEY}: expected a JSON object, got list"),
+        ([text(SCENE_KEY, SCENE), text(PARAMS_KEY, "[" * 100_000)], f"{PARAMS_KEY}: not valid JSON"),
+        ([text(SCENE_KEY, "a: !!python/object/apply:os.system [echo hi]\n")], "remove the !!tag"),
+        ([text(SCENE_KEY, "a: [unclosed\n")], "not valid YAML"),
+        ([text(SCENE_KEY, "- a list\n")], f"{SCENE_KEY}: expected a scene mapping, got list"),
+        ([text(SCENE_KEY, "a: &a [*a]\n")], "refers to a mapping or list that contains it"),
+        ([text(SCENE_KEY, "x" * (8 << 20))], f"its {SCENE_KEY} text chunk is 8,388,627 bytes; at most 2,097,152"),
+        ([text(SCENE_KEY, SCENE)[:-1] + b"\0"], "its tEXt chunk is damaged (bad CRC)"),
+    ],
+)
+def test_crafted_text_chunks_exit_2(tmp_path, chunks, words):
+    path = png(tmp_path / "crafted.png", *chunks)
+    for args in ((), ("--json",)):
+        assert_refused(inspect(path, *args), str(path), words)
+
+
+def test_a_header_claiming_more_pixels_than_any_canvas_is_refused_without_decoding(tmp_path):
+    path = png(tmp_path / "huge.png", text(SCENE_KEY, SCENE), size=(100_000, 100_000))
+    assert_refused(inspect(path), str(path), "its header claims 100000×100000 = 10,000,000,000 pixels")
+
+
+def test_compressed_text_is_inflated_with_a_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_EMBEDDED_TEXT_BYTES", 1000)
+    path = png(tmp_path / "bomb.png", text(SCENE_KEY, SCENE + "#" * 5000 + "\n", b"zTXt"))
+    assert_refused(inspect(path), f"its {SCENE_KEY} text chunk inflates to more than 1,000 bytes")
+
+
+def test_files_that_are_not_regular_pngs_are_refused(tmp_path):
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "text.png").write_text("hello")
+    assert_refused(inspect(tmp_path / "fifo.png"), "not a regular file (a FIFO")
+    assert_refused(inspect(tmp_path / "zero.png"), "not a regular file (a character device: /dev/zero)")
+    assert_refused(inspect(tmp_path / "text.png"), "not a PNG file")
+    assert_refused(inspect(tmp_path / "absent.png"), "absent.png: file not found")
+    cut = png(tmp_path / "cut.png", text(SCENE_KEY, SCENE))
+    cut.write_bytes(cut.read_bytes()[:40])
+    assert_refused(inspect(cut), "cut short")
