@@ -112,18 +112,6 @@ def _load_scenes(
     return loaded, problems
 
 
-def _parse_shard(shard: str | None) -> tuple[int, int] | None:
-    if shard is None:
-        return None
-    try:
-        index, count = (int(part) for part in shard.split("/"))
-    except ValueError:
-        index = count = 0
-    if not (count >= 1 and 1 <= index <= count):
-        _fail(f"--shard {shard!r}: expected K/N with 1 <= K <= N, e.g. --shard 2/4", 2)
-    return index, count
-
-
 def _check_runtime_options(device: str | None, dtype: str | None) -> None:
     """--device and --dtype are checked before any scene or model loads (exit 2)."""
     import re
@@ -134,20 +122,6 @@ def _check_runtime_options(device: str | None, dtype: str | None) -> None:
         _fail(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}", 2)
     if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         _fail(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N", 2)
-
-
-def _select_jobs(scenes: list, shard: tuple[int, int] | None) -> list[tuple[object, list[int]]]:
-    """(scene, seeds) to render; a shard takes every N-th (scene, seed) job, in a fixed order."""
-    from semanticdraw_cli.render import image_seeds
-
-    jobs = [(position, scene, seed) for position, scene in enumerate(scenes) for seed in image_seeds(scene)]
-    if shard is not None:
-        index, count = shard
-        jobs = [job for n, job in enumerate(jobs) if n % count == index - 1]
-    selected: dict[int, tuple[object, list[int]]] = {}
-    for position, scene, seed in jobs:
-        selected.setdefault(position, (scene, []))[1].append(seed)
-    return list(selected.values())
 
 
 def _summary_entry(result) -> dict:
@@ -210,12 +184,12 @@ def render(
     same file, existing files (without --overwrite) and an output folder that cannot be written are
     refused (exit 2).
     """
-    from semanticdraw_cli.outputs import plan_render
+    from semanticdraw_cli.jobs import parse_shard, plan_call
 
     summary: list[dict] = []
     if json_:
         ctx.meta[JSON_KEY] = summary
-    shard_spec = _parse_shard(shard)
+    shard_spec = parse_shard(shard)
     _check_runtime_options(device, dtype)
     overrides = list(set_ or [])
     for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
@@ -224,16 +198,9 @@ def render(
     loaded, problems = _load_scenes(scenes, overrides, allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
-    label = {id(scene): str(path) for path, scene in loaded}
-    every = _select_jobs([scene for _, scene in loaded], None)
-    jobs = _select_jobs([scene for _, scene in loaded], shard_spec)
-    plan_render(
-        [(label[id(scene)], scene, seeds) for scene, seeds in jobs], output, overwrite,
-        call=[(label[id(scene)], scene, seeds) for scene, seeds in every],
-    )
-    if not jobs:
-        count = sum(len(seeds) for _, seeds in every)
-        typer.echo(f"--shard {shard}: this share is empty ({count} (scene, seed) jobs in all); nothing to render",
+    call = plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
+    if not call.jobs:
+        typer.echo(f"--shard {shard}: this share is empty ({call.total} (scene, seed) jobs in all); nothing to render",
                    err=True)
         if json_:
             typer.echo(json.dumps(summary))
@@ -245,11 +212,12 @@ def render(
     renderer = Renderer(device=device, dtype=dtype)
     results = []
     try:
-        with RenderProgress(enabled=not quiet, scenes=len(jobs)) as progress:
-            for scene, seeds in jobs:
-                progress.start_scene(scene.name, seeds)
+        with RenderProgress(enabled=not quiet, scenes=len(call.jobs)) as progress:
+            for job in call.jobs:
+                progress.start_scene(job.scene.name, list(job.seeds))
                 done = renderer.render(
-                    scene, output, on_step=progress.on_step, seeds=seeds, overwrite=overwrite, on_phase=progress.on_phase
+                    job.scene, output, on_step=progress.on_step, seeds=list(job.seeds), overwrite=overwrite,
+                    on_phase=progress.on_phase,
                 )
                 results.extend(done)
                 summary.extend(_summary_entry(result) for result in done)

@@ -23,6 +23,7 @@ from semanticdraw_cli import masks as mask_math, outputs, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
+from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.report import build_report
 from semanticdraw_cli.scene import Scene
@@ -274,11 +275,6 @@ def _as_scene(
     from semanticdraw_cli.scene_loader import load_scene
 
     return load_scene(Path(scene), overrides, allow_outside=allow_outside)
-
-
-def image_seeds(scene: Scene) -> list[int]:
-    """Image k of a scene uses seed + k, and is written as NAME-(seed + k)."""
-    return [scene.sampler.seed + k for k in range(scene.sampler.images)]
 
 
 def region_masks(scene: Scene) -> np.ndarray:

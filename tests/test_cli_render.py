@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from semanticdraw_cli.cli import _select_jobs, app
+from semanticdraw_cli.cli import app
 from semanticdraw_cli.outputs import OutputError, read_embedded
 from semanticdraw_cli.render import Renderer, RenderResult, render
 from semanticdraw_cli.scene_loader import load_scene, scene_from_dict
@@ -92,16 +92,6 @@ def test_missing_model_exits_1_with_what_to_do(tmp_path, model):
 def test_bad_shard_exits_2(tmp_path, shard):
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--shard", shard, "-o", str(tmp_path)])
     assert result.exit_code == 2 and "--shard" in result.output
-
-
-def test_shards_are_disjoint_and_complete():
-    scenes = [load_scene(SCENES / "two-subjects.yaml", ["sampler.images=3"]), load_scene(IRWOROBONGDO, ["sampler.images=4"])]
-    everything = {(s.name, seed) for s, seeds in _select_jobs(scenes, None) for seed in seeds}
-    assert len(everything) == 7
-    for count in (1, 2, 3, 5):
-        parts = [{(s.name, seed) for s, seeds in _select_jobs(scenes, (k, count)) for seed in seeds} for k in range(1, count + 1)]
-        assert set().union(*parts) == everything
-        assert sum(len(p) for p in parts) == len(everything)
 
 
 @pytest.mark.slow

@@ -1,0 +1,53 @@
+"""Planning a render call: scenes × seeds, shards, and the outputs every share writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from semanticdraw_cli.errors import SceneError
+from semanticdraw_cli.jobs import parse_shard, plan_call, select
+from semanticdraw_cli.outputs import OutputError
+from semanticdraw_cli.scene_loader import load_scene
+
+SCENES = Path(__file__).resolve().parent.parent / "scenes"
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    return [
+        ("two-subjects.yaml", load_scene(SCENES / "two-subjects.yaml", ["sampler.images=3"])),
+        ("irworobongdo.yaml", load_scene(SCENES / "irworobongdo.yaml", ["sampler.images=4"])),
+    ]
+
+
+def test_shards_are_disjoint_and_complete(scenes):
+    everything = {(job.scene.name, seed) for job in select(scenes) for seed in job.seeds}
+    assert len(everything) == 7
+    for count in (1, 2, 3, 5):
+        parts = [{(job.scene.name, seed) for job in select(scenes, (k, count)) for seed in job.seeds}
+                 for k in range(1, count + 1)]
+        assert set().union(*parts) == everything
+        assert sum(len(p) for p in parts) == len(everything)
+
+
+def test_a_scenes_seeds_stay_together_in_order(scenes):
+    jobs = select(scenes, (1, 2))  # every other (scene, seed) job
+    assert [(job.label, job.seeds) for job in jobs] == [("two-subjects.yaml", (7, 9)), ("irworobongdo.yaml", (2025, 2027))]
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "x", "1/0", "1/2/3"])
+def test_bad_shards_are_refused_naming_the_option(text):
+    with pytest.raises(SceneError, match="--shard"):
+        parse_shard(text)
+    assert parse_shard("2/4") == (2, 4) and parse_shard(None) is None
+
+
+def test_plan_checks_clashes_over_the_whole_call_and_outputs_of_the_share(scenes, tmp_path):
+    plan = plan_call(scenes, tmp_path / "out", overwrite=False, shard=(2, 3))
+    assert plan.total == 7 and sum(len(job.seeds) for job in plan.jobs) == len(plan.outputs) == 2
+    assert {p.png.name for p in plan.outputs} == {"two-subjects-8.png", "irworobongdo-2025.png"}
+    twice = [scenes[0], ("again.yaml", scenes[0][1])]  # the same scene name twice: another share would clash
+    with pytest.raises(OutputError, match="two-subjects"):
+        plan_call(twice, tmp_path / "out", overwrite=False, shard=(1, 7))
