@@ -198,10 +198,13 @@ def register(family: str, builder: Callable[[str, Path], None]) -> None:
     BUILDERS[family] = builder
 
 
-def ensure_preset(family: str, name: str) -> Path:
-    """The preset's folder, built on first use (atomically: a temporary folder, then a rename)."""
+def ensure_preset(family: str, name: str, marker: str = "model_index.json") -> Path:
+    """The preset's folder, built on first use (atomically: a temporary folder, then a rename).
+
+    `marker` is the file a finished build holds (a diffusers pipeline's model_index.json by default).
+    """
     folder = cache_root() / "presets" / f"{family}-{name}-v{PRESET_VERSION}"
-    if (folder / "model_index.json").exists():
+    if (folder / marker).exists():
         return folder
     if family not in BUILDERS:
         from semanticdraw_cli.errors import RenderError
@@ -214,7 +217,7 @@ def ensure_preset(family: str, name: str) -> Path:
         try:
             staging.rename(folder)
         except OSError:  # another process finished first
-            if not (folder / "model_index.json").exists():
+            if not (folder / marker).exists():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
