@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from semanticdraw_cli.defaults import OUTPUT_DIR
+from semanticdraw_cli.defaults import CLIP_CHECKPOINT
 
 app = typer.Typer(
     help="Render large images from regional prompts with few-step diffusion models (SemanticDraw).",
@@ -109,6 +110,9 @@ def render(
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    score: Annotated[Optional[bool], typer.Option("--score/--no-score", help="CLIP score per region into each report and the summary [default: on when a threshold is set].")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
+    model_clip: Annotated[Optional[str], typer.Option("--model-clip", help="CLIP checkpoint for scores: hub id, folder, or preset tiny.")] = None,
 ) -> None:
     """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report)."""
     import json as json_lib
@@ -122,6 +126,7 @@ def render(
     for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    overrides += _min_score_override(min_score, score)
     loaded, problems = _load_scenes(scenes, overrides)
     if problems:
         _fail("\n".join(problems), 2)
@@ -134,6 +139,7 @@ def render(
     from semanticdraw_cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer
 
+    clip = _scoring_clip([scene for scene, _ in jobs], score, model_clip, device)
     renderer = Renderer(device=device, dtype=dtype)
     results = []
     try:
@@ -142,6 +148,10 @@ def render(
                 progress.start_scene(scene.name, seeds)
                 results.extend(renderer.render(scene, output, on_step=progress.on_step, seeds=seeds))
                 progress.finish_scene()
+        if clip is not None:
+            from semanticdraw_cli.score import score_results
+
+            score_results(results, clip)
     except RenderError as error:
         _fail(f"error: {error}", 1)
     except KeyboardInterrupt:
@@ -154,9 +164,43 @@ def render(
         summary = [
             {"scene": str(r.scene.source), "seed": r.seed, "png": str(r.png), "report": str(r.json),
              "seconds": r.report["seconds"]["total"], "unet_calls": r.report["unet_calls"]}
+            | ({"scores": r.report["scores"]} if "scores" in r.report else {})
             for r in results
         ]
         typer.echo(json_lib.dumps(summary, indent=2))
+    if clip is not None:
+        _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in results])
+
+
+def _min_score_override(min_score: float | None, score: bool | None) -> list[str]:
+    """--min-score X is --set quality.min_region_score=X; it needs the scores."""
+    if min_score is None:
+        return []
+    if score is False:
+        _fail("--min-score needs the CLIP scores: drop --no-score", 2)
+    return [f"quality.min_region_score={min_score}"]
+
+
+def _scoring_clip(scenes: list, score: bool | None, checkpoint: str | None, device: str | None):
+    """CLIP, loaded before any render when scores are asked for or a scene sets a threshold; None otherwise."""
+    from semanticdraw_cli import score as scoring
+    from semanticdraw_cli.errors import RenderError
+
+    if not (score if score is not None else any(scoring.has_gate(scene) for scene in scenes)):
+        return None
+    try:
+        return scoring.load_clip(checkpoint, device)
+    except RenderError as error:
+        _fail(f"error: {error}", 1)
+
+
+def _score_gate(scored: list[tuple[str, dict]]) -> None:
+    """Exit 3 naming every area below its threshold."""
+    from semanticdraw_cli.score import GATE_EXIT_CODE, gate_message
+
+    message = gate_message(scored)
+    if message:
+        _fail(message, GATE_EXIT_CODE)
 
 
 @app.command()
@@ -186,6 +230,51 @@ def inspect(
         typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
         typer.echo(scene_yaml, nl=False)
 
+
+
+@app.command()
+def score(
+    images: Annotated[list[Path], typer.Argument(help="PNGs written by `semanticdraw render` (any picture with --scene).")],
+    scene: Annotated[Optional[Path], typer.Option("--scene", help="Scene to score against [default: the one each PNG embeds].")] = None,
+    model_clip: Annotated[Optional[str], typer.Option("--model-clip", help=f"CLIP checkpoint: hub id, folder, or preset tiny [default: {CLIP_CHECKPOINT}].")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's score (0-100) is below X (sets quality.min_region_score).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps, cpu [default: auto].")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the scores of every image and area as JSON.")] = False,
+) -> None:
+    """CLIP score (0-100) of each region's masked crop against its prompt, and of the uncovered background."""
+    import json as json_lib
+
+    from semanticdraw_cli import score as scoring
+    from semanticdraw_cli.errors import RenderError, SceneError
+
+    _check_runtime_options(device, None)
+    overrides = _min_score_override(min_score, None)
+    given, problems = _load_scenes([scene], overrides) if scene is not None else ([None], [])
+    pictures = []
+    for image in images:
+        try:
+            pixels = scoring.read_pixels(image)
+            image_scene = given[0] or scoring.embedded_scene(image, overrides)
+            scoring.check_canvas(image, pixels, image_scene)
+            pictures.append((image, pixels, image_scene))
+        except SceneError as error:
+            problems.extend(str(p) for p in error.problems)
+    if problems:
+        _fail("\n".join(problems), 2)
+    try:
+        clip = scoring.load_clip(model_clip, device)
+        scored = [(str(image), scoring.score_with(clip, pixels, s).to_dict()) for image, pixels, s in pictures]
+    except RenderError as error:
+        _fail(f"error: {error}", 1)
+    if json_:
+        typer.echo(json_lib.dumps([{"image": label, **scores} for label, scores in scored], indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console()
+        for label, scores in scored:
+            scoring.print_scores(console, label, scores)
+    _score_gate(scored)
 
 
 @app.command()

@@ -48,12 +48,17 @@ class RenderProgress:
 
 
 def print_summary(results) -> None:
-    """One row per written image: file, seconds per phase, UNet work."""
+    """One row per written image: file, seconds per phase, UNet work, and CLIP scores when scored."""
+    from semanticdraw_cli.score import summary_cells
+
     table = Table(title="semanticdraw render", title_justify="left")
-    for column in ("image", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs"):
-        table.add_column(column, justify="left" if column == "image" else "right")
+    scored = any("scores" in result.report for result in results)
+    score_columns = ("CLIP fg", "CLIP bg", "lowest region") if scored else ()
+    for column in ("image", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs", *score_columns):
+        table.add_column(column, justify="left" if column in ("image", "lowest region") else "right")
     for result in results:
         seconds = result.report["seconds"]
+        score_cells = summary_cells(result.report.get("scores")) if scored else ()
         table.add_row(
             result.png.name if result.png else result.scene.name,
             f"{seconds.get('total', 0.0):.2f}",
@@ -63,5 +68,6 @@ def print_summary(results) -> None:
             str(result.report["unet_calls"]),
             str(result.report["batch_items"]),
             f"{result.report['pairs_active']}/{result.report['pairs_total']}",
+            *score_cells,
         )
     console.print(table)
