@@ -2,8 +2,9 @@
 
 What is scored (pure numpy, testable without a model):
 - a region's pixels are those where its render mask (`render.region_masks`: rasterized, z-ordered,
-  blurred, strength-scaled) is at or above `SCORE_MASK_THRESHOLD` (0.5). Where a later region lies on
-  top, an earlier mask keeps only `cover_alpha` (0.3 by default) of its value, so hidden parts drop out;
+  blurred, strength-scaled) is at or above `SCORE_MASK_THRESHOLD` (0.5) and stronger than every other
+  region's (a tie goes to the later region). Where a later region lies on top, an earlier mask keeps
+  only `cover_alpha` (0.3 by default) of its value, so hidden parts drop out and no pixel counts twice;
 - the background's pixels are those no region covers: the region masks sum to less than 0.5 (render's
   background weight 1 - sum is above 0.5). They are scored against `background.prompt`; without a
   background prompt the background is not scored (null);
@@ -39,8 +40,16 @@ Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) pixels, end exclusive
 
 
 def area_masks(masks: np.ndarray, threshold: float = D.SCORE_MASK_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """Render masks (R, H, W) in [0, 1] -> (each region's pixels (R, H, W), the uncovered pixels (H, W)), bool."""
-    return masks >= threshold, masks.sum(axis=0) < threshold
+    """Render masks (R, H, W) in [0, 1] -> (each region's pixels (R, H, W), the uncovered pixels (H, W)), bool.
+
+    A pixel belongs to the region whose mask is strongest there (the later one on a tie) when that mask
+    is at least `threshold`, so no pixel counts for two regions; it is uncovered when the masks sum to
+    less than `threshold`. Pixels in neither set (soft edges) are scored for nothing.
+    """
+    regions = len(masks)
+    owner = regions - 1 - np.argmax(masks[::-1], axis=0)  # (H, W); reversed: ties go to the later region
+    inside = (np.arange(regions)[:, None, None] == owner) & (masks.max(axis=0) >= threshold)
+    return inside, masks.sum(axis=0) < threshold
 
 
 def bounding_box(mask: np.ndarray) -> Box | None:
