@@ -83,8 +83,8 @@ def missing_clip_error(source: str, error: Exception) -> RenderError:
     if _looks_local(source):
         fetch = folder
     elif offline:
-        fetch = (f"HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
-                 f"(`huggingface-cli download {source}`) or {folder}")
+        fetch = ("HF_HUB_OFFLINE is set, so nothing is downloaded: run once with network access and "
+                 f"HF_HUB_OFFLINE unset (transformers caches the files it needs), or {folder}")
     else:
         fetch = f"check the id and your network, or {folder}"
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
