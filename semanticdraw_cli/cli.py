@@ -249,12 +249,14 @@ def score(
 
     _check_runtime_options(device, None)
     overrides = _min_score_override(min_score, None)
-    given, problems = _load_scenes([scene], overrides) if scene is not None else ([None], [])
+    given, problems = _load_scenes([scene], overrides) if scene is not None else ([], [])
+    if problems:
+        _fail("\n".join(problems), 2)
     pictures = []
     for image in images:
         try:
             pixels = scoring.read_pixels(image)
-            image_scene = given[0] or scoring.embedded_scene(image, overrides)
+            image_scene = given[0] if given else scoring.embedded_scene(image, overrides)
             scoring.check_canvas(image, pixels, image_scene)
             pictures.append((image, pixels, image_scene))
         except SceneError as error:

@@ -240,9 +240,15 @@ def embedded_scene(path: Path, overrides: Sequence[str] = ()) -> Scene:
     try:
         scene_yaml, _ = read_embedded(path)
     except KeyError:
-        hint = "pass the scene that made it with --scene"
-        raise SceneError([Problem(str(path), "", "no embedded scene (not written by semanticdraw render?)", hint=hint)]) from None
-    return scene_from_dict(yaml.safe_load(scene_yaml), path, overrides)
+        message, hint = "no embedded scene (not written by semanticdraw render?)", "pass the scene that made it with --scene"
+        raise SceneError([Problem(str(path), "", message, hint=hint)]) from None
+    try:
+        return scene_from_dict(yaml.safe_load(scene_yaml), path, overrides)
+    except SceneError as error:
+        if any(problem.key.endswith(".mask.layer") for problem in error.problems):
+            message = "its scene came from a layered drawing, whose masks a PNG does not carry"
+            raise SceneError([Problem(str(path), "", message, hint="pass the drawing with --scene art.psd")]) from None
+        raise
 
 
 def check_canvas(path: Path, pixels: np.ndarray, scene: Scene) -> None:
@@ -271,7 +277,8 @@ def print_scores(console, label: str, scores: dict) -> None:
     """One table per image: every area with its pixels, score and threshold."""
     from rich.table import Table
 
-    title = f"{label}  CLIP_fg {_cell(scores['clip_fg'])}  CLIP_bg {_cell(scores['clip_bg']) or '-'}  ({scores['clip']})"
+    background = _cell(scores["clip_bg"]) or "-"
+    title = f"{label}  CLIP_fg {_cell(scores['clip_fg'])}  CLIP_bg {background}  ({scores['clip']})"
     table = Table(title=title, title_justify="left")
     for column in ("area", "prompt", "pixels", "score", "min", "result"):
         table.add_column(column, justify="right" if column in ("pixels", "score", "min") else "left")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -165,3 +166,20 @@ def test_bad_min_score_exits_2_before_loading(tmp_path, args):
 def test_score_has_help():
     result = runner.invoke(app, ["score", "--help"])
     assert result.exit_code == 0 and "--model-clip" in result.output and "--min-score" in result.output
+
+
+def test_score_of_a_render_of_a_layered_drawing_asks_for_the_drawing(tmp_path):
+    from semanticdraw_cli.outputs import write_png
+
+    data = {**SCENE, "regions": [{"name": "fox", "prompt": "a fox", "mask": {"layer": "fox"}}]}
+    write_png(tmp_path / "art-1.png", np.zeros((96, 128, 3), np.uint8), yaml.safe_dump(data), {"seed": 1})
+    result = runner.invoke(app, ["score", str(tmp_path / "art-1.png")])
+    assert result.exit_code == 2
+    assert "art-1.png: its scene came from a layered drawing" in result.stderr and "--scene" in result.stderr
+
+
+def test_score_with_a_bad_scene_exits_2_naming_it(tmp_path):
+    scene = write_scene(tmp_path, {**SCENE, "quality": {"min_region_score": "high"}}, name="bad.yaml")
+    Image.new("RGB", (128, 96)).save(tmp_path / "picture.png")
+    result = runner.invoke(app, ["score", str(tmp_path / "picture.png"), "--scene", str(scene)])
+    assert result.exit_code == 2 and "bad.yaml" in result.stderr and "quality.min_region_score" in result.stderr

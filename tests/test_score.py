@@ -1,4 +1,4 @@
-"""Prompt adherence: crop geometry and masking (pure), scores with a fake embedder and the tiny CLIP, the gate's fields."""
+"""Prompt adherence: crop geometry and masking, scores with a fake embedder and the tiny CLIP, the gate's fields."""
 
 from __future__ import annotations
 

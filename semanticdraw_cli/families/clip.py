@@ -90,7 +90,8 @@ def missing_clip_error(source: str, error: Exception) -> RenderError:
     first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return RenderError(
         f"cannot load CLIP model {source!r}: {first_line}\n"
-        f"what to do: {fetch}; --model-clip tiny checks the mechanics offline (random weights: the numbers mean nothing)"
+        f"what to do: {fetch}; --model-clip tiny checks the mechanics offline "
+        "(random weights: the numbers mean nothing)"
     )
 
 
