@@ -58,6 +58,7 @@ class _Commands(TyperGroup):
             typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
         raise typer.Exit(code=code)
 
+from semanticdraw_cli.defaults import CLIP_CHECKPOINT
 
 app = typer.Typer(
     cls=_Commands,
@@ -126,8 +127,9 @@ def _check_runtime_options(device: str | None, dtype: str | None) -> None:
 
 def _summary_entry(result) -> dict:
     """One image of the `--json` summary."""
-    return {"scene": str(result.scene.source), "seed": result.seed, "png": str(result.png), "report": str(result.json),
-            "seconds": result.report["seconds"]["total"], "unet_calls": result.report["unet_calls"]}
+    entry = {"scene": str(result.scene.source), "seed": result.seed, "png": str(result.png), "report": str(result.json),
+             "seconds": result.report["seconds"]["total"], "unet_calls": result.report["unet_calls"]}
+    return entry | ({"scores": result.report["scores"]} if "scores" in result.report else {})
 
 
 @app.command()
@@ -177,6 +179,9 @@ def render(
         typer.Option("--json", help="Print a JSON summary on stdout: a list with one entry per image written; "
                                     "on failure an object {error, exit_code, images}."),
     ] = False,
+    score: Annotated[Optional[bool], typer.Option("--score/--no-score", help="CLIP score per region into each report and the summary [default: on when a threshold is set].")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
+    model_clip: Annotated[Optional[str], typer.Option("--model-clip", help="CLIP checkpoint for scores: hub id, folder, or preset tiny.")] = None,
 ) -> None:
     """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report).
 
@@ -195,6 +200,7 @@ def render(
     for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    overrides += _min_score_override(min_score, score)
     loaded, problems = _load_scenes(scenes, overrides, allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
@@ -209,6 +215,7 @@ def render(
     from semanticdraw_cli.progress import RenderProgress, print_summary
     from semanticdraw_cli.render import Renderer
 
+    clip = _scoring_clip([job.scene for job in call.jobs], score, model_clip, device)
     renderer = Renderer(device=device, dtype=dtype)
     results = []
     try:
@@ -219,6 +226,10 @@ def render(
                     job.scene, output, on_step=progress.on_step, seeds=list(job.seeds), overwrite=overwrite,
                     on_phase=progress.on_phase,
                 )
+                if clip is not None:
+                    from semanticdraw_cli.score import score_results
+
+                    score_results(done, clip)
                 results.extend(done)
                 summary.extend(_summary_entry(result) for result in done)
                 progress.finish_scene()
@@ -228,6 +239,39 @@ def render(
         print_summary(results)
     if json_:
         typer.echo(json.dumps(summary, indent=2))
+    if clip is not None:
+        _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in results])
+
+
+def _min_score_override(min_score: float | None, score: bool | None) -> list[str]:
+    """--min-score X is --set quality.min_region_score=X; it needs the scores."""
+    if min_score is None:
+        return []
+    if score is False:
+        _fail("--min-score needs the CLIP scores: drop --no-score", 2)
+    return [f"quality.min_region_score={min_score}"]
+
+
+def _scoring_clip(scenes: list, score: bool | None, checkpoint: str | None, device: str | None):
+    """CLIP, loaded before any render when scores are asked for or a scene sets a threshold; None otherwise."""
+    from semanticdraw_cli import score as scoring
+    from semanticdraw_cli.errors import RenderError
+
+    if not (score if score is not None else any(scoring.has_gate(scene) for scene in scenes)):
+        return None
+    try:
+        return scoring.load_clip(checkpoint, device)
+    except RenderError as error:
+        _fail(f"error: {error}", 1)
+
+
+def _score_gate(scored: list[tuple[str, dict]]) -> None:
+    """Exit 3 naming every area below its threshold."""
+    from semanticdraw_cli.score import GATE_EXIT_CODE, gate_message
+
+    message = gate_message(scored)
+    if message:
+        _fail(message, GATE_EXIT_CODE)
 
 
 @app.command()
@@ -252,6 +296,54 @@ def inspect(
         typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
         typer.echo(scene_yaml, nl=False)
 
+
+
+@app.command()
+def score(
+    images: Annotated[list[Path], typer.Argument(help="PNGs written by `semanticdraw render` (any picture with --scene).")],
+    scene: Annotated[Optional[Path], typer.Option("--scene", help="Scene to score against [default: the one each PNG embeds].")] = None,
+    model_clip: Annotated[Optional[str], typer.Option("--model-clip", help=f"CLIP checkpoint: hub id, folder, or preset tiny [default: {CLIP_CHECKPOINT}].")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's score (0-100) is below X (sets quality.min_region_score).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="cuda, mps, cpu [default: auto].")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the scores of every image and area as JSON.")] = False,
+    allow_outside: AllowOutside = False,
+) -> None:
+    """CLIP score (0-100) of each region's masked crop against its prompt, and of the uncovered background."""
+    import json as json_lib
+
+    from semanticdraw_cli import score as scoring
+    from semanticdraw_cli.errors import RenderError, SceneError
+
+    _check_runtime_options(device, None)
+    overrides = _min_score_override(min_score, None)
+    given, problems = _load_scenes([scene], overrides, allow_outside) if scene is not None else ([], [])
+    if problems:
+        _fail("\n".join(problems), 2)
+    pictures = []
+    for image in images:
+        try:
+            pixels = scoring.read_pixels(image)
+            image_scene = given[0][1] if given else scoring.embedded_scene(image, overrides, allow_outside)
+            scoring.check_canvas(image, pixels, image_scene)
+            pictures.append((image, pixels, image_scene))
+        except SceneError as error:
+            problems.extend(str(p) for p in error.problems)
+    if problems:
+        _fail("\n".join(problems), 2)
+    try:
+        clip = scoring.load_clip(model_clip, device)
+        scored = [(str(image), scoring.score_with(clip, pixels, s).to_dict()) for image, pixels, s in pictures]
+    except RenderError as error:
+        _fail(f"error: {error}", 1)
+    if json_:
+        typer.echo(json_lib.dumps([{"image": label, **scores} for label, scores in scored], indent=2))
+    else:
+        from rich.console import Console
+
+        console = Console()
+        for label, scores in scored:
+            scoring.print_scores(console, label, scores)
+    _score_gate(scored)
 
 
 @app.command()

@@ -73,3 +73,12 @@ PROMPT_STRENGTH = 1.0
 
 OUTPUT_DIR = "."
 DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks float16 on CUDA, float32 elsewhere
+
+# Prompt adherence (`semanticdraw score`, `render --score`): the paper's CLIP score per region.
+CLIP_CHECKPOINT = "openai/clip-vit-large-patch14"  # the CLIP of the usual CLIP score (torchmetrics' default)
+CLIP_PRESETS = ("tiny",)  # --model-clip tiny: random weights built locally, for tests (the numbers mean nothing)
+CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's; pixels outside a region are filled with it
+SCORE_MASK_THRESHOLD = 0.5  # a pixel counts for the region whose render mask is strongest there, if at least this
+MAX_CLIP_SCORE = 100  # score = max(100 * cosine, 0)
+MIN_REGION_SCORE = None  # quality.min_region_score: no gate unless a scene or --min-score sets one
+MIN_BACKGROUND_SCORE = None  # quality.min_background_score

@@ -57,14 +57,19 @@ class RenderProgress:
 
 
 def print_summary(results) -> None:
-    """One row per written image: the whole file name, its seed, seconds per phase, UNet work."""
+    """One row per written image: the whole file name, its seed, seconds per phase, UNet work, CLIP scores if scored."""
+    from semanticdraw_cli.score import summary_cells
+
     table = Table(title="semanticdraw render", title_justify="left")
     names = [result.png.name if result.png else result.scene.name for result in results]
+    scored = any("scores" in result.report for result in results)
+    score_columns = ("CLIP fg", "CLIP bg", "lowest region") if scored else ()
     table.add_column("image", no_wrap=True)
-    for column in ("seed", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs"):
-        table.add_column(column, justify="right", no_wrap=True)
+    for column in ("seed", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs", *score_columns):
+        table.add_column(column, justify="left" if column == "lowest region" else "right", no_wrap=True)
     for name, result in zip(names, results):
         seconds = result.report["seconds"]
+        score_cells = summary_cells(result.report.get("scores")) if scored else ()
         table.add_row(
             name,
             str(result.seed),
@@ -75,6 +80,7 @@ def print_summary(results) -> None:
             str(result.report["unet_calls"]),
             str(result.report["batch_items"]),
             f"{result.report['pairs_active']}/{result.report['pairs_total']}",
+            *score_cells,
         )
     natural = console.measure(table, options=console.options.update_width(10_000)).maximum
     if natural <= console.width:

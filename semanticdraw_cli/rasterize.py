@@ -57,6 +57,11 @@ def load_rgb(path: Path, canvas: Canvas) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """A picture as it is, (H, W, 3) uint8, through the bounded reader and the header's pixel limit."""
+    return np.asarray(_open_image(path).convert("RGB"), dtype=np.uint8).copy()
+
+
 # --- image files -------------------------------------------------------------------------------
 
 

@@ -80,6 +80,7 @@ class Region:
     blur: float  # Gaussian std, pixels
     strength: float
     prompt_strength: float  # lerp from the background prompt's embedding (0) to this prompt's (1)
+    min_score: float | None = None  # CLIP score gate of this region; None: quality.min_region_score
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,14 @@ class Background:
     negative: str = ""
     image: Path | None = None  # painted over: the latent starts from it, uncovered area keeps it
     image_array: np.ndarray | None = field(default=None, compare=False, repr=False)  # (H, W, 3) uint8, layered files
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Prompt-adherence gate: the CLIP scores (0-100) a render must reach; None: not gated."""
+
+    min_region_score: float | None = None  # every region without its own min_score
+    min_background_score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,3 +109,4 @@ class Scene:
     regions: tuple[Region, ...]
     source: Path | None = None  # the file it was loaded from; relative paths resolved against it
     version: int = 1
+    quality: Quality = Quality()

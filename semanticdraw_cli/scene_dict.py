@@ -43,9 +43,11 @@ def scene_to_dict(scene: Scene) -> dict:
         },
         "regions": [
             {"name": r.name, "prompt": r.prompt, "negative": r.negative, "blur": r.blur, "strength": r.strength,
-             "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r)}
+             "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r), "min_score": r.min_score}
             for r in scene.regions
         ],
+        "quality": {"min_region_score": scene.quality.min_region_score,
+                    "min_background_score": scene.quality.min_background_score},
     }
 
 

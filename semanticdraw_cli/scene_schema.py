@@ -19,13 +19,14 @@ from semanticdraw_cli.scene_checks import is_int as _is_int
 from semanticdraw_cli.scene_checks import is_number as _is_number
 from semanticdraw_cli.scene_checks import nearest as _nearest
 from semanticdraw_cli.scene_checks import show as _show
+from semanticdraw_cli.scene import Quality
 
 UNITS = ("px", "fraction")
 SHAPES = {"rect": 4, "ellipse": 4, "polygon": None}  # coordinate count; polygon: pairs, at least 3
 MASK_KINDS = ("image", "label_map", *SHAPES, "layer")
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 KEYS = {
-    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers"),
+    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
     "canvas": ("width", "height"),
     "model": ("family", "checkpoint", "accelerator", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name"),
@@ -35,8 +36,9 @@ KEYS = {
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
-    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask"),
+    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score"),
     "mask": (*MASK_KINDS, "color", "units"),
+    "quality": ("min_region_score", "min_background_score"),
 }
 
 
@@ -72,10 +74,11 @@ def build_scene(
     _family_multiple(c, model.family, canvas, sampler.tile)
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
+    quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
-    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION)
+    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality)
 
 
 def _canvas(c: _Checker, top: dict) -> Canvas | None:
@@ -336,8 +339,18 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             strength=c.number(d, "strength", f"{key}.strength", fields["strength"], lo=0, hi=1),
             prompt_strength=c.number(d, "prompt_strength", f"{key}.prompt_strength", fields["prompt_strength"],
                                      lo=0, hi=1),
+            min_score=c.number(d, "min_score", f"{key}.min_score", None, lo=0, hi=D.MAX_CLIP_SCORE),
         ))
     return tuple(regions)
+
+
+def _quality(c: _Checker, d: dict) -> Quality:
+    """CLIP score thresholds (0 to 100) of the prompt-adherence gate; absent: no gate."""
+    return Quality(
+        c.number(d, "min_region_score", "quality.min_region_score", D.MIN_REGION_SCORE, lo=0, hi=D.MAX_CLIP_SCORE),
+        c.number(d, "min_background_score", "quality.min_background_score", D.MIN_BACKGROUND_SCORE,
+                 lo=0, hi=D.MAX_CLIP_SCORE),
+    )
 
 
 def _mask(c: _Checker, value: object, key: str, base: Path) -> Mask | None:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,24 +144,33 @@ def is_built(family: str, name: str) -> bool:
 
 
 def ensure_preset(family: str, name: str) -> Path:
-    """The preset's folder, built on first use (atomically: a temporary folder, then a rename)."""
+    """A family preset's folder, built on first use by the family's `build_preset`."""
     from semanticdraw_cli.families.registry import family as family_spec
 
-    folder = preset_folder(family, name)
     if is_built(family, name):
-        return folder
+        return preset_folder(family, name)
     spec = family_spec(family)
     if name not in spec.presets:
         have = f"only the {spec.presets[0]!r} preset" if len(spec.presets) == 1 else "the presets " + ", ".join(spec.presets)
         raise RenderError(f"the {family} family has {have}, not {name!r}")
+    return build_cached(preset_folder(family, name), lambda staging: spec.build_preset(name, staging))
+
+
+def build_cached(folder: Path, build: Callable[[Path], None], marker: str = "model_index.json") -> Path:
+    """`folder`, built once by `build(staging)` (atomically: a temporary folder, then a rename).
+
+    `marker` is the file a finished build holds (a diffusers pipeline's model_index.json by default).
+    """
+    if (folder / marker).exists():
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        spec.build_preset(name, staging)
+        build(staging)
         try:
             staging.rename(folder)
         except OSError:  # another process finished first
-            if not (folder / "model_index.json").exists():
+            if not (folder / marker).exists():
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
