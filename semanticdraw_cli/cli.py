@@ -1,7 +1,7 @@
 """The `semanticdraw` command line. Thin: parse arguments, call the library, map failures to exit codes.
 
 Heavy modules (torch, diffusers) are imported inside the commands so `--help` stays fast. Every failure
-ends in `_Commands.invoke`: one clear message and an exit code (2 bad input, 1 runtime, 130 interrupted);
+ends in `cli_support.Commands.invoke`: one clear message and an exit code (2 bad input, 1 runtime, 130 interrupted);
 a bug shows its traceback only with `--debug` or SEMANTICDRAW_DEBUG=1.
 """
 
@@ -10,58 +10,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, NoReturn, Optional
+from typing import Annotated, Optional
 
-import click
 import typer
-from typer.core import TyperGroup
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.errors import RenderError, SceneError
-
-DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
-JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
-DEBUG_HINT = "run with `semanticdraw --debug ...` or SEMANTICDRAW_DEBUG=1 for the traceback; please report it"
-
-
-class Failure(Exception):
-    """A failure the command has explained: its message and exit code."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.message, self.code = message, code
-
-
-class _Commands(TyperGroup):
-    """Maps every failure of a command to one message and an exit code; no traceback reaches a user."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
-            raise
-        except Failure as failure:
-            code, message = failure.code, failure.message
-        except SceneError as error:
-            code, message = 2, "\n".join(str(problem) for problem in error.problems)
-        except (RenderError, OSError) as error:  # a runtime fault: no room on the disk, a file gone meanwhile
-            code, message = 1, f"error: {error}"
-        except KeyboardInterrupt:
-            code, message = 130, "interrupted"
-        except Exception as error:
-            if ctx.meta.get(DEBUG_KEY) or os.environ.get("SEMANTICDRAW_DEBUG", "") not in ("", "0"):
-                raise
-            text = str(error).strip().splitlines()
-            code, message = 1, f"internal error: {type(error).__name__}{': ' + text[0] if text else ''}\n{DEBUG_HINT}"
-        typer.echo(message, err=True)
-        if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
-            typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
-        raise typer.Exit(code=code)
-
+from semanticdraw_cli.cli_support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands
+from semanticdraw_cli.cli_support import check_runtime_options as _check_runtime_options
+from semanticdraw_cli.cli_support import fail as _fail
+from semanticdraw_cli.cli_support import load_scenes as _load_scenes
 from semanticdraw_cli.defaults import CLIP_CHECKPOINT
-
+from semanticdraw_cli.errors import SceneError
 app = typer.Typer(
-    cls=_Commands,
+    cls=Commands,
     help="Render large images from regional prompts with few-step diffusion models (SemanticDraw).",
     no_args_is_help=True,
     add_completion=False,
@@ -88,41 +49,6 @@ def _main(
 ) -> None:
     """Render large images from regional prompts with few-step diffusion models (SemanticDraw)."""
     ctx.meta[DEBUG_KEY] = debug
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    raise Failure(message, code)
-
-
-AllowOutside = Annotated[bool, typer.Option(
-    "--allow-outside", help="Read pictures and drawings a scene names outside the scene file's folder.")]
-
-
-def _load_scenes(
-    paths: list[Path], overrides: list[str], allow_outside: bool = False
-) -> tuple[list[tuple[Path, object]], list[str]]:
-    """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
-    from semanticdraw_cli.scene_loader import load_scene
-
-    loaded, problems = [], []
-    for path in paths:
-        try:
-            loaded.append((path, load_scene(path, overrides, allow_outside=allow_outside)))
-        except SceneError as error:
-            problems.extend(str(p) for p in error.problems)
-    return loaded, problems
-
-
-def _check_runtime_options(device: str | None, dtype: str | None) -> None:
-    """--device and --dtype are checked before any scene or model loads (exit 2)."""
-    import re
-
-    from semanticdraw_cli.defaults import DTYPES
-
-    if dtype is not None and dtype not in ("auto", *DTYPES):
-        _fail(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}", 2)
-    if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
-        _fail(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N", 2)
 
 
 def _summary_entry(result) -> dict:
