@@ -3,27 +3,24 @@
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from semanticdraw_cli import defaults as D
-from semanticdraw_cli.errors import MaskError, Problem, SceneError
+from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.families import registry
 from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
-from semanticdraw_cli.safe_io import PICTURE, InputRefused, check_file, exists, resolve_path
-from semanticdraw_cli.scene import Accelerator, Background, Bootstrap, Canvas, Mask, Model, Region, Sampler, Scene, Tile
+from semanticdraw_cli.safe_io import exists
+from semanticdraw_cli.scene import (
+    Accelerator, Background, Bootstrap, Canvas, Mask, Model, Quality, Region, Sampler, Scene, Tile,
+)
 from semanticdraw_cli.scene_checks import Checker as _Checker
 from semanticdraw_cli.scene_checks import describe as _describe
 from semanticdraw_cli.scene_checks import is_int as _is_int
-from semanticdraw_cli.scene_checks import is_number as _is_number
 from semanticdraw_cli.scene_checks import nearest as _nearest
 from semanticdraw_cli.scene_checks import show as _show
-from semanticdraw_cli.scene import Quality
+from semanticdraw_cli.scene_sources import MASK_KEYS, check_picture, mask_source, path_field
 
-UNITS = ("px", "fraction")
-SHAPES = {"rect": 4, "ellipse": 4, "polygon": None}  # coordinate count; polygon: pairs, at least 3
-MASK_KINDS = ("image", "label_map", *SHAPES, "layer")
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
@@ -37,7 +34,7 @@ KEYS = {
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
     "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score"),
-    "mask": (*MASK_KINDS, "color", "units"),
+    "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
 
@@ -166,7 +163,7 @@ def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
     if not text.strip():
         c.add(key, "is empty", hint="a hub id, a local folder or a .safetensors file")
         return text
-    local = _path(c, text, base, key, confine=False)
+    local = path_field(c, text, base, key, confine=False)
     if local is None:
         return text
     if exists(local) or text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES):
@@ -275,34 +272,10 @@ def _background(c: _Checker, d: dict, fields: dict, base: Path, canvas: Canvas |
     prompt = c.text(d, "prompt", "background.prompt", None)
     negative = c.text(d, "negative", "background.negative", fields["negative"])
     image = c.text(d, "image", "background.image", None)
-    path = _path(c, image, base, "background.image") if image else None
+    path = path_field(c, image, base, "background.image") if image else None
     if path is not None:
-        _check_file(c, "background.image", path, canvas, lambda: load_rgb(path, canvas))
+        check_picture(c, "background.image", path, canvas, lambda: load_rgb(path, canvas))
     return Background(prompt, negative, path)
-
-
-def _path(c: _Checker, text: str, base: Path, key: str, confine: bool = True) -> Path | None:
-    """The absolute path a scene names (see `safe_io.resolve_path`); None and a problem when refused."""
-    try:
-        return resolve_path(text, base, confine=confine and not c.allow_outside)
-    except InputRefused as error:
-        c.add(key, str(error), error.hint)
-        return None
-
-
-def _check_file(c: _Checker, key: str, path: Path, canvas: Canvas | None, read) -> None:
-    """Read the picture now (exists, decodes, fits the canvas, holds the colour); only the file without a canvas."""
-    if canvas is None:
-        try:
-            check_file(path, PICTURE)
-        except InputRefused as error:
-            hint = "paths are relative to the scene file's folder" if error.missing else error.hint
-            c.add(key, f"file not found: {path}" if error.missing else str(error), hint)
-        return
-    try:
-        read()
-    except MaskError as error:
-        c.add(key, str(error), error.hint)
 
 
 def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canvas | None) -> tuple[Region, ...]:
@@ -330,9 +303,9 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
         prompt = c.text(d, "prompt", f"{key}.prompt", None)
         if d.get("prompt") is None or (prompt is not None and not prompt.strip()):  # else: not text, reported
             c.add(f"{key}.prompt", "missing" if prompt is None else "is empty", hint="say what to paint here")
-        mask = _mask(c, d.get("mask"), f"{key}.mask", base)
+        mask = mask_source(c, d.get("mask"), f"{key}.mask", base)
         if mask is not None and mask.kind in ("image", "label_map"):
-            _check_file(c, f"{key}.mask", mask.path, canvas, lambda mask=mask: rasterize_mask(mask, canvas))
+            check_picture(c, f"{key}.mask", mask.path, canvas, lambda mask=mask: rasterize_mask(mask, canvas))
         regions.append(Region(
             name=name, prompt=prompt or "", negative=c.text(d, "negative", f"{key}.negative", fields["negative"]),
             mask=mask or Mask("rect"), blur=c.number(d, "blur", f"{key}.blur", fields["blur"], lo=0, hi=D.MAX_BLUR),
@@ -351,86 +324,3 @@ def _quality(c: _Checker, d: dict) -> Quality:
         c.number(d, "min_background_score", "quality.min_background_score", D.MIN_BACKGROUND_SCORE,
                  lo=0, hi=D.MAX_CLIP_SCORE),
     )
-
-
-def _mask(c: _Checker, value: object, key: str, base: Path) -> Mask | None:
-    if isinstance(value, str) and value:
-        path = _path(c, value, base, key)
-        return Mask("image", path=path) if path is not None else None
-    if not isinstance(value, dict):
-        got = "missing" if value is None else f"expected a mask source, got {_describe(value)}"
-        c.add(key, got, hint="e.g. mask: {ellipse: [cx, cy, rx, ry]}, mask: {polygon: [[x, y], ...]} or mask: mask.png")
-        return None
-    d = c.section(value, key, KEYS["mask"])
-    kinds = [k for k in MASK_KINDS if k in d]
-    if len(kinds) != 1:
-        found = "none" if not kinds else ", ".join(kinds)
-        c.add(key, f"give exactly one of image, label_map, rect, ellipse, polygon (found {found})")
-        return None
-    kind = kinds[0]
-    if "color" in d and kind != "label_map":
-        c.add(f"{key}.color", "applies to label_map masks only")
-    if "units" in d and kind not in SHAPES:
-        c.add(f"{key}.units", "applies to rect, ellipse and polygon masks only")
-    if kind == "layer":
-        c.add(f"{key}.layer", "layer masks come from a layered drawing", hint="load the .psd/.ora file itself")
-        return None
-    if kind in ("image", "label_map"):
-        path = c.text(d, kind, f"{key}.{kind}", None)
-        if not path:
-            c.add(f"{key}.{kind}", "expected the path of a picture")
-            return None
-        color = _color(c, d.get("color"), f"{key}.color") if kind == "label_map" else None
-        resolved = _path(c, path, base, f"{key}.{kind}")
-        return Mask(kind, path=resolved, color=color) if resolved is not None and (kind == "image" or color) else None
-    units = c.choice(d, "units", f"{key}.units", UNITS, UNITS[0])
-    coords = _coords(c, kind, d[kind], f"{key}.{kind}")
-    return Mask(kind, coords=coords, fractional=units == "fraction") if coords else None
-
-
-def _coords(c: _Checker, kind: str, value: object, key: str) -> tuple[float, ...] | None:
-    syntax = {"rect": "[x, y, width, height]", "ellipse": "[cx, cy, rx, ry]", "polygon": "[[x, y], [x, y], [x, y], ...]"}
-    if kind == "polygon":
-        points = value if isinstance(value, list) else None
-        if points is None or not all(isinstance(p, list) and len(p) == 2 for p in points):
-            c.add(key, f"expected a list of [x, y] points, got {_describe(value)}", hint=f"{kind}: {syntax[kind]}")
-            return None
-        if len(points) < 3:
-            c.add(key, f"a polygon needs at least 3 points, got {len(points)}", hint=f"{kind}: {syntax[kind]}")
-            return None
-        if len(points) > D.MAX_POLYGON_POINTS:
-            c.add(key, f"{len(points):,} points; a polygon may have at most {D.MAX_POLYGON_POINTS:,}",
-                  hint="simplify the outline, or draw the region as a mask picture")
-            return None
-        flat = [v for p in points for v in p]
-    else:
-        if not isinstance(value, list) or len(value) != SHAPES[kind]:
-            c.add(key, f"expected {syntax[kind]}, got {_describe(value)}")
-            return None
-        flat = value
-    if not all(_is_number(v) for v in flat):
-        c.add(key, f"coordinates must be finite numbers, got {_describe(value)}", hint=f"{kind}: {syntax[kind]}")
-        return None
-    if max(abs(v) for v in flat) > D.MAX_SHAPE_COORDINATE:
-        c.add(key, f"coordinates must lie within ±{D.MAX_SHAPE_COORDINATE:,}, got {_describe(value)}",
-              hint="shapes far beyond the canvas cover nothing more")
-        return None
-    if kind != "polygon" and min(flat[2:]) <= 0:
-        what = "width and height" if kind == "rect" else "radii"
-        c.add(key, f"{what} must be positive, got {_describe(value)}")
-        return None
-    return tuple(float(v) for v in flat)
-
-
-def _color(c: _Checker, value: object, key: str) -> tuple[int, int, int] | None:
-    if isinstance(value, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", value.strip()):
-        text = value.strip()
-        return int(text[1:3], 16), int(text[3:5], 16), int(text[5:7], 16)
-    if isinstance(value, list) and len(value) == 3 and all(_is_int(v) and 0 <= v <= 255 for v in value):
-        return tuple(value)
-    if value is None:
-        c.add(key, "missing: a label_map mask needs the colour of its region",
-              hint='color: "#f59e0b" in quotes (an unquoted # starts a YAML comment) or color: [245, 158, 11]')
-    else:
-        c.add(key, f"expected \"#rrggbb\" or [r, g, b] (0-255), got {_describe(value)}")
-    return None

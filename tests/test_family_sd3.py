@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-from semanticdraw_cli import defaults as d
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sd3
 from semanticdraw_cli.render import Renderer
@@ -178,8 +177,6 @@ def test_real_flash_sd3_without_t5_equals_pipeline_on_gpu():
 
 @pytest.mark.parametrize("family", ["sdxl", "sd3"])
 def test_only_the_tiny_preset_exists_for_the_new_families(family):
-    from semanticdraw_cli.families import sdxl  # noqa: F401  registers the sdxl preset builder
-
     with pytest.raises(RenderError, match=f"the {family} family has only the 'tiny' preset"):
         presets.ensure_preset(family, "small")
     assert not list(presets.cache_root().glob(f"presets/*{family}-small*"))  # no half-built folder left

@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-from semanticdraw_cli import defaults as d
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sdxl
 from semanticdraw_cli.render import Renderer
@@ -97,8 +96,6 @@ def test_example_scene_renders_with_tiny_model(path, tmp_path):
 @pytest.mark.parametrize("family, name", [("sd15", "lcm"), ("sd3", "flash")])
 def test_lora_of_another_family_is_refused(family, name):
     """sd15's LoRA has SDXL's layer names at other shapes; sd3's matches no layer at all."""
-    if family == "sd3":
-        from semanticdraw_cli.families import sd3  # noqa: F401  registers the sd3 preset builder
     lora = presets.ensure_preset(family, "tiny") / "accelerators" / name
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
     model = dataclasses.replace(scene.model, accelerator=Accelerator("lora", str(lora)))
