@@ -31,7 +31,8 @@ def write(folder: Path, text: str, name: str = "scene.yaml") -> Path:
 
 def assert_refused(result, *words: str) -> None:
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     for word in words:
         assert word in result.output, f"{word!r} not in:\n{result.output}"
 
