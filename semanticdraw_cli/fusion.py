@@ -165,7 +165,7 @@ def _fusion_step(
 ) -> tuple[torch.Tensor, StepStats]:
     """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once.
 
-    Pre-averaging (§3, step 6): x0 = num/den. Where leak suppression (step 5) leaves den < 1, the result
+    Latent pre-averaging: x0 = num/den. Where bootstrapping's leak suppression leaves den < 1, the result
     is pulled towards the fill (white, or the picture painted over), unless `fill_uncovered_only`: with a
     background prompt and no picture the authors' code normalises by den and fills only where den = 0.
     """
