@@ -24,7 +24,7 @@ KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers"),
     "canvas": ("width", "height"),
     "model": ("family", "checkpoint", "accelerator", "drop_t5"),
-    "model.accelerator": ("lora", "weight", "weight_name"),
+    "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
                 "plan", "cover_alpha", "max_batch"),
     "sampler.bootstrap": ("steps", "mix", "leak_sensitivity"),
@@ -221,7 +221,9 @@ def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Acceler
             c.add(f"{key}.lora", "missing", hint="{lora: hub-id-or-path, weight: 1.0}")
         weight = c.number(d, "weight", f"{key}.weight", D.LORA_WEIGHT)
         weight_name = c.text(d, "weight_name", f"{key}.weight_name", None)
-        return Accelerator("lora", _reference(c, lora, base, f"{key}.lora") if lora else lora, weight_name, weight)
+        scheduler = _lora_scheduler(c, d, family, lora)
+        lora = _reference(c, lora, base, f"{key}.lora") if lora else lora
+        return Accelerator("lora", lora, weight_name, weight, scheduler)
     if value == "none":
         return Accelerator("none")
     if not isinstance(value, str) or value not in D.ACCELERATORS:
@@ -233,7 +235,22 @@ def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Acceler
     if spec.family != family:
         fits = [n for n, a in D.ACCELERATORS.items() if a.family == family] + ["none"]
         c.add(key, f"{value} is an accelerator for {spec.family}, not {family}", hint="use " + " or ".join(fits))
-    return Accelerator(value, spec.lora, spec.weight_name, D.LORA_WEIGHT)
+    return Accelerator(value, spec.lora, spec.weight_name, D.LORA_WEIGHT, spec.scheduler)
+
+
+def _lora_scheduler(c: _Checker, d: dict, family: str, lora: str | None) -> str | None:
+    """The scheduler a custom LoRA names; else that of the named accelerator with the same LoRA id;
+    else None: the checkpoint's own scheduler."""
+    key = "model.accelerator.scheduler"
+    scheduler = c.choice(d, "scheduler", key, tuple(D.SCHEDULERS), None)
+    if scheduler is None:
+        same = [a.scheduler for a in D.ACCELERATORS.values() if a.family == family and a.lora == lora]
+        return same[0] if same else None
+    fits = D.FAMILIES[family].schedulers
+    if scheduler not in fits:
+        c.add(key, f"the {family} family cannot sample with {scheduler}", hint="choose " + " or ".join(fits))
+        return None
+    return scheduler
 
 
 def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
@@ -253,7 +270,7 @@ def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
     method = c.choice(d, "method", "sampler.method", D.METHODS, D.METHOD)
     family, acc = D.FAMILIES[model.family], model.accelerator
-    spec = D.ACCELERATORS.get(acc.name)
+    spec = D.SCHEDULERS.get(acc.scheduler) if acc.scheduler is not None else None  # named, or given with a LoRA
     if method == "multidiffusion":
         tile = (D.MULTIDIFFUSION_TILE_SIZE, D.MULTIDIFFUSION_TILE_STRIDE)
         if spec is not None:  # "MD + LCM": the classic algorithm with the accelerator's steps
@@ -263,7 +280,7 @@ def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
     else:
         if spec is not None:
             steps, grid, guidance = spec.steps, spec.grid, spec.guidance
-        else:  # `none` or a custom LoRA: the checkpoint's own scheduler (e.g. a merged accelerator)
+        else:  # `none` or a LoRA naming no scheduler: the checkpoint's own scheduler (e.g. a merged accelerator)
             steps, grid = family.own_scheduler_steps, family.own_scheduler_grid
             guidance = D.ACCELERATORS[family.accelerator].guidance
         tile = (family.tile_size, family.tile_stride)
