@@ -42,11 +42,46 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code=code)
 
 
+def _from_current_folder(value: str) -> str:
+    """A model path typed on the command line, made absolute against the current folder; a preset name
+    or hub id stays as it is. (Paths written in a scene file stay relative to the scene's folder.)"""
+    import os
+
+    from semanticdraw_cli.scene_schema import looks_local
+
+    if looks_local(value) or os.path.exists(os.path.expanduser(value)):
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+def _command_line_paths(overrides: list[str]) -> list[str]:
+    """`--set` values of model.checkpoint and model.accelerator(.lora) resolved by `_from_current_folder`."""
+    import json
+
+    import yaml
+
+    out = []
+    for text in overrides:
+        key, equals, raw = text.partition("=")
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if equals and key.startswith("model.") else None
+        except yaml.YAMLError:  # the scene loader reports it
+            value = None
+        if key in ("model.checkpoint", "model.accelerator.lora") and isinstance(value, str) and value.strip():
+            text = f"{key}={json.dumps(_from_current_folder(value))}"
+        elif key == "model.accelerator" and isinstance(value, dict) and isinstance(value.get("lora"), str):
+            text = f"{key}={json.dumps({**value, 'lora': _from_current_folder(value['lora'])}, default=str)}"
+        out.append(text)
+    return out
+
+
 def _load_scenes(paths: list[Path], overrides: list[str]) -> tuple[list, list[str]]:
     """Load every scene, collecting the problems of all of them (not just the first file's)."""
     from semanticdraw_cli.errors import SceneError
     from semanticdraw_cli.scene_loader import load_scene
 
+    overrides = _command_line_paths(overrides)
     scenes, problems = [], []
     for path in paths:
         try:
@@ -100,7 +135,7 @@ def render(
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json.")] = Path(OUTPUT_DIR),
     seed: Annotated[Optional[int], typer.Option(help="Seed of the first image [default: the scene's].")] = None,
     images: Annotated[Optional[int], typer.Option(help="Images per scene, seeds seed..seed+N-1, batched together.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random. A path here is relative to the current folder (paths inside a scene file: to the scene's folder).")] = None,
     device: Annotated[Optional[str], typer.Option(help="cuda, mps, cpu [default: auto].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="float16, bfloat16, float32 [default: float16 on cuda].")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
@@ -235,7 +270,7 @@ def import_layers(
     from semanticdraw_cli.layers import import_layered_scene
 
     try:
-        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite)
+        written = import_layered_scene(art, output, _command_line_paths(set_ or []), overwrite=overwrite)
     except SceneError as error:
         _fail("\n".join(str(p) for p in error.problems), 2)
     except OSError as error:

@@ -98,6 +98,7 @@ FAMILIES: dict[str, FamilyDefaults] = {
     ),
 }
 FAMILY = "sd15"
+PRESET_NAMES = ("tiny", "small", "full-random")  # built-in random-weight checkpoints, built locally
 
 METHODS = ("semanticdraw", "multidiffusion")
 METHOD = "semanticdraw"

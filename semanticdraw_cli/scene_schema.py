@@ -19,6 +19,8 @@ UNITS = ("px", "fraction")
 SHAPES = {"rect": 4, "ellipse": 4, "polygon": None}  # coordinate count; polygon: pairs, at least 3
 MASK_KINDS = ("image", "label_map", *SHAPES, "layer")
 LOCAL_SUFFIXES = (".safetensors", ".ckpt", ".bin")  # a checkpoint or LoRA named so is a file, not a hub id
+HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
+PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts 64-bit seeds
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers"),
@@ -256,15 +258,38 @@ def _lora_scheduler(c: _Checker, d: dict, family: str, lora: str | None) -> str 
 def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
     """A hub id or preset name stays as it is; a local path becomes absolute against the scene's folder.
 
-    A missing model is a runtime failure (exit 1, with what to do), reported when the model loads.
+    A missing local path or a name that is neither is refused here; a hub id that cannot be fetched is a
+    runtime failure (exit 1, with what to do), reported when the model loads.
     """
     if not text.strip():
         c.add(key, "is empty", hint="a hub id, a local folder or a .safetensors file")
         return text
     local = base / Path(text).expanduser()
-    if local.exists() or text.startswith(("/", "./", "../", "~")) or text.endswith(LOCAL_SUFFIXES):
+    exists = local.exists()
+    if exists or looks_local(text):
+        if not exists:
+            what = "file" if text.endswith(LOCAL_SUFFIXES) else "folder"
+            c.add(key, f"{what} not found: {local.resolve()}", hint=PATH_HINT)
         return str(local.resolve())
+    _check_name(c, text, key)
     return text
+
+
+def _check_name(c: _Checker, text: str, key: str) -> None:
+    """A name that is no path must be a preset (checkpoints) or a hub id, owner/name: a typo is refused
+    here, before the loader spends a minute asking the hub for it."""
+    presets = D.PRESET_NAMES if key == "model.checkpoint" else ()
+    if text in presets or HUB_ID.fullmatch(text):
+        return
+    close = difflib.get_close_matches(text, presets, n=1)
+    kinds = ("a preset (" + ", ".join(presets) + "), " if presets else "") + "a hub id (owner/name)"
+    hint = (f"did you mean {close[0]!r}? " if close else "") + "a local folder is written ./name"
+    c.add(key, f"{text!r} is neither {kinds} nor an existing path", hint=hint)
+
+
+def looks_local(text: str) -> bool:
+    """Text that names a local path even when nothing is there: ./x, ../x, /x, ~/x, or a weights file."""
+    return text.startswith(("/", "./", "../", "~")) or text.endswith(LOCAL_SUFFIXES)
 
 
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:

@@ -79,12 +79,20 @@ def test_inspect_of_a_foreign_png_exits_2(tmp_path):
     assert result.exit_code == 2 and "no embedded scene" in result.output
 
 
-@pytest.mark.parametrize("model", ["/no/such/folder", "nobody/no-such-model-xyz"])
-def test_missing_model_exits_1_with_what_to_do(tmp_path, model):
+def test_missing_hub_model_exits_1_with_what_to_do(tmp_path):
+    model = "nobody/no-such-model-xyz"
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--model", model, "-o", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "cannot load model" in result.output and model in result.output
     assert "what to do" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("model, what", [("/no/such/folder", "folder"), ("/no/such/model.safetensors", "file")])
+def test_missing_local_model_exits_2_before_loading(tmp_path, model, what):
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--model", model, "-o", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"{what} not found: {model}" in result.output
     assert list(tmp_path.iterdir()) == []
 
 

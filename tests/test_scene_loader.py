@@ -166,12 +166,24 @@ def test_a_scheduler_the_family_cannot_use_is_refused(tmp_path, text, message):
     assert message in str(problem)
 
 
-def test_local_checkpoints_become_absolute_even_when_missing(tmp_path):
+def test_local_checkpoints_become_absolute_and_missing_ones_are_refused_at_once(tmp_path):
     (tmp_path / "models" / "mine").mkdir(parents=True)
     found = load_scene(write(tmp_path, MINIMAL + "model: {checkpoint: models/mine}\n"))
     assert found.model.checkpoint == str(tmp_path / "models" / "mine")
-    missing = load_scene(write(tmp_path, MINIMAL + "model: {checkpoint: ../gone.safetensors}\n"))
-    assert missing.model.checkpoint == str(tmp_path.parent / "gone.safetensors")  # fails later, when loading
+    file = only(problems_of(write(tmp_path, MINIMAL + "model: {checkpoint: ../gone.safetensors}\n")), "model.checkpoint")
+    assert f"file not found: {tmp_path.parent / 'gone.safetensors'}" in str(file)
+    folder = only(problems_of(write(tmp_path, MINIMAL + "model: {accelerator: {lora: ./loras/gone}}\n")),
+                  "model.accelerator.lora")
+    assert f"folder not found: {tmp_path / 'loras' / 'gone'}" in str(folder)
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("model: {checkpoint: tinny}", "model.checkpoint", "did you mean 'tiny'?"),
+    ("model: {checkpoint: my model}", "model.checkpoint", "neither a preset (tiny, small, full-random), a hub id"),
+    ("model: {accelerator: {lora: fast}}", "model.accelerator.lora", "'fast' is neither a hub id (owner/name) nor"),
+])
+def test_a_name_that_is_no_preset_hub_id_or_path_is_refused_before_any_network(tmp_path, text, key, message):
+    assert message in str(only(problems_of(write(tmp_path, MINIMAL + text + "\n")), key))
     for name in ("tiny", d.FAMILIES["sd15"].checkpoint):  # presets and hub ids stay as they are
         assert load_scene(write(tmp_path, MINIMAL + f"model: {{checkpoint: {name}}}\n")).model.checkpoint == name
 
