@@ -104,7 +104,8 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def _check_runtime_options(device: str | None, dtype: str | None) -> None:
-    """--device and --dtype are checked before any scene or model loads (exit 2)."""
+    """--device (spelling and presence on this machine) and --dtype are checked before any scene or model
+    loads (exit 2)."""
     import re
 
     from semanticdraw_cli.defaults import DTYPES
@@ -113,6 +114,12 @@ def _check_runtime_options(device: str | None, dtype: str | None) -> None:
         _fail(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}", 2)
     if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         _fail(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N", 2)
+    if device not in (None, "auto", "cpu"):
+        from semanticdraw_cli.families.common import device_problem
+
+        problem = device_problem(device)
+        if problem:
+            _fail(f"--device {device}: {problem}", 2)
 
 
 def _select_jobs(scenes: list, shard: tuple[int, int] | None) -> list[tuple[object, list[int]]]:

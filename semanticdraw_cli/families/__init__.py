@@ -23,6 +23,7 @@ def load_denoiser(model, device, dtype):
     module = importlib.import_module(FAMILY_MODULES[model.family])
     from semanticdraw_cli.families import common, presets
 
-    if not presets.is_preset(model.checkpoint) and not model.checkpoint.endswith((".safetensors", ".ckpt")):
-        common.refuse_other_family(model.checkpoint, model.family)  # before any weight is read, for every family
-    return module.load(model, device, dtype)
+    with common.quiet_hub_warnings():
+        if not presets.is_preset(model.checkpoint) and not model.checkpoint.endswith((".safetensors", ".ckpt")):
+            common.refuse_other_family(model.checkpoint, model.family)  # before any weight is read, for every family
+        return module.load(model, device, dtype)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pickle
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,15 +32,35 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def device_problem(requested: str | None) -> str | None:
+    """Why the `requested` device (cpu, mps, cuda, cuda:N; None/auto) cannot be used here; None when it can."""
+    if requested is None or requested in ("auto", "cpu"):
+        return None
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return "CUDA is not available here; use --device cpu"
+        index, count = int(requested.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    if requested == "mps" and not mps_available():
+        return "MPS (Apple GPU) is not available here; use --device cpu"
+    return None
+
+
 def pick_device(requested: str | None) -> torch.device:
     """`auto`/None: cuda, then mps, then cpu."""
     if requested and requested != "auto":
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise RenderError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
+        problem = device_problem(requested)
+        if problem:
+            raise RenderError(f"device {requested!r}: {problem}")
         return torch.device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -53,18 +77,91 @@ def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
-def missing_model_error(what: str, source: str, error: Exception) -> RenderError:
-    """A model that cannot be found: say what was tried and what to do."""
+def hub_command() -> str:
+    """The hub's command-line tool on PATH: `hf` (huggingface_hub 0.34 and later), else `huggingface-cli`."""
+    import shutil
+
+    return "huggingface-cli" if shutil.which("hf") is None and shutil.which("huggingface-cli") else "hf"
+
+
+def missing_model_error(what: str, source: str, error: Exception, filename: str | None = None) -> RenderError:
+    """A model that cannot be found: say what was tried and what to do (a local path is never 'downloaded')."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if os.path.isabs(os.path.expanduser(source)) or os.path.exists(source):
+        kind = "a diffusers folder (with model_index.json)" if what == "model" else "a LoRA folder"
+        hint = f"check that {source} is {kind} or a .safetensors file"
+        return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
+    tool = hub_command()
+    download = f"{tool} download {source}" + (f" {filename}" if filename else "")
+    login = f"{tool} auth login" if tool == "hf" else f"{tool} login"
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     hint = (
         "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
-        f"(`huggingface-cli download {source}`) or point to a local folder / .safetensors file"
+        f"(`{download}`) or point to a local folder / .safetensors file"
         if offline
-        else "check the id or path, your network and `huggingface-cli login` for gated models; "
+        else f"check the id, your network and `{login}` for gated models; "
         "or render offline with a built-in preset: --model tiny"
     )
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
+
+
+def refused_pickle(error: BaseException | None) -> pickle.UnpicklingError | None:
+    """torch.load's weights_only refusal anywhere in `error`'s chain of causes (loaders re-raise it)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, pickle.UnpicklingError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def load_error(what: str, source: str, error: Exception, filename: str | None = None) -> RenderError:
+    """A refused pickle file says which file and why; anything else is a model that cannot be found."""
+    refusal = refused_pickle(error)
+    if refusal is None:
+        return missing_model_error(what, source, error, filename)
+    found = re.search(r"GLOBAL ([\w.]+)", str(refusal))
+    reason = f"it imports {found[1]}, which is code, not weights" if found else "it holds more than tensors"
+    where = refused_file(source, error) or f"a pickle (.bin) weights file of {source!r}"
+    return RenderError(
+        f"refused to load {where}: {reason}; semanticdraw loads no pickle code (torch.load with weights_only)\n"
+        "what to do: use the model's .safetensors weights, or convert the file to safetensors where you trust it"
+    )
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def refused_file(source: str, error: BaseException) -> str | None:
+    """The pickle weights file the loader refused: named in its messages, else the first one under a
+    local `source` that weights_only loading refuses (read memory-mapped: no tensor data is copied)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        named = re.search(r"'([^']+(?:" + "|".join(map(re.escape, PICKLE_SUFFIXES)) + r"))'", str(error))
+        if named:
+            return named[1]
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    folder = Path(source)
+    candidates = [folder] if folder.is_file() else sorted(folder.glob("*/*")) + sorted(folder.glob("*"))
+    for path in candidates:
+        if path.suffix in PICKLE_SUFFIXES and path.is_file():
+            try:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except pickle.UnpicklingError:
+                return str(path)
+            except Exception:  # another fault of that file: not the one refused
+                continue
+    return None
+
+
+@contextlib.contextmanager
+def quiet_hub_warnings():
+    """Hide the one deprecation warning diffusers triggers on every hub look-up (`local_dir_use_symlinks`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The `local_dir_use_symlinks` argument is deprecated")
+        yield
 
 
 # Which family a diffusers folder holds, from its model_index.json: first the pipeline class, then its parts.
@@ -85,9 +182,15 @@ def checkpoint_config(source: str) -> dict | None:
         return None
 
 
-def checkpoint_family(config: dict) -> str | None:
+def checkpoint_family(config: dict, source: str = "") -> str | None:
     """sd15 | sdxl | sd3 from a model_index.json; None when it is none of them."""
     name = config.get("_class_name", "")
+    if not isinstance(name, str):
+        raise RenderError(
+            f"{source or 'the checkpoint'}: model_index.json has _class_name {str(name)[:60]}, not a pipeline class name\n"
+            "what to do: point to a diffusers folder whose model_index.json names its pipeline, e.g. "
+            '"_class_name": "StableDiffusionPipeline"'
+        )
     if name in PIPELINE_FAMILIES:
         return PIPELINE_FAMILIES[name]
     if "transformer" in config and "text_encoder_3" in config:
@@ -102,7 +205,7 @@ def checkpoint_family(config: dict) -> str | None:
 def refuse_other_family(target: str, family: str, source: str | None = None) -> dict | None:
     """The model_index.json at `target` (None when unreadable); RenderError when it holds another family."""
     config = checkpoint_config(target)
-    found = checkpoint_family(config) if config else None
+    found = checkpoint_family(config, source or target) if config else None
     if found is not None and found != family:
         raise RenderError(
             f"{source or target!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
@@ -125,7 +228,8 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
     single_file = source.endswith((".safetensors", ".ckpt"))
     config = None if single_file else refuse_other_family(target, family, source)
     for component, hint in (require or {}).items():
-        if config and (config.get(component) or [None])[0] is None:
+        entry = config.get(component) if config else None
+        if config and not (isinstance(entry, list) and entry and entry[0] is not None):
             raise RenderError(f"{source!r} has no {component}\nwhat to do: {hint}")
     try:
         if single_file:
@@ -134,8 +238,8 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
             pipe = pipeline_class.from_single_file(source, dtype=dtype, **kwargs)
         else:
             pipe = pipeline_class.from_pretrained(target, dtype=dtype, **kwargs)
-    except (OSError, EnvironmentError, ValueError) as error:
-        raise missing_model_error("model", source, error) from error
+    except (OSError, ValueError, pickle.UnpicklingError) as error:
+        raise load_error("model", source, error) from error
     return pipe, preset_dir
 
 
@@ -213,8 +317,8 @@ def fuse_accelerator(
     peft_state = read_peft_adapter(source, component) if component and not weight_name else None
     try:
         pipe.load_lora_weights(peft_state if peft_state is not None else source, adapter_name="accelerator", **kwargs)
-    except (OSError, EnvironmentError) as error:
-        raise missing_model_error("accelerator LoRA", source, error) from error
+    except (OSError, pickle.UnpicklingError) as error:
+        raise load_error("accelerator LoRA", source, error, weight_name) from error
     except (ValueError, KeyError, RuntimeError) as error:
         raise RenderError(
             f"the LoRA {source!r} does not fit a {family} model: {str(error).splitlines()[0]}\n"
