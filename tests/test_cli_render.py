@@ -134,3 +134,13 @@ def test_python_api_renders_a_scene_path(tmp_path):
 def test_bad_device_or_dtype_exits_2_before_loading(tmp_path, option):
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), *option])
     assert result.exit_code == 2 and option[0] in result.output and option[1] in result.output
+
+
+def test_a_device_this_machine_lacks_exits_2_before_loading(tmp_path):
+    from semanticdraw_cli.families.common import mps_available
+
+    if mps_available():
+        pytest.skip("MPS is available here")
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--device", "mps"])
+    assert result.exit_code == 2 and "--device mps: MPS (Apple GPU) is not available here" in result.output
+    assert list(tmp_path.iterdir()) == []
