@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
-import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +11,7 @@ import torch
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.fusion import StepTable
+from semanticdraw_cli.families.hub import load_error
 from semanticdraw_cli.scene import Accelerator
 
 VAE_TILING_PIXELS = 1024 * 1024  # decode with the VAE's own tiling above this many pixels
@@ -75,93 +71,6 @@ def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
             raise RenderError(f"unknown dtype {requested!r}; expected one of {', '.join(DTYPES)} or auto")
         return DTYPES[requested]
     return torch.float16 if device.type == "cuda" else torch.float32
-
-
-def hub_command() -> str:
-    """The hub's command-line tool on PATH: `hf` (huggingface_hub 0.34 and later), else `huggingface-cli`."""
-    import shutil
-
-    return "huggingface-cli" if shutil.which("hf") is None and shutil.which("huggingface-cli") else "hf"
-
-
-def missing_model_error(what: str, source: str, error: Exception, filename: str | None = None) -> RenderError:
-    """A model that cannot be found: say what was tried and what to do (a local path is never 'downloaded')."""
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if os.path.isabs(os.path.expanduser(source)) or os.path.exists(source):
-        kind = "a diffusers folder (with model_index.json)" if what == "model" else "a LoRA folder"
-        hint = f"check that {source} is {kind} or a .safetensors file"
-        return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
-    tool = hub_command()
-    download = f"{tool} download {source}" + (f" {filename}" if filename else "")
-    login = f"{tool} auth login" if tool == "hf" else f"{tool} login"
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    hint = (
-        "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
-        f"(`{download}`) or point to a local folder / .safetensors file"
-        if offline
-        else f"check the id, your network and `{login}` for gated models; "
-        "or render offline with a built-in preset: --model tiny"
-    )
-    return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
-
-
-def refused_pickle(error: BaseException | None) -> pickle.UnpicklingError | None:
-    """torch.load's weights_only refusal anywhere in `error`'s chain of causes (loaders re-raise it)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, pickle.UnpicklingError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
-
-
-def load_error(what: str, source: str, error: Exception, filename: str | None = None) -> RenderError:
-    """A refused pickle file says which file and why; anything else is a model that cannot be found."""
-    refusal = refused_pickle(error)
-    if refusal is None:
-        return missing_model_error(what, source, error, filename)
-    found = re.search(r"GLOBAL ([\w.]+)", str(refusal))
-    reason = f"it imports {found[1]}, which is code, not weights" if found else "it holds more than tensors"
-    where = refused_file(source, error) or f"a pickle (.bin) weights file of {source!r}"
-    return RenderError(
-        f"refused to load {where}: {reason}; semanticdraw loads no pickle code (torch.load with weights_only)\n"
-        "what to do: use the model's .safetensors weights, or convert the file to safetensors where you trust it"
-    )
-
-
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-
-
-def refused_file(source: str, error: BaseException) -> str | None:
-    """The pickle weights file the loader refused: named in its messages, else the first one under a
-    local `source` that weights_only loading refuses (read memory-mapped: no tensor data is copied)."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        named = re.search(r"'([^']+(?:" + "|".join(map(re.escape, PICKLE_SUFFIXES)) + r"))'", str(error))
-        if named:
-            return named[1]
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    folder = Path(source)
-    candidates = [folder] if folder.is_file() else sorted(folder.glob("*/*")) + sorted(folder.glob("*"))
-    for path in candidates:
-        if path.suffix in PICKLE_SUFFIXES and path.is_file():
-            try:
-                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except pickle.UnpicklingError:
-                return str(path)
-            except Exception:  # another fault of that file: not the one refused
-                continue
-    return None
-
-
-@contextlib.contextmanager
-def quiet_hub_warnings():
-    """Hide the one deprecation warning diffusers triggers on every hub look-up (`local_dir_use_symlinks`)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"The `local_dir_use_symlinks` argument is deprecated")
-        yield
 
 
 # Which family a diffusers folder holds, from its model_index.json: first the pipeline class, then its parts.
@@ -397,78 +306,6 @@ class CodecMixin:
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         return self.codec.decode(latents)
-
-
-def scheduler_kind(model, own_scheduler: str) -> str:
-    """The scheduler the model samples with: its accelerator's (named, or given with a LoRA); else the
-    checkpoint's own (`own_scheduler`, its class name): LCM when it ships LCMScheduler, else the family's."""
-    if model.accelerator.scheduler is not None:
-        return model.accelerator.scheduler
-    family = defaults.FAMILIES[model.family]
-    if own_scheduler == "LCMScheduler" and "lcm" in family.schedulers:
-        return "lcm"
-    return family.own_scheduler
-
-
-def discrete_step_table(kind: str, config: dict, sampler) -> StepTable:
-    """Timesteps `sampler.steps` of a `sampler.grid`-step lcm | ddim | euler-trailing schedule, in the
-    variance-preserving canvas form x = a·x0 + s·eps, from the checkpoint's scheduler config."""
-    if kind == "euler-trailing":
-        return euler_trailing_table(config, sampler)
-    if kind not in ("lcm", "ddim"):
-        raise RenderError(f"this model family cannot sample with {kind!r}; use lcm, ddim or euler-trailing")
-    from diffusers import DDIMScheduler, LCMScheduler
-
-    scheduler = (LCMScheduler if kind == "lcm" else DDIMScheduler).from_config(config)
-    scheduler.set_timesteps(sampler.grid)
-    timesteps = [int(scheduler.timesteps[i]) for i in sampler.steps]
-    alphas = scheduler.alphas_cumprod.double()
-    signal = [float(alphas[t].sqrt()) for t in timesteps]
-    noise = [float((1 - alphas[t]).sqrt()) for t in timesteps]
-    final = 1.0 if kind == "lcm" else float(scheduler.final_alpha_cumprod)
-    signal.append(final**0.5)
-    noise.append((1.0 - final) ** 0.5)
-    return StepTable(
-        timesteps=tuple(timesteps),
-        signal=tuple(signal),
-        noise=tuple(noise),
-        mask_levels=tuple(noise[:-1]) + (0.0,),
-        stochastic=kind == "lcm",
-    )
-
-
-def euler_trailing_table(config: dict, sampler) -> StepTable:
-    """Euler with trailing timesteps, in VP form: a = 1/sqrt(1 + σ²), s = σ/sqrt(1 + σ²)."""
-    from diffusers import EulerDiscreteScheduler
-
-    scheduler = EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing")
-    scheduler.set_timesteps(sampler.grid)
-    sigmas = [float(scheduler.sigmas[i]) for i in sampler.steps] + [0.0]  # σ_n = 0: the clean image
-    signal = [1.0 / (1.0 + sigma**2) ** 0.5 for sigma in sigmas]
-    noise = [sigma / (1.0 + sigma**2) ** 0.5 for sigma in sigmas]
-    # The pipeline starts from init_noise_sigma·eps in Euler form; in VP form that is this multiple of eps.
-    init_scale = float(scheduler.init_noise_sigma) / (1.0 + sigmas[0] ** 2) ** 0.5
-    return StepTable(
-        timesteps=tuple(float(scheduler.timesteps[i]) for i in sampler.steps),
-        signal=tuple(signal),
-        noise=tuple(noise),
-        mask_levels=tuple(noise[:-1]) + (0.0,),
-        stochastic=False,
-        init_scale=init_scale,
-    )
-
-
-class LcmBoundary:
-    """LCM's boundary condition on an x0 estimate: x0 = c_out(t)·x0 + c_skip(t)·x."""
-
-    def __init__(self, config: dict):
-        from diffusers import LCMScheduler
-
-        self._scheduler = LCMScheduler.from_config(config)  # for its scalings only
-
-    def __call__(self, x0: torch.Tensor, x: torch.Tensor, t: int) -> torch.Tensor:
-        c_skip, c_out = self._scheduler.get_scalings_for_boundary_condition_discrete(t)
-        return c_out * x0 + c_skip * x
 
 
 def guidance_batch(x: torch.Tensor, cond: dict, uncond: dict | None) -> tuple[torch.Tensor, dict]:

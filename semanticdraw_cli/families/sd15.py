@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common
+from semanticdraw_cli.families import common, schedules
 from semanticdraw_cli.fusion import Embeddings, StepTable
 from semanticdraw_cli.scene import Model, Sampler
 from semanticdraw_cli.tiles import Window
@@ -43,12 +43,12 @@ class SD15Denoiser(common.CodecMixin):
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
         self.codec = common.VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
-        self.scheduler = common.scheduler_kind(model, type(pipe.scheduler).__name__)
-        self._lcm = common.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
+        self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
+        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler) -> StepTable:
         """Timesteps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
-        return common.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
+        return schedules.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> Embeddings:

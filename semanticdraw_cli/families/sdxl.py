@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common, presets
+from semanticdraw_cli.families import common, presets, schedules
 from semanticdraw_cli.fusion import Embeddings, StepTable
 from semanticdraw_cli.scene import Model, Sampler
 from semanticdraw_cli.tiles import Window
@@ -69,12 +69,12 @@ class SDXLDenoiser(common.CodecMixin):
         self.codec = common.VaeCodec(
             vae, device, dtype, vae.config.scaling_factor, upcast=common.needs_vae_upcast(vae, dtype)
         )
-        self.scheduler = common.scheduler_kind(model, type(pipe.scheduler).__name__)
-        self._lcm = common.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
+        self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
+        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler) -> StepTable:
         """Steps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
-        return common.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
+        return schedules.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
