@@ -114,28 +114,28 @@ def test_shards_are_disjoint_and_complete():
         assert sum(len(p) for p in parts) == len(everything)
 
 
-def half_size(scene):
-    """The scene at half its canvas, masks and windows: the same three windows and the same skipped pairs,
-    a quarter of the pixels."""
+def shrunk(scene, factor: int):
+    """The scene with canvas, masks and windows `factor` times smaller: the same windows and skipped pairs."""
     regions = tuple(
-        dataclasses.replace(r, mask=dataclasses.replace(r.mask, coords=tuple(v / 2 for v in r.mask.coords)))
+        dataclasses.replace(r, mask=dataclasses.replace(r.mask, coords=tuple(v / factor for v in r.mask.coords)))
         for r in scene.regions
     )
-    tile = Tile(scene.sampler.tile.size // 2, scene.sampler.tile.stride // 2)
-    return dataclasses.replace(scene, canvas=Canvas(scene.canvas.width // 2, scene.canvas.height // 2),
+    tile = Tile(scene.sampler.tile.size // factor, scene.sampler.tile.stride // factor)
+    return dataclasses.replace(scene, canvas=Canvas(scene.canvas.width // factor, scene.canvas.height // factor),
                                regions=regions, sampler=dataclasses.replace(scene.sampler, tile=tile))
 
 
 @pytest.mark.slow
 def test_default_plan_equals_reference_plan_on_irworobongdo_with_less_work():
-    """The exact savings are free: same latent, fewer UNet batch items (the layout at half size)."""
+    """The exact savings are free: same latent, fewer UNet batch items. At a quarter of the size (320×192,
+    windows of 192 px) the layout keeps its three windows and the 30 of 135 pairs the plan skips."""
     renderer = Renderer(device="cpu", dtype="float32")
-    scene = half_size(load_scene(IRWOROBONGDO, ["model.checkpoint=tiny"]))
+    scene = shrunk(load_scene(IRWOROBONGDO, ["model.checkpoint=tiny"]), 4)
     default = renderer.render(scene)[0]
     reference = renderer.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, plan="reference")))[0]
     assert default.report["pairs_total"] == reference.report["pairs_total"] == 5 * 3 * 9  # steps × windows × regions
     assert reference.report["pairs_active"] == reference.report["pairs_total"]
-    assert default.report["pairs_active"] < reference.report["pairs_active"]
+    assert default.report["pairs_active"] == 105 < reference.report["pairs_active"]
     assert default.report["batch_items"] < reference.report["batch_items"] / 2
     torch.testing.assert_close(default.latent, reference.latent, atol=1e-3, rtol=1e-4)
 
