@@ -93,6 +93,35 @@ def _fail(message: str, code: int) -> NoReturn:
     raise Failure(message, code)
 
 
+def _from_current_folder(value: str) -> str:
+    """A model path typed on the command line, made absolute against the current folder; a preset name
+    or hub id stays as it is. (Paths written in a scene file stay relative to the scene's folder.)"""
+    import os
+
+    from semanticdraw_cli.scene_schema import looks_local
+
+    if looks_local(value) or os.path.exists(os.path.expanduser(value)):
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+def _command_line_paths(overrides: list[str]) -> list[str]:
+    """`--set` values of model.checkpoint and model.accelerator(.lora) resolved by `_from_current_folder`."""
+    from semanticdraw_cli.scene_yaml import parse_yaml
+
+    out = []
+    for text in overrides:
+        key, equals, raw = text.partition("=")
+        key = key.strip()
+        value = parse_yaml(raw, "--set")[0] if equals and key.startswith("model.") else None  # bad YAML: reported later
+        if key in ("model.checkpoint", "model.accelerator.lora") and isinstance(value, str) and value.strip():
+            text = f"{key}={json.dumps(_from_current_folder(value))}"
+        elif key == "model.accelerator" and isinstance(value, dict) and isinstance(value.get("lora"), str):
+            text = f"{key}={json.dumps({**value, 'lora': _from_current_folder(value['lora'])}, default=str)}"
+        out.append(text)
+    return out
+
+
 AllowOutside = Annotated[bool, typer.Option(
     "--allow-outside", help="Read pictures and drawings a scene names outside the scene file's folder.")]
 
@@ -103,6 +132,7 @@ def _load_scenes(
     """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
     from semanticdraw_cli.scene_loader import load_scene
 
+    overrides = _command_line_paths(overrides)
     loaded, problems = [], []
     for path in paths:
         try:
@@ -125,7 +155,8 @@ def _parse_shard(shard: str | None) -> tuple[int, int] | None:
 
 
 def _check_runtime_options(device: str | None, dtype: str | None) -> None:
-    """--device and --dtype are checked before any scene or model loads (exit 2)."""
+    """--device (spelling and presence on this machine) and --dtype are checked before any scene or model
+    loads (exit 2)."""
     import re
 
     from semanticdraw_cli.defaults import DTYPES
@@ -134,6 +165,12 @@ def _check_runtime_options(device: str | None, dtype: str | None) -> None:
         _fail(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}", 2)
     if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         _fail(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N", 2)
+    if device not in (None, "auto", "cpu"):
+        from semanticdraw_cli.families.common import device_problem
+
+        problem = device_problem(device)
+        if problem:
+            _fail(f"--device {device}: {problem}", 2)
 
 
 def _select_jobs(scenes: list, shard: tuple[int, int] | None) -> list[tuple[object, list[int]]]:
@@ -176,7 +213,9 @@ def render(
     model: Annotated[
         Optional[str],
         typer.Option(
-            help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.", show_default="the scene's"
+            help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random. A path here is relative "
+            "to the current folder (paths inside a scene file: to the scene's folder).",
+            show_default="the scene's",
         ),
     ] = None,
     device: Annotated[
@@ -362,7 +401,9 @@ def import_layers(
     from semanticdraw_cli.layers import import_layered_scene
 
     try:
-        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite, allow_outside=allow_outside)
+        written = import_layered_scene(
+            art, output, _command_line_paths(set_ or []), overwrite=overwrite, allow_outside=allow_outside
+        )
     except OSError as error:
         _fail(f"cannot write {output}: {error}; check the disk has room", 1)
     typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")

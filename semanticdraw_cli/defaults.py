@@ -40,27 +40,51 @@ LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the
 
 
 @dataclass(frozen=True)
-class AcceleratorDefaults:
-    """A few-step accelerator: the LoRA that makes the model fast, its scheduler and its step grid."""
+class ScheduleDefaults:
+    """What a scheduler kind samples with unless the scene's sampler says otherwise."""
 
-    family: str
-    lora: str | None  # hub id or path of the LoRA; None: the checkpoint's own weights
-    weight_name: str | None  # file inside a hub repo holding several LoRAs
-    scheduler: str  # lcm | euler-trailing | flow-euler | ddim
     steps: tuple[int, ...] | int  # indices into a `grid`-step schedule, or a plain count
     grid: int  # length of the schedule that `steps` indexes
     guidance: float
 
 
+SCHEDULERS: dict[str, ScheduleDefaults] = {
+    "lcm": ScheduleDefaults((0, 4, 12, 25, 37), 50, 1.0),  # LCM (stochastic): 5 steps of the 50-step LCM grid
+    "euler-trailing": ScheduleDefaults(4, 4, 1.0),  # Euler, trailing timesteps: SDXL-Lightning, Hyper-SD
+    "flow-euler": ScheduleDefaults(4, 4, 0.0),  # flow-matching Euler: Flash SD3
+    "ddim": ScheduleDefaults(50, 50, 7.5),  # a base model's usual DDIM sampling
+}
+
+
+@dataclass(frozen=True)
+class AcceleratorDefaults:
+    """A few-step accelerator: the LoRA that makes the model fast and the scheduler it samples with."""
+
+    family: str
+    lora: str | None  # hub id or path of the LoRA; None: the checkpoint's own weights
+    weight_name: str | None  # file inside a hub repo holding several LoRAs
+    scheduler: str  # a key of SCHEDULERS; its steps, grid and guidance are the accelerator's
+
+    @property
+    def steps(self) -> tuple[int, ...] | int:
+        return SCHEDULERS[self.scheduler].steps
+
+    @property
+    def grid(self) -> int:
+        return SCHEDULERS[self.scheduler].grid
+
+    @property
+    def guidance(self) -> float:
+        return SCHEDULERS[self.scheduler].guidance
+
+
 ACCELERATORS: dict[str, AcceleratorDefaults] = {
-    "lcm": AcceleratorDefaults("sd15", "latent-consistency/lcm-lora-sdv1-5", None, "lcm", (0, 4, 12, 25, 37), 50, 1.0),
+    "lcm": AcceleratorDefaults("sd15", "latent-consistency/lcm-lora-sdv1-5", None, "lcm"),
     "lightning": AcceleratorDefaults(
-        "sdxl", "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "euler-trailing", 4, 4, 1.0
+        "sdxl", "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "euler-trailing"
     ),
-    "hyper": AcceleratorDefaults(
-        "sdxl", "ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors", "euler-trailing", 4, 4, 1.0
-    ),
-    "flash": AcceleratorDefaults("sd3", "jasperai/flash-sd3", None, "flow-euler", 4, 4, 0.0),
+    "hyper": AcceleratorDefaults("sdxl", "ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors", "euler-trailing"),
+    "flash": AcceleratorDefaults("sd3", "jasperai/flash-sd3", None, "flow-euler"),
 }
 ACCELERATOR_NAMES = (*ACCELERATORS, "none")
 LORA_WEIGHT = 1.0
@@ -74,15 +98,27 @@ class FamilyDefaults:
     tile_stride: int  # pixels
     own_scheduler_steps: tuple[int, ...] | int  # `accelerator: none` (e.g. a merged LCM checkpoint)
     own_scheduler_grid: int
+    own_scheduler: str  # `none`, or a LoRA naming no scheduler: this, or lcm when the checkpoint ships LCMScheduler
+    schedulers: tuple[str, ...]  # the kinds the family's adapter samples with
     pixel_multiple: int = CANVAS_MULTIPLE  # canvas and tile sides: SD3's transformer reads 2×2 latent patches
 
 
 FAMILIES: dict[str, FamilyDefaults] = {
-    "sd15": FamilyDefaults("stable-diffusion-v1-5/stable-diffusion-v1-5", "lcm", 768, 384, (0, 4, 12, 25, 37), 50),
-    "sdxl": FamilyDefaults("stabilityai/stable-diffusion-xl-base-1.0", "lightning", 1024, 512, 4, 4),
-    "sd3": FamilyDefaults("stabilityai/stable-diffusion-3-medium-diffusers", "flash", 1024, 512, 4, 4, 16),
+    "sd15": FamilyDefaults(
+        "stable-diffusion-v1-5/stable-diffusion-v1-5", "lcm", 768, 384, (0, 4, 12, 25, 37), 50,
+        own_scheduler="ddim", schedulers=("lcm", "ddim", "euler-trailing"),
+    ),
+    "sdxl": FamilyDefaults(
+        "stabilityai/stable-diffusion-xl-base-1.0", "lightning", 1024, 512, 4, 4,
+        own_scheduler="euler-trailing", schedulers=("euler-trailing", "lcm", "ddim"),
+    ),
+    "sd3": FamilyDefaults(
+        "stabilityai/stable-diffusion-3-medium-diffusers", "flash", 1024, 512, 4, 4,
+        own_scheduler="flow-euler", schedulers=("flow-euler",), pixel_multiple=16,
+    ),
 }
 FAMILY = "sd15"
+PRESET_NAMES = ("tiny", "small", "full-random")  # built-in random-weight checkpoints, built locally
 
 METHODS = ("semanticdraw", "multidiffusion")
 METHOD = "semanticdraw"

@@ -142,6 +142,7 @@ class Renderer:
             max_batch=scene.sampler.max_batch,
             pairs_total=len(grid) * regions,
             method=scene.sampler.method,
+            fill_uncovered_only=has_prompt_background and base is None,
         )
         x = initial_latents((denoiser.latent_channels, height, width), generators, table, base).to(device)
         # 7. Sample

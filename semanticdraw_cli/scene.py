@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
+
+from semanticdraw_cli.defaults import ACCELERATORS
 
 
 @dataclass(frozen=True)
@@ -19,6 +22,11 @@ class Accelerator:
     lora: str | None = None  # hub id or path; set for every name but `none`
     weight_name: str | None = None  # file inside a hub repo with several LoRAs
     weight: float = 1.0
+    scheduler: str | None = None  # a key of defaults.SCHEDULERS; None: the checkpoint's own scheduler
+
+    def __post_init__(self) -> None:
+        if self.scheduler is None and self.name in ACCELERATORS:  # a named accelerator samples with its own
+            object.__setattr__(self, "scheduler", ACCELERATORS[self.name].scheduler)
 
 
 @dataclass(frozen=True)

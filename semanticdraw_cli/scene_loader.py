@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from semanticdraw_cli.defaults import SCHEDULERS
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
 from semanticdraw_cli.rasterize import rasterize_mask
 from semanticdraw_cli.safe_io import InputRefused, exists, resolve_path
@@ -72,7 +73,9 @@ def scene_to_dict(scene: Scene) -> dict:
     """The resolved scene as a version-1 scene dict: absolute paths, every field explicit."""
     s, m = scene.sampler, scene.model
     acc = m.accelerator
-    accelerator = acc.name if acc.name != "lora" else {"lora": acc.lora, "weight": acc.weight, "weight_name": acc.weight_name}
+    accelerator = acc.name if acc.name != "lora" else {
+        "lora": acc.lora, "weight": acc.weight, "weight_name": acc.weight_name, "scheduler": acc.scheduler,
+    }
     return {
         "version": scene.version,
         "canvas": {"width": scene.canvas.width, "height": scene.canvas.height},
@@ -97,9 +100,15 @@ def scene_to_dict(scene: Scene) -> dict:
 
 
 def scene_warnings(scene: Scene) -> list[str]:
-    """Regions that paint nothing: an empty mask, or one that later regions cover entirely."""
+    """A LoRA sampled with the checkpoint's own scheduler; regions that paint nothing: an empty mask, or
+    one that later regions cover entirely."""
     where = str(scene.source) if scene.source is not None else scene.name
-    warnings, cover = [], None  # cover: union of the later regions' cores (>= 0.5)
+    model_warnings, warnings, cover = [], [], None  # cover: union of the later regions' cores (>= 0.5)
+    acc = scene.model.accelerator
+    if acc.name == "lora" and acc.scheduler is None:
+        kinds = " | ".join(SCHEDULERS)
+        model_warnings.append(f"{where}: model.accelerator: the LoRA names no scheduler, so it samples with the "
+                              f"checkpoint's own; if it is a few-step accelerator, add scheduler: {kinds}")
     for i in range(len(scene.regions) - 1, -1, -1):
         region = scene.regions[i]
         label = f"{where}: regions[{i}] ({region.name})"
@@ -113,7 +122,7 @@ def scene_warnings(scene: Scene) -> list[str]:
         elif cover is not None and not (inside & ~cover).any():
             warnings.append(f"{label}: mask is entirely covered by later regions, the region paints nothing")
         cover = inside if cover is None else cover | inside
-    return warnings[::-1]
+    return model_warnings + warnings[::-1]
 
 
 # --- helpers ---------------------------------------------------------------------------------

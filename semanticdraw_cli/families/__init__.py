@@ -21,8 +21,9 @@ def load_denoiser(model, device, dtype):
     if model.family not in FAMILY_MODULES:
         raise RenderError(f"model family {model.family!r} is not supported yet (known: {', '.join(FAMILY_MODULES)})")
     module = importlib.import_module(FAMILY_MODULES[model.family])
-    from semanticdraw_cli.families import common, presets
+    from semanticdraw_cli.families import common, hub, presets
 
-    if not presets.is_preset(model.checkpoint) and not model.checkpoint.endswith((".safetensors", ".ckpt")):
-        common.refuse_other_family(model.checkpoint, model.family)  # before any weight is read, for every family
-    return module.load(model, device, dtype)
+    with hub.quiet_hub_warnings():
+        if not presets.is_preset(model.checkpoint) and not model.checkpoint.endswith((".safetensors", ".ckpt")):
+            common.refuse_other_family(model.checkpoint, model.family)  # before any weight is read, for every family
+        return module.load(model, device, dtype)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +13,7 @@ import torch
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families.hub import load_error
 from semanticdraw_cli.scene import Accelerator
 
 VAE_TILING_PIXELS = 1024 * 1024  # decode with the VAE's own tiling above this many pixels
@@ -30,15 +31,35 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def device_problem(requested: str | None) -> str | None:
+    """Why the `requested` device (cpu, mps, cuda, cuda:N; None/auto) cannot be used here; None when it can."""
+    if requested is None or requested in ("auto", "cpu"):
+        return None
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return "CUDA is not available here; use --device cpu"
+        index, count = int(requested.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    if requested == "mps" and not mps_available():
+        return "MPS (Apple GPU) is not available here; use --device cpu"
+    return None
+
+
 def pick_device(requested: str | None) -> torch.device:
     """`auto`/None: cuda, then mps, then cpu."""
     if requested and requested != "auto":
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise RenderError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
+        problem = device_problem(requested)
+        if problem:
+            raise RenderError(f"device {requested!r}: {problem}")
         return torch.device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -53,20 +74,6 @@ def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
             raise RenderError(f"unknown dtype {requested!r}; expected one of {', '.join(DTYPES)} or auto")
         return DTYPES[requested]
     return torch.float16 if device.type == "cuda" else torch.float32
-
-
-def missing_model_error(what: str, source: str, error: Exception) -> RenderError:
-    """A model that cannot be found: say what was tried and what to do."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    hint = (
-        "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
-        f"(`huggingface-cli download {source}`) or point to a local folder / .safetensors file"
-        if offline
-        else "check the id or path, your network and `huggingface-cli login` for gated models; "
-        "or render offline with a built-in preset: --model tiny"
-    )
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
 
 
 # Which family a diffusers folder holds, from its model_index.json: first the pipeline class, then its parts.
@@ -87,9 +94,15 @@ def checkpoint_config(source: str) -> dict | None:
         return None
 
 
-def checkpoint_family(config: dict) -> str | None:
+def checkpoint_family(config: dict, source: str = "") -> str | None:
     """sd15 | sdxl | sd3 from a model_index.json; None when it is none of them."""
     name = config.get("_class_name", "")
+    if not isinstance(name, str):
+        raise RenderError(
+            f"{source or 'the checkpoint'}: model_index.json has _class_name {str(name)[:60]}, not a pipeline class name\n"
+            "what to do: point to a diffusers folder whose model_index.json names its pipeline, e.g. "
+            '"_class_name": "StableDiffusionPipeline"'
+        )
     if name in PIPELINE_FAMILIES:
         return PIPELINE_FAMILIES[name]
     if "transformer" in config and "text_encoder_3" in config:
@@ -104,7 +117,7 @@ def checkpoint_family(config: dict) -> str | None:
 def refuse_other_family(target: str, family: str, source: str | None = None) -> dict | None:
     """The model_index.json at `target` (None when unreadable); RenderError when it holds another family."""
     config = checkpoint_config(target)
-    found = checkpoint_family(config) if config else None
+    found = checkpoint_family(config, source or target) if config else None
     if found is not None and found != family:
         raise RenderError(
             f"{source or target!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
@@ -127,7 +140,8 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
     single_file = source.endswith((".safetensors", ".ckpt"))
     config = None if single_file else refuse_other_family(target, family, source)
     for component, hint in (require or {}).items():
-        if config and (config.get(component) or [None])[0] is None:
+        entry = config.get(component) if config else None
+        if config and not (isinstance(entry, list) and entry and entry[0] is not None):
             raise RenderError(f"{source!r} has no {component}\nwhat to do: {hint}")
     try:
         if single_file:
@@ -136,8 +150,8 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
             pipe = pipeline_class.from_single_file(source, dtype=dtype, **kwargs)
         else:
             pipe = pipeline_class.from_pretrained(target, dtype=dtype, **kwargs)
-    except (OSError, EnvironmentError, ValueError) as error:
-        raise missing_model_error("model", source, error) from error
+    except (OSError, ValueError, pickle.UnpicklingError) as error:
+        raise load_error("model", source, error) from error
     return pipe, preset_dir
 
 
@@ -215,8 +229,8 @@ def fuse_accelerator(
     peft_state = read_peft_adapter(source, component) if component and not weight_name else None
     try:
         pipe.load_lora_weights(peft_state if peft_state is not None else source, adapter_name="accelerator", **kwargs)
-    except (OSError, EnvironmentError) as error:
-        raise missing_model_error("accelerator LoRA", source, error) from error
+    except (OSError, pickle.UnpicklingError) as error:
+        raise load_error("accelerator LoRA", source, error, weight_name) from error
     except (ValueError, KeyError, RuntimeError) as error:
         raise RenderError(
             f"the LoRA {source!r} does not fit a {family} model: {str(error).splitlines()[0]}\n"

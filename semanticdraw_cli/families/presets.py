@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-PRESET_NAMES = ("tiny", "small", "full-random")
+from semanticdraw_cli.defaults import PRESET_NAMES
+
 PRESET_VERSION = 2
 SEED = 0
 MAX_TEXT_LENGTH = 77

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common
+from semanticdraw_cli.families import common, schedules
 from semanticdraw_cli.fusion import Embeddings, StepTable
 from semanticdraw_cli.scene import Model, Sampler
 from semanticdraw_cli.tiles import Window
@@ -39,43 +39,16 @@ class SD15Denoiser(common.CodecMixin):
         self.text_encoder = pipe.text_encoder.to(device).eval()
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
-        self.own_scheduler = type(pipe.scheduler).__name__
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
         self.codec = common.VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
-        from diffusers import LCMScheduler
-
-        self._lcm = LCMScheduler.from_config(self.scheduler_config)  # for its boundary-condition scalings
-
-    def scheduler_kind(self, sampler: Sampler) -> str:
-        """lcm for LCM-accelerated models (or a checkpoint that ships LCM), ddim otherwise."""
-        if self.model.accelerator.name == "lcm" or self.own_scheduler == "LCMScheduler":
-            return "lcm"
-        return "ddim"
+        self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
+        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler) -> StepTable:
-        """Timesteps `sampler.steps` of a `sampler.grid`-step schedule, with their signal/noise levels."""
-        from diffusers import DDIMScheduler, LCMScheduler
-
-        kind = self.scheduler_kind(sampler)
-        scheduler_class = LCMScheduler if kind == "lcm" else DDIMScheduler
-        scheduler = scheduler_class.from_config(self.scheduler_config)
-        scheduler.set_timesteps(sampler.grid)
-        timesteps = [int(scheduler.timesteps[i]) for i in sampler.steps]
-        alphas = scheduler.alphas_cumprod.double()
-        signal = [float(alphas[t].sqrt()) for t in timesteps]
-        noise = [float((1 - alphas[t]).sqrt()) for t in timesteps]
-        final = 1.0 if kind == "lcm" else float(scheduler.final_alpha_cumprod)
-        signal.append(final**0.5)
-        noise.append((1.0 - final) ** 0.5)
-        return StepTable(
-            timesteps=tuple(timesteps),
-            signal=tuple(signal),
-            noise=tuple(noise),
-            mask_levels=tuple(noise[:-1]) + (0.0,),
-            stochastic=kind == "lcm",
-        )
+        """Timesteps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
+        return schedules.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
@@ -108,10 +81,7 @@ class SD15Denoiser(common.CodecMixin):
         eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
         eps = common.apply_guidance(eps, uncond is not None, guidance)
         x0 = (x - s * eps) / a
-        if table.stochastic:  # LCM: x0 = c_out·x0 + c_skip·x
-            c_skip, c_out = self._lcm.get_scalings_for_boundary_condition_discrete(t)
-            x0 = c_out * x0 + c_skip * x
-        return x0
+        return self._lcm(x0, x, t) if self._lcm is not None else x0
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Denoiser:

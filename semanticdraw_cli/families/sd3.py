@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import common, presets
+from semanticdraw_cli.families import common, presets, schedules
 from semanticdraw_cli.fusion import Embeddings, StepTable
 from semanticdraw_cli.scene import Model, Sampler
 from semanticdraw_cli.tiles import Window
@@ -58,6 +58,7 @@ class SD3Denoiser(common.CodecMixin):
         self.t5 = pipe.text_encoder_3.to(device).eval() if pipe.text_encoder_3 is not None else None
         self.t5_tokenizer = pipe.tokenizer_3
         self.scheduler_config = dict(pipe.scheduler.config)
+        self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.transformer.config.in_channels
@@ -76,6 +77,8 @@ class SD3Denoiser(common.CodecMixin):
         """Sigmas `sampler.steps` of a `sampler.grid`-step flow-matching Euler schedule (shifted as configured)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
+        if self.scheduler != "flow-euler":
+            raise RenderError(f"the sd3 family samples with flow-euler only, not {self.scheduler!r}")
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         if scheduler.config.get("use_dynamic_shifting"):  # resolution-dependent shift: the tile is what the model sees
             from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
