@@ -17,6 +17,7 @@ import typer
 from semanticdraw_cli import defaults
 from semanticdraw_cli.cli_support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands
 from semanticdraw_cli.cli_support import check_runtime_options as _check_runtime_options
+from semanticdraw_cli.cli_support import command_line_paths
 from semanticdraw_cli.cli_support import fail as _fail
 from semanticdraw_cli.cli_support import load_scenes as _load_scenes
 from semanticdraw_cli.defaults import CLIP_CHECKPOINT
@@ -78,7 +79,9 @@ def render(
     model: Annotated[
         Optional[str],
         typer.Option(
-            help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.", show_default="the scene's"
+            help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random. A path here is relative "
+            "to the current folder (paths inside a scene file: to the scene's folder).",
+            show_default="the scene's",
         ),
     ] = None,
     device: Annotated[
@@ -348,7 +351,9 @@ def import_layers(
     from semanticdraw_cli.layers import import_layered_scene
 
     try:
-        written = import_layered_scene(art, output, set_ or [], overwrite=overwrite, allow_outside=allow_outside)
+        written = import_layered_scene(
+            art, output, command_line_paths(set_ or []), overwrite=overwrite, allow_outside=allow_outside
+        )
     except OSError as error:
         _fail(f"cannot write {output}: {error}; check the disk has room", 1)
     typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")

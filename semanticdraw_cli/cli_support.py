@@ -58,6 +58,35 @@ def fail(message: str, code: int) -> NoReturn:
     raise Failure(message, code)
 
 
+def from_current_folder(value: str) -> str:
+    """A model path typed on the command line, made absolute against the current folder; a preset name
+    or hub id stays as it is. (Paths written in a scene file stay relative to the scene's folder.)"""
+    import os
+
+    from semanticdraw_cli.scene_schema import looks_local
+
+    if looks_local(value) or os.path.exists(os.path.expanduser(value)):
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+def command_line_paths(overrides: list[str]) -> list[str]:
+    """`--set` values of model.checkpoint and model.accelerator(.lora) resolved by `from_current_folder`."""
+    from semanticdraw_cli.scene_yaml import parse_yaml
+
+    out = []
+    for text in overrides:
+        key, equals, raw = text.partition("=")
+        key = key.strip()
+        value = parse_yaml(raw, "--set")[0] if equals and key.startswith("model.") else None  # bad YAML: reported later
+        if key in ("model.checkpoint", "model.accelerator.lora") and isinstance(value, str) and value.strip():
+            text = f"{key}={json.dumps(from_current_folder(value))}"
+        elif key == "model.accelerator" and isinstance(value, dict) and isinstance(value.get("lora"), str):
+            text = f"{key}={json.dumps({**value, 'lora': from_current_folder(value['lora'])}, default=str)}"
+        out.append(text)
+    return out
+
+
 AllowOutside = Annotated[bool, typer.Option(
     "--allow-outside", help="Read pictures and drawings a scene names outside the scene file's folder.")]
 
@@ -68,6 +97,7 @@ def load_scenes(
     """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
     from semanticdraw_cli.scene_loader import load_scene
 
+    overrides = command_line_paths(overrides)
     loaded, problems = [], []
     for path in paths:
         try:
@@ -78,7 +108,8 @@ def load_scenes(
 
 
 def check_runtime_options(device: str | None, dtype: str | None) -> None:
-    """--device and --dtype are checked before any scene or model loads (exit 2)."""
+    """--device (spelling and presence on this machine) and --dtype are checked before any scene or model
+    loads (exit 2)."""
     import re
 
     from semanticdraw_cli.defaults import DTYPES
@@ -87,3 +118,9 @@ def check_runtime_options(device: str | None, dtype: str | None) -> None:
         fail(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}", 2)
     if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         fail(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N", 2)
+    if device not in (None, "auto", "cpu"):
+        from semanticdraw_cli.devices import device_problem
+
+        problem = device_problem(device)
+        if problem:
+            fail(f"--device {device}: {problem}", 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 SCENE_VERSION = 1
 
 # Limits that refuse absurd input before it exhausts memory.
@@ -41,9 +43,27 @@ LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA
 CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".ckpt")
 WEIGHT_FILE_SUFFIXES = (*CHECKPOINT_FILE_SUFFIXES, ".bin")
 
+
+@dataclass(frozen=True)
+class ScheduleDefaults:
+    """What a scheduler kind samples with unless the scene's sampler says otherwise."""
+
+    steps: tuple[int, ...] | int  # indices into a `grid`-step schedule, or a plain count
+    grid: int  # length of the schedule that `steps` indexes
+    guidance: float
+
+
+SCHEDULERS: dict[str, ScheduleDefaults] = {
+    "lcm": ScheduleDefaults((0, 4, 12, 25, 37), 50, 1.0),  # LCM (stochastic): 5 steps of the 50-step LCM grid
+    "euler-trailing": ScheduleDefaults(4, 4, 1.0),  # Euler, trailing timesteps: SDXL-Lightning, Hyper-SD
+    "flow-euler": ScheduleDefaults(4, 4, 0.0),  # flow-matching Euler: Flash SD3
+    "ddim": ScheduleDefaults(50, 50, 7.5),  # a base model's usual DDIM sampling
+}
+
 # Each family's checkpoint, accelerators, tile and pixel multiple live in its FamilySpec
 # (semanticdraw_cli/families/), collected by families.registry.
 FAMILY = "sd15"
+PRESET_NAMES = ("tiny", "small", "full-random")  # built-in random-weight checkpoints, built locally
 
 METHODS = ("semanticdraw", "multidiffusion")
 METHOD = "semanticdraw"

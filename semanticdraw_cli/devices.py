@@ -14,15 +14,35 @@ else:
     torch = lazy_module("torch")
 
 
+def mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def device_problem(requested: str | None) -> str | None:
+    """Why the `requested` device (cpu, mps, cuda, cuda:N; None/auto) cannot be used here; None when it can."""
+    if requested is None or requested in ("auto", "cpu"):
+        return None
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return "CUDA is not available here; use --device cpu"
+        index, count = int(requested.partition(":")[2] or 0), torch.cuda.device_count()
+        if index >= count:
+            return f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    if requested == "mps" and not mps_available():
+        return "MPS (Apple GPU) is not available here; use --device cpu"
+    return None
+
+
 def pick_device(requested: str | None) -> torch.device:
     """`auto`/None: cuda, then mps, then cpu."""
     if requested and requested != "auto":
-        if requested.startswith("cuda") and not torch.cuda.is_available():
-            raise RenderError(f"device {requested!r} requested but CUDA is not available; use --device cpu")
+        problem = device_problem(requested)
+        if problem:
+            raise RenderError(f"device {requested!r}: {problem}")
         return torch.device(requested)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if mps_available():
         return torch.device("mps")
     return torch.device("cpu")
 

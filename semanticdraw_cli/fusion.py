@@ -55,6 +55,7 @@ class FusionSetup:
     max_batch: int
     pairs_total: int  # every region on every grid window, for the report
     method: str = "semanticdraw"  # or "multidiffusion": average after each pair's full step
+    fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (a background prompt, no picture)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,12 @@ def _stats(setup: FusionSetup, step: int, calls: int, items: int, pixels: int, i
 def _fusion_step(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, generators: Sequence[torch.Generator]
 ) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
-    """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once."""
+    """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once.
+
+    Latent pre-averaging: x0 = num/den. Where bootstrapping's leak suppression leaves den < 1, the result
+    is pulled towards the fill (white, or the picture painted over), unless `fill_uncovered_only`: with a
+    background prompt and no picture the authors' code normalises by den and fills only where den = 0.
+    """
     table, images = setup.table, len(x)
     a, s = table.signal[i], table.noise[i]
     masks = setup.masks[i]  # (R, h, w)
@@ -173,9 +179,10 @@ def _fusion_step(
             w = w * setup.weights[i][j]
             num[k, :, rows, cols] += w * x0_rv
             den[k, :, rows, cols] += w
-    covered = den.clamp(0.0, 1.0)
-    fused = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)
-    x0 = covered * fused + (1.0 - covered) * setup.fill  # (N, C, h, w)
+    x0 = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)  # (N, C, h, w)
+    if not setup.fill_uncovered_only:
+        covered = den.clamp(0.0, 1.0)
+        x0 = covered * x0 + (1.0 - covered) * setup.fill
     return renoise(x, x0, i, generators, table), x0, _stats(setup, i, calls, count, pixels, images)
 
 

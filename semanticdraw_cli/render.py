@@ -173,6 +173,7 @@ class Renderer:
             max_batch=scene.sampler.max_batch,
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
+            fill_uncovered_only=scene.background.prompt is not None and base is None,
         )
         recomputed = {stage: len(keys) for stage, keys in self.cache.recomputed.items()}
         states = tuple(g.get_state() for g in generators)

@@ -25,7 +25,9 @@ def scene_to_dict(scene: Scene) -> dict:
     """The resolved scene as a version-1 scene dict: absolute paths, every field explicit."""
     s, m = scene.sampler, scene.model
     acc = m.accelerator
-    accelerator = acc.name if acc.name != "lora" else {"lora": acc.lora, "weight": acc.weight, "weight_name": acc.weight_name}
+    accelerator = acc.name if acc.name != "lora" else {
+        "lora": acc.lora, "weight": acc.weight, "weight_name": acc.weight_name, "scheduler": acc.scheduler,
+    }
     return {
         "version": scene.version,
         "canvas": {"width": scene.canvas.width, "height": scene.canvas.height},

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from semanticdraw_cli.defaults import SCHEDULERS
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
 from semanticdraw_cli import layers
 from semanticdraw_cli.rasterize import rasterize_mask
@@ -61,9 +62,15 @@ def load_scene(path: Path, overrides: Sequence[str] = (), allow_outside: bool = 
 
 
 def scene_warnings(scene: Scene) -> list[str]:
-    """Regions that paint nothing: an empty mask, or one that later regions cover entirely."""
+    """A LoRA sampled with the checkpoint's own scheduler; regions that paint nothing: an empty mask, or
+    one that later regions cover entirely."""
     where = str(scene.source) if scene.source is not None else scene.name
-    warnings, cover = [], None  # cover: union of the later regions' cores (>= 0.5)
+    model_warnings, warnings, cover = [], [], None  # cover: union of the later regions' cores (>= 0.5)
+    acc = scene.model.accelerator
+    if acc.name == "lora" and acc.scheduler is None:
+        kinds = " | ".join(SCHEDULERS)
+        model_warnings.append(f"{where}: model.accelerator: the LoRA names no scheduler, so it samples with the "
+                              f"checkpoint's own; if it is a few-step accelerator, add scheduler: {kinds}")
     for i in range(len(scene.regions) - 1, -1, -1):
         region = scene.regions[i]
         label = f"{where}: regions[{i}] ({region.name})"
@@ -77,7 +84,7 @@ def scene_warnings(scene: Scene) -> list[str]:
         elif cover is not None and not (inside & ~cover).any():
             warnings.append(f"{label}: mask is entirely covered by later regions, the region paints nothing")
         cover = inside if cover is None else cover | inside
-    return warnings[::-1]
+    return model_warnings + warnings[::-1]
 
 
 # --- helpers ---------------------------------------------------------------------------------

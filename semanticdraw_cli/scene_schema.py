@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,11 +23,13 @@ from semanticdraw_cli.scene_checks import show as _show
 from semanticdraw_cli.scene_sources import MASK_KEYS, check_picture, mask_source, path_field
 
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
+HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
+PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
     "canvas": ("width", "height"),
     "model": ("family", "checkpoint", "accelerator", *FAMILY_OPTIONS),
-    "model.accelerator": ("lora", "weight", "weight_name"),
+    "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
                 "plan", "cover_alpha", "max_batch"),
     "sampler.bootstrap": ("steps", "mix", "leak_sensitivity"),
@@ -138,7 +141,9 @@ def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Acceler
             c.add(f"{key}.lora", "missing", hint="{lora: hub-id-or-path, weight: 1.0}")
         weight = c.number(d, "weight", f"{key}.weight", D.LORA_WEIGHT)
         weight_name = c.text(d, "weight_name", f"{key}.weight_name", None)
-        return Accelerator("lora", _reference(c, lora, base, f"{key}.lora") if lora else lora, weight_name, weight)
+        scheduler = _lora_scheduler(c, d, family, lora)
+        lora = _reference(c, lora, base, f"{key}.lora") if lora else lora
+        return Accelerator("lora", lora, weight_name, weight, scheduler)
     if value == "none":
         return Accelerator("none")
     accelerators = registry.accelerators()
@@ -152,13 +157,29 @@ def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Acceler
     if owner != family:
         fits = [*registry.family(family).accelerators, "none"]
         c.add(key, f"{value} is an accelerator for {owner}, not {family}", hint="use " + " or ".join(fits))
-    return Accelerator(value, spec.lora, spec.weight_name, D.LORA_WEIGHT)
+    return Accelerator(value, spec.lora, spec.weight_name, D.LORA_WEIGHT, spec.scheduler)
+
+
+def _lora_scheduler(c: _Checker, d: dict, family: str, lora: str | None) -> str | None:
+    """The scheduler a custom LoRA names; else that of the named accelerator with the same LoRA id;
+    else None: the checkpoint's own scheduler."""
+    key = "model.accelerator.scheduler"
+    scheduler = c.choice(d, "scheduler", key, tuple(D.SCHEDULERS), None)
+    spec = registry.family(family)
+    if scheduler is None:
+        same = [a.scheduler for a in spec.accelerators.values() if a.lora == lora]
+        return same[0] if same else None
+    if scheduler not in spec.schedulers:
+        c.add(key, f"the {family} family cannot sample with {scheduler}", hint="choose " + " or ".join(spec.schedulers))
+        return None
+    return scheduler
 
 
 def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
     """A hub id or preset name stays as it is; a local path becomes absolute against the scene's folder.
 
-    A missing model is a runtime failure (exit 1, with what to do), reported when the model loads.
+    A missing local path or a name that is neither is refused here; a hub id that cannot be fetched is a
+    runtime failure (exit 1, with what to do), reported when the model loads.
     """
     if not text.strip():
         c.add(key, "is empty", hint="a hub id, a local folder or a .safetensors file")
@@ -166,15 +187,37 @@ def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
     local = path_field(c, text, base, key, confine=False)
     if local is None:
         return text
-    if exists(local) or text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES):
+    found = exists(local)
+    if found or looks_local(text):
+        if not found:
+            what = "file" if text.endswith(D.WEIGHT_FILE_SUFFIXES) else "folder"
+            c.add(key, f"{what} not found: {local}", hint=PATH_HINT)
         return str(local)
+    _check_name(c, text, key)
     return text
+
+
+def _check_name(c: _Checker, text: str, key: str) -> None:
+    """A name that is no path must be a preset (checkpoints) or a hub id, owner/name: a typo is refused
+    here, before the loader spends a minute asking the hub for it."""
+    presets = D.PRESET_NAMES if key == "model.checkpoint" else ()
+    if text in presets or HUB_ID.fullmatch(text):
+        return
+    close = difflib.get_close_matches(text, presets, n=1)
+    kinds = ("a preset (" + ", ".join(presets) + "), " if presets else "") + "a hub id (owner/name)"
+    hint = (f"did you mean {close[0]!r}? " if close else "") + "a local folder is written ./name"
+    c.add(key, f"{text!r} is neither {kinds} nor an existing path", hint=hint)
+
+
+def looks_local(text: str) -> bool:
+    """Text that names a local path even when nothing is there: ./x, ../x, /x, ~/x, or a weights file."""
+    return text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES)
 
 
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
     method = c.choice(d, "method", "sampler.method", D.METHODS, D.METHOD)
     family, acc = registry.family(model.family), model.accelerator
-    spec = registry.accelerators().get(acc.name)
+    spec = D.SCHEDULERS.get(acc.scheduler) if acc.scheduler is not None else None  # named, or given with a LoRA
     if method == "multidiffusion":
         tile = (D.MULTIDIFFUSION_TILE_SIZE, D.MULTIDIFFUSION_TILE_STRIDE)
         if spec is not None:  # "MD + LCM": the classic algorithm with the accelerator's steps
@@ -184,7 +227,7 @@ def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
     else:
         if spec is not None:
             steps, grid, guidance = spec.steps, spec.grid, spec.guidance
-        else:  # `none` or a custom LoRA: the checkpoint's own scheduler (e.g. a merged accelerator)
+        else:  # `none` or a LoRA naming no scheduler: the checkpoint's own scheduler (e.g. a merged accelerator)
             steps, grid = family.own_scheduler_steps, family.own_scheduler_grid
             guidance = family.accelerators[family.accelerator].guidance
         tile = (family.tile_size, family.tile_stride)

@@ -1,5 +1,6 @@
 """`semanticdraw render` end to end on the tiny preset: real PNG, embedded scene, report, refusals."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from semanticdraw_cli.cli import app
 from semanticdraw_cli.outputs import OutputError, read_embedded
 from semanticdraw_cli.render import Renderer, RenderResult, render
+from semanticdraw_cli.scene import Canvas, Tile
 from semanticdraw_cli.scene_loader import load_scene, scene_from_dict
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
@@ -79,12 +81,20 @@ def test_inspect_of_a_foreign_png_exits_2(tmp_path):
     assert result.exit_code == 2 and "no embedded scene" in result.output
 
 
-@pytest.mark.parametrize("model", ["/no/such/folder", "nobody/no-such-model-xyz"])
-def test_missing_model_exits_1_with_what_to_do(tmp_path, model):
+def test_missing_hub_model_exits_1_with_what_to_do(tmp_path):
+    model = "nobody/no-such-model-xyz"
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--model", model, "-o", str(tmp_path)])
     assert result.exit_code == 1, result.output
     assert "cannot load model" in result.output and model in result.output
     assert "what to do" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("model, what", [("/no/such/folder", "folder"), ("/no/such/model.safetensors", "file")])
+def test_missing_local_model_exits_2_before_loading(tmp_path, model, what):
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--model", model, "-o", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"{what} not found: {model}" in result.output
     assert list(tmp_path.iterdir()) == []
 
 
@@ -94,14 +104,29 @@ def test_bad_shard_exits_2(tmp_path, shard):
     assert result.exit_code == 2 and "--shard" in result.output
 
 
+def shrunk(scene, factor: int):
+    """The scene with canvas, masks and windows `factor` times smaller: the same windows and skipped pairs."""
+    regions = tuple(
+        dataclasses.replace(r, mask=dataclasses.replace(r.mask, coords=tuple(v / factor for v in r.mask.coords)))
+        for r in scene.regions
+    )
+    tile = Tile(scene.sampler.tile.size // factor, scene.sampler.tile.stride // factor)
+    return dataclasses.replace(scene, canvas=Canvas(scene.canvas.width // factor, scene.canvas.height // factor),
+                               regions=regions, sampler=dataclasses.replace(scene.sampler, tile=tile))
+
+
 @pytest.mark.slow
 def test_default_plan_equals_reference_plan_on_irworobongdo_with_less_work():
-    """The exact savings are free: same latent, fewer UNet batch items."""
+    """The exact savings are free: same latent, fewer UNet batch items. At a quarter of the size (320×192,
+    windows of 192 px) the layout keeps its three windows and the 30 of 135 pairs the plan skips."""
     renderer = Renderer(device="cpu", dtype="float32")
-    default = renderer.render(load_scene(IRWOROBONGDO, ["model.checkpoint=tiny"]))[0]
-    reference = renderer.render(load_scene(IRWOROBONGDO, ["model.checkpoint=tiny", "sampler.plan=reference"]))[0]
+    scene = shrunk(load_scene(IRWOROBONGDO, ["model.checkpoint=tiny"]), 4)
+    default = renderer.render(scene)[0]
+    reference = renderer.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, plan="reference")))[0]
+    assert default.report["pairs_total"] == reference.report["pairs_total"] == 5 * 3 * 9  # steps × windows × regions
+    assert reference.report["pairs_active"] == reference.report["pairs_total"]
+    assert default.report["pairs_active"] == 105 < reference.report["pairs_active"]
     assert default.report["batch_items"] < reference.report["batch_items"] / 2
-    assert default.report["pairs_active"] < reference.report["pairs_active"]
     torch.testing.assert_close(default.latent, reference.latent, atol=1e-3, rtol=1e-4)
 
 
@@ -252,3 +277,13 @@ def test_every_seed_used_must_fit_in_64_bits_before_loading(tmp_path):
     assert list(tmp_path.iterdir()) == []
     validate = runner.invoke(app, ["validate", str(SCENES / "two-subjects.yaml"), "--set", f"sampler.seed={largest}"])
     assert validate.exit_code == 0, validate.output
+
+
+def test_a_device_this_machine_lacks_exits_2_before_loading(tmp_path):
+    from semanticdraw_cli.devices import mps_available
+
+    if mps_available():
+        pytest.skip("MPS is available here")
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--device", "mps"])
+    assert result.exit_code == 2 and "--device mps: MPS (Apple GPU) is not available here" in result.output
+    assert list(tmp_path.iterdir()) == []

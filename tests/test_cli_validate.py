@@ -32,7 +32,8 @@ def write(folder: Path, text: str, name: str = "scene.yaml") -> Path:
 
 def assert_refused(result, *words: str) -> None:
     assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     for word in words:
         assert word in result.output, f"{word!r} not in:\n{result.output}"
 
@@ -148,6 +149,37 @@ def test_bad_override(tmp_path):
     assert_refused(run("validate", str(path), "--set", "sampler.seed"), "--set: 'sampler.seed': no '='")
     assert_refused(run("validate", str(path), "--set", "sampler.seed=-1"), "sampler.seed: must be between 0")
     assert run("validate", str(path), "--set", "sampler.seed=7").exit_code == 0
+
+
+def test_command_line_model_paths_are_relative_to_the_current_folder(tmp_path, monkeypatch):
+    """--model / --set paths: the current folder; the same path written in the scene: the scene's folder."""
+    from semanticdraw_cli.cli import _load_scenes
+
+    scenes, work = tmp_path / "scenes", tmp_path / "work"
+    (scenes / "mine").mkdir(parents=True)
+    (work / "mine").mkdir(parents=True)
+    (work / "fast.safetensors").write_bytes(b"")
+    path = write(scenes, CANVAS + ONE_REGION + "model: {checkpoint: ./mine}\n")
+    monkeypatch.chdir(work)
+
+    def model_of(*overrides):
+        loaded, problems = _load_scenes([path], list(overrides))
+        assert problems == []
+        return loaded[0][1].model
+
+    assert model_of().checkpoint == str(scenes / "mine")
+    assert model_of("model.checkpoint=./mine").checkpoint == model_of("model.checkpoint=mine").checkpoint == str(work / "mine")
+    assert model_of("model.checkpoint=tiny").checkpoint == "tiny"
+    assert model_of("model.accelerator.lora=fast.safetensors").accelerator.lora == str(work / "fast.safetensors")
+    mapping = model_of("model.accelerator={lora: ./fast.safetensors, weight: 0.5}").accelerator
+    assert (mapping.lora, mapping.weight) == (str(work / "fast.safetensors"), 0.5)
+    result = run("render", str(path), "--model", "./gone", "-o", str(tmp_path / "out"))
+    assert_refused(result, f"model.checkpoint: folder not found: {work / 'gone'}")
+
+
+def test_model_typo_is_refused_with_the_preset_it_resembles(tmp_path):
+    result = run("render", str(write(tmp_path, CANVAS + ONE_REGION)), "--model", "tinny", "-o", str(tmp_path))
+    assert_refused(result, "model.checkpoint: 'tinny' is neither a preset", "did you mean 'tiny'?")
 
 
 def test_problems_of_several_files_are_all_listed(tmp_path):

@@ -9,6 +9,7 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sdxl
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene import Accelerator, Bootstrap, Model
+from semanticdraw_cli import defaults as d
 from semanticdraw_cli.families import registry
 from family_checks import (
     assert_close_in_float16,
@@ -61,6 +62,28 @@ def test_single_region_equals_diffusers_pipeline(renderer, accelerator, guidance
         generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent",
     ).images[0]
     assert ours.shape == theirs.shape == (4, 12, 16)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_lora_with_scheduler_lcm_samples_as_the_lcm_pipeline(renderer):
+    """`{lora: ..., scheduler: lcm}` on SDXL: LCM timesteps, boundary condition and re-noising, as diffusers'
+    StableDiffusionXLPipeline with an LCMScheduler."""
+    from diffusers import LCMScheduler
+
+    lcm = d.SCHEDULERS["lcm"]
+    scene = sdxl_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))],
+                       bootstrap=Bootstrap(0, 1.0, 0.2), steps=lcm.steps, grid=lcm.grid, guidance=lcm.guidance)
+    lora = presets.ensure_preset("sdxl", "tiny") / "accelerators" / "lightning"
+    scene = dataclasses.replace(scene, model=Model("sdxl", "tiny", Accelerator("lora", str(lora), scheduler="lcm")))
+    ours = renderer.render(scene)[0].latent
+    table = renderer.adapter(scene)[0].step_table(scene.sampler)
+    assert table.stochastic and table.timesteps == (999, 919, 759, 499, 259)
+    pipe = pipeline("lightning")
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    theirs = pipe(
+        "a red apple", height=96, width=128, timesteps=list(table.timesteps), guidance_scale=1.0,
+        generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent",
+    ).images[0]
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 

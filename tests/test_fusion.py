@@ -89,6 +89,35 @@ def test_leak_suppression_drops_pixels_that_stayed_bootstrap_background(predicti
         torch.testing.assert_close(inside, torch.full_like(inside, -1.0), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("prompt_background", [False, True])
+def test_weak_prediction_is_pulled_to_the_fill_only_without_a_background_prompt(prompt_background):
+    """Step 6 with leak weights near 0 (a prediction close to the bootstrap background).
+
+    Without a background prompt the small total weight lets the fill show through; with one the authors
+    normalise by the summed weights, so the prediction survives and the fill appears only where den = 0.
+    """
+    mask = torch.zeros(8, 8)
+    mask[2:6, 2:6] = 1.0
+    weak = bootstrap_background((4, 8, 8), 0) + 0.1  # leak 0.01: weight 2·sigmoid(0.05) − 1 ≈ 0.025
+
+    class Weak:
+        def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+            return weak[None].expand_as(x).clone()
+
+    setup = dataclasses.replace(setup_for(mask, bootstrap_steps=1), fill_uncovered_only=prompt_background)
+    _, x1, _ = next(iter(sample(Weak(), setup, torch.zeros(1, 4, 8, 8), [torch.Generator().manual_seed(0)])))
+    generator = torch.Generator().manual_seed(0)
+    torch.randn((4, 8, 8), generator=generator)  # the bootstrap eps
+    x0 = (x1[0] - TABLE.noise[1] * torch.randn((4, 8, 8), generator=generator)) / TABLE.signal[1]
+    inside, outside = x0[:, 2:6, 2:6], x0[:, :2, :]
+    torch.testing.assert_close(outside, torch.full_like(outside, -1.0), atol=1e-4, rtol=1e-4)  # den = 0: the fill
+    weight = 2.0 * torch.sigmoid(torch.tensor(0.01 / 0.2)) - 1.0
+    pulled = weight * weak[:, 2:6, 2:6] + (1.0 - weight) * -1.0
+    expected = weak[:, 2:6, 2:6] if prompt_background else pulled
+    torch.testing.assert_close(inside, expected, atol=1e-3, rtol=1e-4)
+    assert (weak[:, 2:6, 2:6] - pulled).abs().mean() > 0.5  # the two rules are far apart here
+
+
 def test_last_stochastic_step_returns_the_clean_fused_x0():
     mask = torch.ones(8, 8)
     results = list(sample(RecordingDenoiser(3.0), setup_for(mask, bootstrap_steps=0), torch.randn(2, 4, 8, 8),

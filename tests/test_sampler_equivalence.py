@@ -2,12 +2,13 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from semanticdraw_cli.families import presets
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene import Accelerator, Bootstrap
+from semanticdraw_cli.scene import Accelerator, Background, Bootstrap
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
@@ -97,3 +98,25 @@ def test_images_batched_together_equal_images_rendered_alone(renderer):
     assert together[0].report["unet_calls"] == alone.report["unet_calls"]
     assert alone.report["seconds"]["load"] == 0.0  # the renderer keeps the model of earlier scenes
     torch.testing.assert_close(together[2].latent, alone.latent, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("background, fill_uncovered_only", [
+    (Background(), False),  # white fill: leaked pixels lean to white, as before
+    (Background(prompt="a meadow"), True),  # the authors' normalisation by the summed weights
+    (Background(prompt="a meadow", image_array=np.full((96, 128, 3), 90, np.uint8)), False),  # leans to the picture
+])
+def test_the_render_normalises_by_the_weights_only_with_a_background_prompt_and_no_picture(
+    renderer, monkeypatch, background, fill_uncovered_only
+):
+    from semanticdraw_cli import render as render_module
+
+    seen, original = [], render_module.sample
+
+    def recording_sample(denoiser, setup, x, generators):
+        seen.append(setup)
+        return original(denoiser, setup, x, generators)
+
+    monkeypatch.setattr(render_module, "sample", recording_sample)
+    scene = make_scene(128, 96, [region("a cat", rect(0.1, 0.1, 0.5, 0.6, fractional=True))], background=background)
+    renderer.render(scene)
+    assert [setup.fill_uncovered_only for setup in seen] == [fill_uncovered_only]

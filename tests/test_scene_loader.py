@@ -122,12 +122,68 @@ def test_custom_lora_resolves_local_paths_and_keeps_hub_ids(tmp_path):
     assert hub.model.accelerator == Accelerator("lora", "someone/fast-lora", None, d.LORA_WEIGHT)
 
 
-def test_local_checkpoints_become_absolute_even_when_missing(tmp_path):
+def test_both_spellings_of_the_lcm_lora_resolve_to_the_same_sampler(tmp_path):
+    """`accelerator: lcm`, its LoRA id alone, and its LoRA with `scheduler: lcm`: the LCM scheduler and its
+    steps and guidance every time, not DDIM with the family's own steps."""
+    lcm = registry.accelerators()["lcm"]
+    named = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: lcm}\n", "named.yaml"))
+    same_id = load_scene(write(tmp_path, MINIMAL + f"model: {{accelerator: {{lora: {lcm.lora}}}}}\n", "id.yaml"))
+    given = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: {lora: loras/lcm, scheduler: lcm}}\n", "x.yaml"))
+    for scene in (named, same_id, given):
+        assert scene.model.accelerator.scheduler == "lcm"
+        assert scene.sampler == named.sampler
+    assert (named.sampler.steps, named.sampler.grid, named.sampler.guidance) == (lcm.steps, lcm.grid, lcm.guidance)
+    assert same_id.model.accelerator == Accelerator("lora", lcm.lora, None, d.LORA_WEIGHT, "lcm")
+    assert scene_warnings(same_id) == scene_warnings(given) == []
+
+
+def test_a_lora_naming_its_scheduler_takes_that_schedulers_steps_and_guidance(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: {lora: me/fast, scheduler: euler-trailing}}\n"))
+    euler = d.SCHEDULERS["euler-trailing"]
+    assert scene.model.accelerator.scheduler == "euler-trailing"
+    assert (scene.sampler.steps, scene.sampler.grid, scene.sampler.guidance) == (
+        tuple(range(euler.steps)), euler.grid, euler.guidance)
+    ddim = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: {lora: me/fast, scheduler: ddim}}\n",
+                            "ddim.yaml"))
+    assert (ddim.sampler.grid, ddim.sampler.guidance) == (d.SCHEDULERS["ddim"].grid, d.SCHEDULERS["ddim"].guidance)
+    assert scene_from_dict(scene_to_dict(scene), scene.source) == scene  # the scheduler round-trips
+
+
+def test_a_lora_naming_no_scheduler_samples_like_none_and_is_warned_about(tmp_path):
+    scene = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: {lora: someone/style}}\n"))
+    none = load_scene(write(tmp_path, MINIMAL + "model: {accelerator: none}\n", "none.yaml"))
+    assert scene.model.accelerator.scheduler is None and scene.sampler == none.sampler
+    (warning,) = scene_warnings(scene)
+    assert "model.accelerator" in warning and "names no scheduler" in warning and "scheduler: lcm" in warning
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model: {family: sd3, accelerator: {lora: me/x, scheduler: lcm}}", "the sd3 family cannot sample with lcm"),
+    ("model: {accelerator: {lora: me/x, scheduler: eular-trailing}}", "did you mean 'euler-trailing'?"),
+])
+def test_a_scheduler_the_family_cannot_use_is_refused(tmp_path, text, message):
+    problem = only(problems_of(write(tmp_path, MINIMAL + text + "\n")), "model.accelerator.scheduler")
+    assert message in str(problem)
+
+
+def test_local_checkpoints_become_absolute_and_missing_ones_are_refused_at_once(tmp_path):
     (tmp_path / "models" / "mine").mkdir(parents=True)
     found = load_scene(write(tmp_path, MINIMAL + "model: {checkpoint: models/mine}\n"))
     assert found.model.checkpoint == str(tmp_path / "models" / "mine")
-    missing = load_scene(write(tmp_path, MINIMAL + "model: {checkpoint: ../gone.safetensors}\n"))
-    assert missing.model.checkpoint == str(tmp_path.parent / "gone.safetensors")  # fails later, when loading
+    file = only(problems_of(write(tmp_path, MINIMAL + "model: {checkpoint: ../gone.safetensors}\n")), "model.checkpoint")
+    assert f"file not found: {tmp_path.parent / 'gone.safetensors'}" in str(file)
+    folder = only(problems_of(write(tmp_path, MINIMAL + "model: {accelerator: {lora: ./loras/gone}}\n")),
+                  "model.accelerator.lora")
+    assert f"folder not found: {tmp_path / 'loras' / 'gone'}" in str(folder)
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("model: {checkpoint: tinny}", "model.checkpoint", "did you mean 'tiny'?"),
+    ("model: {checkpoint: my model}", "model.checkpoint", "neither a preset (tiny, small, full-random), a hub id"),
+    ("model: {accelerator: {lora: fast}}", "model.accelerator.lora", "'fast' is neither a hub id (owner/name) nor"),
+])
+def test_a_name_that_is_no_preset_hub_id_or_path_is_refused_before_any_network(tmp_path, text, key, message):
+    assert message in str(only(problems_of(write(tmp_path, MINIMAL + text + "\n")), key))
     for name in ("tiny", registry.family("sd15").checkpoint):  # presets and hub ids stay as they are
         assert load_scene(write(tmp_path, MINIMAL + f"model: {{checkpoint: {name}}}\n")).model.checkpoint == name
 

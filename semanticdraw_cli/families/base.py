@@ -64,14 +64,23 @@ class FamilyAdapter(Protocol):
 
 @dataclass(frozen=True)
 class AcceleratorDefaults:
-    """A few-step accelerator: the LoRA that makes the model fast, its scheduler and its step grid."""
+    """A few-step accelerator: the LoRA that makes the model fast and the scheduler it samples with."""
 
     lora: str | None  # hub id or path of the LoRA; None: the checkpoint's own weights
     weight_name: str | None  # file inside a hub repo holding several LoRAs
-    scheduler: str  # lcm | euler-trailing | flow-euler | ddim
-    steps: tuple[int, ...] | int  # indices into a `grid`-step schedule, or a plain count
-    grid: int  # length of the schedule that `steps` indexes
-    guidance: float
+    scheduler: str  # a key of defaults.SCHEDULERS; its steps, grid and guidance are the accelerator's
+
+    @property
+    def steps(self) -> tuple[int, ...] | int:
+        return defaults.SCHEDULERS[self.scheduler].steps
+
+    @property
+    def grid(self) -> int:
+        return defaults.SCHEDULERS[self.scheduler].grid
+
+    @property
+    def guidance(self) -> float:
+        return defaults.SCHEDULERS[self.scheduler].guidance
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class FamilySpec:
     tile_stride: int  # pixels
     own_scheduler_steps: tuple[int, ...] | int  # `accelerator: none` (e.g. a merged LCM checkpoint)
     own_scheduler_grid: int
+    own_scheduler: str  # `none`, or a LoRA naming no scheduler: this, or lcm when the checkpoint ships LCMScheduler
+    schedulers: tuple[str, ...]  # the scheduler kinds the family's adapter samples with
     load: Callable[[Model, torch.device, torch.dtype], FamilyAdapter]
     build_preset: Callable[[str, Path], None]  # (preset name, folder) -> a diffusers folder in `folder`
     presets: tuple[str, ...] = ("tiny",)

@@ -7,11 +7,13 @@ model and a LoRA that does not fit end in the same clear errors whatever the fam
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families.hub import load_error
 from semanticdraw_cli.lazy import lazy_module
 from semanticdraw_cli.scene import Accelerator
 
@@ -31,20 +33,6 @@ def quiet_libraries() -> None:
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-def missing_model_error(what: str, source: str, error: Exception) -> RenderError:
-    """A model that cannot be found: say what was tried and what to do."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    hint = (
-        "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
-        f"(`huggingface-cli download {source}`) or point to a local folder / .safetensors file"
-        if offline
-        else "check the id or path, your network and `huggingface-cli login` for gated models; "
-        "or render offline with a built-in preset: --model tiny"
-    )
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
 
 
 def checkpoint_config(source: str) -> dict | None:
@@ -67,6 +55,13 @@ def refuse_other_family(target: str, family: str, source: str | None = None) -> 
     from semanticdraw_cli.families.registry import family_of_pipeline
 
     config = checkpoint_config(target)
+    name = config.get("_class_name") if config else None
+    if config and name is not None and not isinstance(name, str):
+        raise RenderError(
+            f"{source or target}: model_index.json has _class_name {str(name)[:60]}, not a pipeline class name\n"
+            "what to do: point to a diffusers folder whose model_index.json names its pipeline, e.g. "
+            '"_class_name": "StableDiffusionPipeline"'
+        )
     found = family_of_pipeline(config) if config else None
     if found is not None and found != family:
         raise RenderError(
@@ -90,7 +85,8 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
     single_file = is_single_file(source)
     config = None if single_file else refuse_other_family(target, family, source)
     for component, hint in (require or {}).items():
-        if config and (config.get(component) or [None])[0] is None:
+        entry = config.get(component) if config else None
+        if config and not (isinstance(entry, list) and entry and entry[0] is not None):
             raise RenderError(f"{source!r} has no {component}\nwhat to do: {hint}")
     try:
         if single_file:
@@ -99,8 +95,8 @@ def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype,
             pipe = pipeline_class.from_single_file(source, dtype=dtype, **kwargs)
         else:
             pipe = pipeline_class.from_pretrained(target, dtype=dtype, **kwargs)
-    except (OSError, EnvironmentError, ValueError) as error:
-        raise missing_model_error("model", source, error) from error
+    except (OSError, ValueError, pickle.UnpicklingError) as error:
+        raise load_error("model", source, error) from error
     return pipe, preset_dir
 
 
@@ -164,8 +160,8 @@ def fuse_accelerator(
     peft_state = read_peft_adapter(source, component) if component and not weight_name else None
     try:
         pipe.load_lora_weights(peft_state if peft_state is not None else source, adapter_name="accelerator", **kwargs)
-    except (OSError, EnvironmentError) as error:
-        raise missing_model_error("accelerator LoRA", source, error) from error
+    except (OSError, pickle.UnpicklingError) as error:
+        raise load_error("accelerator LoRA", source, error, weight_name) from error
     except (ValueError, KeyError, RuntimeError) as error:
         raise RenderError(
             f"the LoRA {source!r} does not fit a {family} model: {str(error).splitlines()[0]}\n"

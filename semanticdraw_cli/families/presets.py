@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 else:
     torch = lazy_module("torch")
 
-PRESET_NAMES = ("tiny", "small", "full-random")
+from semanticdraw_cli.defaults import PRESET_NAMES
+
 PRESET_VERSION = 2
 SEED = 0
 MAX_TEXT_LENGTH = 77

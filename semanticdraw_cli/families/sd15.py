@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
 from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
@@ -48,43 +48,16 @@ class SD15Adapter(CodecMixin):
         self.text_encoder = pipe.text_encoder.to(device).eval()
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
-        self.own_scheduler = type(pipe.scheduler).__name__
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
         self.codec = VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
-        from diffusers import LCMScheduler
-
-        self._lcm = LCMScheduler.from_config(self.scheduler_config)  # for its boundary-condition scalings
-
-    def scheduler_kind(self, sampler: Sampler) -> str:
-        """lcm for LCM-accelerated models (or a checkpoint that ships LCM), ddim otherwise."""
-        if self.model.accelerator.name == "lcm" or self.own_scheduler == "LCMScheduler":
-            return "lcm"
-        return "ddim"
+        self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
+        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler) -> StepTable:
-        """Timesteps `sampler.steps` of a `sampler.grid`-step schedule, with their signal/noise levels."""
-        from diffusers import DDIMScheduler, LCMScheduler
-
-        kind = self.scheduler_kind(sampler)
-        scheduler_class = LCMScheduler if kind == "lcm" else DDIMScheduler
-        scheduler = scheduler_class.from_config(self.scheduler_config)
-        scheduler.set_timesteps(sampler.grid)
-        timesteps = [int(scheduler.timesteps[i]) for i in sampler.steps]
-        alphas = scheduler.alphas_cumprod.double()
-        signal = [float(alphas[t].sqrt()) for t in timesteps]
-        noise = [float((1 - alphas[t]).sqrt()) for t in timesteps]
-        final = 1.0 if kind == "lcm" else float(scheduler.final_alpha_cumprod)
-        signal.append(final**0.5)
-        noise.append((1.0 - final) ** 0.5)
-        return StepTable(
-            timesteps=tuple(timesteps),
-            signal=tuple(signal),
-            noise=tuple(noise),
-            mask_levels=tuple(noise[:-1]) + (0.0,),
-            stochastic=kind == "lcm",
-        )
+        """Timesteps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
+        return schedules.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
 
     @inference_mode
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
@@ -117,10 +90,7 @@ class SD15Adapter(CodecMixin):
         eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
         eps = apply_guidance(eps, uncond is not None, guidance)
         x0 = (x - s * eps) / a
-        if table.stochastic:  # LCM: x0 = c_out·x0 + c_skip·x
-            c_skip, c_out = self._lcm.get_scalings_for_boundary_condition_discrete(t)
-            x0 = c_out * x0 + c_skip * x
-        return x0
+        return self._lcm(x0, x, t) if self._lcm is not None else x0
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Adapter:
@@ -200,12 +170,14 @@ SPEC = FamilySpec(
     checkpoint="stable-diffusion-v1-5/stable-diffusion-v1-5",
     accelerator="lcm",
     accelerators={
-        "lcm": AcceleratorDefaults("latent-consistency/lcm-lora-sdv1-5", None, "lcm", (0, 4, 12, 25, 37), 50, 1.0),
+        "lcm": AcceleratorDefaults("latent-consistency/lcm-lora-sdv1-5", None, "lcm"),
     },
     tile_size=768,
     tile_stride=384,
     own_scheduler_steps=(0, 4, 12, 25, 37),
     own_scheduler_grid=50,
+    own_scheduler="ddim",
+    schedulers=("lcm", "ddim", "euler-trailing"),
     load=load,
     build_preset=build_preset,
     presets=presets.PRESET_NAMES,

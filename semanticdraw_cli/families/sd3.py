@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch
@@ -65,6 +65,7 @@ class SD3Adapter(CodecMixin):
         self.t5 = pipe.text_encoder_3.to(device).eval() if pipe.text_encoder_3 is not None else None
         self.t5_tokenizer = pipe.tokenizer_3
         self.scheduler_config = dict(pipe.scheduler.config)
+        self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.transformer.config.in_channels
@@ -83,6 +84,8 @@ class SD3Adapter(CodecMixin):
         """Sigmas `sampler.steps` of a `sampler.grid`-step flow-matching Euler schedule (shifted as configured)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
+        if self.scheduler != "flow-euler":
+            raise RenderError(f"the sd3 family samples with flow-euler only, not {self.scheduler!r}")
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         if scheduler.config.get("use_dynamic_shifting"):  # resolution-dependent shift: the tile is what the model sees
             from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
@@ -271,11 +274,13 @@ SPEC = FamilySpec(
     components=("transformer", "text_encoder", "text_encoder_2", "text_encoder_3"),
     checkpoint="stabilityai/stable-diffusion-3-medium-diffusers",
     accelerator="flash",
-    accelerators={"flash": AcceleratorDefaults("jasperai/flash-sd3", None, "flow-euler", 4, 4, 0.0)},
+    accelerators={"flash": AcceleratorDefaults("jasperai/flash-sd3", None, "flow-euler")},
     tile_size=1024,
     tile_stride=512,
     own_scheduler_steps=4,
     own_scheduler_grid=4,
+    own_scheduler="flow-euler",
+    schedulers=("flow-euler",),
     load=load,
     build_preset=build_preset,
     pixel_multiple=16,

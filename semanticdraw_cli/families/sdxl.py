@@ -1,4 +1,5 @@
-"""Stable Diffusion XL adapter: two CLIP encoders, pooled and size conditioning, Euler with trailing timesteps.
+"""Stable Diffusion XL adapter: two CLIP encoders, pooled and size conditioning, Euler with trailing timesteps
+(or LCM / DDIM where the accelerator asks for them).
 
 Euler is deterministic and, seen through `scale_model_input`, is DDIM in variance-preserving form:
 x_vp = x_euler / sqrt(σ² + 1) = a·x0 + s·eps with a = 1/sqrt(1 + σ²), s = σ/sqrt(1 + σ²). The canvas
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch
@@ -75,26 +76,12 @@ class SDXLAdapter(CodecMixin):
         self.codec = VaeCodec(
             vae, device, dtype, vae.config.scaling_factor, upcast=needs_vae_upcast(vae, dtype)
         )
+        self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
+        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler) -> StepTable:
-        """Sigmas `sampler.steps` of a `sampler.grid`-step Euler schedule with trailing timesteps."""
-        from diffusers import EulerDiscreteScheduler
-
-        scheduler = EulerDiscreteScheduler.from_config(self.scheduler_config, timestep_spacing="trailing")
-        scheduler.set_timesteps(sampler.grid)
-        sigmas = [float(scheduler.sigmas[i]) for i in sampler.steps] + [0.0]  # σ_n = 0: the clean image
-        signal = [1.0 / (1.0 + sigma**2) ** 0.5 for sigma in sigmas]
-        noise = [sigma / (1.0 + sigma**2) ** 0.5 for sigma in sigmas]
-        # The pipeline starts from init_noise_sigma·eps in Euler form; in VP form that is this multiple of eps.
-        init_scale = float(scheduler.init_noise_sigma) / (1.0 + sigmas[0] ** 2) ** 0.5
-        return StepTable(
-            timesteps=tuple(float(scheduler.timesteps[i]) for i in sampler.steps),
-            signal=tuple(signal),
-            noise=tuple(noise),
-            mask_levels=tuple(noise[:-1]) + (0.0,),
-            stochastic=False,
-            init_scale=init_scale,
-        )
+        """Steps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
+        return schedules.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
 
     @inference_mode
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
@@ -143,9 +130,8 @@ class SDXLAdapter(CodecMixin):
             inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype), added_cond_kwargs=added
         ).sample.float()
         out = apply_guidance(out, uncond is not None, guidance)
-        if self.prediction == "v_prediction":
-            return a * x - s * out
-        return (x - s * out) / a
+        x0 = a * x - s * out if self.prediction == "v_prediction" else (x - s * out) / a
+        return self._lcm(x0, x, t) if self._lcm is not None else x0
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLAdapter:
@@ -231,15 +217,15 @@ SPEC = FamilySpec(
     checkpoint="stabilityai/stable-diffusion-xl-base-1.0",
     accelerator="lightning",
     accelerators={
-        "lightning": AcceleratorDefaults(
-            "ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "euler-trailing", 4, 4, 1.0
-        ),
-        "hyper": AcceleratorDefaults("ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors", "euler-trailing", 4, 4, 1.0),
+        "lightning": AcceleratorDefaults("ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "euler-trailing"),
+        "hyper": AcceleratorDefaults("ByteDance/Hyper-SD", "Hyper-SDXL-4steps-lora.safetensors", "euler-trailing"),
     },
     tile_size=1024,
     tile_stride=512,
     own_scheduler_steps=4,
     own_scheduler_grid=4,
+    own_scheduler="euler-trailing",
+    schedulers=("euler-trailing", "lcm", "ddim"),
     load=load,
     build_preset=build_preset,
 )

@@ -1,0 +1,105 @@
+"""What can go wrong reaching a model: not on the hub or not cached, a refused pickle file, hub chatter.
+
+Messages say what to do, naming the hub tool that is installed; a local path is never offered for download.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import re
+import shutil
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from semanticdraw_cli.errors import RenderError
+
+
+def hub_command() -> str:
+    """The hub's command-line tool on PATH: `hf` (huggingface_hub 0.34 and later), else `huggingface-cli`."""
+    return "huggingface-cli" if shutil.which("hf") is None and shutil.which("huggingface-cli") else "hf"
+
+
+def missing_model_error(what: str, source: str, error: Exception, filename: str | None = None) -> RenderError:
+    """A model that cannot be found: say what was tried and what to do (a local path is never 'downloaded')."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if os.path.isabs(os.path.expanduser(source)) or os.path.exists(source):
+        kind = "a diffusers folder (with model_index.json)" if what == "model" else "a LoRA folder"
+        hint = f"check that {source} is {kind} or a .safetensors file"
+        return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
+    tool = hub_command()
+    download = f"{tool} download {source}" + (f" {filename}" if filename else "")
+    login = f"{tool} auth login" if tool == "hf" else f"{tool} login"
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    hint = (
+        "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
+        f"(`{download}`) or point to a local folder / .safetensors file"
+        if offline
+        else f"check the id, your network and `{login}` for gated models; "
+        "or render offline with a built-in preset: --model tiny"
+    )
+    return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
+
+
+def causes(error: BaseException | None) -> Iterator[BaseException]:
+    """`error`, then what it was raised from or while handling, and so on (loaders re-raise)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        yield error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+
+
+def refused_pickle(error: BaseException) -> pickle.UnpicklingError | None:
+    """torch.load's weights_only refusal anywhere in `error`'s chain of causes."""
+    return next((e for e in causes(error) if isinstance(e, pickle.UnpicklingError)), None)
+
+
+def load_error(what: str, source: str, error: Exception, filename: str | None = None) -> RenderError:
+    """A refused pickle file says which file and why; anything else is a model that cannot be found."""
+    refusal = refused_pickle(error)
+    if refusal is None:
+        return missing_model_error(what, source, error, filename)
+    found = re.search(r"GLOBAL ([\w.]+)", str(refusal))
+    reason = f"it imports {found[1]}, which is code, not weights" if found else "it holds more than tensors"
+    where = refused_file(source, error) or f"a pickle (.bin) weights file of {source!r}"
+    return RenderError(
+        f"refused to load {where}: {reason}; semanticdraw loads no pickle code (torch.load with weights_only)\n"
+        "what to do: use the model's .safetensors weights, or convert the file to safetensors where you trust it"
+    )
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def refused_file(source: str, error: BaseException) -> str | None:
+    """The pickle weights file the loader refused: named in its messages, else the first one under a
+    local `source` that weights_only loading refuses (read memory-mapped: no tensor data is copied)."""
+    quoted = re.compile(r"'([^']+(?:" + "|".join(map(re.escape, PICKLE_SUFFIXES)) + r"))'")
+    for cause in causes(error):
+        named = quoted.search(str(cause))
+        if named:
+            return named[1]
+    folder = Path(source)
+    candidates = [folder] if folder.is_file() else sorted(folder.glob("*/*")) + sorted(folder.glob("*"))
+    for path in candidates:
+        if path.suffix in PICKLE_SUFFIXES and path.is_file():
+            import torch
+
+            try:
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except pickle.UnpicklingError:
+                return str(path)
+            except Exception:  # another fault of that file: not the one refused
+                continue
+    return None
+
+
+@contextlib.contextmanager
+def quiet_hub_warnings():
+    """Hide the one deprecation warning diffusers triggers on every hub look-up (`local_dir_use_symlinks`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The `local_dir_use_symlinks` argument is deprecated")
+        yield
