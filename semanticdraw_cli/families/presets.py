@@ -66,6 +66,18 @@ def write_clip_tokenizer(folder: Path) -> int:
     return len(tokens)
 
 
+def write_t5_tokenizer(folder: Path) -> None:
+    """A T5 tokenizer (Unigram over single characters, built with `tokenizers`): no sentencepiece needed."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    chars = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in chars] + [("▁" + c, -2.5) for c in chars]
+    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
+
+
 def clip_text_config(vocab_size: int, hidden: int, layers: int, heads: int, projection: int | None = None):
     from transformers import CLIPTextConfig
 

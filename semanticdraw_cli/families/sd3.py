@@ -173,18 +173,6 @@ TINY_JOINT = 80  # T5 width = joint_attention_dim; wider than the two CLIPs (64)
 TINY_HEADS, TINY_HEAD_DIM = 2, 16
 
 
-def write_t5_tokenizer(folder: Path) -> None:
-    """A T5 tokenizer (Unigram over single characters, built with `tokenizers`): no sentencepiece needed."""
-    import string
-
-    from transformers import T5Tokenizer
-
-    chars = string.ascii_letters + string.digits + string.punctuation
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [(c, -3.0) for c in chars] + [("▁" + c, -2.5) for c in chars]
-    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
-
-
 MMDIT_PROJECTIONS = (*presets.ATTENTION_PROJECTIONS, "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
@@ -196,7 +184,7 @@ def build_preset(name: str, folder: Path) -> None:
 
     vocab = presets.write_clip_tokenizer(folder / "tokenizer")
     presets.write_clip_tokenizer(folder / "tokenizer_2")
-    write_t5_tokenizer(folder / "tokenizer_3")
+    presets.write_t5_tokenizer(folder / "tokenizer_3")
     t5_tokenizer = T5Tokenizer.from_pretrained(folder / "tokenizer_3")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(presets.SEED)
