@@ -154,7 +154,9 @@ class Renderer:
         x = initial_latents((adapter.latent_channels, height, width), generators, table, base).to(device)
         # No unconditional branch at guidance <= 1, except that the reference plan always doubles the
         # batch as the authors' code does (at scale 1 that gives the same prediction, at twice the cost).
-        use_guidance = scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference"
+        # A model without classifier-free guidance (FLUX.1-dev's guidance embedding) never has one.
+        cfg = adapter.cfg_guidance
+        use_guidance = cfg and (scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference")
         setup = FusionSetup(
             table=table,
             masks=torch.from_numpy(quantized).to(device),
@@ -162,7 +164,7 @@ class Renderer:
             weights=weights,
             cond=cond,
             uncond=uncond if use_guidance else None,
-            guidance=max(scene.sampler.guidance, 1.0),
+            guidance=max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance,
             fill=base if base is not None else white,
             white=white,
             base=base,

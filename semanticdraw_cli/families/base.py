@@ -33,6 +33,9 @@ class FamilyAdapter(Protocol):
     dtype: torch.dtype  # what the network computes in; latents and x0 estimates stay float32
     latent_channels: int
     latent_factor: int  # canvas pixels per latent pixel along each side (the VAE's downsampling)
+    # True: sampler.guidance > 1 runs classifier-free guidance over the negative prompts. False: the model
+    # takes guidance otherwise (a distilled guidance embedding) or not at all, and has no unconditional branch.
+    cfg_guidance: bool
 
     def step_table(self, sampler: Sampler) -> StepTable:
         """Timesteps and a_i/s_i levels of `sampler.steps` in the family's schedule."""

@@ -43,6 +43,8 @@ def load_pipeline(model: Model, dtype: torch.dtype):
 class SD15Adapter(CodecMixin):
     """SD1.5 behind the family contract. LCM predicts x0 with its boundary condition."""
 
+    cfg_guidance = True
+
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         self.unet = pipe.unet.to(device).eval()
         self.text_encoder = pipe.text_encoder.to(device).eval()

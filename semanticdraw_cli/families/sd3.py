@@ -58,6 +58,8 @@ def load_pipeline(model: Model, dtype: torch.dtype):
 class SD3Adapter(CodecMixin):
     """SD3 behind the family contract."""
 
+    cfg_guidance = True
+
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         self.transformer = pipe.transformer.to(device).eval()
         self.text_encoders = [pipe.text_encoder.to(device).eval(), pipe.text_encoder_2.to(device).eval()]

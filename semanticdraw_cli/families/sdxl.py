@@ -58,6 +58,8 @@ def load_pipeline(model: Model, dtype: torch.dtype):
 class SDXLAdapter(CodecMixin):
     """SDXL behind the family contract."""
 
+    cfg_guidance = True
+
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         self.unet = pipe.unet.to(device).eval()
         self.text_encoder = pipe.text_encoder.to(device).eval()
