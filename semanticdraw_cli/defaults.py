@@ -44,6 +44,9 @@ WEIGHT_FILE_SUFFIXES = (*CHECKPOINT_FILE_SUFFIXES, ".bin")
 # Each family's checkpoint, accelerators, tile and pixel multiple live in its FamilySpec
 # (semanticdraw_cli/families/), collected by families.registry.
 FAMILY = "sd15"
+OFFLOADS = ("none", "model", "sequential")  # model.offload: diffusers' CPU offload of whole networks or layers
+OFFLOAD = "none"
+MAX_TEXT_TOKENS = 512  # model.text_tokens: the longest prompt encoding a family reads (T5's 512)
 
 METHODS = ("semanticdraw", "multidiffusion")
 METHOD = "semanticdraw"

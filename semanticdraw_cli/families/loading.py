@@ -179,3 +179,25 @@ def fuse_accelerator(
         )
     pipe.fuse_lora(lora_scale=accelerator.weight, adapter_names=["accelerator"])
     pipe.unload_lora_weights()
+
+
+def place(pipe, offload: str, device: torch.device) -> None:
+    """The pipeline's networks on `device`, or (model.offload) kept in CPU memory and moved in as diffusers does it.
+
+    `model` moves each whole network to the GPU when it runs (peak: the largest network); `sequential` moves
+    one layer at a time (peak: about one layer, much slower). The VAE stays on the GPU under `sequential`,
+    so its float32 upcast can convert it.
+    """
+    if offload == "none":
+        pipe.to(device)
+        return
+    if device.type != "cuda":
+        raise RenderError(
+            f"model.offload: {offload} moves weights between CPU memory and a CUDA GPU, but the device is "
+            f"{device.type}\nwhat to do: remove model.offload (on {device.type} the model already lives in main memory)"
+        )
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe._exclude_from_cpu_offload = [*pipe._exclude_from_cpu_offload, "vae"]
+        pipe.enable_sequential_cpu_offload(device=device)

@@ -46,15 +46,16 @@ class SD15Adapter(CodecMixin):
     cfg_guidance = True
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
-        self.unet = pipe.unet.to(device).eval()
-        self.text_encoder = pipe.text_encoder.to(device).eval()
+        loading.place(pipe, model.offload, device)
+        self.unet = pipe.unet.eval()
+        self.text_encoder = pipe.text_encoder.eval()
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
         self.own_scheduler = type(pipe.scheduler).__name__
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
-        self.codec = VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
+        self.codec = VaeCodec(pipe.vae.eval(), device, dtype, pipe.vae.config.scaling_factor)
         from diffusers import LCMScheduler
 
         self._lcm = LCMScheduler.from_config(self.scheduler_config)  # for its boundary-condition scalings

@@ -61,17 +61,18 @@ class SD3Adapter(CodecMixin):
     cfg_guidance = True
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
-        self.transformer = pipe.transformer.to(device).eval()
-        self.text_encoders = [pipe.text_encoder.to(device).eval(), pipe.text_encoder_2.to(device).eval()]
+        loading.place(pipe, model.offload, device)
+        self.transformer = pipe.transformer.eval()
+        self.text_encoders = [pipe.text_encoder.eval(), pipe.text_encoder_2.eval()]
         self.tokenizers = [pipe.tokenizer, pipe.tokenizer_2]
-        self.t5 = pipe.text_encoder_3.to(device).eval() if pipe.text_encoder_3 is not None else None
+        self.t5 = pipe.text_encoder_3.eval() if pipe.text_encoder_3 is not None else None
         self.t5_tokenizer = pipe.tokenizer_3
         self.scheduler_config = dict(pipe.scheduler.config)
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.transformer.config.in_channels
         self.patch = self.transformer.config.patch_size
-        vae = pipe.vae.to(device).eval()
+        vae = pipe.vae.eval()
         self.codec = VaeCodec(
             vae,
             device,

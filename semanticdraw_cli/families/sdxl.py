@@ -61,9 +61,10 @@ class SDXLAdapter(CodecMixin):
     cfg_guidance = True
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
-        self.unet = pipe.unet.to(device).eval()
-        self.text_encoder = pipe.text_encoder.to(device).eval()
-        self.text_encoder_2 = pipe.text_encoder_2.to(device).eval()
+        loading.place(pipe, model.offload, device)
+        self.unet = pipe.unet.eval()
+        self.text_encoder = pipe.text_encoder.eval()
+        self.text_encoder_2 = pipe.text_encoder_2.eval()
         self.tokenizer, self.tokenizer_2 = pipe.tokenizer, pipe.tokenizer_2
         self.scheduler_config = dict(pipe.scheduler.config)
         self.zero_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
@@ -73,7 +74,7 @@ class SDXLAdapter(CodecMixin):
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
-        vae = pipe.vae.to(device).eval()
+        vae = pipe.vae.eval()
         self.codec = VaeCodec(
             vae, device, dtype, vae.config.scaling_factor, upcast=needs_vae_upcast(vae, dtype)
         )
