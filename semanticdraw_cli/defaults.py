@@ -75,4 +75,4 @@ STRENGTH = 1.0
 PROMPT_STRENGTH = 1.0
 
 OUTPUT_DIR = "."
-DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks float16 on CUDA, float32 elsewhere
+DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks the family's cuda_dtype on CUDA (float16 by default), float32 elsewhere

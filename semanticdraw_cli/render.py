@@ -74,7 +74,7 @@ class StepState:
 @dataclass
 class Renderer:
     device: str | None = None  # auto: cuda, mps, cpu
-    dtype: str | None = None  # auto: float16 on cuda, else float32
+    dtype: str | None = None  # auto: the family's cuda_dtype on cuda, else float32
     cache: stages.StageCache = field(default_factory=stages.StageCache)
     _adapters: dict[Hashable, FamilyAdapter] = field(default_factory=dict)
 
@@ -85,7 +85,7 @@ class Renderer:
         """The scene's model, loaded once per (family, checkpoint, accelerator); (adapter, seconds)."""
         from semanticdraw_cli.devices import pick_device, pick_dtype
         from semanticdraw_cli.families import presets
-        from semanticdraw_cli.families.registry import load_adapter
+        from semanticdraw_cli.families.registry import family, load_adapter
 
         key = self.model_key(scene)
         if key in self._adapters:
@@ -96,7 +96,8 @@ class Renderer:
             checkpoint = scene.model.checkpoint
             building = presets.is_preset(checkpoint) and not presets.is_built(scene.model.family, checkpoint)
             on_phase(f"building the {checkpoint} preset (first use only)" if building else "loading the model", 0, None)
-        self._adapters[key] = load_adapter(scene.model, device, pick_dtype(self.dtype, device))
+        dtype = pick_dtype(self.dtype, device, family(scene.model.family).cuda_dtype)
+        self._adapters[key] = load_adapter(scene.model, device, dtype)
         return self._adapters[key], time.perf_counter() - start
 
     def prepare(

@@ -96,3 +96,4 @@ class FamilySpec:
     presets: tuple[str, ...] = ("tiny",)
     pixel_multiple: int = defaults.CANVAS_MULTIPLE  # canvas and tile sides; 2×2 latent patches need 16
     options: tuple[str, ...] = ()  # family-only `model` keys this family reads, e.g. drop_t5
+    cuda_dtype: str = "float16"  # `--dtype auto` on CUDA; bfloat16 for models whose activations overflow float16
