@@ -177,9 +177,9 @@ def test_real_flash_sd3_without_t5_equals_pipeline_on_gpu():
 
 
 @pytest.mark.parametrize("family", ["sdxl", "sd3"])
-def test_only_the_tiny_preset_exists_for_the_new_families(family):
+def test_no_small_preset_for_the_newer_families(family):
     from semanticdraw_cli.families import sdxl  # noqa: F401  registers the sdxl preset builder
 
-    with pytest.raises(RenderError, match=f"the {family} family has only the 'tiny' preset"):
+    with pytest.raises(RenderError, match=f"the {family} family has the presets tiny, full-random, not 'small'"):
         presets.ensure_preset(family, "small")
     assert not list(presets.cache_root().glob(f"presets/*{family}-small*"))  # no half-built folder left

@@ -96,4 +96,8 @@ class FamilySpec:
     presets: tuple[str, ...] = ("tiny",)
     pixel_multiple: int = defaults.CANVAS_MULTIPLE  # canvas and tile sides; 2×2 latent patches need 16
     options: tuple[str, ...] = ()  # family-only `model` keys this family reads, e.g. drop_t5
+    # Presets built on the GPU when loaded, never written (the real architecture: too big for the cache), and
+    # their builder: (preset, device, dtype, components to skip) -> the pipeline's components.
+    device_presets: tuple[str, ...] = ()
+    build_on_device: Callable[[str, torch.device, torch.dtype, frozenset[str]], dict] | None = None
     cuda_dtype: str = "float16"  # `--dtype auto` on CUDA; bfloat16 for models whose activations overflow float16

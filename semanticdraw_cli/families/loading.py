@@ -75,16 +75,21 @@ def refuse_other_family(target: str, family: str, source: str | None = None) -> 
     return config
 
 
-def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype, require=None, **kwargs):
+def load_family_pipeline(
+    pipeline_class, model, family: str, dtype: torch.dtype, require=None, device: torch.device | None = None, **kwargs
+):
     """(pipeline, preset folder or None) from a preset, hub id, local folder or one .safetensors file.
 
     A diffusers folder of another family, or one without a component named in `require` (name -> what
-    to do), is refused before any weight is read.
+    to do), is refused before any weight is read. Presets of `FamilySpec.device_presets` are built on `device`.
     """
     from semanticdraw_cli.families import presets
+    from semanticdraw_cli.families.registry import family as family_spec
 
     quiet_libraries()
     source = model.checkpoint
+    if source in family_spec(family).device_presets:
+        return presets.pipeline_on_device(family_spec(family), pipeline_class, source, device, dtype, **kwargs), None
     preset_dir = presets.ensure_preset(family, source) if presets.is_preset(source) else None
     target = str(preset_dir or source)
     single_file = is_single_file(source)
@@ -156,7 +161,7 @@ def fuse_accelerator(
 
     With `component` (the pipeline part it adapts), a LoRA saved in PEFT's own format is read too.
     """
-    lora = resolve_lora(accelerator, preset_dir)
+    lora = None if getattr(pipe, "built_on_device", False) else resolve_lora(accelerator, preset_dir)
     if lora is None:
         return
     source, weight_name = lora

@@ -34,14 +34,14 @@ T5_TOKENS = 256  # the pipeline's default max_sequence_length
 NO_T5_HINT = "set model.drop_t5: true (--set model.drop_t5=true) to render with the two CLIP encoders only"
 
 
-def load_pipeline(model: Model, dtype: torch.dtype):
+def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None = None):
     """A diffusers StableDiffusion3Pipeline (without T5 when model.drop_t5) with its accelerator fused."""
     from diffusers import StableDiffusion3Pipeline
 
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if model.drop_t5 else {}
     require = {} if model.drop_t5 else {"text_encoder_3": NO_T5_HINT}
     pipe, preset_dir = loading.load_family_pipeline(
-        StableDiffusion3Pipeline, model, "sd3", dtype, require=require, **kwargs
+        StableDiffusion3Pipeline, model, "sd3", dtype, require=require, device=device, **kwargs
     )
     source = model.checkpoint
     if type(pipe.transformer).__name__ != "SD3Transformer2DModel":
@@ -166,7 +166,7 @@ class SD3Adapter(CodecMixin):
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Adapter:
-    return SD3Adapter(load_pipeline(model, dtype), model, device, dtype)
+    return SD3Adapter(load_pipeline(model, dtype, device), model, device, dtype)
 
 
 # --- the tiny preset: SD3's layout (2 CLIP + T5, MMDiT, 16-channel VAE with shift) at toy width -----------
@@ -256,6 +256,46 @@ def build_preset(name: str, folder: Path) -> None:
 
 
 
+# --- full-random: SD3 medium's real networks with random weights, built on the GPU (7.69 B parameters) -------
+
+FULL_TRANSFORMER = dict(  # stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json (2.03 B)
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+)
+
+
+def build_on_device(name: str, device: torch.device, dtype: torch.dtype, skip: frozenset[str]) -> dict:
+    """SD3 medium's MMDiT, CLIP L, OpenCLIP bigG, T5-XXL (unless skipped) and VAE at full size on `device`."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTokenizer, T5Tokenizer
+
+    tokenizer = presets.loaded_tokenizer(CLIPTokenizer, presets.write_clip_tokenizer)
+    parts = {"tokenizer": tokenizer, "tokenizer_2": tokenizer,
+             "scheduler": FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)}
+    if "text_encoder_3" not in skip:
+        parts["tokenizer_3"] = presets.loaded_tokenizer(T5Tokenizer, presets.write_t5_tokenizer)
+    with presets.random_on(device, dtype):
+        parts |= {
+            "transformer": SD3Transformer2DModel(**FULL_TRANSFORMER),
+            "text_encoder": presets.clip_l(len(tokenizer), projection=True),
+            "text_encoder_2": presets.clip_big_g(len(tokenizer)),
+            "vae": AutoencoderKL(**presets.FULL_VAE, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609,
+                                 use_quant_conv=False, use_post_quant_conv=False),
+        }
+        if "text_encoder_3" not in skip:
+            parts["text_encoder_3"] = presets.t5_xxl()
+    return parts
+
+
 SPEC = FamilySpec(
     name="sd3",
     pipeline_class="StableDiffusion3Pipeline",
@@ -269,6 +309,9 @@ SPEC = FamilySpec(
     own_scheduler_grid=4,
     load=load,
     build_preset=build_preset,
+    presets=("tiny", "full-random"),
     pixel_multiple=16,
     options=("drop_t5",),
+    device_presets=("full-random",),
+    build_on_device=build_on_device,
 )
