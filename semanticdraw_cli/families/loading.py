@@ -70,7 +70,7 @@ def refuse_other_family(target: str, family: str, source: str | None = None) -> 
     found = family_of_pipeline(config) if config else None
     if found is not None and found != family:
         raise RenderError(
-            f"{source or target!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
+            f"{source or target!r} is a checkpoint of the {found} family, but model.family is {family}; set model.family: {found}"
         )
     return config
 
