@@ -26,7 +26,7 @@ def loaded(request):
 
 
 def test_every_family_has_a_tiny_preset_and_distinct_accelerators():
-    assert FAMILIES == ["sd15", "sdxl", "sd3"]
+    assert FAMILIES == ["sd15", "sdxl", "sd3", "flux"]
     for spec in registry.families().values():
         assert "tiny" in spec.presets and spec.accelerator in spec.accelerators
     assert len(registry.accelerators()) == sum(len(spec.accelerators) for spec in registry.families().values())

@@ -11,11 +11,14 @@ from semanticdraw_cli.families import presets, registry
 from semanticdraw_cli.scene import Accelerator, Model
 
 # Parameters of each network of the published checkpoints (stabilityai/stable-diffusion-xl-base-1.0,
-# stabilityai/stable-diffusion-3-medium-diffusers): what `full-random` must build to time the real compute.
+# stabilityai/stable-diffusion-3-medium-diffusers, black-forest-labs/FLUX.1-schnell): what `full-random` must
+# build to time the real compute.
 PUBLISHED = {
     "sdxl": {"unet": 2_567_463_684, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840, "vae": 83_653_863},
     "sd3": {"transformer": 2_028_328_000, "text_encoder": 123_650_304, "text_encoder_2": 694_659_840,
             "text_encoder_3": 4_762_310_656, "vae": 83_819_683},
+    "flux": {"transformer": 11_891_178_560, "text_encoder": 123_060_480, "text_encoder_2": 4_762_310_656,
+             "vae": 83_819_683},
 }
 
 
@@ -49,7 +52,8 @@ def test_full_random_without_a_gpu_is_refused_and_nothing_is_written(family):
     assert not list(presets.cache_root().glob(f"presets/{family}-full-random*"))
 
 
-@pytest.mark.parametrize("family, kwargs", [("sdxl", {}), ("sd3", {}), ("sd3", {"text_encoder_3": None, "tokenizer_3": None})])
+@pytest.mark.parametrize("family, kwargs", [("sdxl", {}), ("sd3", {}), ("sd3", {"text_encoder_3": None, "tokenizer_3": None}),
+                                            ("flux", {}), ("flux", {"text_encoder_2": None, "tokenizer_2": None})])
 def test_full_random_components_make_the_family_pipeline(family, kwargs):
     import diffusers
 
