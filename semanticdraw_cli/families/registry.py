@@ -25,6 +25,7 @@ FAMILY_MODULES = (
     "semanticdraw_cli.families.sdxl",
     "semanticdraw_cli.families.sd3",
     "semanticdraw_cli.families.flux",
+    "semanticdraw_cli.families.klein",
 )
 
 
