@@ -72,3 +72,35 @@ def test_random_on_is_seeded_and_leaves_the_default_dtype_alone():
     first, second = build(), build()
     assert first.weight.dtype == torch.bfloat16 and torch.equal(first.weight, second.weight)
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_a_device_preset_renders_through_the_loader(monkeypatch):
+    """The whole path of `--model full-random` (build on the device, no LoRA, the family's adapter), run on
+    the CPU with FLUX's networks shrunk to toy widths."""
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    from semanticdraw_cli.families import flux
+    from semanticdraw_cli.render import Renderer
+    from semanticdraw_cli.scene_loader import scene_from_dict
+
+    def small_t5():
+        return T5EncoderModel(T5Config(vocab_size=200, d_model=flux.TINY_T5, d_kv=16, d_ff=64, num_layers=1,
+                                       num_heads=2, relative_attention_num_buckets=8, feed_forward_proj="gated-gelu"))
+
+    def small_clip(vocab_size, projection=False):
+        return CLIPTextModel(presets.clip_text_config(vocab_size, 768, 1, 2))
+
+    monkeypatch.setattr(presets, "BUILD_DEVICES", ("cpu",))
+    monkeypatch.setattr(presets, "t5_xxl", small_t5)
+    monkeypatch.setattr(presets, "clip_l", small_clip)
+    monkeypatch.setattr(presets, "FULL_VAE", {**presets.FULL_VAE, "block_out_channels": (8, 16, 16, 16),
+                                              "layers_per_block": 1, "norm_num_groups": 4})
+    monkeypatch.setattr(flux, "FULL_TRANSFORMER", {**flux.FULL_TRANSFORMER, "num_layers": 1, "num_single_layers": 1,
+                                                   "attention_head_dim": 16, "num_attention_heads": 2,
+                                                   "joint_attention_dim": flux.TINY_T5, "axes_dims_rope": (4, 6, 6)})
+    scene = scene_from_dict({"canvas": {"width": 64, "height": 64},
+                             "model": {"family": "flux", "checkpoint": "full-random", "text_tokens": 16},
+                             "regions": [{"prompt": "a fox", "mask": {"rect": [0, 0, 32, 64]}}]}, None)
+    result = Renderer(device="cpu", dtype="float32").render(scene)[0]
+    assert result.image.shape == (64, 64, 3) and torch.isfinite(result.latent).all()
+    assert not list(presets.cache_root().glob("presets/flux-full-random*"))

@@ -31,6 +31,7 @@ PRESET_NAMES = ("tiny", "small", "full-random")
 PRESET_VERSION = 2
 SEED = 0
 MAX_TEXT_LENGTH = 77
+BUILD_DEVICES = ("cuda",)  # where `device_presets` are built: real-size models need a GPU's memory and speed
 
 
 def cache_root() -> Path:
@@ -134,7 +135,7 @@ def pipeline_on_device(spec, pipeline_class, name: str, device: torch.device | N
     Components passed as None in `kwargs` (e.g. text_encoder_3 without T5) are not built. Accelerator LoRAs
     are not applied: fused into random weights they change no cost (`built_on_device` tells the loader).
     """
-    if device is None or device.type != "cuda":
+    if device is None or device.type not in BUILD_DEVICES:
         where = device.type if device is not None else "this device"
         raise RenderError(
             f"the {name} {spec.name} preset is the real architecture with random weights, built straight on a CUDA GPU "
