@@ -95,7 +95,9 @@ class Renderer:
         if on_phase:
             checkpoint = scene.model.checkpoint
             building = presets.is_preset(checkpoint) and not presets.is_built(scene.model.family, checkpoint)
-            on_phase(f"building the {checkpoint} preset (first use only)" if building else "loading the model", 0, None)
+            on_device = checkpoint in family(scene.model.family).device_presets
+            phase = f"building the {checkpoint} preset" + (" on the device" if on_device else " (first use only)")
+            on_phase(phase if building else "loading the model", 0, None)
         dtype = pick_dtype(self.dtype, device, family(scene.model.family).cuda_dtype)
         self._adapters[key] = load_adapter(scene.model, device, dtype)
         return self._adapters[key], time.perf_counter() - start
