@@ -4,6 +4,9 @@
     python benchmarks/run.py --workload gpu-full             # 1280×768, `full-random` float16, CUDA only
     python benchmarks/run.py --workload memory-4k            # 4096×4096 one region, `tiny`: peak RSS
     python benchmarks/run.py --workload batch                # --images 4 shared batches vs 4 renders
+    python benchmarks/run.py --workload families             # every family's tiny preset, 1280×768
+    python benchmarks/run.py --workload gpu-sdxl             # full-random SDXL + Lightning 1024², CUDA only
+    python benchmarks/run.py --workload gpu-flux             # full-random FLUX.1-schnell 1024² and 2048×1024
 
 Every method of a workload runs in one process on the same model, canvas and seed: one warm-up each,
 then `--repeats` rounds (methods interleaved, so a noisy neighbour slows all of them alike) and the
@@ -49,6 +52,7 @@ class Method:
     overrides: tuple[str, ...] = ()
     extrapolate_to: int | None = None  # measured over a few steps, scaled to this many
     own_windows: bool = False  # keep the method's own tile defaults rather than the workload's tile
+    canvas: tuple[int, int] | None = None  # its own canvas (width, height) instead of the workload's
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,8 @@ def comparison_methods(md_steps: int) -> tuple[Method, ...]:
 def family_methods() -> tuple[Method, ...]:
     """One row per model family with its default accelerator, plus its reference plan for the savings."""
     rows = []
-    for family, accelerator in (("sd15", "LCM"), ("sdxl", "Lightning"), ("sd3", "Flash")):
+    for family, accelerator in (("sd15", "LCM"), ("sdxl", "Lightning"), ("sd3", "Flash"), ("flux", "schnell"),
+                                ("klein", "distilled")):
         rows.append(Method(f"{family} ({accelerator})", (f"model.family={family}",)))
         rows.append(Method(f"{family}, plan: reference", (f"model.family={family}", "sampler.plan=reference")))
     return tuple(rows)
@@ -94,6 +99,16 @@ def tile(size: int, stride: int) -> tuple[str, ...]:
     return (f"sampler.tile.size={size}", f"sampler.tile.stride={stride}")
 
 
+def default_and_reference(canvases: dict[str, tuple[int, int] | None], *overrides: str) -> tuple[Method, ...]:
+    """The default plan and the reference plan on each named canvas (None: the workload's)."""
+    rows = []
+    for label, canvas in canvases.items():
+        prefix = f"{label}, " if label else ""
+        rows.append(Method(f"{prefix}semanticdraw" if label else "semanticdraw", overrides, canvas=canvas))
+        rows.append(Method(f"{prefix}plan: reference", (*overrides, "sampler.plan=reference"), canvas=canvas))
+    return tuple(rows)
+
+
 def workloads(md_steps: int) -> dict[str, Workload]:
     methods = comparison_methods(md_steps)
     return {
@@ -101,6 +116,12 @@ def workloads(md_steps: int) -> dict[str, Workload]:
         "gpu-full": Workload("gpu-full", "full-random", 1280, 768, (), methods, tile(768, 384), "float16", True),
         "memory-4k": Workload("memory-4k", "tiny", 4096, 4096, (), (Method("semanticdraw"),), repeats=1),
         "families": Workload("families", "tiny", 1280, 768, tile(768, 384), family_methods()),
+        # The real SDXL and FLUX.1-schnell architectures (random weights, built on the GPU) at their own tile
+        # (1024 / 512); the wide FLUX canvas has a 1024 stride: two windows side by side.
+        "gpu-sdxl": Workload("gpu-sdxl", "full-random", 1024, 1024, ("model.family=sdxl",),
+                             default_and_reference({"": None}), dtype="float16", needs_cuda=True),
+        "gpu-flux": Workload("gpu-flux", "full-random", 1024, 1024, ("model.family=flux",), default_and_reference(
+            {"1024×1024": None, "2048×1024": (2048, 1024)}), dtype="bfloat16", needs_cuda=True),
         "batch": Workload("batch", "tiny", 640, 384, tile(384, 192), (
             Method("4 images, shared batches", ("sampler.images=4",)),
             Method("4 renders, one image each"),
@@ -111,15 +132,16 @@ def workloads(md_steps: int) -> dict[str, Workload]:
 # --- scenes -----------------------------------------------------------------------------------------
 
 
-def scaled_shapes(scene: Scene, factor: float) -> Scene:
-    """Pixel-unit shapes drawn for 1280×768 moved onto a canvas `factor` times as large."""
-    if factor == 1.0:
+def scaled_shapes(scene: Scene, x_factor: float, y_factor: float) -> Scene:
+    """Pixel-unit shapes drawn for 1280×768 stretched onto a canvas x_factor × y_factor times as large."""
+    if x_factor == y_factor == 1.0:
         return scene
     regions = []
     for region in scene.regions:
         mask = region.mask
         if mask.kind in ("rect", "ellipse", "polygon") and not mask.fractional:
-            mask = dataclasses.replace(mask, coords=tuple(c * factor for c in mask.coords))
+            factors = (x_factor, y_factor) * (len(mask.coords) // 2)  # (x, y, w|rx, h|ry) or x, y pairs
+            mask = dataclasses.replace(mask, coords=tuple(c * f for c, f in zip(mask.coords, factors)))
         regions.append(dataclasses.replace(region, mask=mask))
     return dataclasses.replace(scene, regions=tuple(regions))
 
@@ -135,9 +157,12 @@ def build_scene(workload: Workload, method: Method) -> Scene:
             "regions": [{"prompt": "a vast field of flowers", "mask": {"rect": [0, 0, 1, 1], "units": "fraction"}}],
         }
         return scene_from_dict(data, None, overrides)
-    overrides += [f"canvas.width={workload.width}", f"canvas.height={workload.height}"]
+    width, height = method.canvas or (workload.width, workload.height)
+    overrides += [f"canvas.width={width}", f"canvas.height={height}"]
+    if method.canvas and workload.name == "gpu-flux":
+        overrides.append(f"sampler.tile.stride={height}")  # 2048×1024: two 1024 px windows
     scene = load_scene(IRWOROBONGDO, overrides)
-    return scaled_shapes(scene, workload.width / 1280)
+    return scaled_shapes(scene, width / 1280, height / 768)
 
 
 # --- measuring --------------------------------------------------------------------------------------
@@ -258,8 +283,10 @@ def run_workload(workload: Workload, args) -> dict:
     repeats = workload.repeats or args.repeats
     info = machine(workload, renderer)  # load average before the runs
     log(f"{workload.name}: {len(methods)} methods, warm-up + {repeats} repeats")
+    load_seconds = {}
     for m in methods:  # warm-up: loads each model once, first-call allocations, lazy imports
-        renderer.adapter(scenes[m.name][0])
+        load_seconds[m.name] = renderer.adapter(scenes[m.name][0])[1]  # 0 for a model loaded by an earlier method
+        log(f"  model for {m.name}: {load_seconds[m.name]:.1f}s to load (or build)")
         if workload.repeats != 1:  # a single-run workload (4K canvas) only loads its model first
             start = time.perf_counter()
             measure(renderer, scenes[m.name], m)
@@ -273,6 +300,7 @@ def run_workload(workload: Workload, args) -> dict:
     rows = []
     for m in methods:
         row = {"method": m.name, "overrides": list(m.overrides), "extrapolated": bool(m.extrapolate_to),
+               "canvas": list(m.canvas or (workload.width, workload.height)), "load_seconds": load_seconds[m.name],
                **median_run(runs[m.name])}
         scene = scenes[m.name][0]
         sampler = scene.sampler
@@ -294,8 +322,28 @@ def run_workload(workload: Workload, args) -> dict:
         checks["batched_vs_sequential_max_abs_latent_diff"] = float(diff)
         checks["throughput_ratio_batched_over_sequential"] = round(rows[1]["total"] / rows[0]["total"], 3)
     result["checks"] = checks
+    result["reference_pairs"] = [
+        {"default": base.name, "reference": ref.name,
+         "max_abs_latent_diff": float((runs[base.name][-1]["latent"] - runs[ref.name][-1]["latent"]).abs().max()),
+         "speedup": round(by_row[ref.name]["total"] / by_row[base.name]["total"], 3),
+         "latent_pixels_ratio": round(by_row[base.name]["latent_pixels"] / by_row[ref.name]["latent_pixels"], 4)}
+        for base, ref in reference_pairs(methods)
+        for by_row in [{r["method"]: r for r in rows}]
+    ]
     result["targets"] = targets(rows)
     return result
+
+
+def reference_pairs(methods: list[Method]) -> list[tuple[Method, Method]]:
+    """(method, its twin with sampler.plan=reference): same overrides otherwise, same canvas."""
+    by_key = {(m.overrides, m.canvas): m for m in methods}
+    pairs = []
+    for m in methods:
+        if "sampler.plan=reference" in m.overrides:
+            base = by_key.get((tuple(o for o in m.overrides if o != "sampler.plan=reference"), m.canvas))
+            if base is not None:
+                pairs.append((base, m))
+    return pairs
 
 
 def targets(rows: list[dict]) -> dict:
@@ -341,6 +389,10 @@ def table(result: dict) -> str:
         )
     if result["checks"]:
         lines += ["", "Checks: " + ", ".join(f"{k} = {v:.3g}" for k, v in result["checks"].items())]
+    if result.get("reference_pairs"):
+        lines += ["", "Default plan against `plan: reference`: " + "; ".join(
+            f"{p['default']}: {p['speedup']:.2f}× faster, {p['latent_pixels_ratio']:.2f}× the latent pixels, "
+            f"latents differ by {p['max_abs_latent_diff']:.2g}" for p in result["reference_pairs"])]
     if result["targets"]:
         lines += ["", "Targets: " + ", ".join(
             f"{k} {t['value']} ({t['target']}: {'met' if t['met'] else 'missed'})" for k, t in result["targets"].items())]
@@ -365,7 +417,7 @@ def log(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workload", required=True, choices=["cpu-small", "gpu-full", "memory-4k", "batch", "families"])
+    parser.add_argument("--workload", required=True, choices=list(workloads(2)))
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per method after one warm-up (median)")
     parser.add_argument("--methods", nargs="*", help="only these methods (the default plan always runs)")
     parser.add_argument("--md-steps", type=int, default=2, help="steps measured for MD (DDIM 50), extrapolated to 50")

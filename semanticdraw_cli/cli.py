@@ -90,7 +90,7 @@ def render(
     ] = None,
     dtype: Annotated[
         Optional[str],
-        typer.Option(help="auto, float16, bfloat16 or float32.", show_default="auto: float16 on cuda, else float32"),
+        typer.Option(help="auto, float16, bfloat16 or float32.", show_default="auto: float16 on cuda (bfloat16 for flux, klein), else float32"),
     ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
     plan: Annotated[

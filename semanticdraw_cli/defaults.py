@@ -64,6 +64,9 @@ SCHEDULERS: dict[str, ScheduleDefaults] = {
 # (semanticdraw_cli/families/), collected by families.registry.
 FAMILY = "sd15"
 PRESET_NAMES = ("tiny", "small", "full-random")  # built-in random-weight checkpoints, built locally
+OFFLOADS = ("none", "model", "sequential")  # model.offload: diffusers' CPU offload of whole networks or layers
+OFFLOAD = "none"
+MAX_TEXT_TOKENS = 512  # model.text_tokens: the longest prompt encoding a family reads (T5's 512)
 
 METHODS = ("semanticdraw", "multidiffusion")
 METHOD = "semanticdraw"
@@ -92,7 +95,7 @@ STRENGTH = 1.0
 PROMPT_STRENGTH = 1.0
 
 OUTPUT_DIR = "."
-DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks float16 on CUDA, float32 elsewhere
+DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks the family's cuda_dtype on CUDA (float16 by default), float32 elsewhere
 
 # Prompt adherence (`semanticdraw score`, `render --score`): the paper's CLIP score per region.
 CLIP_CHECKPOINT = "openai/clip-vit-large-patch14"  # the CLIP of the usual CLIP score (torchmetrics' default)

@@ -47,10 +47,14 @@ def pick_device(requested: str | None) -> torch.device:
     return torch.device("cpu")
 
 
-def pick_dtype(requested: str | None, device: torch.device) -> torch.dtype:
-    """`auto`/None: float16 on cuda, float32 elsewhere."""
+def pick_dtype(requested: str | None, device: torch.device, cuda_dtype: str = "float16") -> torch.dtype:
+    """`auto`/None: the family's `cuda_dtype` on cuda (bfloat16 only where the card has it), float32 elsewhere."""
     if requested and requested != "auto":
         if requested not in defaults.DTYPES:
             raise RenderError(f"unknown dtype {requested!r}; expected one of {', '.join(defaults.DTYPES)} or auto")
         return getattr(torch, requested)
-    return torch.float16 if device.type == "cuda" else torch.float32
+    if device.type != "cuda":
+        return torch.float32
+    if cuda_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return getattr(torch, cuda_dtype)

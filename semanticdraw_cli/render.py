@@ -75,7 +75,7 @@ class StepState:
 @dataclass
 class Renderer:
     device: str | None = None  # auto: cuda, mps, cpu
-    dtype: str | None = None  # auto: float16 on cuda, else float32
+    dtype: str | None = None  # auto: the family's cuda_dtype on cuda, else float32
     cache: stages.StageCache = field(default_factory=stages.StageCache)
     _adapters: dict[Hashable, FamilyAdapter] = field(default_factory=dict)
 
@@ -86,7 +86,7 @@ class Renderer:
         """The scene's model, loaded once per (family, checkpoint, accelerator); (adapter, seconds)."""
         from semanticdraw_cli.devices import pick_device, pick_dtype
         from semanticdraw_cli.families import presets
-        from semanticdraw_cli.families.registry import load_adapter
+        from semanticdraw_cli.families.registry import family, load_adapter
 
         key = self.model_key(scene)
         if key in self._adapters:
@@ -96,8 +96,11 @@ class Renderer:
         if on_phase:
             checkpoint = scene.model.checkpoint
             building = presets.is_preset(checkpoint) and not presets.is_built(scene.model.family, checkpoint)
-            on_phase(f"building the {checkpoint} preset (first use only)" if building else "loading the model", 0, None)
-        self._adapters[key] = load_adapter(scene.model, device, pick_dtype(self.dtype, device))
+            on_device = checkpoint in family(scene.model.family).device_presets
+            phase = f"building the {checkpoint} preset" + (" on the device" if on_device else " (first use only)")
+            on_phase(phase if building else "loading the model", 0, None)
+        dtype = pick_dtype(self.dtype, device, family(scene.model.family).cuda_dtype)
+        self._adapters[key] = load_adapter(scene.model, device, dtype)
         return self._adapters[key], time.perf_counter() - start
 
     def prepare(
@@ -155,7 +158,9 @@ class Renderer:
         x = initial_latents((adapter.latent_channels, height, width), generators, table, base).to(device)
         # No unconditional branch at guidance <= 1, except that the reference plan always doubles the
         # batch as the authors' code does (at scale 1 that gives the same prediction, at twice the cost).
-        use_guidance = scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference"
+        # A model without classifier-free guidance (FLUX.1-dev's guidance embedding) never has one.
+        cfg = adapter.cfg_guidance
+        use_guidance = cfg and (scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference")
         setup = FusionSetup(
             table=table,
             masks=torch.from_numpy(quantized).to(device),
@@ -163,7 +168,7 @@ class Renderer:
             weights=weights,
             cond=cond,
             uncond=uncond if use_guidance else None,
-            guidance=max(scene.sampler.guidance, 1.0),
+            guidance=max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance,
             fill=base if base is not None else white,
             white=white,
             base=base,

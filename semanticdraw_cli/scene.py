@@ -32,10 +32,12 @@ class Accelerator:
 
 @dataclass(frozen=True)
 class Model:
-    family: str  # sd15 | sdxl | sd3
+    family: str  # a registered family: sd15 | sdxl | sd3 | ...
     checkpoint: str  # hub id, local folder, one .safetensors file, or a built-in preset name
     accelerator: Accelerator
-    drop_t5: bool = False  # sd3 only: skip the T5 encoder to save memory
+    drop_t5: bool = False  # families with T5 that list it in their options: skip T5 to save memory
+    offload: str = "none"  # none | model | sequential: keep weights in CPU memory, moved to the GPU per use
+    text_tokens: int | None = None  # families that list it: text-encoder tokens per prompt (None: the family's)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,8 @@ def scene_to_dict(scene: Scene) -> dict:
     return {
         "version": scene.version,
         "canvas": {"width": scene.canvas.width, "height": scene.canvas.height},
-        "model": {"family": m.family, "checkpoint": m.checkpoint, "accelerator": accelerator, "drop_t5": m.drop_t5},
+        "model": {"family": m.family, "checkpoint": m.checkpoint, "accelerator": accelerator, "drop_t5": m.drop_t5,
+                  "offload": m.offload, **({"text_tokens": m.text_tokens} if m.text_tokens is not None else {})},
         "sampler": {
             "method": s.method, "steps": list(s.steps), "grid": s.grid, "guidance": s.guidance, "seed": s.seed,
             "images": s.images, "mask_mode": s.mask_mode, "plan": s.plan, "cover_alpha": s.cover_alpha,

@@ -28,7 +28,7 @@ PATH_HINT = "a path on the command line is relative to the current folder, in a 
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
     "canvas": ("width", "height"),
-    "model": ("family", "checkpoint", "accelerator", *FAMILY_OPTIONS),
+    "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
                 "plan", "cover_alpha", "max_batch"),
@@ -129,7 +129,9 @@ def _model(c: _Checker, d: dict, base: Path, classic: bool) -> Model:
             having = [name for name, spec in families.items() if option in spec.options]
             c.add(f"model.{option}", f"applies to {' and '.join(having)} only, the family is {family}", hint="remove it")
     drop_t5 = c.flag(d, "drop_t5", "model.drop_t5", False)
-    return Model(family, checkpoint, accelerator, drop_t5)
+    offload = c.choice(d, "offload", "model.offload", D.OFFLOADS, D.OFFLOAD)
+    text_tokens = c.integer(d, "text_tokens", "model.text_tokens", None, lo=1, hi=D.MAX_TEXT_TOKENS)
+    return Model(family, checkpoint, accelerator, drop_t5, offload, text_tokens)
 
 
 def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Accelerator:

@@ -50,6 +50,6 @@ def test_help_shows_every_default():
 
     render = help_of("render")
     for default in (f"[default: (the scene's, else {defaults.SEED})]", "[default: (auto: cuda, then mps, then cpu)]",
-                    "[default: (auto: float16 on cuda, else float32)]", "[default: .]"):
+                    "[default: (auto: float16 on cuda (bfloat16 for flux, klein), else float32)]", "[default: .]"):
         assert default in render, default
     assert "[default: (NAME-preview.png)]" in help_of("preview")

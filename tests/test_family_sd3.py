@@ -103,7 +103,7 @@ def test_lora_of_another_family_is_refused():
 
 def test_sdxl_checkpoint_with_family_sd3_is_refused():
     folder = presets.ensure_preset("sdxl", "tiny")
-    with pytest.raises(RenderError, match="is an sdxl checkpoint.*model.family: sdxl"):
+    with pytest.raises(RenderError, match="is a checkpoint of the sdxl family.*model.family: sdxl"):
         sd3.load_pipeline(Model("sd3", str(folder), Accelerator("none")), torch.float32)
 
 
@@ -151,7 +151,7 @@ def test_sd3_checkpoint_with_family_sd15_is_refused_before_loading():
     from semanticdraw_cli.families.registry import load_adapter
 
     folder = presets.ensure_preset("sd3", "tiny")
-    with pytest.raises(RenderError, match="is an sd3 checkpoint, but model.family is sd15; set model.family: sd3"):
+    with pytest.raises(RenderError, match="is a checkpoint of the sd3 family, but model.family is sd15; set model.family: sd3"):
         load_adapter(Model("sd15", str(folder), Accelerator("none")), torch.device("cpu"), torch.float32)
 
 
@@ -176,7 +176,7 @@ def test_real_flash_sd3_without_t5_equals_pipeline_on_gpu():
 
 
 @pytest.mark.parametrize("family", ["sdxl", "sd3"])
-def test_only_the_tiny_preset_exists_for_the_new_families(family):
-    with pytest.raises(RenderError, match=f"the {family} family has only the 'tiny' preset"):
+def test_no_small_preset_for_the_newer_families(family):
+    with pytest.raises(RenderError, match=f"the {family} family has the presets tiny, full-random, not 'small'"):
         presets.ensure_preset(family, "small")
     assert not list(presets.cache_root().glob(f"presets/*{family}-small*"))  # no half-built folder left

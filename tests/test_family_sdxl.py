@@ -130,7 +130,7 @@ def test_lora_of_another_family_is_refused(family, name):
 def test_sd15_checkpoint_with_family_sdxl_is_refused():
     folder = presets.ensure_preset("sd15", "tiny")
     model = Model("sdxl", str(folder), Accelerator("none"))
-    with pytest.raises(RenderError, match="is an sd15 checkpoint.*model.family: sd15"):
+    with pytest.raises(RenderError, match="is a checkpoint of the sd15 family.*model.family: sd15"):
         sdxl.load_pipeline(model, torch.float32)
 
 
@@ -166,7 +166,7 @@ def test_cli_exits_1_naming_the_family_of_a_mismatched_checkpoint(tmp_path):
     args = ["render", str(scene), "--model", str(sd15), "-o", str(tmp_path), "--device", "cpu", "--quiet"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1
-    assert "is an sd15 checkpoint" in result.output and "set model.family: sd15" in result.output
+    assert "is a checkpoint of the sd15 family" in result.output and "set model.family: sd15" in result.output
     assert "Traceback" not in result.output and not list(tmp_path.iterdir())
 
 

@@ -80,3 +80,11 @@ def test_abandoning_between_steps_leaves_the_next_render_unchanged(renderer, sce
     next(iter(renderer.steps(prepared)))  # one step, then abandoned
     states, _ = run(renderer, prepared)
     assert torch.equal(states[-1].x[0], renderer.render(scene)[0].latent)
+
+
+def test_offload_without_a_gpu_says_to_remove_it(renderer, scene_file):
+    from semanticdraw_cli.errors import RenderError
+
+    scene = load_scene(scene_file, ["model.offload=model"])
+    with pytest.raises(RenderError, match="(?s)model.offload: model moves weights .* CUDA GPU.*remove model.offload"):
+        renderer.prepare(scene)

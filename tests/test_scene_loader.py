@@ -104,6 +104,8 @@ def test_family_picks_its_accelerator_steps_and_tile(tmp_path):
     assert (scene.sampler.tile.size, scene.sampler.tile.stride) == (sdxl.tile_size, sdxl.tile_stride)
     sd3 = load_scene(write(tmp_path, MINIMAL + "model: {family: sd3, drop_t5: true}\n"))
     assert sd3.model.drop_t5 is True and sd3.sampler.guidance == registry.accelerators()["flash"].guidance
+    offloaded = load_scene(write(tmp_path, MINIMAL + "model: {family: sdxl, offload: model}\n"))
+    assert offloaded.model.offload == "model" and scene.model.offload == d.OFFLOAD
 
 
 def test_accelerator_none_uses_the_family_scheduler(tmp_path):
@@ -347,7 +349,8 @@ def test_unquoted_hash_colour_gets_a_quoting_hint(tmp_path):
         ("model: {family: sd2}", "model.family", "unknown value 'sd2'"),
         ("model: {accelerator: lightning}", "model.accelerator", "for sdxl, not sd15"),
         ("model: {accelerator: turbo}", "model.accelerator", "unknown accelerator"),
-        ("model: {drop_t5: true}", "model.drop_t5", "sd3 only"),
+        ("model: {drop_t5: true}", "model.drop_t5", "applies to sd3"),
+        ("model: {offload: disk}", "model.offload", "unknown value 'disk'"),
         ("sampler: {steps: [4, 2]}", "sampler.steps", "must increase"),
         ("sampler: {steps: [0, 50]}", "sampler.steps", "[0, 50)"),
         ("sampler: {steps: 1000000000}", "sampler.steps", f"between 1 and {d.MAX_GRID}"),

@@ -33,6 +33,9 @@ class FamilyAdapter(Protocol):
     dtype: torch.dtype  # what the network computes in; latents and x0 estimates stay float32
     latent_channels: int
     latent_factor: int  # canvas pixels per latent pixel along each side (the VAE's downsampling)
+    # True: sampler.guidance > 1 runs classifier-free guidance over the negative prompts. False: the model
+    # takes guidance otherwise (a distilled guidance embedding) or not at all, and has no unconditional branch.
+    cfg_guidance: bool
 
     def step_table(self, sampler: Sampler) -> StepTable:
         """Timesteps and a_i/s_i levels of `sampler.steps` in the family's schedule."""
@@ -104,3 +107,8 @@ class FamilySpec:
     presets: tuple[str, ...] = ("tiny",)
     pixel_multiple: int = defaults.CANVAS_MULTIPLE  # canvas and tile sides; 2×2 latent patches need 16
     options: tuple[str, ...] = ()  # family-only `model` keys this family reads, e.g. drop_t5
+    # Presets built on the GPU when loaded, never written (the real architecture: too big for the cache), and
+    # their builder: (preset, device, dtype, components to skip) -> the pipeline's components.
+    device_presets: tuple[str, ...] = ()
+    build_on_device: Callable[[str, torch.device, torch.dtype, frozenset[str]], dict] | None = None
+    cuda_dtype: str = "float16"  # `--dtype auto` on CUDA; bfloat16 for models whose activations overflow float16

@@ -65,21 +65,26 @@ def refuse_other_family(target: str, family: str, source: str | None = None) -> 
     found = family_of_pipeline(config) if config else None
     if found is not None and found != family:
         raise RenderError(
-            f"{source or target!r} is an {found} checkpoint, but model.family is {family}; set model.family: {found}"
+            f"{source or target!r} is a checkpoint of the {found} family, but model.family is {family}; set model.family: {found}"
         )
     return config
 
 
-def load_family_pipeline(pipeline_class, model, family: str, dtype: torch.dtype, require=None, **kwargs):
+def load_family_pipeline(
+    pipeline_class, model, family: str, dtype: torch.dtype, require=None, device: torch.device | None = None, **kwargs
+):
     """(pipeline, preset folder or None) from a preset, hub id, local folder or one .safetensors file.
 
     A diffusers folder of another family, or one without a component named in `require` (name -> what
-    to do), is refused before any weight is read.
+    to do), is refused before any weight is read. Presets of `FamilySpec.device_presets` are built on `device`.
     """
     from semanticdraw_cli.families import presets
+    from semanticdraw_cli.families.registry import family as family_spec
 
     quiet_libraries()
     source = model.checkpoint
+    if source in family_spec(family).device_presets:
+        return presets.pipeline_on_device(family_spec(family), pipeline_class, source, device, dtype, **kwargs), None
     preset_dir = presets.ensure_preset(family, source) if presets.is_preset(source) else None
     target = str(preset_dir or source)
     single_file = is_single_file(source)
@@ -152,7 +157,7 @@ def fuse_accelerator(
 
     With `component` (the pipeline part it adapts), a LoRA saved in PEFT's own format is read too.
     """
-    lora = resolve_lora(accelerator, preset_dir)
+    lora = None if getattr(pipe, "built_on_device", False) else resolve_lora(accelerator, preset_dir)
     if lora is None:
         return
     source, weight_name = lora
@@ -175,3 +180,25 @@ def fuse_accelerator(
         )
     pipe.fuse_lora(lora_scale=accelerator.weight, adapter_names=["accelerator"])
     pipe.unload_lora_weights()
+
+
+def place(pipe, offload: str, device: torch.device) -> None:
+    """The pipeline's networks on `device`, or (model.offload) kept in CPU memory and moved in as diffusers does it.
+
+    `model` moves each whole network to the GPU when it runs (peak: the largest network); `sequential` moves
+    one layer at a time (peak: about one layer, much slower). The VAE stays on the GPU under `sequential`,
+    so its float32 upcast can convert it.
+    """
+    if offload == "none":
+        pipe.to(device)
+        return
+    if device.type != "cuda":
+        raise RenderError(
+            f"model.offload: {offload} moves weights between CPU memory and a CUDA GPU, but the device is "
+            f"{device.type}\nwhat to do: remove model.offload (on {device.type} the model already lives in main memory)"
+        )
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe._exclude_from_cpu_offload = [*pipe._exclude_from_cpu_offload, "vae"]
+        pipe.enable_sequential_cpu_offload(device=device)

@@ -4,7 +4,8 @@ Nothing is downloaded: each family's `build_preset` writes configs, a generated 
 and seeded random weights with `save_pretrained` into a cache folder, which then loads like any real
 checkpoint. This module holds what the builders share and the cache. `tiny` keeps tests fast,
 `small` keeps the SD1.5 UNet layout at reduced width for CPU benchmarks, `full-random` is the real
-SD1.5 architecture (the real model's compute) for GPU timing.
+architecture (the real model's compute) for GPU timing: written to disk for SD1.5, built straight on the
+GPU for the families that list it in `FamilySpec.device_presets` (`random_on`, `pipeline_on_device`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +32,7 @@ from semanticdraw_cli.defaults import PRESET_NAMES
 PRESET_VERSION = 2
 SEED = 0
 MAX_TEXT_LENGTH = 77
+BUILD_DEVICES = ("cuda",)  # where `device_presets` are built: real-size models need a GPU's memory and speed
 
 
 def cache_root() -> Path:
@@ -68,11 +71,27 @@ def write_clip_tokenizer(folder: Path) -> int:
     return len(tokens)
 
 
-def clip_text_config(vocab_size: int, hidden: int, layers: int, heads: int, projection: int | None = None):
+def write_t5_tokenizer(folder: Path) -> None:
+    """A T5 tokenizer (Unigram over single characters, built with `tokenizers`): no sentencepiece needed."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    chars = string.ascii_letters + string.digits + string.punctuation
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    vocab += [(c, -3.0) for c in chars] + [("▁" + c, -2.5) for c in chars]
+    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
+
+
+def clip_text_config(
+    vocab_size: int, hidden: int, layers: int, heads: int, projection: int | None = None, rows: int | None = None,
+    act: str = "quick_gelu",
+):
+    """A CLIP text encoder for our tokenizer of `vocab_size` tokens; `rows`: the embedding table (a real model's 49408)."""
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        vocab_size=max(vocab_size, 1000),
+        vocab_size=rows or max(vocab_size, 1000),
         hidden_size=hidden,
         intermediate_size=hidden * 4,
         num_hidden_layers=layers,
@@ -82,8 +101,92 @@ def clip_text_config(vocab_size: int, hidden: int, layers: int, heads: int, proj
         bos_token_id=vocab_size - 2,
         eos_token_id=vocab_size - 1,
         pad_token_id=vocab_size - 1,
-        hidden_act="quick_gelu",
+        hidden_act=act,
     )
+
+
+def loaded_tokenizer(tokenizer_class, write) -> object:
+    """A tokenizer written by `write(folder)` into a temporary folder and loaded from it (nothing stays on disk)."""
+    with tempfile.TemporaryDirectory() as folder:
+        write(Path(folder))
+        return tokenizer_class.from_pretrained(folder)
+
+
+@contextmanager
+def random_on(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Networks constructed inside are allocated on `device` in `dtype` with seeded random weights.
+
+    On a GPU this builds a real-size model in seconds without a copy in CPU memory or on disk; on the
+    meta device it allocates nothing (parameter counts for free).
+    """
+    previous = torch.get_default_dtype()
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.device(device):
+        torch.manual_seed(SEED)
+        torch.set_default_dtype(dtype)
+        try:
+            yield
+        finally:
+            torch.set_default_dtype(previous)
+
+
+def pipeline_on_device(spec, pipeline_class, name: str, device: torch.device | None, dtype: torch.dtype, **kwargs):
+    """A preset of `spec.device_presets` (the real architecture, random weights), built on the GPU in `dtype`.
+
+    Components passed as None in `kwargs` (e.g. text_encoder_3 without T5) are not built. Accelerator LoRAs
+    are not applied: fused into random weights they change no cost (`built_on_device` tells the loader).
+    """
+    if device is None or device.type not in BUILD_DEVICES:
+        where = device.type if device is not None else "this device"
+        raise RenderError(
+            f"the {name} {spec.name} preset is the real architecture with random weights, built straight on a CUDA GPU "
+            f"and never written to disk; there is no GPU here ({where})\n"
+            "what to do: render with --device cuda on a machine with a GPU, or use --model tiny"
+        )
+    skip = frozenset(key for key, value in kwargs.items() if value is None)
+    pipe = pipeline_class(**spec.build_on_device(name, device, dtype, skip), **kwargs)
+    pipe.built_on_device = True
+    return pipe
+
+
+# The real networks that several families share, for `full-random` presets built with `random_on`.
+FULL_VAE = dict(  # the SD / SDXL / SD3 / FLUX.1 autoencoder layout (83.7 M parameters)
+    in_channels=3,
+    out_channels=3,
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=1024,
+)
+CLIP_ROWS = 49408  # CLIP's vocabulary size: the real embedding table (our tokenizer uses its first rows)
+
+
+def clip_l(vocab_size: int, projection: bool = False):
+    """OpenAI CLIP ViT-L/14's text encoder (123 M parameters), with or without its projection."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    config = clip_text_config(vocab_size, 768, 12, 12, projection=768, rows=CLIP_ROWS)
+    return CLIPTextModelWithProjection(config) if projection else CLIPTextModel(config)
+
+
+def clip_big_g(vocab_size: int):
+    """OpenCLIP ViT-bigG/14's text encoder with projection (695 M parameters), SDXL's and SD3's second encoder."""
+    from transformers import CLIPTextModelWithProjection
+
+    return CLIPTextModelWithProjection(clip_text_config(vocab_size, 1280, 32, 20, projection=1280, rows=CLIP_ROWS, act="gelu"))
+
+
+def t5_xxl():
+    """T5 v1.1 XXL's encoder (4.76 B parameters), SD3's and FLUX's third text encoder."""
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(
+        vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+        relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    ))
 
 
 def sd_scheduler():
@@ -151,6 +254,8 @@ def ensure_preset(family: str, name: str) -> Path:
     if is_built(family, name):
         return preset_folder(family, name)
     spec = family_spec(family)
+    if name in spec.device_presets:
+        raise RenderError(f"the {name} {family} preset is built on a GPU when it loads and has no folder")
     if name not in spec.presets:
         have = f"only the {spec.presets[0]!r} preset" if len(spec.presets) == 1 else "the presets " + ", ".join(spec.presets)
         raise RenderError(f"the {family} family has {have}, not {name!r}")

@@ -24,6 +24,8 @@ FAMILY_MODULES = (
     "semanticdraw_cli.families.sd15",
     "semanticdraw_cli.families.sdxl",
     "semanticdraw_cli.families.sd3",
+    "semanticdraw_cli.families.flux",
+    "semanticdraw_cli.families.klein",
 )
 
 

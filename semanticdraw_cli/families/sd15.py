@@ -43,15 +43,18 @@ def load_pipeline(model: Model, dtype: torch.dtype):
 class SD15Adapter(CodecMixin):
     """SD1.5 behind the family contract. LCM predicts x0 with its boundary condition."""
 
+    cfg_guidance = True
+
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
-        self.unet = pipe.unet.to(device).eval()
-        self.text_encoder = pipe.text_encoder.to(device).eval()
+        loading.place(pipe, model.offload, device)
+        self.unet = pipe.unet.eval()
+        self.text_encoder = pipe.text_encoder.eval()
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
-        self.codec = VaeCodec(pipe.vae.to(device).eval(), device, dtype, pipe.vae.config.scaling_factor)
+        self.codec = VaeCodec(pipe.vae.eval(), device, dtype, pipe.vae.config.scaling_factor)
         self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
         self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 

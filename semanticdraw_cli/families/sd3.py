@@ -34,14 +34,14 @@ T5_TOKENS = 256  # the pipeline's default max_sequence_length
 NO_T5_HINT = "set model.drop_t5: true (--set model.drop_t5=true) to render with the two CLIP encoders only"
 
 
-def load_pipeline(model: Model, dtype: torch.dtype):
+def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None = None):
     """A diffusers StableDiffusion3Pipeline (without T5 when model.drop_t5) with its accelerator fused."""
     from diffusers import StableDiffusion3Pipeline
 
     kwargs = {"text_encoder_3": None, "tokenizer_3": None} if model.drop_t5 else {}
     require = {} if model.drop_t5 else {"text_encoder_3": NO_T5_HINT}
     pipe, preset_dir = loading.load_family_pipeline(
-        StableDiffusion3Pipeline, model, "sd3", dtype, require=require, **kwargs
+        StableDiffusion3Pipeline, model, "sd3", dtype, require=require, device=device, **kwargs
     )
     source = model.checkpoint
     if type(pipe.transformer).__name__ != "SD3Transformer2DModel":
@@ -58,11 +58,14 @@ def load_pipeline(model: Model, dtype: torch.dtype):
 class SD3Adapter(CodecMixin):
     """SD3 behind the family contract."""
 
+    cfg_guidance = True
+
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
-        self.transformer = pipe.transformer.to(device).eval()
-        self.text_encoders = [pipe.text_encoder.to(device).eval(), pipe.text_encoder_2.to(device).eval()]
+        loading.place(pipe, model.offload, device)
+        self.transformer = pipe.transformer.eval()
+        self.text_encoders = [pipe.text_encoder.eval(), pipe.text_encoder_2.eval()]
         self.tokenizers = [pipe.tokenizer, pipe.tokenizer_2]
-        self.t5 = pipe.text_encoder_3.to(device).eval() if pipe.text_encoder_3 is not None else None
+        self.t5 = pipe.text_encoder_3.eval() if pipe.text_encoder_3 is not None else None
         self.t5_tokenizer = pipe.tokenizer_3
         self.scheduler_config = dict(pipe.scheduler.config)
         self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
@@ -70,7 +73,7 @@ class SD3Adapter(CodecMixin):
         self.device, self.dtype = device, dtype
         self.latent_channels = self.transformer.config.in_channels
         self.patch = self.transformer.config.patch_size
-        vae = pipe.vae.to(device).eval()
+        vae = pipe.vae.eval()
         self.codec = VaeCodec(
             vae,
             device,
@@ -166,7 +169,7 @@ class SD3Adapter(CodecMixin):
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Adapter:
-    return SD3Adapter(load_pipeline(model, dtype), model, device, dtype)
+    return SD3Adapter(load_pipeline(model, dtype, device), model, device, dtype)
 
 
 # --- the tiny preset: SD3's layout (2 CLIP + T5, MMDiT, 16-channel VAE with shift) at toy width -----------
@@ -174,18 +177,6 @@ def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Adapter:
 TINY_CLIP = 32  # hidden = projection width of each CLIP encoder
 TINY_JOINT = 80  # T5 width = joint_attention_dim; wider than the two CLIPs (64) so the padding is exercised
 TINY_HEADS, TINY_HEAD_DIM = 2, 16
-
-
-def write_t5_tokenizer(folder: Path) -> None:
-    """A T5 tokenizer (Unigram over single characters, built with `tokenizers`): no sentencepiece needed."""
-    import string
-
-    from transformers import T5Tokenizer
-
-    chars = string.ascii_letters + string.digits + string.punctuation
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
-    vocab += [(c, -3.0) for c in chars] + [("▁" + c, -2.5) for c in chars]
-    T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=512).save_pretrained(folder)
 
 
 MMDIT_PROJECTIONS = (*presets.ATTENTION_PROJECTIONS, "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
@@ -199,7 +190,7 @@ def build_preset(name: str, folder: Path) -> None:
 
     vocab = presets.write_clip_tokenizer(folder / "tokenizer")
     presets.write_clip_tokenizer(folder / "tokenizer_2")
-    write_t5_tokenizer(folder / "tokenizer_3")
+    presets.write_t5_tokenizer(folder / "tokenizer_3")
     t5_tokenizer = T5Tokenizer.from_pretrained(folder / "tokenizer_3")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(presets.SEED)
@@ -268,6 +259,46 @@ def build_preset(name: str, folder: Path) -> None:
 
 
 
+# --- full-random: SD3 medium's real networks with random weights, built on the GPU (7.69 B parameters) -------
+
+FULL_TRANSFORMER = dict(  # stabilityai/stable-diffusion-3-medium-diffusers transformer/config.json (2.03 B)
+    sample_size=128,
+    patch_size=2,
+    in_channels=16,
+    out_channels=16,
+    num_layers=24,
+    attention_head_dim=64,
+    num_attention_heads=24,
+    joint_attention_dim=4096,
+    caption_projection_dim=1536,
+    pooled_projection_dim=2048,
+    pos_embed_max_size=192,
+)
+
+
+def build_on_device(name: str, device: torch.device, dtype: torch.dtype, skip: frozenset[str]) -> dict:
+    """SD3 medium's MMDiT, CLIP L, OpenCLIP bigG, T5-XXL (unless skipped) and VAE at full size on `device`."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTokenizer, T5Tokenizer
+
+    tokenizer = presets.loaded_tokenizer(CLIPTokenizer, presets.write_clip_tokenizer)
+    parts = {"tokenizer": tokenizer, "tokenizer_2": tokenizer,
+             "scheduler": FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0)}
+    if "text_encoder_3" not in skip:
+        parts["tokenizer_3"] = presets.loaded_tokenizer(T5Tokenizer, presets.write_t5_tokenizer)
+    with presets.random_on(device, dtype):
+        parts |= {
+            "transformer": SD3Transformer2DModel(**FULL_TRANSFORMER),
+            "text_encoder": presets.clip_l(len(tokenizer), projection=True),
+            "text_encoder_2": presets.clip_big_g(len(tokenizer)),
+            "vae": AutoencoderKL(**presets.FULL_VAE, latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609,
+                                 use_quant_conv=False, use_post_quant_conv=False),
+        }
+        if "text_encoder_3" not in skip:
+            parts["text_encoder_3"] = presets.t5_xxl()
+    return parts
+
+
 SPEC = FamilySpec(
     name="sd3",
     pipeline_class="StableDiffusion3Pipeline",
@@ -283,6 +314,9 @@ SPEC = FamilySpec(
     schedulers=("flow-euler",),
     load=load,
     build_preset=build_preset,
+    presets=("tiny", "full-random"),
     pixel_multiple=16,
     options=("drop_t5",),
+    device_presets=("full-random",),
+    build_on_device=build_on_device,
 )

@@ -36,11 +36,11 @@ else:
 
 
 
-def load_pipeline(model: Model, dtype: torch.dtype):
+def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None = None):
     """A diffusers StableDiffusionXLPipeline with its accelerator LoRA fused."""
     from diffusers import StableDiffusionXLPipeline
 
-    pipe, preset_dir = loading.load_family_pipeline(StableDiffusionXLPipeline, model, "sdxl", dtype)
+    pipe, preset_dir = loading.load_family_pipeline(StableDiffusionXLPipeline, model, "sdxl", dtype, device=device)
     source = model.checkpoint
     unet = pipe.unet
     if getattr(unet.config, "addition_embed_type", None) != "text_time":
@@ -59,10 +59,13 @@ def load_pipeline(model: Model, dtype: torch.dtype):
 class SDXLAdapter(CodecMixin):
     """SDXL behind the family contract."""
 
+    cfg_guidance = True
+
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
-        self.unet = pipe.unet.to(device).eval()
-        self.text_encoder = pipe.text_encoder.to(device).eval()
-        self.text_encoder_2 = pipe.text_encoder_2.to(device).eval()
+        loading.place(pipe, model.offload, device)
+        self.unet = pipe.unet.eval()
+        self.text_encoder = pipe.text_encoder.eval()
+        self.text_encoder_2 = pipe.text_encoder_2.eval()
         self.tokenizer, self.tokenizer_2 = pipe.tokenizer, pipe.tokenizer_2
         self.scheduler_config = dict(pipe.scheduler.config)
         self.zero_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
@@ -72,7 +75,7 @@ class SDXLAdapter(CodecMixin):
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
-        vae = pipe.vae.to(device).eval()
+        vae = pipe.vae.eval()
         self.codec = VaeCodec(
             vae, device, dtype, vae.config.scaling_factor, upcast=needs_vae_upcast(vae, dtype)
         )
@@ -135,7 +138,7 @@ class SDXLAdapter(CodecMixin):
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLAdapter:
-    return SDXLAdapter(load_pipeline(model, dtype), model, device, dtype)
+    return SDXLAdapter(load_pipeline(model, dtype, device), model, device, dtype)
 
 
 # --- the tiny preset: SDXL's layout (two CLIP encoders, text_time conditioning) at toy width --------------
@@ -144,9 +147,23 @@ TINY_TEXT = (32, 32)  # hidden width of text_encoder, text_encoder_2 (its projec
 TINY_TIME_DIM = 8  # addition_time_embed_dim
 
 
+def sdxl_scheduler():
+    """SDXL base's scheduler config (Euler, leading spacing: the adapter asks for trailing)."""
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+
+
 def build_preset(name: str, folder: Path) -> None:
     """An SDXL-layout pipeline with seeded random weights and random `lightning` / `hyper` LoRAs."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     vocab = presets.write_clip_tokenizer(folder / "tokenizer")
@@ -186,14 +203,6 @@ def build_preset(name: str, folder: Path) -> None:
         )
         text_encoder = CLIPTextModel(presets.clip_text_config(vocab, width_1, 2, 2))
         text_encoder_2 = CLIPTextModelWithProjection(presets.clip_text_config(vocab, width_2, 2, 2, projection=width_2))
-        scheduler = EulerDiscreteScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            num_train_timesteps=1000,
-            steps_offset=1,
-            timestep_spacing="leading",  # as SDXL base ships it; the adapter asks for trailing
-        )
         pipe = StableDiffusionXLPipeline(
             vae=vae,
             text_encoder=text_encoder,
@@ -201,13 +210,49 @@ def build_preset(name: str, folder: Path) -> None:
             tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
             tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
             unet=unet,
-            scheduler=scheduler,
+            scheduler=sdxl_scheduler(),
             force_zeros_for_empty_prompt=True,
         )
         pipe.save_pretrained(folder)
         for accelerator in SPEC.accelerators:  # a random LoRA under each name
             presets.save_random_lora(pipe.unet, folder / "accelerators" / accelerator, StableDiffusionXLPipeline)
 
+
+
+# --- full-random: SDXL base's real networks with random weights, built on the GPU (3.47 B parameters) --------
+
+FULL_UNET = dict(  # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (2.57 B parameters)
+    sample_size=128,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280),
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    transformer_layers_per_block=(1, 2, 10),
+    attention_head_dim=(5, 10, 20),
+    cross_attention_dim=2048,
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=2816,
+)
+
+
+def build_on_device(name: str, device: torch.device, dtype: torch.dtype, skip: frozenset[str]) -> dict:
+    """SDXL base's UNet, CLIP L, OpenCLIP bigG and VAE at full size with seeded random weights on `device`."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTokenizer
+
+    tokenizer = presets.loaded_tokenizer(CLIPTokenizer, presets.write_clip_tokenizer)
+    with presets.random_on(device, dtype):
+        networks = {
+            "unet": UNet2DConditionModel(**FULL_UNET),
+            "text_encoder": presets.clip_l(len(tokenizer)),
+            "text_encoder_2": presets.clip_big_g(len(tokenizer)),
+            "vae": AutoencoderKL(**presets.FULL_VAE, latent_channels=4, scaling_factor=0.13025, force_upcast=True),
+        }
+    return {**networks, "tokenizer": tokenizer, "tokenizer_2": tokenizer, "scheduler": sdxl_scheduler()}
 
 
 SPEC = FamilySpec(
@@ -228,4 +273,7 @@ SPEC = FamilySpec(
     schedulers=("euler-trailing", "lcm", "ddim"),
     load=load,
     build_preset=build_preset,
+    presets=("tiny", "full-random"),
+    device_presets=("full-random",),
+    build_on_device=build_on_device,
 )
