@@ -55,7 +55,7 @@ def build_scene(checkpoint: str, overrides: tuple[str, ...], seed: int, images: 
     width, height = (int(round(side * scale / 8)) * 8 for side in (1280, 768))
     sets = [f"model.checkpoint={checkpoint}", f"sampler.seed={seed}", f"sampler.images={images}",
             f"canvas.width={width}", f"canvas.height={height}", *overrides]
-    return scaled_shapes(load_scene(IRWOROBONGDO, sets), width / 1280)
+    return scaled_shapes(load_scene(IRWOROBONGDO, sets), width / 1280, height / 768)
 
 
 def load_models(args, scenes: dict[str, Scene], renderer: Renderer):
