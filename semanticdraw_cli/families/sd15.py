@@ -13,7 +13,8 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
-from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
+from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch, timestep
+from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
@@ -40,7 +41,7 @@ def load_pipeline(model: Model, dtype: torch.dtype):
     return pipe
 
 
-class SD15Adapter(CodecMixin):
+class SD15Adapter(CodecMixin, NetworkMixin):
     """SD1.5 behind the family contract. LCM predicts x0 with its boundary condition."""
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
@@ -114,7 +115,9 @@ class SD15Adapter(CodecMixin):
         a, s = table.signal[step], table.noise[step]
         x = x.to(self.device, torch.float32)  # (B, C, h, w)
         inputs, context = guidance_batch(x, cond, uncond)
-        eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
+        eps = self.unet(
+            inputs.to(self.dtype), timestep(t, self.device), encoder_hidden_states=context["text"].to(self.dtype)
+        ).sample.float()
         eps = apply_guidance(eps, uncond is not None, guidance)
         x0 = (x - s * eps) / a
         if table.stochastic:  # LCM: x0 = c_out·x0 + c_skip·x
