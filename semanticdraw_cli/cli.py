@@ -105,6 +105,12 @@ def render(
     dtype: Annotated[Optional[str], typer.Option(help="float16, bfloat16, float32 [default: float16 on cuda].")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
     plan: Annotated[Optional[str], typer.Option(help="default | reference | regions.")] = None,
+    compile_: Annotated[Optional[bool], typer.Option(
+        "--compile/--no-compile", help="torch.compile the network: static shapes, CUDA graphs on CUDA [default: the scene's]."
+    )] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(
+        help="The device's peak TFLOP/s, for the report's share of it [default: measured once by a matrix product]."
+    )] = None,
     shard: Annotated[Optional[str], typer.Option(help="Render only the K-th of N shares of the (scene, seed) jobs: K/N.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
@@ -118,8 +124,11 @@ def render(
 
     shard_spec = _parse_shard(shard)
     _check_runtime_options(device, dtype)
+    if peak_tflops is not None and not peak_tflops > 0:
+        _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
     overrides = list(set_ or [])
-    for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
+    for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan),
+                       ("model.checkpoint", model), ("sampler.compile", compile_)):
         if value is not None:
             overrides.append(f"{key}={value}")
     loaded, problems = _load_scenes(scenes, overrides)
@@ -134,7 +143,7 @@ def render(
     from semanticdraw_cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer
 
-    renderer = Renderer(device=device, dtype=dtype)
+    renderer = Renderer(device=device, dtype=dtype, peak_tflops=peak_tflops)
     results = []
     try:
         with RenderProgress(enabled=not quiet, scenes=len(jobs)) as progress:

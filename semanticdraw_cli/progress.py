@@ -48,9 +48,10 @@ class RenderProgress:
 
 
 def print_summary(results) -> None:
-    """One row per written image: file, seconds per phase, UNet work."""
+    """One row per written image: file, seconds per phase, network work and its rate."""
     table = Table(title="semanticdraw render", title_justify="left")
-    for column in ("image", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs"):
+    for column in ("image", "total s", "load", "compile", "denoise", "decode", "UNet calls", "batch items", "pairs",
+                   "TFLOP/s"):
         table.add_column(column, justify="left" if column == "image" else "right")
     for result in results:
         seconds = result.report["seconds"]
@@ -58,10 +59,12 @@ def print_summary(results) -> None:
             result.png.name if result.png else result.scene.name,
             f"{seconds.get('total', 0.0):.2f}",
             f"{seconds['load']:.2f}",
+            f"{seconds.get('compile', 0.0):.2f}",
             f"{seconds['denoise']:.2f}",
             f"{seconds['decode']:.2f}",
             str(result.report["unet_calls"]),
             str(result.report["batch_items"]),
             f"{result.report['pairs_active']}/{result.report['pairs_total']}",
+            f"{result.report['flops']['tflops_per_second'] or 0.0:.3g}",
         )
     console.print(table)
