@@ -4,10 +4,10 @@
     python benchmarks/levers.py --device cuda --preset full-random --group compile --out OUT.json  # adds rows
     python benchmarks/levers.py --table OUT.json
 
-Irworobongdo at 1280×768 (tile 768, stride 384). Each row: one warm-up render (it compiles, probes the
-batch size, counts FLOPs), then `--repeats` timed renders and the median; rows run one after another, each
-written to OUT.json as soon as it is measured, so a run cut short keeps what it measured. A group's rows run
-in one process; `gpu_check.sh` gives each compiled group its own process.
+Irworobongdo at 1280×768 (tile 768, stride 384). Each row gets one warm-up render (it compiles, probes the
+batch size, counts FLOPs); then `--repeats` rounds of one timed render per row, interleaved so that a busy
+neighbour slows every row alike, and the median. OUT.json is rewritten after every round, so a run cut short
+keeps what it measured. A group's rows run in one process; `gpu_check.sh` gives each compiled group its own.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ GROUPS = {  # group -> rows (name, overrides); the first row of the first group 
                      ("sampler.compile=true", "sampler.fuse_qkv=true", "sampler.channels_last=true")),),
 }
 COLUMNS = ("row", "batch", "calls", "compile s", "denoise s", "decode s", "total s", "s/image", "images/s",
-           "TFLOP/s", "% peak", "× default")
+           "TFLOP/s", "peak TFLOP/s", "% peak", "× default")
 
 
 def measure_rows(args: argparse.Namespace) -> None:
@@ -44,34 +44,45 @@ def measure_rows(args: argparse.Namespace) -> None:
     from semanticdraw_cli.render import Renderer
 
     defaults.COMPILE_BACKEND = args.compile_backend
+    if args.threads:
+        torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.canvas.split("x"))
     dtype = args.dtype or ("float16" if args.device.startswith("cuda") else "float32")
-    workload = run.Workload("levers", args.preset, width, height, (), (), tile=run.tile(width * 3 // 5, width * 3 // 10),
-                            dtype=dtype)
+    tile = run.tile(width * 3 // 5, width * 3 // 10)
+    workload = run.Workload("levers", args.preset, width, height, (), (), tile=tile, dtype=dtype)
     renderer = Renderer(device=args.device, dtype=dtype)
     result = json.loads(args.out.read_text()) if args.out.exists() else {"workload": "levers", "rows": []}
     result["machine"] = run.machine(workload, renderer)
-    for name, overrides in GROUPS[args.group]:
-        method = run.Method(name, overrides)
-        scene = run.build_scene(workload, method)
+    methods = [run.Method(name, overrides) for name, overrides in GROUPS[args.group]]
+    scenes = {m.name: run.build_scene(workload, m) for m in methods}
+    warm, runs = {}, {m.name: [] for m in methods}
+    for m in methods:
         start = time.perf_counter()
-        warm = run.measure(renderer, [scene], method)
-        run.log(f"{name}: warm-up {time.perf_counter() - start:.1f} s (compile {warm['compile']:.1f} s)")
-        runs = []
-        for _ in range(args.repeats):
-            runs.append(run.measure(renderer, [scene], method))
-            run.log(f"  {name}: {runs[-1]['total']:.3f} s")
-        row = {"row": name, "group": args.group, "overrides": list(overrides), "images": scene.sampler.images,
-               "warm_up_compile": warm["compile"], **run.median_run(runs)}
-        latent = runs[-1]["latent"]
-        base = next((r for r in result["rows"] if r.get("baseline")), None)
-        if base is None:
-            row["baseline"], result["baseline_latent"] = True, latent.flatten()[:4096].tolist()
-        elif row["images"] == 1 and "reference" not in name:  # the same picture as the baseline's?
-            reference = torch.tensor(result["baseline_latent"])
-            row["max_abs_latent_diff_vs_default"] = float((latent.flatten()[:4096] - reference).abs().max())
-        result["rows"] = [r for r in result["rows"] if r["row"] != name] + [row]
+        warm[m.name] = run.measure(renderer, [scenes[m.name]], m)
+        run.log(f"{m.name}: warm-up {time.perf_counter() - start:.1f} s (compile {warm[m.name]['compile']:.1f} s)")
+    for _ in range(args.repeats):
+        for m in methods:
+            runs[m.name].append(run.measure(renderer, [scenes[m.name]], m))
+            run.log(f"  {m.name}: {runs[m.name][-1]['total']:.3f} s")
+        for m in methods:
+            result["rows"] = [r for r in result["rows"] if r["row"] != m.name] + [
+                row(result, m, scenes[m.name].sampler.images, args.group, warm[m.name], runs[m.name])]
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def row(result: dict, method, images: int, group: str, warm: dict, runs: list[dict]) -> dict:
+    """A row's medians; the first row measured is the baseline, whose latent the others are compared with."""
+    import torch
+
+    out = {"row": method.name, "group": group, "overrides": list(method.overrides), "images": images,
+           "warm_up_compile": warm["compile"], **run.median_run(runs)}
+    latent = runs[-1]["latent"].flatten()[:4096]
+    base = next((r for r in result["rows"] if r.get("baseline")), None)
+    if base is None or base["row"] == method.name:
+        out["baseline"], result["baseline_latent"] = True, latent.tolist()
+    elif images == 1 and "reference" not in method.name:  # the same picture as the baseline's?
+        out["max_abs_latent_diff_vs_default"] = float((latent - torch.tensor(result["baseline_latent"])).abs().max())
+    return out
 
 
 def table(result: dict) -> str:
@@ -88,14 +99,16 @@ def table(result: dict) -> str:
         per_image = r["total"] / r["images"]
         cells = [r["row"], f"{r['max_batch']:.0f}", f"{r['unet_calls']:.0f}", f"{r['warm_up_compile']:.1f}",
                  f"{r['denoise']:.3f}", f"{r['decode']:.3f}", f"{r['total']:.3f}", f"{per_image:.3f}",
-                 f"{1 / per_image:.2f}", f"{r['tflops_per_second']:.3g}", f"{100 * r['fraction_of_peak']:.1f}",
+                 f"{1 / per_image:.2f}", f"{r['tflops_per_second']:.3g}", f"{r['peak_tflops_per_second']:.4g}",
+                 f"{100 * r['fraction_of_peak']:.1f}",
                  f"{per_image / base['total']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    diffs = {r["row"]: r["max_abs_latent_diff_vs_default"] for r in result["rows"] if "max_abs_latent_diff_vs_default" in r}
-    peak = base["peak_tflops_per_second"]
-    lines += ["", f"Peak {peak:.4g} TFLOP/s: one square matrix product in {m['dtype']}, measured once per process. "
-              "compile s: the warm-up render's compiling. Max |latent − default's| (first 4096 values): "
-              + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items())]
+    key = "max_abs_latent_diff_vs_default"
+    diffs = {r["row"]: r[key] for r in result["rows"] if key in r}
+    notes = (f"Peak: one square matrix product in {m['dtype']}, measured once per process (each group is one). "
+             "compile s: the warm-up render's compiling. Max |latent − default's| (first 4096 values): "
+             + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items()))
+    lines += ["", notes]
     return "\n".join(lines)
 
 
@@ -110,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--canvas", default="1280x768", help="WxH; the tile is 3/5 of the width, stride half that")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile-backend", default="inductor", help="aot_eager: trace without building kernels")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
     args = parser.parse_args(argv)
     if args.table:
         print(table(json.loads(args.table.read_text())))

@@ -106,7 +106,8 @@ def render(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
     plan: Annotated[Optional[str], typer.Option(help="default | reference | regions.")] = None,
     compile_: Annotated[Optional[bool], typer.Option(
-        "--compile/--no-compile", help="torch.compile the network: static shapes, CUDA graphs on CUDA [default: the scene's]."
+        "--compile/--no-compile",
+        help="torch.compile the network: static shapes, CUDA graphs on CUDA [default: the scene's].",
     )] = None,
     peak_tflops: Annotated[Optional[float], typer.Option(
         help="The device's peak TFLOP/s, for the report's share of it [default: measured once by a matrix product]."

@@ -169,7 +169,9 @@ def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.
     return x0[:count] if extra else x0
 
 
-def _stats(setup: FusionSetup, step: int, items: int, pixels: int, images: int, run: _Run, before: Batching) -> StepStats:
+def _stats(
+    setup: FusionSetup, step: int, items: int, pixels: int, images: int, run: _Run, before: Batching
+) -> StepStats:
     doubled, b = (2 if setup.uncond is not None else 1), run.batching
     return StepStats(step, b.calls - before.calls, items * doubled, pixels * doubled, len(setup.plan[step]) * images,
                      setup.pairs_total * images, b.halvings - before.halvings, b.padded - before.padded, b.size)

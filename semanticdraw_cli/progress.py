@@ -68,3 +68,7 @@ def print_summary(results) -> None:
             f"{result.report['flops']['tflops_per_second'] or 0.0:.3g}",
         )
     console.print(table)
+    halvings = sum(result.report.get("oom_halvings", 0) for result in results)
+    if halvings:
+        console.print(f"ran out of GPU memory {halvings} times: those calls were retried with half the batch "
+                      "(set sampler.max_batch lower to avoid the retries)")

@@ -292,8 +292,8 @@ def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
         cover_alpha=c.number(d, "cover_alpha", "sampler.cover_alpha", D.COVER_ALPHA, lo=0, hi=1),
         max_batch=_max_batch(c, d.get("max_batch")) if isinstance(d.get("max_batch"), str)
         else c.integer(d, "max_batch", "sampler.max_batch", D.MAX_BATCH, lo=1),
-        compile=c.choice(d, "compile", "sampler.compile", D.COMPILE_MODES, D.COMPILE) if isinstance(d.get("compile"), str)
-        else c.flag(d, "compile", "sampler.compile", D.COMPILE),
+        compile=c.flag(d, "compile", "sampler.compile", D.COMPILE) if not isinstance(d.get("compile"), str)
+        else c.choice(d, "compile", "sampler.compile", D.COMPILE_MODES, D.COMPILE),
         fuse_qkv=c.flag(d, "fuse_qkv", "sampler.fuse_qkv", D.FUSE_QKV),
         channels_last=c.flag(d, "channels_last", "sampler.channels_last", D.CHANNELS_LAST),
     )

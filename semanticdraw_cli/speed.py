@@ -75,10 +75,12 @@ def configure(
         (height, width), pair = next(iter(found.items()))
         key = (model, height, width, guided)
 
+        def probe(batch: int) -> torch.Tensor:
+            return call(denoiser, setup, pair, batch)
+
         def item_bytes() -> int:
             if key not in measured.item_bytes:
                 with _eager(denoiser):
-                    probe = lambda batch: call(denoiser, setup, pair, batch)  # noqa: E731
                     measured.item_bytes[key] = batching.peak_bytes_per_item(device, probe)
             return measured.item_bytes[key]
 

@@ -96,7 +96,7 @@ def test_flops_are_linear_in_the_batch_and_count_attention(renderer):
     pair = setup.plan[0][0]
     one, three = (flops.count(lambda b=b: speed.call(adapter, setup, pair, b)) for b in (1, 3))
     assert one > 0 and three == 3 * one
-    with torch.utils.flop_counter.FlopCounterMode(display=False) as torch_only:  # torch's table alone misses CPU attention
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as torch_only:  # torch's table misses CPU attention
         speed.call(adapter, setup, pair, 1)
     assert torch_only.get_total_flops() < one
 
