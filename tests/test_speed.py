@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -124,3 +125,19 @@ def test_levers_follow_the_scene():
     assert speed.levers(sampler, cuda).compile == "reduce-overhead"
     assert speed.levers(dataclasses.replace(sampler, compile="max-autotune"), cpu).compile == "max-autotune"
     assert speed.levers(scene().sampler, cuda) == Levers()
+
+
+def test_compile_option_of_render(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from semanticdraw_cli.cli import app
+
+    monkeypatch.setattr(defaults, "COMPILE_BACKEND", "aot_eager")
+    path = tmp_path / "scene.yaml"
+    path.write_text("canvas: {width: 128, height: 128}\nregions: [{prompt: a fox, mask: {rect: [0, 0, 64, 128]}}]\n")
+    args = ["render", str(path), "--model", "tiny", "-o", str(tmp_path), "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(app, [*args, "--compile", "--peak-tflops", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "scene-2024.json").read_text())
+    assert report["network"]["compile"] == "default" and report["seconds"]["compile"] > 0
+    assert report["flops"]["peak_tflops_per_second"] == 2.0 and report["flops"]["peak"] == "given"
