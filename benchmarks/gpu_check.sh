@@ -9,7 +9,8 @@
 # random weights), then renders Irworobongdo at 1280x768 in float16 with each speed lever (default with
 # max_batch auto, max_batch 8, fuse_qkv, channels_last, the reference plan, --images 8, then --compile and
 # --compile with every lever in processes of their own) and prints one table. JSON and the log land in $OUT
-# (default benchmarks/results). Any failure stops it with a non-zero exit and the line "gpu_check: FAILED".
+# (default benchmarks/results). Any failure of the required rows stops it with exit 1 and the line
+# "gpu_check: FAILED: ..."; the last, optional row (a second compile) only warns when it cannot finish.
 #
 # CPU self-test of the script itself (no GPU):
 #   GPU_CHECK_DEVICE=cpu GPU_CHECK_PRESET=tiny GPU_CHECK_CANVAS=640x384 GPU_CHECK_REPEATS=1 \
@@ -72,8 +73,8 @@ measure() {
 }
 measure eager || fail "the eager rows"
 measure compile || fail "the --compile row"
-if (($(left) > 200)); then
-    measure compile-all || fail "the --compile + fuse_qkv + channels_last row"
+if (($(left) > 240)); then  # optional: a second compile; cut short, the rows above still stand
+    measure compile-all || say "WARNING: the --compile + fuse_qkv + channels_last row did not finish (see the log)"
 else
     say "skipped --compile + fuse_qkv + channels_last: $(left) s left, a compile takes minutes"
 fi

@@ -9,6 +9,7 @@ in `Measured`, so the next render of the same shapes pays none of it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
@@ -34,9 +35,9 @@ else:
 class Measured:
     """What a renderer measured of its loaded models, kept between renders: each costs network calls."""
 
-    item_bytes: dict[Hashable, int] = field(default_factory=dict)  # (model, h, w, guided) -> CUDA bytes per item
-    item_flops: dict[Hashable, int] = field(default_factory=dict)  # (model, h, w, guided) -> FLOPs of one item
-    warm: set[Hashable] = field(default_factory=set)  # (model, levers, h, w, batch, guided) compiled already
+    item_bytes: dict[Hashable, int] = field(default_factory=dict)  # (model, guided, (h, w)) -> CUDA bytes per item
+    item_flops: dict[Hashable, int] = field(default_factory=dict)  # (model, guided, (h, w)) -> FLOPs of one item
+    warm: set[Hashable] = field(default_factory=set)  # (model, guided, levers, (h, w), batch) compiled already
 
 
 def levers(sampler: Sampler, device: torch.device) -> Levers:
@@ -61,7 +62,7 @@ def configure(
     peak_tflops: float | None = None,
 ) -> tuple[FusionSetup, dict[str, float], dict[str, Any]]:
     """(setup with its batch size, seconds of `compile` and `flops`, what the report says of the network)."""
-    device, guided = setup.masks.device, setup.uncond is not None
+    device, key = setup.masks.device, (model, setup.uncond is not None)
     chosen = levers(sampler, device)
     optimize = getattr(denoiser, "optimize", None)
     if optimize is not None:
@@ -70,35 +71,12 @@ def configure(
         raise RenderError(f"{type(denoiser).__name__} has no speed levers; turn sampler.compile, fuse_qkv and "
                           "channels_last off")
     found = shapes(setup.plan)
-    need = batching.demand(setup.plan, images)
-    if sampler.max_batch == "auto":
-        (height, width), pair = next(iter(found.items()))
-        key = (model, height, width, guided)
-
-        def probe(batch: int) -> torch.Tensor:
-            return call(denoiser, setup, pair, batch)
-
-        def item_bytes() -> int:
-            if key not in measured.item_bytes:
-                with _eager(denoiser):
-                    measured.item_bytes[key] = batching.peak_bytes_per_item(device, probe)
-            return measured.item_bytes[key]
-
-        size = batching.auto_max_batch(device, need, item_bytes)
-    else:
-        size = min(sampler.max_batch, need)
+    size = batch_size(denoiser, setup, sampler.max_batch, batching.demand(setup.plan, images), found, measured, key)
     setup = replace(setup, max_batch=size, pad_batches=chosen.compile is not None)
-    timings = {"compile": warm_up(denoiser, setup, found, measured, (model, chosen, guided)) if chosen.compile else 0.0}
+    timings = {"compile": warm_up(denoiser, setup, found, measured, (*key, chosen)) if chosen.compile else 0.0}
     start = time.perf_counter()
-    per_item = {}
-    for shape, pair in found.items():
-        key = (model, *shape, guided)
-        if key not in measured.item_flops:
-            with _eager(denoiser):
-                measured.item_flops[key] = flops.count(lambda pair=pair: call(denoiser, setup, pair, 1))
-        per_item[shape] = measured.item_flops[key]
-    dtype = getattr(denoiser, "dtype", torch.float32)
-    peak, source = flops.peak(device, dtype, peak_tflops)
+    per_item = item_flops(denoiser, setup, found, measured, key)
+    peak = flops.peak(device, getattr(denoiser, "dtype", torch.float32), peak_tflops)
     timings["flops"] = time.perf_counter() - start
     network = {
         "max_batch": sampler.max_batch,
@@ -108,7 +86,38 @@ def configure(
         "fuse_qkv": chosen.fuse_qkv,
         "channels_last": chosen.channels_last,
     }
-    return setup, timings, {"network": network, "item_flops": per_item, "peak": (peak, source)}
+    return setup, timings, {"network": network, "item_flops": per_item, "peak": peak}
+
+
+def batch_size(denoiser: Denoiser, setup: FusionSetup, setting: int | str, need: int,
+               found: dict[tuple[int, int], Pair], measured: Measured, key: tuple) -> int:
+    """`sampler.max_batch`, never above what a step needs; `auto` probes the largest window once per model."""
+    if setting != "auto":
+        return min(setting, need)
+    shape, pair = next(iter(found.items()))
+    probe_key = (*key, shape)
+
+    def item_bytes() -> int:
+        if probe_key not in measured.item_bytes:
+            with _eager(denoiser):
+                probe = functools.partial(call, denoiser, setup, pair)
+                measured.item_bytes[probe_key] = batching.peak_bytes_per_item(setup.masks.device, probe)
+        return measured.item_bytes[probe_key]
+
+    return batching.auto_max_batch(setup.masks.device, need, item_bytes)
+
+
+def item_flops(denoiser: Denoiser, setup: FusionSetup, found: dict[tuple[int, int], Pair], measured: Measured,
+               key: tuple) -> dict[tuple[int, int], int]:
+    """FLOPs of one item per window shape (with its guidance branch), counted once per model."""
+    counts = {}
+    for shape, pair in found.items():
+        count_key = (*key, shape)
+        if count_key not in measured.item_flops:
+            with _eager(denoiser):
+                measured.item_flops[count_key] = flops.count(functools.partial(call, denoiser, setup, pair, 1))
+        counts[shape] = measured.item_flops[count_key]
+    return counts
 
 
 def warm_up(denoiser: Denoiser, setup: FusionSetup, found: dict[tuple[int, int], Pair], measured: Measured,
