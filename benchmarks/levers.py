@@ -13,6 +13,7 @@ keeps what it measured. A group's rows run in one process; `gpu_check.sh` gives 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import sys
 import time
@@ -76,12 +77,13 @@ def row(result: dict, method, images: int, group: str, warm: dict, runs: list[di
 
     out = {"row": method.name, "group": group, "overrides": list(method.overrides), "images": images,
            "warm_up_compile": warm["compile"], **run.median_run(runs)}
-    latent = runs[-1]["latent"].flatten()[:4096]
+    latent = runs[-1]["latent"].flatten()[:4096].float()
     base = next((r for r in result["rows"] if r.get("baseline")), None)
-    if base is None or base["row"] == method.name:
-        out["baseline"], result["baseline_latent"] = True, latent.tolist()
+    if base is None or base["row"] == method.name:  # kept as base64 float32: one line of the JSON
+        out["baseline"], result["baseline_latent"] = True, base64.b64encode(latent.numpy().tobytes()).decode()
     elif images == 1 and "reference" not in method.name:  # the same picture as the baseline's?
-        out["max_abs_latent_diff_vs_default"] = float((latent - torch.tensor(result["baseline_latent"])).abs().max())
+        baseline = torch.frombuffer(bytearray(base64.b64decode(result["baseline_latent"])), dtype=torch.float32)
+        out["max_abs_latent_diff_vs_default"] = float((latent - baseline).abs().max())
     return out
 
 
