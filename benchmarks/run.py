@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IRWOROBONGDO = ROOT / "scenes" / "irworobongdo.yaml"
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
-PHASES = ("encode", "masks", "denoise", "decode")
+PHASES = ("encode", "masks", "compile", "denoise", "decode")
 LCM_STEPS = "[0, 4, 12, 25, 37]"
 
 
@@ -205,10 +205,11 @@ def measure(renderer: Renderer, scenes: list[Scene], method: Method) -> dict:
     run = {
         "total": wall,
         "cpu_seconds": cpu,
-        **{phase: sum(r["seconds"][phase] for r in reports) for phase in PHASES},
+        **{phase: sum(r["seconds"].get(phase, 0.0) for r in reports) for phase in PHASES},
         **{key: sum(r[key] for r in reports) for key in ("unet_calls", "batch_items", "latent_pixels", "pairs_active", "pairs_total")},
         "steps": len(reports[0]["steps"]),
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in reports) if cuda else peak_rss_bytes(),
+        **rates(reports),
     }
     if method.extrapolate_to:  # per-step costs scale, the rest (encode, masks, decode) does not
         scale = method.extrapolate_to / run["steps"]
@@ -220,6 +221,17 @@ def measure(renderer: Renderer, scenes: list[Scene], method: Method) -> dict:
         run["measured_steps"], run["steps"] = run["steps"], method.extrapolate_to
     run["latent"] = torch.stack(latents)
     return run
+
+
+def rates(reports: list[dict]) -> dict:
+    """The denoise phase's FLOPs, batch size, achieved TFLOP/s and share of the device's peak (the reports' `flops`)."""
+    denoise_flops = sum(r["flops"]["denoise"] for r in reports)
+    seconds = sum(r["seconds"]["denoise"] for r in reports)
+    peak = reports[0]["flops"]["peak_tflops_per_second"]
+    achieved = denoise_flops / seconds / 1e12 if seconds > 0 else 0.0
+    return {"denoise_flops": denoise_flops, "tflops_per_second": achieved, "peak_tflops_per_second": peak,
+            "fraction_of_peak": achieved / peak if peak else 0.0, "max_batch": reports[0]["network"]["batch"],
+            "oom_halvings": sum(r["oom_halvings"] for r in reports)}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -376,8 +388,8 @@ def table(result: dict) -> str:
         f"→{m['load_average_end'][0]:.1f}",
         "",
         "| method | steps | UNet calls | batch items | latent Mpx | encode s | masks s | denoise s | decode s "
-        "| total s | CPU s | peak MiB | × default time | × default Mpx |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| total s | CPU s | peak MiB | TFLOP/s | × default time | × default Mpx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         name = r["method"] + (" (extrapolated)" if r["extrapolated"] else "")
@@ -385,7 +397,8 @@ def table(result: dict) -> str:
         lines.append(
             f"| {name} | {r['steps']:.0f} | {r['unet_calls']:.0f} | {r['batch_items']:.0f} | {r['latent_pixels'] / 1e6:.3f} "
             f"| {r['encode']:.2f} | {r['masks']:.3f} | {r['denoise']:.1f} | {r['decode']:.2f} | {r['total']:.1f} "
-            f"| {r['cpu_seconds']:.1f} | {r['peak_memory_bytes'] / 2**20:.0f} | {q['total']:.2f} | {q['latent_pixels']:.2f} |"
+            f"| {r['cpu_seconds']:.1f} | {r['peak_memory_bytes'] / 2**20:.0f} | {r['tflops_per_second']:.3g} "
+            f"| {q['total']:.2f} | {q['latent_pixels']:.2f} |"
         )
     if result["checks"]:
         lines += ["", "Checks: " + ", ".join(f"{k} = {v:.3g}" for k, v in result["checks"].items())]

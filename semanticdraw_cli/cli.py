@@ -97,6 +97,13 @@ def render(
         Optional[str],
         typer.Option(help="default | reference | regions.", show_default=f"the scene's, else {defaults.PLAN}"),
     ] = None,
+    compile_: Annotated[Optional[bool], typer.Option(
+        "--compile/--no-compile",
+        help="torch.compile the network: static shapes, CUDA graphs on CUDA [default: the scene's].",
+    )] = None,
+    peak_tflops: Annotated[Optional[float], typer.Option(
+        help="The device's peak TFLOP/s, for the report's share of it [default: measured once by a matrix product]."
+    )] = None,
     shard: Annotated[Optional[str], typer.Option(help="Render only the K-th of N shares of the (scene, seed) jobs: K/N.")] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Replace existing outputs (else they are refused before any model loads).")
@@ -125,8 +132,11 @@ def render(
         ctx.meta[JSON_KEY] = summary
     shard_spec = parse_shard(shard)
     _check_runtime_options(device, dtype)
+    if peak_tflops is not None and not peak_tflops > 0:
+        _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
     overrides = list(set_ or [])
-    for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
+    for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan),
+                       ("model.checkpoint", model), ("sampler.compile", compile_)):
         if value is not None:
             overrides.append(f"{key}={value}")
     overrides += _min_score_override(min_score, score)
@@ -145,7 +155,7 @@ def render(
     from semanticdraw_cli.render import Renderer
 
     clip = _scoring_clip([job.scene for job in call.jobs], score, model_clip, device)
-    renderer = Renderer(device=device, dtype=dtype)
+    renderer = Renderer(device=device, dtype=dtype, peak_tflops=peak_tflops)
     results = []
     try:
         with RenderProgress(enabled=not quiet, scenes=len(call.jobs)) as progress:

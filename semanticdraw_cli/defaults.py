@@ -87,7 +87,22 @@ MASK_MODE = "discrete"
 COVER_ALPHA = 0.3  # an earlier region keeps this share of its mask where a later one lies on top
 PLANS = ("default", "reference", "regions")
 PLAN = "default"
-MAX_BATCH = 8  # (window, region) pairs per UNet call; the guidance branch doubles the items
+MAX_BATCH = "auto"  # (window, region) pairs per network call, or auto (batching.auto_max_batch); guidance doubles them
+AUTO_BATCH_OFF_CUDA = 8  # auto off CUDA: batch size does not matter on CPU (benchmarks/README.md), 8 bounds memory
+AUTO_BATCH_MEMORY_SHARE = 0.8  # share of the free CUDA memory an auto batch may take, at the probed bytes per item
+# Speed levers of the network (families/network.py), each switchable alone so it can be measured alone.
+COMPILE = False  # sampler.compile: false, true, or a torch.compile mode
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODE_CUDA = "reduce-overhead"  # what `true` means on CUDA: inductor kernels replayed as CUDA graphs
+COMPILE_MODE_OTHER = "default"  # what `true` means elsewhere (CUDA graphs need CUDA)
+COMPILE_BACKEND = "inductor"
+FUSE_QKV = False  # one projection for attention's q, k, v (diffusers' fuse_qkv_projections)
+CHANNELS_LAST = False  # convolution weights in channels-last memory format
+# The device's peak for the report's share of it (flops.py): one square matrix product of this side.
+PEAK_MATMUL_SIDE_CUDA = 8192
+PEAK_MATMUL_SIDE = 1024  # elsewhere: a CPU takes tens of milliseconds at this side
+PEAK_MATMUL_WARMUP = 2
+PEAK_MATMUL_REPEATS = 5
 
 NEGATIVE = ""
 BLUR = 1.0  # Gaussian std of the mask edge, pixels

@@ -8,11 +8,12 @@ in variance-preserving form, x_i = a_i·x0 + s_i·eps, for every family.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import torch
 
+from semanticdraw_cli.batching import Batching, Item, chunks, padding
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.schedule import StepTable, draw, renoise
 from semanticdraw_cli.tiles import Window
@@ -52,10 +53,11 @@ class FusionSetup:
     bootstrap_steps: int
     bootstrap_mix: float
     leak_sensitivity: float
-    max_batch: int
+    max_batch: int  # items per network call (out of memory halves it during a run)
     pairs_total: int  # every region on every grid window, for the report
     method: str = "semanticdraw"  # or "multidiffusion": average after each pair's full step
     fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (a background prompt, no picture)
+    pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ class StepStats:
     latent_pixels: int
     pairs_active: int
     pairs_total: int
+    oom_halvings: int = 0  # calls that ran out of memory and were retried with half the batch
+    padded_items: int = 0  # padding items evaluated and discarded (static shapes)
+    max_batch: int = 0  # the batch size in use at the end of the step
 
 
 def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
@@ -81,39 +86,79 @@ def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
 
 
 def gather(embeddings: Embeddings | None, regions: list[int]) -> Embeddings | None:
+    """Each item's rows of (R, ...) embeddings: views stacked on the device (an index list would be a host sync)."""
     if embeddings is None:
         return None
-    return {key: value[regions] for key, value in embeddings.items()}
+    return {key: torch.stack([value[r] for r in regions]) for key, value in embeddings.items()}
+
+
+@dataclass
+class _Run:
+    """What one sampling run carries between steps: its generators, batch size and the centring shifts."""
+
+    generators: Sequence[torch.Generator]
+    batching: Batching
+    shifts: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (step, pair) -> roll
 
 
 def sample(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, generators: Sequence[torch.Generator]
 ) -> Iterator[tuple[StepStats, torch.Tensor, torch.Tensor]]:
-    """Run every step, yielding (stats, canvas latent, fused x0) after each; the last latent is the clean x0."""
+    """Run every step, yielding (stats, canvas latent, fused x0) after each; the last latent is the clean x0.
+
+    Nothing in the loop waits for the device: callers that time steps record CUDA events (render.py).
+    """
     step_fn = _multidiffusion_step if setup.method == "multidiffusion" else _fusion_step
+    run = _Run(generators, Batching(setup.max_batch, setup.pad_batches), _centring_shifts(setup))
     for i in range(setup.table.steps):
-        x, x0, stats = step_fn(denoiser, setup, x, i, generators)
-        if x.is_cuda:
-            torch.cuda.synchronize()
+        x, x0, stats = step_fn(denoiser, setup, x, i, run)
         yield stats, x, x0
 
 
-def _chunks(pairs: Sequence[tuple[int, int]], setup: FusionSetup, step: int) -> Iterator[list[tuple[int, int]]]:
-    """Items (image, pair index) in batches of at most max_batch, one window shape per batch."""
-    by_shape: dict[tuple[int, int], list[tuple[int, int]]] = {}
-    for item in pairs:
-        window = setup.plan[step][item[1]].window
-        by_shape.setdefault((window.height, window.width), []).append(item)
-    for items in by_shape.values():
-        for start in range(0, len(items), setup.max_batch):
-            yield items[start : start + setup.max_batch]
+def _centring_shifts(setup: FusionSetup) -> dict[tuple[int, int], tuple[int, int]]:
+    """The bootstrap steps' centring rolls per pair, from one copy of their masks to the host."""
+    if setup.method != "semanticdraw" or setup.bootstrap_steps == 0:
+        return {}
+    steps = min(setup.bootstrap_steps, setup.table.steps)
+    masks = setup.masks[:steps].cpu() > 0  # (steps, R, h, w)
+    return {
+        (i, j): centring_shift(masks[i, pair.region, pair.window.slices[0], pair.window.slices[1]])
+        for i in range(steps)
+        for j, pair in enumerate(setup.plan[i])
+    }
 
 
 def _predict(
-    denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair]
+    denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair], run: _Run
 ) -> torch.Tensor:
+    """x0 of the items in calls of at most the batch size; a call that runs out of memory is retried in halves."""
+    batching, outputs, start = run.batching, [], 0
+    while start < len(inputs):
+        end = min(start + batching.size, len(inputs))
+        try:
+            out = _call(denoiser, setup, step, inputs[start:end], pairs[start:end], batching)
+        except torch.cuda.OutOfMemoryError:
+            if end - start == 1:
+                raise
+            out = None
+        if out is None:  # outside the handler, so that the failed call's tensors are freed first
+            batching.halve(end - start)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        outputs.append(out)
+        start = end
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+
+def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair],
+          batching: Batching) -> torch.Tensor:
+    """One network call; padded with copies of the last item to the batch size when shapes must stay static."""
+    count, extra = len(inputs), padding(len(inputs), batching)
+    inputs, pairs = inputs + inputs[-1:] * extra, pairs + pairs[-1:] * extra
+    batching.padded, batching.calls = batching.padded + extra, batching.calls + 1
     regions = [p.region for p in pairs]
-    return denoiser.predict_x0(
+    x0 = denoiser.predict_x0(
         torch.stack(inputs),
         setup.table,
         step,
@@ -122,15 +167,19 @@ def _predict(
         setup.guidance,
         [p.window for p in pairs],
     )
+    return x0[:count] if extra else x0
 
 
-def _stats(setup: FusionSetup, step: int, calls: int, items: int, pixels: int, images: int) -> StepStats:
-    doubled = 2 if setup.uncond is not None else 1
-    return StepStats(step, calls, items * doubled, pixels * doubled, len(setup.plan[step]) * images, setup.pairs_total * images)
+def _stats(
+    setup: FusionSetup, step: int, items: int, pixels: int, images: int, run: _Run, before: Batching
+) -> StepStats:
+    doubled, b = (2 if setup.uncond is not None else 1), run.batching
+    return StepStats(step, b.calls - before.calls, items * doubled, pixels * doubled, len(setup.plan[step]) * images,
+                     setup.pairs_total * images, b.halvings - before.halvings, b.padded - before.padded, b.size)
 
 
 def _fusion_step(
-    denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, generators: Sequence[torch.Generator]
+    denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, run: _Run
 ) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
     """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once.
 
@@ -145,28 +194,29 @@ def _fusion_step(
     if bootstrapping:
         mix = min(max(setup.bootstrap_mix - i, 0.0), 1.0)
         base = setup.base if setup.base is not None else x
-        eps = draw(generators, tuple(x.shape[1:]), x.device)
+        eps = draw(run.generators, tuple(x.shape[1:]), x.device)
         # noised_i(m·white + (1 − m)·base); with no background image, base is the canvas latent itself
         bg = a * (mix * setup.white + (1.0 - mix) * base) + s * eps  # (N, C, h, w)
     num = torch.zeros_like(x)  # (N, C, h, w)
     den = torch.zeros_like(x[:, :1])  # (N, 1, h, w)
-    items = [(k, j) for k in range(images) for j in range(len(setup.plan[i]))]
-    calls = count = pixels = 0
-    for chunk in _chunks(items, setup, i):
+    items: list[Item] = [(k, j) for k in range(images) for j in range(len(setup.plan[i]))]
+    count = pixels = 0
+    before = replace(run.batching)
+    for chunk in chunks(items, setup.plan[i], run.batching.size):
         pairs = [setup.plan[i][j] for _, j in chunk]
         inputs, shifts = [], []
-        for (k, _), pair in zip(chunk, pairs):
+        for (k, j), pair in zip(chunk, pairs):
             rows, cols = pair.window.slices
             x_rv = x[k, :, rows, cols]
             if bootstrapping:
                 m = masks[pair.region, rows, cols]
                 x_rv = m * x_rv + (1.0 - m) * bg[k, :, rows, cols]
-                shift = centring_shift(m > 0)
+                shift = run.shifts[i, j]
                 x_rv = torch.roll(x_rv, shift, dims=(-2, -1))
                 shifts.append(shift)
             inputs.append(x_rv)
-        x0 = _predict(denoiser, setup, i, inputs, pairs).float()
-        calls, count = calls + 1, count + len(pairs)
+        x0 = _predict(denoiser, setup, i, inputs, pairs, run).float()
+        count += len(pairs)
         pixels += sum(p.window.height * p.window.width for p in pairs)
         for n, ((k, j), pair) in enumerate(zip(chunk, pairs)):
             rows, cols = pair.window.slices
@@ -183,11 +233,11 @@ def _fusion_step(
     if not setup.fill_uncovered_only:
         covered = den.clamp(0.0, 1.0)
         x0 = covered * x0 + (1.0 - covered) * setup.fill
-    return renoise(x, x0, i, generators, table), x0, _stats(setup, i, calls, count, pixels, images)
+    return renoise(x, x0, i, run.generators, table), x0, _stats(setup, i, count, pixels, images, run, before)
 
 
 def _multidiffusion_step(
-    denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, generators: Sequence[torch.Generator]
+    denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, run: _Run
 ) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
     """Classic MultiDiffusion: each pair takes its own full scheduler step, then the results are averaged.
 
@@ -201,16 +251,17 @@ def _multidiffusion_step(
     fresh = None
     if table.stochastic and not last:
         shapes = [(x.shape[1], p.window.height, p.window.width) for p in setup.plan[i]]
-        fresh = [[torch.randn(shape, generator=g) for shape in shapes] for g in generators]
+        fresh = [[torch.randn(shape, generator=g) for shape in shapes] for g in run.generators]
     num, x0_num = torch.zeros_like(x), torch.zeros_like(x)
     den = torch.zeros_like(x[:, :1])
-    items = [(k, j) for k in range(images) for j in range(pair_count)]
-    calls = count = pixels = 0
-    for chunk in _chunks(items, setup, i):
+    items: list[Item] = [(k, j) for k in range(images) for j in range(pair_count)]
+    count = pixels = 0
+    before = replace(run.batching)
+    for chunk in chunks(items, setup.plan[i], run.batching.size):
         pairs = [setup.plan[i][j] for _, j in chunk]
         inputs = [x[k, :, p.window.slices[0], p.window.slices[1]] for (k, _), p in zip(chunk, pairs)]
-        x0 = _predict(denoiser, setup, i, inputs, pairs).float()
-        calls, count = calls + 1, count + len(pairs)
+        x0 = _predict(denoiser, setup, i, inputs, pairs, run).float()
+        count += len(pairs)
         pixels += sum(p.window.height * p.window.width for p in pairs)
         for n, ((k, j), pair) in enumerate(zip(chunk, pairs)):
             rows, cols = pair.window.slices
@@ -229,4 +280,4 @@ def _multidiffusion_step(
     passthrough = table.signal[i + 1] * fill + table.noise[i + 1] * (x - table.signal[i] * fill) / table.noise[i]
     x0 = torch.where(den > 0, x0_num / den.clamp_min(1e-12), fill)  # the mean prediction, for previews
     x = torch.where(den > 0, num / den.clamp_min(1e-12), passthrough)
-    return x, x0, _stats(setup, i, calls, count, pixels, images)
+    return x, x0, _stats(setup, i, count, pixels, images, run, before)

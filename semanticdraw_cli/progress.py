@@ -57,7 +57,7 @@ class RenderProgress:
 
 
 def print_summary(results) -> None:
-    """One row per written image: the whole file name, its seed, seconds per phase, UNet work, CLIP scores if scored."""
+    """One row per written image: the whole file name, its seed, seconds per phase, network work and its rate, CLIP scores if scored."""
     from semanticdraw_cli.score import summary_cells
 
     table = Table(title="semanticdraw render", title_justify="left")
@@ -65,7 +65,8 @@ def print_summary(results) -> None:
     scored = any("scores" in result.report for result in results)
     score_columns = ("CLIP fg", "CLIP bg", "lowest region") if scored else ()
     table.add_column("image", no_wrap=True)
-    for column in ("seed", "total s", "load", "denoise", "decode", "UNet calls", "batch items", "pairs", *score_columns):
+    for column in ("seed", "total s", "load", "compile", "denoise", "decode", "UNet calls", "batch items", "pairs",
+                   "TFLOP/s", *score_columns):
         table.add_column(column, justify="left" if column == "lowest region" else "right", no_wrap=True)
     for name, result in zip(names, results):
         seconds = result.report["seconds"]
@@ -75,11 +76,13 @@ def print_summary(results) -> None:
             str(result.seed),
             f"{seconds.get('total', 0.0):.2f}",
             f"{seconds['load']:.2f}",
+            f"{seconds.get('compile', 0.0):.2f}",
             f"{seconds['denoise']:.2f}",
             f"{seconds['decode']:.2f}",
             str(result.report["unet_calls"]),
             str(result.report["batch_items"]),
             f"{result.report['pairs_active']}/{result.report['pairs_total']}",
+            f"{result.report.get('flops', {}).get('tflops_per_second') or 0.0:.3g}",
             *score_cells,
         )
     natural = console.measure(table, options=console.options.update_width(10_000)).maximum
@@ -87,3 +90,7 @@ def print_summary(results) -> None:
         console.print(table)
     else:  # wider than the terminal (it wraps the lines) beats names cut short
         Console(stderr=True, width=natural).print(table, crop=False)
+    halvings = sum(result.report.get("oom_halvings", 0) for result in results)
+    if halvings:
+        console.print(f"ran out of GPU memory {halvings} times: those calls were retried with half the batch "
+                      "(set sampler.max_batch lower to avoid the retries)")

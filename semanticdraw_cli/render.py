@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import masks as mask_math, outputs, stages
+from semanticdraw_cli import flops, masks as mask_math, outputs, speed, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
@@ -58,8 +58,9 @@ class Prepared:
     picture: np.ndarray | None  # (H, W, 3) uint8 background picture, or None
     x: torch.Tensor  # (N, C, h, w) initial canvas latents, on the device
     generator_states: tuple[torch.Tensor, ...]  # per image, after drawing the initial latent
-    timings: dict[str, float]  # load, masks, encode seconds
+    timings: dict[str, float]  # load, masks, encode, compile, flops seconds
     recomputed: dict[str, int]  # stage -> entries computed (not cached) by this prepare
+    speed: dict[str, Any] = field(default_factory=dict)  # network levers, FLOPs per item, peak (speed.configure)
 
 
 @dataclass(frozen=True)
@@ -69,15 +70,18 @@ class StepState:
     stats: StepStats
     x: torch.Tensor  # (N, C, h, w)
     x0: torch.Tensor  # (N, C, h, w)
-    seconds: float  # wall time of this step
+    seconds: float  # wall time of this step on the host (on CUDA: until its work was queued)
+    events: tuple[Any, Any] | None = None  # CUDA events around the step's device work; `finish` reads them
 
 
 @dataclass
 class Renderer:
     device: str | None = None  # auto: cuda, mps, cpu
     dtype: str | None = None  # auto: the family's cuda_dtype on cuda, else float32
+    peak_tflops: float | None = None  # the device's peak for the report; None: measured once per process
     cache: stages.StageCache = field(default_factory=stages.StageCache)
     _adapters: dict[Hashable, FamilyAdapter] = field(default_factory=dict)
+    _measured: speed.Measured = field(default_factory=speed.Measured)
 
     def model_key(self, scene: Scene) -> Hashable:
         return scene.model, self.device, self.dtype
@@ -175,28 +179,36 @@ class Renderer:
             bootstrap_steps=scene.sampler.bootstrap.steps if scene.sampler.method == "semanticdraw" else 0,
             bootstrap_mix=scene.sampler.bootstrap.mix,
             leak_sensitivity=scene.sampler.bootstrap.leak_sensitivity,
-            max_batch=scene.sampler.max_batch,
+            max_batch=1,  # a placeholder: step 7 sizes the batch
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
             fill_uncovered_only=scene.background.prompt is not None and base is None,
         )
+        # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
+        setup, speed_timings, speed_info = speed.configure(
+            adapter, setup, scene.sampler, len(seeds), self._measured, self.model_key(scene), self.peak_tflops
+        )
+        timings.update(speed_timings)
         recomputed = {stage: len(keys) for stage, keys in self.cache.recomputed.items()}
         states = tuple(g.get_state() for g in generators)
-        return Prepared(scene, seeds, adapter, table, setup, canvas_masks, picture, x, states, timings, recomputed)
+        return Prepared(
+            scene, seeds, adapter, table, setup, canvas_masks, picture, x, states, timings, recomputed, speed_info
+        )
 
     def steps(self, prepared: Prepared) -> Iterator[StepState]:
         """Sample: yield the state after each step. Stop iterating to abandon the render between steps."""
         generators = [torch.Generator("cpu").set_state(state) for state in prepared.generator_states]
-        last = time.perf_counter()
+        cuda = prepared.x.is_cuda
+        last, mark = time.perf_counter(), _event(cuda)
         try:
             for stats, x, x0 in sample(prepared.adapter, prepared.setup, prepared.x, generators):
-                now = time.perf_counter()
-                yield StepState(stats, x, x0, now - last)
-                last = now
+                now, end = time.perf_counter(), _event(cuda)
+                yield StepState(stats, x, x0, now - last, (mark, end) if cuda else None)
+                last, mark = now, end
         except torch.cuda.OutOfMemoryError as error:
             raise RenderError(
-                "out of GPU memory while sampling; lower the batch (--set sampler.max_batch=2), "
-                "the tile size, or use --dtype float16"
+                "out of GPU memory while sampling (network calls were retried down to one item); lower the tile size "
+                "(--set sampler.tile.size=...) or use --dtype float16"
             ) from error
 
     def finish(
@@ -204,6 +216,8 @@ class Renderer:
     ) -> list[RenderResult]:
         """Decode the clean latent, keep untouched pixels of a painted-over picture, build each image's report."""
         x, scene = final.x, prepared.scene
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)  # the steps were queued without waiting; their events are done now
         if not torch.isfinite(x).all():
             raise RenderError("the sampler produced NaN/inf latents; try --dtype float32")
         timings = dict(prepared.timings)
@@ -213,9 +227,13 @@ class Renderer:
         if prepared.picture is not None:
             images = blend_over_background(images, prepared.picture, prepared.canvas_masks)
         timings["decode"] = time.perf_counter() - start
-        step_reports = [{**vars(state.stats), "seconds": state.seconds} for state in step_states]
+        step_reports = [{**vars(state.stats), "seconds": _step_seconds(state)} for state in step_states]
         timings["denoise"] = sum(step["seconds"] for step in step_reports)
-        report = build_report(scene, timings, step_reports, prepared.adapter, list(prepared.seeds))
+        info = prepared.speed
+        plans = [prepared.setup.plan[state.stats.step] for state in step_states]
+        measured = flops.summary(plans, len(prepared.seeds), info["item_flops"], timings["denoise"], *info["peak"])
+        report = build_report(scene, timings, step_reports, prepared.adapter, list(prepared.seeds),
+                              {"network": info["network"], "flops": measured})
         return [
             RenderResult(scene, seed, images[k], x[k].cpu(), {**report, "seed": seed, "image_index": seed - scene.sampler.seed})
             for k, seed in enumerate(prepared.seeds)
@@ -281,6 +299,22 @@ def _as_scene(
     from semanticdraw_cli.scene_loader import load_scene
 
     return load_scene(Path(scene), overrides, allow_outside=allow_outside)
+
+
+def _event(cuda: bool) -> Any:
+    """A recorded CUDA timing event (None off CUDA): steps are timed on the device, without waiting for it."""
+    if not cuda:
+        return None
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _step_seconds(state: StepState) -> float:
+    """Device time between the step's events on CUDA (call after a synchronize), else host wall time."""
+    if state.events is None:
+        return state.seconds
+    return state.events[0].elapsed_time(state.events[1]) / 1000.0
 
 
 def region_masks(scene: Scene) -> np.ndarray:

@@ -39,8 +39,9 @@ def peak_memory_bytes(device: torch.device) -> int:
 
 
 def build_report(
-    scene: Scene, timings: dict, steps: list[dict], adapter: FamilyAdapter, seeds: list[int]
+    scene: Scene, timings: dict, steps: list[dict], adapter: FamilyAdapter, seeds: list[int], speed: dict | None = None
 ) -> dict[str, Any]:
+    """`speed`: the network's levers and the denoise phase's FLOPs (render.py, speed.py)."""
     return {
         "scene": str(scene.source) if scene.source else scene.name,
         "canvas": [scene.canvas.width, scene.canvas.height],
@@ -54,12 +55,17 @@ def build_report(
             "denoise": timings["denoise"],
             "steps": [step["seconds"] for step in steps],
             "decode": timings["decode"],
+            "compile": timings.get("compile", 0.0),  # compiling the network, before the steps are timed
+            "flops": timings.get("flops", 0.0),  # counting FLOPs and measuring the peak: once per process
         },
         "unet_calls": sum(step["unet_calls"] for step in steps),
         "batch_items": sum(step["batch_items"] for step in steps),
         "latent_pixels": sum(step["latent_pixels"] for step in steps),
         "pairs_active": sum(step["pairs_active"] for step in steps),
         "pairs_total": sum(step["pairs_total"] for step in steps),
+        "oom_halvings": sum(step.get("oom_halvings", 0) for step in steps),  # calls retried with half the batch
+        "padded_items": sum(step.get("padded_items", 0) for step in steps),
+        **(speed or {}),
         "steps": steps,
         "device": str(adapter.device),
         "dtype": str(adapter.dtype).removeprefix("torch."),

@@ -66,7 +66,10 @@ class Sampler:
     tile: Tile
     plan: str  # default | reference | regions
     cover_alpha: float
-    max_batch: int
+    max_batch: int | str  # items per network call, or "auto"
+    compile: bool | str = False  # torch.compile the network: true, or a mode name (defaults.COMPILE_MODES)
+    fuse_qkv: bool = False  # fused q/k/v attention projections
+    channels_last: bool = False  # channels-last convolution weights
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ def scene_to_dict(scene: Scene) -> dict:
         "sampler": {
             "method": s.method, "steps": list(s.steps), "grid": s.grid, "guidance": s.guidance, "seed": s.seed,
             "images": s.images, "mask_mode": s.mask_mode, "plan": s.plan, "cover_alpha": s.cover_alpha,
-            "max_batch": s.max_batch, "tile": {"size": s.tile.size, "stride": s.tile.stride},
+            "max_batch": s.max_batch, "compile": s.compile, "fuse_qkv": s.fuse_qkv, "channels_last": s.channels_last,
+            "tile": {"size": s.tile.size, "stride": s.tile.stride},
             "bootstrap": {"steps": s.bootstrap.steps, "mix": s.bootstrap.mix,
                           "leak_sensitivity": s.bootstrap.leak_sensitivity},
         },

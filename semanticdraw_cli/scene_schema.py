@@ -31,7 +31,7 @@ KEYS = {
     "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
-                "plan", "cover_alpha", "max_batch"),
+                "plan", "cover_alpha", "max_batch", "compile", "fuse_qkv", "channels_last"),
     "sampler.bootstrap": ("steps", "mix", "leak_sensitivity"),
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
@@ -255,8 +255,19 @@ def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
         tile=_tile(c, c.section(d.get("tile"), "sampler.tile", KEYS["sampler.tile"]), *tile),
         plan=c.choice(d, "plan", "sampler.plan", D.PLANS, D.PLAN),
         cover_alpha=c.number(d, "cover_alpha", "sampler.cover_alpha", D.COVER_ALPHA, lo=0, hi=1),
-        max_batch=c.integer(d, "max_batch", "sampler.max_batch", D.MAX_BATCH, lo=1),
+        max_batch=_max_batch(c, d.get("max_batch")) if isinstance(d.get("max_batch"), str)
+        else c.integer(d, "max_batch", "sampler.max_batch", D.MAX_BATCH, lo=1),
+        compile=c.flag(d, "compile", "sampler.compile", D.COMPILE) if not isinstance(d.get("compile"), str)
+        else c.choice(d, "compile", "sampler.compile", D.COMPILE_MODES, D.COMPILE),
+        fuse_qkv=c.flag(d, "fuse_qkv", "sampler.fuse_qkv", D.FUSE_QKV),
+        channels_last=c.flag(d, "channels_last", "sampler.channels_last", D.CHANNELS_LAST),
     )
+
+
+def _max_batch(c: _Checker, value: str) -> str:
+    if value != "auto":
+        c.add("sampler.max_batch", f"expected auto or a whole number, got {_describe(value)}")
+    return "auto"
 
 
 def _steps(c: _Checker, d: dict, default_steps, default_grid: int) -> tuple[tuple[int, ...], int]:

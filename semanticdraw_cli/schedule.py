@@ -37,8 +37,14 @@ class StepTable:
 
 
 def draw(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """One canvas-wide draw per image, on the CPU, so results do not depend on device or plan."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+    """One canvas-wide draw per image, on the CPU, so results do not depend on device or plan.
+
+    To CUDA through pinned memory: the copy then needs no host sync inside the step loop.
+    """
+    eps = torch.stack([torch.randn(shape, generator=g) for g in generators])
+    if torch.device(device).type == "cuda":
+        return eps.pin_memory().to(device, non_blocking=True)
+    return eps.to(device)
 
 
 def initial_latents(

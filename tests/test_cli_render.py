@@ -22,7 +22,7 @@ IRWOROBONGDO = SCENES / "irworobongdo.yaml"
 REPORT_FIELDS = {
     "scene", "canvas", "method", "plan", "images_in_batch", "seconds", "unet_calls", "batch_items",
     "latent_pixels", "pairs_active", "pairs_total", "steps", "device", "dtype", "peak_memory_bytes",
-    "versions", "seed", "image_index",
+    "versions", "seed", "image_index", "network", "flops", "oom_halvings", "padded_items",
 }
 runner = CliRunner()
 
@@ -48,7 +48,9 @@ def test_render_writes_png_with_round_tripping_scene_and_full_report(rendered):
     assert params["seed"] == 2024
     report = json.loads(report_file.read_text())
     assert REPORT_FIELDS <= report.keys()
-    assert {"load", "encode", "masks", "denoise", "steps", "decode", "save", "total"} <= report["seconds"].keys()
+    assert {"load", "encode", "masks", "compile", "flops", "denoise", "steps", "decode", "save", "total"} <= report[
+        "seconds"].keys()
+    assert report["flops"]["denoise"] > 0 and report["flops"]["tflops_per_second"] > 0
     assert len(report["seconds"]["steps"]) == 5
     assert 0 < report["pairs_active"] < report["pairs_total"]
     summary = json.loads(result.stdout)
@@ -137,7 +139,7 @@ def test_python_api_renders_a_scene_path(tmp_path):
     assert results[0].image.shape == (512, 512, 3) and results[0].json.exists()
 
 
-@pytest.mark.parametrize("option", [["--dtype", "float64"], ["--device", "gpu"]])
+@pytest.mark.parametrize("option", [["--dtype", "float64"], ["--device", "gpu"], ["--peak-tflops", "0"]])
 def test_bad_device_or_dtype_exits_2_before_loading(tmp_path, option):
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), *option])
     assert result.exit_code == 2 and option[0] in result.output and option[1] in result.output

@@ -1,4 +1,4 @@
-"""Every registered family through the one adapter contract, on its `tiny` preset: encode, one step, decode."""
+"""Every registered family through the one adapter contract, on its `tiny` preset: encode, one step, decode, levers."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import torch
 
 from semanticdraw_cli.families import registry
 from semanticdraw_cli.families.base import FamilyAdapter
+from semanticdraw_cli.families.network import CompiledNetwork, Levers
 from semanticdraw_cli.scene_loader import scene_from_dict
 from semanticdraw_cli.tiles import Window
 
@@ -63,3 +64,27 @@ def test_encode_one_step_decode(loaded):
 
     images = adapter.decode(x0)
     assert images.shape == (2, 64, 64, 3) and images.dtype == np.uint8
+
+
+@pytest.mark.slow
+def test_speed_levers_keep_the_prediction_and_undo_exactly(loaded):
+    """Every family gets the levers from `network.NetworkMixin`; aot_eager traces the network as inductor does
+    (graph breaks, static shapes, the calling convention) without building kernels."""
+    scene, adapter = loaded
+    channels, side = adapter.latent_channels, 64 // adapter.latent_factor
+    table = adapter.step_table(scene.sampler)
+    texts = adapter.encode_text(["a fox", "a cat"])
+    x = torch.randn(2, channels, side, side, generator=torch.Generator().manual_seed(0))
+    windows = [Window(0, 0, side, side)] * 2
+    plain = adapter.predict_x0(x, table, 1, texts, texts, 3.0, windows)
+    every = Levers(compile="default", fuse_qkv=True, channels_last=True, backend="aot_eager")
+    for levers in (Levers(fuse_qkv=True), Levers(channels_last=True), every):
+        assert adapter.optimize(levers) and isinstance(adapter.network, torch.nn.Module)
+        changed = adapter.predict_x0(x, table, 1, texts, texts, 3.0, windows)
+        torch.testing.assert_close(changed, plain, rtol=1e-4, atol=1e-4)
+    assert isinstance(getattr(adapter, adapter.network_attribute), CompiledNetwork)
+    with adapter.eager():
+        assert getattr(adapter, adapter.network_attribute) is adapter.network
+    assert adapter.optimize(Levers()) and not adapter.optimize(Levers())
+    assert getattr(adapter, adapter.network_attribute) is adapter.network
+    assert torch.equal(adapter.predict_x0(x, table, 1, texts, texts, 3.0, windows), plain)

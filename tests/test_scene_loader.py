@@ -59,7 +59,8 @@ def test_minimal_scene_resolves_every_default_from_defaults(tmp_path):
     s = scene.sampler
     assert (s.method, s.steps, s.grid, s.guidance) == (d.METHOD, lcm.steps, lcm.grid, lcm.guidance)
     assert (s.seed, s.images, s.mask_mode, s.plan) == (d.SEED, d.IMAGES, d.MASK_MODE, d.PLAN)
-    assert (s.cover_alpha, s.max_batch) == (d.COVER_ALPHA, d.MAX_BATCH)
+    assert (s.cover_alpha, s.max_batch) == (d.COVER_ALPHA, d.MAX_BATCH) == (d.COVER_ALPHA, "auto")
+    assert (s.compile, s.fuse_qkv, s.channels_last) == (d.COMPILE, d.FUSE_QKV, d.CHANNELS_LAST) == (False, False, False)
     assert (s.tile.size, s.tile.stride) == (family.tile_size, family.tile_stride)
     assert (s.bootstrap.steps, s.bootstrap.mix, s.bootstrap.leak_sensitivity) == (
         d.BOOTSTRAP_STEPS, d.BOOTSTRAP_MIX, d.BOOTSTRAP_LEAK_SENSITIVITY)
@@ -361,6 +362,11 @@ def test_unquoted_hash_colour_gets_a_quoting_hint(tmp_path):
         ("sampler: {tile: {size: 512, stride: 1024}}", "sampler.tile.stride", "larger than the tile size"),
         ("sampler: {cover_alpha: 1.5}", "sampler.cover_alpha", "between 0 and 1"),
         ("sampler: {bootstrap: {leak_sensitivity: 0}}", "sampler.bootstrap.leak_sensitivity", "greater than 0"),
+        ("sampler: {max_batch: 0}", "sampler.max_batch", "at least 1"),
+        ("sampler: {max_batch: lots}", "sampler.max_batch", "expected auto or a whole number"),
+        ("sampler: {compile: fast}", "sampler.compile", "reduce-overhead"),
+        ("sampler: {compile: 1}", "sampler.compile", "true or false"),
+        ("sampler: {fuse_qkv: yes please}", "sampler.fuse_qkv", "true or false"),
         ("defaults: {blur: -1}", "defaults.blur", f"between 0 and {d.MAX_BLUR}"),
         ("background: {prompt: 3}", "background.prompt", "expected text"),
         ("background: {image: nothere.png}", "background.image", "not found"),
@@ -481,6 +487,7 @@ def test_round_trip_of_every_field_and_mask_kind(tmp_path):
         model: {accelerator: {lora: someone/lora, weight: 0.6, weight_name: a.safetensors}}
         sampler: {steps: [0, 3], grid: 8, guidance: 2.5, seed: 11, images: 2, mask_mode: continuous,
                   plan: reference, cover_alpha: 0.1, max_batch: 3, tile: {size: 32, stride: 16},
+                  compile: max-autotune, fuse_qkv: true, channels_last: true,
                   bootstrap: {steps: 2, mix: 0.5, leak_sensitivity: 0.3}}
         background: {prompt: sky, negative: dull, image: bg.png}
         defaults: {blur: 2.5}

@@ -9,6 +9,7 @@ data, read by the scene schema without loading torch.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from semanticdraw_cli.families.network import Levers
     from semanticdraw_cli.fusion import Embeddings
     from semanticdraw_cli.scene import Model, Sampler
     from semanticdraw_cli.schedule import StepTable
@@ -63,6 +65,16 @@ class FamilyAdapter(Protocol):
         windows: Sequence[Window],  # where each item lies on the canvas (size conditioning)
     ) -> torch.Tensor:
         """(B, C, h, w) float32 estimate of the clean latent of each item."""
+
+    # The speed levers: `families.network.NetworkMixin` implements these for every family.
+    network: torch.nn.Module  # the denoiser network, eager (as loaded, with any fused levers)
+    levers: Levers  # how the network runs now
+
+    def optimize(self, levers: Levers) -> bool:
+        """Run the network with exactly these levers (compile, fused QKV, channels-last); True if that changed."""
+
+    def eager(self) -> AbstractContextManager[None]:
+        """A context in which `predict_x0` runs the uncompiled network (probes, FLOP counts)."""
 
 
 @dataclass(frozen=True)

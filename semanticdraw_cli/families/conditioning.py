@@ -21,6 +21,14 @@ def clip_embeddings(tokenizer, encoder, texts, device: torch.device) -> tuple[to
     return out.hidden_states[-2], out[0]
 
 
+def timestep(t: float, device: torch.device) -> torch.Tensor:
+    """The timestep as a 0-d device tensor made by a fill: a Python number would be copied to the device by the
+    network, a host sync per call. The dtypes are the ones a UNet picks for a Python int or float."""
+    if isinstance(t, int):
+        return torch.full((), t, dtype=torch.int64, device=device)
+    return torch.full((), t, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+
+
 def guidance_batch(x: torch.Tensor, cond: dict, uncond: dict | None) -> tuple[torch.Tensor, dict]:
     """Model inputs and embeddings; with an unconditional branch the batch is [uncond..., cond...]."""
     if uncond is None:

@@ -23,6 +23,7 @@ from semanticdraw_cli.families import loading, presets
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
+from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
@@ -106,8 +107,10 @@ def set_flow_sigmas(scheduler, grid: int, mu: float) -> None:
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / grid, grid), mu=mu)
 
 
-class FluxAdapter(CodecMixin):
+class FluxAdapter(CodecMixin, NetworkMixin):
     """FLUX.1 behind the family contract."""
+
+    network_attribute = "transformer"
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)

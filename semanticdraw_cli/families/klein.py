@@ -25,6 +25,7 @@ from semanticdraw_cli.families import loading, presets
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import VAE_TILING_PIXELS, CodecMixin, TileCallback
 from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
+from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.families.flux import flow_table, set_flow_sigmas
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
@@ -134,8 +135,10 @@ class KleinCodec:
         return np.stack(images)
 
 
-class KleinAdapter(CodecMixin):
+class KleinAdapter(CodecMixin, NetworkMixin):
     """FLUX.2 [klein] behind the family contract."""
+
+    network_attribute = "transformer"
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)

@@ -13,7 +13,8 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
-from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
+from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch, timestep
+from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
@@ -40,7 +41,7 @@ def load_pipeline(model: Model, dtype: torch.dtype):
     return pipe
 
 
-class SD15Adapter(CodecMixin):
+class SD15Adapter(CodecMixin, NetworkMixin):
     """SD1.5 behind the family contract. LCM predicts x0 with its boundary condition."""
 
     cfg_guidance = True
@@ -90,7 +91,9 @@ class SD15Adapter(CodecMixin):
         a, s = table.signal[step], table.noise[step]
         x = x.to(self.device, torch.float32)  # (B, C, h, w)
         inputs, context = guidance_batch(x, cond, uncond)
-        eps = self.unet(inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
+        eps = self.unet(
+            inputs.to(self.dtype), timestep(t, self.device), encoder_hidden_states=context["text"].to(self.dtype)
+        ).sample.float()
         eps = apply_guidance(eps, uncond is not None, guidance)
         x0 = (x - s * eps) / a
         return self._lcm(x0, x, t) if self._lcm is not None else x0

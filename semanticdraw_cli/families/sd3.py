@@ -18,6 +18,7 @@ from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch
+from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
@@ -55,10 +56,11 @@ def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None 
     return pipe
 
 
-class SD3Adapter(CodecMixin):
+class SD3Adapter(CodecMixin, NetworkMixin):
     """SD3 behind the family contract."""
 
     cfg_guidance = True
+    network_attribute = "transformer"
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)

@@ -21,7 +21,8 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
-from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch
+from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch, timestep
+from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
@@ -56,7 +57,7 @@ def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None 
     return pipe
 
 
-class SDXLAdapter(CodecMixin):
+class SDXLAdapter(CodecMixin, NetworkMixin):
     """SDXL behind the family contract."""
 
     cfg_guidance = True
@@ -75,6 +76,7 @@ class SDXLAdapter(CodecMixin):
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
+        self._time_ids: dict[tuple, torch.Tensor] = {}  # window sizes -> (B, 6) on the device
         vae = pipe.vae.eval()
         self.codec = VaeCodec(
             vae, device, dtype, vae.config.scaling_factor, upcast=needs_vae_upcast(vae, dtype)
@@ -103,12 +105,14 @@ class SDXLAdapter(CodecMixin):
         return {"text": text, "pooled": pooled}
 
     def time_ids(self, windows: Sequence[Window]) -> torch.Tensor:
-        """(B, 6): original size, crop top-left, target size in pixels; a whole picture of the window's size."""
-        rows = []
-        for w in windows:
-            height, width = w.height * self.latent_factor, w.width * self.latent_factor
-            rows.append([height, width, 0, 0, height, width])
-        return torch.tensor(rows, dtype=torch.float32, device=self.device)
+        """(B, 6): original size, crop top-left, target size in pixels; a whole picture of the window's size.
+
+        Kept per list of window sizes: copying them to the device again would be a host sync per call."""
+        sizes = tuple((w.height * self.latent_factor, w.width * self.latent_factor) for w in windows)
+        if sizes not in self._time_ids:
+            rows = [[height, width, 0, 0, height, width] for height, width in sizes]
+            self._time_ids[sizes] = torch.tensor(rows, dtype=torch.float32, device=self.device)
+        return self._time_ids[sizes]
 
     @inference_mode
     def predict_x0(
@@ -130,7 +134,10 @@ class SDXLAdapter(CodecMixin):
             time_ids = torch.cat([time_ids, time_ids])
         added = {"text_embeds": context["pooled"].to(self.dtype), "time_ids": time_ids.to(self.dtype)}
         out = self.unet(
-            inputs.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype), added_cond_kwargs=added
+            inputs.to(self.dtype),
+            timestep(t, self.device),
+            encoder_hidden_states=context["text"].to(self.dtype),
+            added_cond_kwargs=added,
         ).sample.float()
         out = apply_guidance(out, uncond is not None, guidance)
         x0 = a * x - s * out if self.prediction == "v_prediction" else (x - s * out) / a
