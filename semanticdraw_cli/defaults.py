@@ -72,6 +72,7 @@ STRENGTH = 1.0
 PROMPT_STRENGTH = 1.0
 
 OUTPUT_DIR = "."
+SERVE_PORT = 8765  # `watch --serve` without a port; the page listens on 127.0.0.1 only
 DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks float16 on CUDA, float32 elsewhere
 
 # Prompt adherence (`semanticdraw score`, `render --score`): the paper's CLIP score per region.
