@@ -279,3 +279,5 @@ def test_watch_refuses_a_missing_scene_and_a_bad_option(tmp_path):
     assert result.exit_code == 2 and "file not found" in result.output
     result = CliRunner().invoke(app, ["watch", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
     assert result.exit_code == 2 and "--dtype" in result.output
+    result = CliRunner().invoke(app, ["watch", "--serve", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
+    assert result.exit_code == 2 and "--dtype" in result.output  # a bare --serve takes no argument that is not a port
