@@ -264,6 +264,24 @@ def test_ctrl_c_exits_130_with_no_partial_files(scene_file):
     assert sorted(path.name for path in out.iterdir()) == ["scene-latest.json", "scene-latest.png", "scene-layout.png"]
 
 
+def test_a_layered_drawing_and_its_sidecar_are_watched(tmp_path, renderer):
+    from test_layers import blob, layer, make_ora
+
+    art = tmp_path / "art.ora"
+    make_ora(art, (64, 64), [layer("a red fox", blob((24, 40)), left=4, top=8)])
+    (tmp_path / "art.yaml").write_text("model: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 3}\n")
+    watch = Session(art, renderer)
+    try:
+        watch.ready()
+        make_ora(art, (64, 64), [layer("a red fox", blob((40, 40)), left=4, top=8)])
+        second = watch.wait("rendered", 2)
+        assert second.files == (art,) and second.recomputed.get("mask") == 1 and "text" not in second.recomputed
+        save(tmp_path / "art.yaml", "model: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 4}\n")
+        assert watch.wait("rendered", 3).files == (tmp_path / "art.yaml",)
+    finally:
+        watch.close()
+
+
 def test_watched_files_follow_what_the_scene_reads(scene_file):
     from semanticdraw_cli.scene_loader import load_scene
 
@@ -272,6 +290,11 @@ def test_watched_files_follow_what_the_scene_reads(scene_file):
     scene_file.write_text(SCENE.replace("background: {prompt: a blue sky}", "background: {image: paper.png}"))
     files = scene_inputs(scene_file, load_scene(scene_file))
     assert {folder / "fox.png", folder / "paper.png", scene_file, folder / "scene.psd", folder / "scene.ora"} <= files
+    from test_layers import blob, layer, make_ora  # a YAML scene that names a drawing under `layers:`
+
+    make_ora(folder / "drawing.ora", (64, 64), [layer("a red fox", blob((24, 40)))])
+    (folder / "layered.yaml").write_text("layers: drawing.ora\nmodel: {checkpoint: tiny}\n")
+    assert folder / "drawing.ora" in scene_inputs(folder / "layered.yaml", load_scene(folder / "layered.yaml"))
 
 
 def test_watch_refuses_a_missing_scene_and_a_bad_option(tmp_path):
