@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent import futures
 import shutil
 import threading
 import time
@@ -85,6 +86,7 @@ class WatchLoop:
         self._rendered: dict[Path, str | None] = {}  # ... at the last render's start: what a render changed
         self._problems: tuple[str, ...] = ()  # of the last load; () when it loaded
         self._watcher = FileWatcher(self._saved, self._armed)
+        self._drawing = futures.ThreadPoolExecutor(1, thread_name_prefix="semanticdraw-layout")
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -109,6 +111,7 @@ class WatchLoop:
                 self._cycle()
         finally:
             self._watcher.close()
+            self._drawing.shutdown()
 
     # --- the cycle: compare, load, render -----------------------------------------------------------
 
@@ -148,19 +151,25 @@ class WatchLoop:
         self.renders += 1
         number, out = self.renders, self.options.out_dir
         self._emit(Event("started", number, files=changed))
-        layout = out / f"{scene.name}-layout.png"
+        layout_path = out / f"{scene.name}-layout.png"
+        layout = self._drawing.submit(_draw_layout, scene, layout_path)  # beside the prepare and the first step
+
+        def show_layout() -> None:  # once, when it is drawn: after the prepare, else after the first step
+            if "layout" not in seconds:
+                seconds["layout"] = layout.result()
+                self._emit(Event("layout", number, outputs=(layout_path,)))
+
         try:  # a file the scene names may be rewritten (or gone) since it loaded: wait for the next save
-            start = time.perf_counter()
-            picture = draw_preview(scene)
-            _write_picture(layout, picture)
-            seconds["layout"] = time.perf_counter() - start
-            self._emit(Event("layout", number, outputs=(layout,)))
             prepared = self.renderer.prepare(scene, [scene.sampler.seed], on_phase=self._phase)
+            if layout.done():
+                show_layout()
+            states = self._sample(prepared, number, out / f"{scene.name}-latest.png", show_layout)
         except (MaskError, FileNotFoundError) as error:
             self._invalid((str(Problem(str(self.options.scene), "", str(error), hint=getattr(error, "hint", None))),))
             return
+        finally:
+            futures.wait([layout])  # its file is whole before anything else happens
         seconds.update(prepared.timings)
-        states = self._sample(prepared, number, out / f"{scene.name}-latest.png")
         if states is None:
             return
         result = self.renderer.finish(prepared, states[-1], states)[0]
@@ -175,13 +184,17 @@ class WatchLoop:
         self._emit(Event("rendered", number, files=changed, recomputed=dict(prepared.recomputed), seconds=seconds,
                          outputs=(png, report, *kept)))
 
-    def _sample(self, prepared: Prepared, number: int, latest: Path) -> list[StepState] | None:
+    def _sample(
+        self, prepared: Prepared, number: int, latest: Path, after_first_step: Callable[[], None]
+    ) -> list[StepState] | None:
         """The step states, or None when a newer save (or `stop()`) abandoned the render between steps."""
         states: list[StepState] = []
         total = prepared.table.steps
         steps = self.renderer.steps(prepared)
         try:
             for state in steps:
+                if not states:
+                    after_first_step()
                 states.append(state)
                 previewed = ()
                 if self.options.preview_steps and len(states) < total:
@@ -234,10 +247,17 @@ def _x0_picture(prepared: Prepared, state: StepState) -> np.ndarray:
     return pixels[0]
 
 
+def _draw_layout(scene: Scene, target: Path) -> float:
+    """NAME-layout.png (`preview.draw_preview`); the seconds it took."""
+    start = time.perf_counter()
+    _write_picture(target, draw_preview(scene))
+    return time.perf_counter() - start
+
+
 def _write_picture(target: Path, picture: Image.Image) -> None:
-    """A plain PNG, replaced atomically."""
+    """A plain PNG, replaced atomically; light compression, since it is replaced again soon."""
     with outputs.atomic_path(target) as temporary:
-        picture.save(temporary, format="PNG")
+        picture.save(temporary, format="PNG", compress_level=1)
 
 
 def _keep(latest: Path, name: str) -> Path:
