@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli_support import AllowOutside, check_runtime_options, fail
+from semanticdraw_cli.cli_support import AllowOutside, check_runtime_options, fail, load_scenes
 
 PHASES = ("scene", "layout", "load", "masks", "encode", "denoise", "decode", "write")  # the line's order
 
@@ -71,6 +71,9 @@ def watch(
     for key, value in (("sampler.seed", seed), ("sampler.plan", plan), ("model.checkpoint", model)):
         if value is not None:
             overrides.append(f"{key}={value}")
+    _, problems = load_scenes([scene], overrides, allow_outside)  # at the start, a scene that does not load is refused
+    if problems:
+        fail("\n".join(problems), 2)
     from semanticdraw_cli.outputs import prepare_folder
     from semanticdraw_cli.render import Renderer
     from semanticdraw_cli.watch import WatchLoop, WatchOptions

@@ -121,9 +121,12 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
 
     from semanticdraw_cli.cli import app
 
+    scene = tmp_path / "scene.yaml"
+    scene.write_text("canvas: {width: 64, height: 64}\nmodel: {checkpoint: tiny}\n"
+                     "regions: [{prompt: a red fox, mask: {rect: [0, 0, 32, 32]}}]\n")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(app, ["watch", str(tmp_path / "scene.yaml"), "-o", str(tmp_path), "--serve", str(port)])
-    assert result.exit_code == 2 and f"--serve {port}: cannot listen" in result.output
+        result = CliRunner().invoke(app, ["watch", str(scene), "-o", str(tmp_path / "out"), "--serve", str(port)])
+    assert result.exit_code == 2 and f"--serve {port}: cannot listen" in result.output  # before any model loads

@@ -298,8 +298,9 @@ def test_watched_files_follow_what_the_scene_reads(scene_file):
 
 
 def test_watch_refuses_a_missing_scene_and_a_bad_option(tmp_path):
-    result = CliRunner().invoke(app, ["watch", str(tmp_path / "nothing.yaml"), "-o", str(tmp_path)])
+    result = CliRunner().invoke(app, ["watch", str(tmp_path / "nothing.yaml"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "file not found" in result.output
+    assert not (tmp_path / "out").exists()  # refused before anything is written
     result = CliRunner().invoke(app, ["watch", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
     assert result.exit_code == 2 and "--dtype" in result.output
     result = CliRunner().invoke(app, ["watch", "--serve", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
