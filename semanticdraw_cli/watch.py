@@ -29,7 +29,7 @@ from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.render import Prepared, Renderer, StepState, blend_over_background, write_result
 from semanticdraw_cli.scene import Scene
 from semanticdraw_cli.scene_loader import load_scene
-from semanticdraw_cli.watched import FileWatcher, contents, scene_inputs
+from semanticdraw_cli.watched import FileWatcher, absolute, contents, scene_inputs
 
 KINDS = (
     "watching",  # the watcher is armed (after a start or a change of folders)
@@ -42,6 +42,8 @@ KINDS = (
     "rendered",  # NAME-latest.png and .json are replaced; `seconds`, `recomputed`, `outputs`
     "invalid",  # a save left the scene invalid; `problems`; the last good image stays
 )
+
+OUTPUT_NAME = re.compile(r".+-(latest\.png|latest\.json|layout\.png|\d{4,}\.png)")  # what the loop writes
 
 
 @dataclass(frozen=True)
@@ -223,12 +225,18 @@ class WatchLoop:
     # --- callbacks -----------------------------------------------------------------------------------
 
     def _saved(self, files: set[Path]) -> None:
+        files = {file for file in files if file in self._files or not self._written_by_us(file)}
+        if not files:  # while the scene does not load the whole folder counts, but not our own outputs
+            return
         self._wake.set()  # before the event: a listener that hears of the save finds the loop told
         self._emit(Event("noticed", self.renders, files=tuple(sorted(files))))
 
     def _armed(self) -> None:
         self._wake.set()  # a save may have come before the watch was in place: compare contents
         self._emit(Event("watching", self.renders, files=tuple(sorted(self._files))))
+
+    def _written_by_us(self, file: Path) -> bool:
+        return file.parent == absolute(self.options.out_dir) and OUTPUT_NAME.fullmatch(file.name) is not None
 
     def _phase(self, text: str, _done: int, _total: int | None) -> None:
         if text.startswith(("loading", "building")):

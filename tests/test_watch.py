@@ -63,8 +63,8 @@ def renderer():
 class Session:
     """A WatchLoop in a thread; its events in a queue the test takes them from, in order."""
 
-    def __init__(self, scene: Path, renderer: Renderer, listener=None, **options):
-        self.out = scene.parent / "out"
+    def __init__(self, scene: Path, renderer: Renderer, listener=None, out: Path | None = None, **options):
+        self.out = out or scene.parent / "out"
         self.events: queue.Queue[Event] = queue.Queue()
         self.seen: list[Event] = []
         self.loop = WatchLoop(WatchOptions(scene, self.out, **options), renderer, [self.events.put])
@@ -152,7 +152,7 @@ def test_a_mask_edit_re_rasterizes_only_that_mask_and_new_masks_are_watched(scen
 
 
 def test_an_invalid_save_keeps_the_loop_and_the_last_image(scene_file, session):
-    watch = session()
+    watch = session(out=scene_file.parent)  # the outputs beside the scene, as with the default -o .
     watch.ready()
     latest = watch.out / "scene-latest.png"
     image = latest.read_bytes()
@@ -162,9 +162,12 @@ def test_an_invalid_save_keeps_the_loop_and_the_last_image(scene_file, session):
     assert latest.read_bytes() == image
     save(scene_file, SCENE.replace("fox.png", "cat.png"))  # names a file that is not there yet
     assert "cat.png" in " ".join(watch.wait("invalid").problems)
+    (watch.out / "scene-0007.png").write_bytes(image)  # a file named as the loop's own outputs: no reload
     write_mask(scene_file.parent / "cat.png", 40)  # the next save that makes it valid renders
     assert watch.wait("rendered", 2).files == (scene_file.parent / "cat.png", scene_file)  # since the last render
     assert latest.read_bytes() != image
+    noticed = [file.name for event in watch.seen if event.kind == "noticed" for file in event.files]
+    assert "cat.png" in noticed and not {"scene-0007.png", "scene-layout.png", "scene-latest.png"} & set(noticed)
 
 
 def test_a_change_during_a_render_abandons_it(scene_file, session):
