@@ -88,8 +88,9 @@ def cold_render(scene: Path, out: Path, device: str, dtype: str) -> dict:
     """A fresh `semanticdraw render` process: wall seconds from outside, phases from its report."""
     command = [sys.executable, "-m", "semanticdraw_cli", "render", str(scene), "-o", str(out), "--overwrite", "-q",
                "--device", device, "--dtype", dtype]
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}  # the threads the session uses
     start = time.perf_counter()
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=env)
     wall = time.perf_counter() - start
     report = json.loads(next(out.glob("scene-*.json")).read_text())
     return {"wall": wall, "phases": {k: v for k, v in report["seconds"].items() if k != "steps"}}
@@ -173,12 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=None, help="canvas width, height = 3/5 of it "
                                                                 "(default 320 on CPU, 1280 on a GPU)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="JSON to write (default under benchmarks/results)")
     parser.add_argument("--table", type=Path, default=None, help="only print the table of a result JSON")
     args = parser.parse_args(argv)
     if args.table is not None:
         print(table(json.loads(args.table.read_text())))
         return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
     width = args.width or (1280 if args.device.startswith("cuda") else 320)
     tile = None if width >= 768 else (width * 3 // 5, width * 3 // 10)  # the default 768-px tile, else 2 windows
     info = machine(args.device, args.dtype)
