@@ -20,6 +20,7 @@ from semanticdraw_cli.cli_support import check_runtime_options as _check_runtime
 from semanticdraw_cli.cli_support import command_line_paths
 from semanticdraw_cli.cli_support import fail as _fail
 from semanticdraw_cli.cli_support import load_scenes as _load_scenes
+from semanticdraw_cli.cli_watch import WatchCommand, watch
 from semanticdraw_cli.defaults import CLIP_CHECKPOINT
 from semanticdraw_cli.errors import SceneError
 app = typer.Typer(
@@ -367,6 +368,9 @@ def import_layers(
     except OSError as error:
         _fail(f"cannot write {output}: {error}; check the disk has room", 1)
     typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
+
+
+app.command("watch", cls=WatchCommand)(watch)
 
 
 def main() -> None:

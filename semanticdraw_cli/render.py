@@ -330,20 +330,24 @@ def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks
 
 
 def write_results(results: list[RenderResult], out_dir: Path) -> None:
-    """PNG (scene embedded) and JSON report per image; the save time lands in each report."""
+    """PNG (scene embedded) and JSON report per image, as NAME-SEED.png and NAME-SEED.json."""
+    for result in results:
+        write_result(result, *outputs.output_paths(out_dir, result.scene.name, result.seed))
+
+
+def write_result(result: RenderResult, png: Path, report_path: Path) -> None:
+    """One image's PNG (scene embedded) and JSON report, each replaced atomically; the save time lands in the report."""
     import yaml
 
     from semanticdraw_cli.scene_dict import scene_to_dict
 
-    for result in results:
-        start = time.perf_counter()
-        png, report_path = outputs.output_paths(out_dir, result.scene.name, result.seed)
-        scene_yaml = yaml.safe_dump(scene_to_dict(result.scene), sort_keys=False)
-        params = {"seed": result.seed, "image_index": result.report["image_index"], "versions": result.report["versions"]}
-        outputs.write_png(png, result.image, scene_yaml, params)
-        result.report["seconds"]["save"] = time.perf_counter() - start
-        result.report["seconds"]["total"] = sum(
-            value for key, value in result.report["seconds"].items() if key not in ("steps", "total")
-        )
-        outputs.write_json(report_path, result.report)
-        result.png, result.json = png, report_path
+    start = time.perf_counter()
+    scene_yaml = yaml.safe_dump(scene_to_dict(result.scene), sort_keys=False)
+    params = {"seed": result.seed, "image_index": result.report["image_index"], "versions": result.report["versions"]}
+    outputs.write_png(png, result.image, scene_yaml, params)
+    result.report["seconds"]["save"] = time.perf_counter() - start
+    result.report["seconds"]["total"] = sum(
+        value for key, value in result.report["seconds"].items() if key not in ("steps", "total")
+    )
+    outputs.write_json(report_path, result.report)
+    result.png, result.json = png, report_path

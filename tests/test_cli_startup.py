@@ -22,7 +22,7 @@ def test_every_command_has_help():
 
     from semanticdraw_cli.cli import app
 
-    for command in ("render", "validate", "preview", "import", "inspect"):
+    for command in ("render", "validate", "preview", "import", "inspect", "watch"):
         result = CliRunner().invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
 

@@ -1,0 +1,191 @@
+"""The page of `watch --serve`: the latest image beside the layout, updated by server-sent events.
+
+A standard-library HTTP server in a daemon thread, bound to 127.0.0.1 only. It serves the page, the two
+pictures the watch loop writes (read at each request, so a request never sees half a file: the loop
+replaces them atomically) and `/events`, a server-sent event stream that says when either changed and
+what the last render took. Requests whose Host header is not this machine are refused, so a web page
+elsewhere cannot reach the server through a rebound DNS name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from semanticdraw_cli.defaults import SERVE_PORT
+
+HOST = "127.0.0.1"
+KEEPALIVE_SECONDS = 15.0  # an SSE comment this often, so proxies and browsers keep the stream open
+LOCAL_NAMES = ("127.0.0.1", "localhost")
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>semanticdraw watch</title>
+<style>
+body { background: #1b1b1b; color: #ddd; font: 14px system-ui, sans-serif; margin: 16px; }
+main { display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-start; }
+figure { margin: 0; } img { max-width: min(48vw, 100%); border: 1px solid #444; background: #282828; }
+figcaption, #status { color: #aaa; margin-top: 6px; } pre { color: #bbb; } #problems { color: #f88; }
+</style></head>
+<body>
+<main>
+  <figure><img id="latest" alt="latest render"><figcaption id="caption">waiting for the first render</figcaption></figure>
+  <figure><img id="layout" alt="layout"><figcaption>layout</figcaption></figure>
+</main>
+<pre id="problems"></pre>
+<pre id="timings"></pre>
+<p id="status">connecting</p>
+<script>
+const byId = (id) => document.getElementById(id);
+const source = new EventSource("/events");
+source.onopen = () => { byId("status").textContent = "live: the page follows each save"; };
+source.onerror = () => { byId("status").textContent = "not connected: is semanticdraw watch still running?"; };
+source.onmessage = (message) => {
+  const shown = JSON.parse(message.data);
+  if (shown.image) byId("latest").src = "/latest.png?v=" + shown.image_version;
+  if (shown.layout) byId("layout").src = "/layout.png?v=" + shown.layout_version;
+  byId("caption").textContent = shown.caption;
+  byId("timings").textContent = shown.timings;
+  byId("problems").textContent = shown.problems;
+  document.title = shown.title;
+};
+</script>
+</body></html>
+"""
+
+
+class PageServer:
+    """The page's state and its HTTP server; `publish` takes the watch loop's events."""
+
+    def __init__(self, port: int = SERVE_PORT, on_request: Callable[[str], None] | None = None):
+        self.on_request = on_request  # called with each request's path (tests follow the browser with it)
+        self._changed = threading.Condition()
+        self._closed = False
+        self._shown: dict[str, Any] = {"image": None, "layout": None, "image_version": 0, "layout_version": 0,
+                                       "caption": "waiting for the first render", "timings": "",
+                                       "title": "semanticdraw watch", "problems": ""}
+        self.httpd = ThreadingHTTPServer((HOST, port), _Handler)  # OSError when the port is taken
+        self.httpd.daemon_threads = True
+        self.httpd.page = self  # type: ignore[attr-defined]
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="semanticdraw-serve", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.httpd.server_address[1]}/"
+
+    def publish(self, event: Any) -> None:
+        """Follow the watch loop: a new layout, a preview step, a finished render (duck-typed `watch.Event`)."""
+        if event.kind == "layout":
+            self._update(layout=os.path.abspath(event.outputs[0]), layout_version=self._shown["layout_version"] + 1)
+        elif event.kind == "step" and event.outputs:
+            self._update(image=os.path.abspath(event.outputs[0]), image_version=self._shown["image_version"] + 1,
+                         caption=f"render {event.render}: step {event.step} of {event.steps}")
+        elif event.kind == "rendered":
+            seconds = event.seconds
+            self._update(image=os.path.abspath(event.outputs[0]), image_version=self._shown["image_version"] + 1,
+                         caption=f"render {event.render}: {Path(event.outputs[0]).name}, "
+                                 f"image in {seconds.get('total', 0.0):.2f} s",
+                         timings="\n".join(f"{phase:>8} {value:7.3f} s" for phase, value in seconds.items()),
+                         title=f"semanticdraw watch: render {event.render}", problems="")
+        elif event.kind == "abandoned":
+            self._update(caption=f"render {event.render} abandoned after step {event.step} for a newer save")
+        elif event.kind == "invalid":
+            self._update(problems="the last save does not load; the image is the last good one:\n"
+                                  + "\n".join(event.problems))
+
+    def shown(self) -> dict[str, Any]:
+        with self._changed:
+            return dict(self._shown)
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _update(self, **values: Any) -> None:
+        with self._changed:
+            self._shown.update(values)
+            self._changed.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def wait_for_change(self, after: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The state once it differs from `after` (None: at once); None when closed or on a keep-alive tick."""
+        with self._changed:
+            if after is not None:
+                self._changed.wait_for(lambda: self._closed or self._shown != after, timeout=KEEPALIVE_SECONDS)
+            return None if self._closed or self._shown == after else dict(self._shown)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "semanticdraw"
+
+    def do_GET(self) -> None:  # noqa: N802 (the http.server name)
+        page: PageServer = self.server.page  # type: ignore[attr-defined]
+        path = self.path.split("?", 1)[0]
+        if page.on_request is not None:
+            page.on_request(self.path)
+        if self.headers.get("Host", "").rsplit(":", 1)[0] not in LOCAL_NAMES:
+            self.send_error(HTTPStatus.FORBIDDEN, "only this machine may read this page")
+        elif path == "/":
+            self._send(PAGE.encode(), "text/html; charset=utf-8")
+        elif path in ("/latest.png", "/layout.png"):
+            self._send_file(page.shown()["image" if path == "/latest.png" else "layout"])
+        elif path == "/state.json":
+            self._send(json.dumps(page.shown()).encode(), "application/json")
+        elif path == "/events":
+            self._stream(page)
+        else:
+            self.send_error(HTTPStatus.NOT_FOUND)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the http.server signature)
+        """Quiet: the terminal belongs to the watch loop's lines."""
+
+    def _send(self, body: bytes, content_type: str) -> None:
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_file(self, name: str | None) -> None:
+        try:
+            body = Path(name).read_bytes() if name else None
+        except OSError:
+            body = None
+        if body is None:
+            self.send_error(HTTPStatus.NOT_FOUND, "not written yet")
+        else:
+            self._send(body, "image/png")
+
+    def _stream(self, page: PageServer) -> None:
+        """Server-sent events: the state now, then each change, until the client or the server goes."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        last = None
+        try:
+            while True:
+                shown = page.wait_for_change(last)
+                if shown is not None:
+                    self.wfile.write(f"data: {json.dumps(shown)}\n\n".encode())
+                    last = shown
+                elif page.closed:
+                    return
+                else:
+                    self.wfile.write(b": keep-alive\n\n")
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return

@@ -1,0 +1,136 @@
+"""What a scene reads from disk, what those files hold, and a thread that notices when one is saved.
+
+`scene_inputs` names every file whose contents decide the scene loaded from a path; `contents` hashes
+them (through the bounded reader), so a save that changes nothing (a touch, the same bytes again) is
+told apart from an edit. `FileWatcher` runs `watchfiles` over the files' folders, not the files:
+editors that save by writing a temporary file and renaming it over the original replace the file's
+inode, and a folder watch sees the rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from semanticdraw_cli import outputs, safe_io
+from semanticdraw_cli.scene import Scene
+
+SIBLING_SUFFIXES = (".yaml", ".yml", ".psd", ".ora")  # a drawing's sidecar, a sidecar's drawing
+DEBOUNCE_MS = 1_000  # longest a burst of saves is gathered before the loop hears of it
+QUIET_MS = 30  # a burst ends after this long without a new change: the save-to-render delay
+ARM_MS = 200  # how soon after (re)starting the watcher reports it is armed
+Contents = dict[Path, "str | None"]  # file -> content hash; None when missing
+
+
+def scene_inputs(path: Path, scene: Scene | None = None) -> frozenset[Path]:
+    """The scene file, its same-named siblings (.yaml, .yml, .psd, .ora: a drawing's settings or a
+    sidecar's drawing) and, once loaded, what the scene names: the drawing, masks, label maps and the
+    background picture. Absolute paths; missing files are included (creating one is a change)."""
+    path = absolute(path)
+    files = {path, *(path.with_suffix(suffix) for suffix in SIBLING_SUFFIXES)}
+    if scene is not None:
+        named = [scene.source, scene.background.image, *(region.mask.path for region in scene.regions)]
+        files |= {absolute(file) for file in named if file is not None}
+    return frozenset(files)
+
+
+def absolute(path: Path | str) -> Path:
+    """The path made absolute without resolving links (the watcher reports paths the same way)."""
+    return Path(os.path.abspath(path))
+
+
+def contents(files: Iterable[Path]) -> Contents:
+    """Each file's content hash; None for a missing file, the refusal for one the reader will not read."""
+    return {file: _digest(file) for file in files}
+
+
+def _digest(file: Path) -> str | None:
+    digest = hashlib.blake2b(digest_size=16)
+    try:
+        with safe_io.open_file(file, safe_io.PSD) as handle:  # the largest input kind
+            while chunk := handle.read(safe_io.CHUNK):
+                digest.update(chunk)
+    except safe_io.InputRefused as refused:
+        return None if refused.missing else f"refused: {refused.reason}"
+    except OSError as error:
+        return f"unreadable: {error.strerror or error}"
+    return digest.hexdigest()
+
+
+class FileWatcher:
+    """A daemon thread watching the folders of some files with `watchfiles`.
+
+    `on_saved(paths)` hears of changes to the watched files (or to anything in their folders while
+    `everything` is asked, e.g. while the scene does not load and may be about to name a new file),
+    `on_armed()` when the watch is in place after a start or a change of folders, or when watching
+    failed (`error` says why). Both run in the watcher's thread. Changes between a restart and
+    `on_armed` are not reported: compare `contents` then.
+    """
+
+    def __init__(self, on_saved: Callable[[set[Path]], None], on_armed: Callable[[], None]):
+        self._on_saved, self._on_armed = on_saved, on_armed
+        self._lock = threading.Lock()
+        self._files: frozenset[Path] = frozenset()
+        self._folders: tuple[str, ...] = ()
+        self._everything = False
+        self._restart = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: Exception | None = None  # why the thread stopped watching, if it did
+
+    def watch(self, files: Iterable[Path], everything: bool = False) -> None:
+        """Watch these files from now on; the watch restarts only when their folders change."""
+        files = frozenset(absolute(file) for file in files)
+        folders = tuple(sorted({str(file.parent) for file in files if file.parent.is_dir()}))
+        with self._lock:
+            self._files, self._everything = files, everything
+            moved, self._folders = folders != self._folders, folders
+            restart = self._restart
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="semanticdraw-watch", daemon=True)
+            self._thread.start()
+        elif moved:
+            restart.set()
+
+    def close(self) -> None:
+        """Stop watching and wait (briefly) for the thread."""
+        self._closed.set()
+        with self._lock:
+            self._restart.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        try:
+            self._watch()
+        except Exception as error:  # e.g. a watched folder removed: the loop reports it and ends
+            self.error = error
+            self._on_armed()
+
+    def _watch(self) -> None:
+        import watchfiles
+
+        while not self._closed.is_set():
+            with self._lock:
+                folders = self._folders
+                self._restart = restart = threading.Event()
+            armed = False
+            for changes in watchfiles.watch(
+                *folders, watch_filter=self._wanted, stop_event=restart, debounce=DEBOUNCE_MS, step=QUIET_MS,
+                rust_timeout=ARM_MS, yield_on_timeout=True, recursive=False, raise_interrupt=False,
+            ):
+                if not armed:
+                    armed = True
+                    self._on_armed()
+                if changes:
+                    self._on_saved({Path(path) for _, path in changes})
+
+    def _wanted(self, _change: object, path: str) -> bool:
+        with self._lock:
+            files, everything = self._files, self._everything
+        if Path(path) in files:
+            return True
+        return everything and outputs.TEMPORARY.fullmatch(os.path.basename(path)) is None

@@ -1,0 +1,132 @@
+"""The page of `watch --serve`: what it serves, its event stream, and a real headless browser following a save."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import queue
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semanticdraw_cli.serve import PageServer
+from semanticdraw_cli.watch import Event
+
+WAIT = 300  # seconds: a bound on each wait, never reached when the page works
+
+
+@pytest.fixture()
+def page():
+    server = PageServer(port=0)
+    yield server
+    server.close()
+
+
+def get(server: PageServer, path: str, host: str = "127.0.0.1") -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection(*server.httpd.server_address, timeout=WAIT)
+    connection.request("GET", path, headers={"Host": f"{host}:{server.httpd.server_address[1]}"})
+    return connection.getresponse()
+
+
+def picture(path: Path, value: int) -> Path:
+    Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+    return path
+
+
+def rendered(path: Path, render: int) -> Event:
+    return Event("rendered", render, seconds={"denoise": 0.5, "total": 0.75}, outputs=(path, path.with_suffix(".json")))
+
+
+def test_the_page_listens_on_this_machine_only(page):
+    assert page.httpd.server_address[0] == "127.0.0.1"
+    assert get(page, "/", host="attacker.example").status == 403  # a rebound DNS name
+    body = get(page, "/").read().decode()
+    assert "EventSource" in body and 'id="latest"' in body and 'id="layout"' in body
+    assert get(page, "/latest.png").status == 404  # nothing rendered yet
+    assert get(page, "/elsewhere").status == 404
+
+
+def test_pictures_and_the_event_stream_follow_the_loop(page, tmp_path):
+    page.publish(Event("layout", 1, outputs=(picture(tmp_path / "x-layout.png", 10),)))
+    stream = get(page, "/events")
+    assert stream.getheader("Content-Type") == "text/event-stream"
+
+    def message() -> dict:
+        line = stream.readline()
+        while not line.startswith(b"data: "):
+            line = stream.readline()
+        return json.loads(line[len(b"data: "):])
+
+    assert message()["layout_version"] == 1  # the state at connection
+    page.publish(rendered(picture(tmp_path / "x-latest.png", 200), 1))
+    shown = message()
+    assert shown["image_version"] == 1 and "render 1" in shown["caption"] and "denoise" in shown["timings"]
+    assert get(page, "/latest.png").read() == (tmp_path / "x-latest.png").read_bytes()
+    assert get(page, "/layout.png").read() == (tmp_path / "x-layout.png").read_bytes()
+    page.publish(Event("invalid", 1, problems=("x.yaml:3: not valid YAML",)))
+    assert "not valid YAML" in message()["problems"]
+    stream.close()
+
+
+@pytest.mark.slow
+def test_a_headless_browser_shows_the_new_image_after_a_save(tmp_path):
+    """Chromium loads the page; a save re-renders; the page, told by its event stream, fetches the new image."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    from test_watch import SCENE, Session, save, write_mask
+
+    from semanticdraw_cli.render import Renderer
+
+    write_mask(tmp_path / "fox.png", 30)
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(SCENE)
+    requests: queue.Queue[str] = queue.Queue()
+    server = PageServer(port=0, on_request=requests.put)
+    watch = Session(scene, Renderer(device="cpu", dtype="float32"), listener=server.publish)
+    process = None
+    try:
+        watch.ready()
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                   f"--user-data-dir={tmp_path / 'profile'}", server.url]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_request(requests, "/events")
+        wait_for_request(requests, f"/latest.png?v={server.shown()['image_version']}")  # the first render, shown
+        save(scene, SCENE.replace("a tall tree", "a stone tree"))
+        watch.wait("rendered", 2)
+        version = server.shown()["image_version"]
+        wait_for_request(requests, f"/latest.png?v={version}")  # the live page asked for the new image itself
+        assert server.shown()["title"] == "semanticdraw watch: render 2"
+    finally:
+        if process is not None:
+            process.kill()
+            process.wait(timeout=WAIT)
+        watch.close()
+        server.close()
+
+
+def wait_for_request(requests: queue.Queue[str], path: str) -> None:
+    while requests.get(timeout=WAIT) != path:
+        pass
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
+    import socket
+
+    from typer.testing import CliRunner
+
+    from semanticdraw_cli.cli import app
+
+    scene = tmp_path / "scene.yaml"
+    scene.write_text("canvas: {width: 64, height: 64}\nmodel: {checkpoint: tiny}\n"
+                     "regions: [{prompt: a red fox, mask: {rect: [0, 0, 32, 32]}}]\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["watch", str(scene), "-o", str(tmp_path / "out"), "--serve", str(port)])
+    assert result.exit_code == 2 and f"--serve {port}: cannot listen" in result.output  # before any model loads

@@ -1,0 +1,310 @@
+"""`semanticdraw watch`: the loop driven by real saves in a temporary folder, followed through its events."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from semanticdraw_cli.cli import app
+from semanticdraw_cli.render import Renderer
+from semanticdraw_cli.watch import Event, WatchLoop, WatchOptions
+from semanticdraw_cli.watched import scene_inputs
+
+pytestmark = pytest.mark.slow
+WAIT = 300  # seconds: a bound on each wait for an event, never reached when the loop works
+
+SCENE = """\
+canvas: {width: 64, height: 64}
+model: {checkpoint: tiny}
+sampler: {steps: [0, 25], seed: 3}
+background: {prompt: a blue sky}
+regions:
+  - {name: fox, prompt: a red fox, mask: fox.png}
+  - {name: tree, prompt: a tall tree, mask: {rect: [32, 0, 32, 64]}}
+"""
+
+
+def write_mask(path: Path, right: int) -> None:
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:56, 4:right] = 255
+    Image.fromarray(mask).save(path)
+
+
+def save(path: Path, text: str) -> None:
+    """Save as many editors do: write a temporary file, then rename it over the original."""
+    temporary = path.with_name(f".{path.name}.swp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+@pytest.fixture()
+def scene_file(tmp_path) -> Path:
+    write_mask(tmp_path / "fox.png", 30)
+    path = tmp_path / "scene.yaml"
+    path.write_text(SCENE)
+    return path
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer(device="cpu", dtype="float32")
+
+
+class Session:
+    """A WatchLoop in a thread; its events in a queue the test takes them from, in order."""
+
+    def __init__(self, scene: Path, renderer: Renderer, listener=None, out: Path | None = None, **options):
+        self.out = out or scene.parent / "out"
+        self.events: queue.Queue[Event] = queue.Queue()
+        self.seen: list[Event] = []
+        self.loop = WatchLoop(WatchOptions(scene, self.out, **options), renderer, [self.events.put])
+        if listener is not None:
+            self.loop.listen(listener)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as error:  # the test thread re-raises it
+            self.error = error
+            self.events.put(Event("failed", text=repr(error)))
+
+    def wait(self, kind: str, render: int | None = None) -> Event:
+        """The next event of this kind (and render); earlier events are kept in `seen`."""
+        while True:
+            event = self.events.get(timeout=WAIT)
+            self.seen.append(event)
+            if event.kind == "failed":
+                raise AssertionError(f"the loop failed: {event.text}") from self.error
+            if event.kind == kind and (render is None or event.render == render):
+                return event
+
+    def ready(self) -> Event:
+        """After the first render, with the watcher armed: saves from now on are seen."""
+        rendered = self.wait("rendered", 1)
+        if not any(event.kind == "watching" for event in self.seen):
+            self.wait("watching")
+        return rendered
+
+    def kinds(self, render: int) -> list[str]:
+        return [event.kind for event in self.seen if event.render == render and event.kind not in ("noticed", "watching")]
+
+    def close(self) -> None:
+        self.loop.stop()
+        self.thread.join(timeout=WAIT)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture()
+def session(scene_file, renderer):
+    sessions = []
+
+    def start(**options) -> Session:
+        sessions.append(Session(scene_file, renderer, **options))
+        return sessions[-1]
+
+    yield start
+    for running in sessions:
+        running.close()
+
+
+def test_a_prompt_edit_re_encodes_only_that_prompt(scene_file, session):
+    watch = session()
+    first = watch.ready()
+    assert first.outputs[:2] == (watch.out / "scene-latest.png", watch.out / "scene-latest.json")
+    assert (watch.out / "scene-layout.png").is_file()
+    save(scene_file, SCENE.replace("a tall tree", "a short tree"))
+    second = watch.wait("rendered", 2)
+    assert second.recomputed == {"text": 1}
+    assert second.files == (scene_file,)
+    assert watch.kinds(2) == ["started", "layout", "step", "step", "rendered"]
+    assert {"scene", "layout", "masks", "encode", "denoise", "decode", "write", "total"} <= set(second.seconds)
+    report = (watch.out / "scene-latest.json").read_text()
+    assert '"render": 2' in report and "a short tree" in (watch.out / "scene-latest.png").read_bytes().decode("latin-1")
+
+
+def test_a_mask_edit_re_rasterizes_only_that_mask_and_new_masks_are_watched(scene_file, session):
+    watch = session()
+    watch.ready()
+    write_mask(scene_file.parent / "fox.png", 20)
+    second = watch.wait("rendered", 2)
+    assert second.files == (scene_file.parent / "fox.png",)
+    assert second.recomputed.get("mask") == 1 and "text" not in second.recomputed
+    # a scene edit that names a new mask file: that file is watched from then on
+    write_mask(scene_file.parent / "tree.png", 40)
+    save(scene_file, SCENE.replace("{rect: [32, 0, 32, 64]}", "tree.png"))
+    watch.wait("rendered", 3)
+    write_mask(scene_file.parent / "tree.png", 50)
+    fourth = watch.wait("rendered", 4)
+    assert fourth.files == (scene_file.parent / "tree.png",) and fourth.recomputed.get("mask") == 1
+
+
+def test_an_invalid_save_keeps_the_loop_and_the_last_image(scene_file, session):
+    watch = session(out=scene_file.parent)  # the outputs beside the scene, as with the default -o .
+    watch.ready()
+    latest = watch.out / "scene-latest.png"
+    image = latest.read_bytes()
+    save(scene_file, SCENE + "  - {name: sun, prompt: [\n")  # half-typed
+    invalid = watch.wait("invalid")
+    assert invalid.problems and all(str(scene_file) in problem for problem in invalid.problems)
+    assert latest.read_bytes() == image
+    save(scene_file, SCENE.replace("fox.png", "cat.png"))  # names a file that is not there yet
+    assert "cat.png" in " ".join(watch.wait("invalid").problems)
+    (watch.out / "scene-0007.png").write_bytes(image)  # a file named as the loop's own outputs: no reload
+    write_mask(scene_file.parent / "cat.png", 40)  # the next save that makes it valid renders
+    assert watch.wait("rendered", 2).files == (scene_file.parent / "cat.png", scene_file)  # since the last render
+    assert latest.read_bytes() != image
+    noticed = [file.name for event in watch.seen if event.kind == "noticed" for file in event.files]
+    assert "cat.png" in noticed and not {"scene-0007.png", "scene-layout.png", "scene-latest.png"} & set(noticed)
+
+
+def test_a_change_during_a_render_abandons_it(scene_file, session):
+    release = threading.Event()
+
+    def hold_first_step(event: Event) -> None:
+        if event.kind == "step" and event.render == 2 and event.step == 1:
+            release.wait(timeout=WAIT)
+
+    watch = session()
+    watch.loop.listen(hold_first_step)
+    watch.ready()
+    save(scene_file, SCENE.replace("a tall tree", "a young tree"))
+    watch.wait("step", 2)  # render 2 is held inside its first step
+    save(scene_file, SCENE.replace("a tall tree", "an old tree"))
+    while scene_file not in watch.wait("noticed").files:
+        pass
+    release.set()
+    abandoned = watch.wait("abandoned", 2)
+    assert (abandoned.step, abandoned.steps) == (1, 2)
+    third = watch.wait("rendered", 3)
+    assert watch.kinds(2) == ["started", "layout", "step", "abandoned"]
+    assert third.files == (scene_file,) and third.recomputed == {"text": 1}
+    assert "an old tree" in (watch.out / "scene-latest.png").read_bytes().decode("latin-1")
+
+
+def test_a_touch_without_new_content_renders_nothing(scene_file, session):
+    watch = session()
+    watch.ready()
+    save(scene_file, SCENE)  # the same bytes again
+    while scene_file not in watch.wait("noticed").files:
+        pass
+    save(scene_file, SCENE.replace("a tall tree", "a birch tree"))
+    assert watch.wait("rendered").render == 2  # the next render is the edit's, not the touch's
+
+
+def test_keep_and_preview_steps(scene_file, session):
+    shown = []
+
+    def look(event: Event) -> None:
+        if event.kind == "step" and event.outputs:
+            shown.append(np.asarray(Image.open(event.outputs[0])))
+
+    watch = session(keep=True, preview_steps=True)
+    watch.loop.listen(look)
+    first = watch.ready()
+    assert first.outputs[2] == watch.out / "scene-0001.png"
+    save(scene_file, SCENE.replace("a tall tree", "a pine tree"))
+    second = watch.wait("rendered", 2)
+    assert second.outputs[2] == watch.out / "scene-0002.png"
+    assert (watch.out / "scene-0002.png").read_bytes() == (watch.out / "scene-latest.png").read_bytes()
+    assert len(shown) == 2 and shown[0].shape == (64, 64, 3)  # one preview per render: after step 1 of 2
+    assert not np.array_equal(shown[-1], np.asarray(Image.open(watch.out / "scene-latest.png")))
+
+
+def test_a_watch_render_equals_semanticdraw_render(scene_file, session):
+    watch = session()
+    watch.ready()
+    save(scene_file, SCENE.replace("a tall tree", "a palm tree"))
+    watch.wait("rendered", 2)
+    result = CliRunner().invoke(app, ["render", str(scene_file), "-o", str(scene_file.parent / "cli"), "-q",
+                                      "--device", "cpu", "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    rendered = Image.open(scene_file.parent / "cli" / "scene-3.png")
+    watched = Image.open(watch.out / "scene-latest.png")
+    assert np.array_equal(np.asarray(rendered), np.asarray(watched))
+    assert rendered.text == watched.text  # the same scene and parameters embedded
+
+
+def test_an_interrupt_during_a_render_leaves_no_partial_files(scene_file, renderer):
+    def interrupt(event: Event) -> None:
+        if event.kind == "step":
+            raise KeyboardInterrupt
+
+    loop = WatchLoop(WatchOptions(scene_file, scene_file.parent / "out"), renderer, [interrupt])
+    with pytest.raises(KeyboardInterrupt):
+        loop.run()
+    assert sorted(path.name for path in (scene_file.parent / "out").iterdir()) == ["scene-layout.png"]
+
+
+def test_ctrl_c_exits_130_with_no_partial_files(scene_file):
+    out = scene_file.parent / "out"
+    command = [sys.executable, "-m", "semanticdraw_cli", "watch", str(scene_file), "-o", str(out), "--device", "cpu"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=scene_file.parent)
+    try:
+        lines = []
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("render 1: first render"):
+                break
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=WAIT) == 130, "".join(lines)
+        assert "interrupted" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert sorted(path.name for path in out.iterdir()) == ["scene-latest.json", "scene-latest.png", "scene-layout.png"]
+
+
+def test_a_layered_drawing_and_its_sidecar_are_watched(tmp_path, renderer):
+    from test_layers import blob, layer, make_ora
+
+    art = tmp_path / "art.ora"
+    make_ora(art, (64, 64), [layer("a red fox", blob((24, 40)), left=4, top=8)])
+    (tmp_path / "art.yaml").write_text("model: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 3}\n")
+    watch = Session(art, renderer)
+    try:
+        watch.ready()
+        make_ora(art, (64, 64), [layer("a red fox", blob((40, 40)), left=4, top=8)])
+        second = watch.wait("rendered", 2)
+        assert second.files == (art,) and second.recomputed.get("mask") == 1 and "text" not in second.recomputed
+        save(tmp_path / "art.yaml", "model: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 4}\n")
+        assert watch.wait("rendered", 3).files == (tmp_path / "art.yaml",)
+    finally:
+        watch.close()
+
+
+def test_watched_files_follow_what_the_scene_reads(scene_file):
+    from semanticdraw_cli.scene_loader import load_scene
+
+    folder = scene_file.parent
+    Image.new("RGB", (64, 64), "white").save(folder / "paper.png")
+    scene_file.write_text(SCENE.replace("background: {prompt: a blue sky}", "background: {image: paper.png}"))
+    files = scene_inputs(scene_file, load_scene(scene_file))
+    assert {folder / "fox.png", folder / "paper.png", scene_file, folder / "scene.psd", folder / "scene.ora"} <= files
+    from test_layers import blob, layer, make_ora  # a YAML scene that names a drawing under `layers:`
+
+    make_ora(folder / "drawing.ora", (64, 64), [layer("a red fox", blob((24, 40)))])
+    (folder / "layered.yaml").write_text("layers: drawing.ora\nmodel: {checkpoint: tiny}\n")
+    assert folder / "drawing.ora" in scene_inputs(folder / "layered.yaml", load_scene(folder / "layered.yaml"))
+
+
+def test_watch_refuses_a_missing_scene_and_a_bad_option(tmp_path):
+    result = CliRunner().invoke(app, ["watch", str(tmp_path / "nothing.yaml"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "file not found" in result.output
+    assert not (tmp_path / "out").exists()  # refused before anything is written
+    result = CliRunner().invoke(app, ["watch", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
+    assert result.exit_code == 2 and "--dtype" in result.output
+    result = CliRunner().invoke(app, ["watch", "--serve", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
+    assert result.exit_code == 2 and "--dtype" in result.output  # a bare --serve takes no argument that is not a port
