@@ -66,6 +66,19 @@ def select(scenes: Sequence[tuple[str, Scene]], shard: tuple[int, int] | None = 
     return [Job(scenes[p][0], scenes[p][1], tuple(seeds)) for p, seeds in grouped.items()]
 
 
+def images(jobs: Sequence[Job]) -> list[tuple[int, int]]:
+    """(job index, seed) of every image of `jobs`, in call order: the unit a launch splits."""
+    return [(n, seed) for n, job in enumerate(jobs) for seed in job.seeds]
+
+
+def regroup(jobs: Sequence[Job], share: Sequence[tuple[int, int]]) -> list[Job]:
+    """The jobs of a share of `images(jobs)`: the seeds of one job stay one job (one batch), in order."""
+    grouped: dict[int, list[int]] = {}
+    for n, seed in share:
+        grouped.setdefault(n, []).append(seed)
+    return [Job(jobs[n].label, jobs[n].scene, tuple(seeds)) for n, seeds in grouped.items()]
+
+
 def plan_call(
     scenes: Sequence[tuple[str, Scene]], out_dir: Path, overwrite: bool, shard: tuple[int, int] | None = None
 ) -> JobPlan:
