@@ -40,23 +40,36 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
             raise
-        except Failure as failure:
-            code, message = failure.code, failure.message
-        except SceneError as error:
-            code, message = 2, "\n".join(str(problem) for problem in error.problems)
-        except (RenderError, OSError) as error:  # a runtime fault: no room on the disk, a file gone meanwhile
-            code, message = 1, f"error: {error}"
-        except KeyboardInterrupt:
-            code, message = 130, "interrupted"
-        except Exception as error:
-            if ctx.meta.get(DEBUG_KEY) or os.environ.get("SEMANTICDRAW_DEBUG", "") not in ("", "0"):
+        except (Exception, KeyboardInterrupt) as error:
+            if _debugging(ctx) and _is_bug(error):
                 raise
-            text = str(error).strip().splitlines()
-            code, message = 1, f"internal error: {type(error).__name__}{': ' + text[0] if text else ''}\n{DEBUG_HINT}"
+            code, message = _explain(error)
         typer.echo(message, err=True)
         if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
             typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
         raise typer.Exit(code=code)
+
+
+def _is_bug(error: BaseException) -> bool:
+    return not isinstance(error, (Failure, SceneError, RenderError, OSError, KeyboardInterrupt))
+
+
+def _explain(error: BaseException) -> tuple[int, str]:
+    """The exit code and message of a failure: 2 bad input, 1 runtime fault or bug, 130 interrupted."""
+    if isinstance(error, Failure):
+        return error.code, error.message
+    if isinstance(error, SceneError):
+        return 2, "\n".join(str(problem) for problem in error.problems)
+    if isinstance(error, (RenderError, OSError)):  # a runtime fault: no room on the disk, a file gone meanwhile
+        return 1, f"error: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return 130, "interrupted"
+    text = str(error).strip().splitlines()
+    return 1, f"internal error: {type(error).__name__}{': ' + text[0] if text else ''}\n{DEBUG_HINT}"
+
+
+def _debugging(ctx: click.Context) -> bool:
+    return bool(ctx.meta.get(DEBUG_KEY)) or os.environ.get("SEMANTICDRAW_DEBUG", "") not in ("", "0")
 
 
 app = typer.Typer(
@@ -195,18 +208,25 @@ def render(
     for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan), ("model.checkpoint", model)):
         if value is not None:
             overrides.append(f"{key}={value}")
-    loaded, problems = _load_scenes(scenes, overrides, allow_outside)
-    if problems:
-        _fail("\n".join(problems), 2)
-    call = plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
-    if not call.jobs:
-        typer.echo(f"--shard {shard}: this share is empty ({call.total} (scene, seed) jobs in all); nothing to render",
-                   err=True)
-        if json_:
-            typer.echo(json.dumps(summary))
-        return
 
-    from semanticdraw_cli.progress import RenderProgress, print_summary
+    def plan():
+        loaded, problems = _load_scenes(scenes, overrides, allow_outside)
+        if problems:
+            _fail("\n".join(problems), 2)
+        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
+
+    from semanticdraw_cli import launch
+
+    if launch.launched():  # one of several processes: the images are split between them (launch.py)
+        call = launch.Call(plan, output, device, dtype, quiet, _explain, _summary_entry, _debugging(ctx))
+        return _render_launched(call, summary, shard, json_)
+    if (hint := launch.single_process_hint()) and not quiet:
+        typer.echo(f"warning: {hint}", err=True)
+    call = plan()
+    if not call.jobs:
+        return _empty_share(shard, call.total, summary, json_)
+
+    from semanticdraw_cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer
 
     renderer = Renderer(device=device, dtype=dtype)
@@ -224,6 +244,37 @@ def render(
                 progress.finish_scene()
     except KeyboardInterrupt:
         _fail("interrupted; no partial files were written", 130)
+    _report(results, summary, quiet, json_)
+
+
+def _render_launched(call, summary: list[dict], shard: str | None, json_: bool) -> None:
+    """This process's share of a launched render; the main process reports the whole launch."""
+    from semanticdraw_cli import launch
+
+    try:
+        outcome = launch.render(call, summary)
+    except launch.LaunchFailure as failure:
+        if not failure.main:
+            raise typer.Exit(code=failure.code) from None
+        _fail(failure.message, failure.code)
+    if outcome is None:
+        return
+    plan, results = outcome
+    if not plan.jobs:
+        return _empty_share(shard, plan.total, summary, json_)
+    _report(results, summary, call.quiet, json_)
+
+
+def _empty_share(shard: str | None, total: int, summary: list[dict], json_: bool) -> None:
+    typer.echo(f"--shard {shard}: this share is empty ({total} (scene, seed) jobs in all); nothing to render", err=True)
+    if json_:
+        typer.echo(json.dumps(summary))
+
+
+def _report(results: list, summary: list[dict], quiet: bool, json_: bool) -> None:
+    """The summary table on stderr; with --json, one entry per image written on stdout."""
+    from semanticdraw_cli.progress import print_summary
+
     if not quiet:
         print_summary(results)
     if json_:
