@@ -156,7 +156,7 @@ def render(
     images: Annotated[
         Optional[int],
         typer.Option(
-            help="Images per scene, seeds seed..seed+N-1, batched together.",
+            help="Images per scene, seeds seed..seed+N-1, in batches of sampler.max_batch.",
             show_default=f"the scene's, else {defaults.IMAGES}",
         ),
     ] = None,
@@ -195,7 +195,8 @@ def render(
 
     Every output file of the call is checked before any model loads: two scenes that would write the
     same file, existing files (without --overwrite) and an output folder that cannot be written are
-    refused (exit 2).
+    refused (exit 2). Under `accelerate launch` or `torchrun` the batches are split between the
+    processes, each on its own device (README: Many GPUs).
     """
     from semanticdraw_cli.jobs import parse_shard, plan_call
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
 from semanticdraw_cli import launch
+from semanticdraw_cli.cli import app
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.jobs import Job
 from semanticdraw_cli.launch import Call, LaunchFailure, Status
@@ -124,3 +127,61 @@ def test_written_images_are_reported_without_pixels_and_with_the_process(tmp_pat
     status = launch._render_share(group(1), call(tmp_path), [job], 4)
     assert status.entries == ({"seed": 7, "process": 1}, {"seed": 8, "process": 1})
     assert [(r.seed, r.scene, r.image) for r in status.results] == [(7, None, None), (8, None, None)]
+
+
+# --- the command: a plain run stays plain; a launched one reports once --------------------------------
+
+runner = CliRunner()
+
+
+def fake_render(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
+    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "unet_calls": 5,
+              "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
+    return [RenderResult(scene, seed, None, None, report, out_dir / f"{scene.name}-{seed}.png",
+                         out_dir / f"{scene.name}-{seed}.json") for seed in seeds]
+
+
+def test_a_plain_render_never_starts_a_process_group(tmp_path, monkeypatch):
+    import torch.distributed
+
+    for name in launch.SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(launch, "Group", lambda *args: pytest.fail("a plain run joined a process group"))
+    monkeypatch.setattr(Renderer, "render", fake_render)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--json", "-q"])
+    assert result.exit_code == 0, result.output
+    assert [entry["seed"] for entry in json.loads(result.stdout)] == [7]
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("main", [True, False])
+def test_a_launched_failure_is_reported_by_the_main_process_only(tmp_path, monkeypatch, main):
+    def fails(call, summary):
+        summary.append({"seed": 7, "process": 0})
+        raise LaunchFailure("process 1 of 2 failed on a.yaml (seed 8): error: out of GPU memory", 1, main)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(launch, "render", fails)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--json"])
+    assert result.exit_code == 1
+    if main:
+        assert "process 1 of 2 failed on a.yaml (seed 8)" in result.stderr
+        assert json.loads(result.stdout) == {"error": "process 1 of 2 failed on a.yaml (seed 8): error: out of GPU "
+                                             "memory", "exit_code": 1, "images": [{"seed": 7, "process": 0}]}
+    else:
+        assert result.stdout == result.stderr == ""
+
+
+def test_a_launched_render_prints_the_summary_of_every_process_on_the_main_one(tmp_path, monkeypatch):
+    def renders(call, summary):
+        plan = call.plan()  # the command's own planning: scenes, shard, outputs
+        summary += [{"seed": 7, "process": 0}, {"seed": 8, "process": 1}]
+        return plan, fake_render(None, plan.jobs[0].scene, tmp_path, seeds=[7, 8])
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(launch, "render", renders)
+    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--images", "2", "-o", str(tmp_path),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == [{"seed": 7, "process": 0}, {"seed": 8, "process": 1}]
+    assert "two-subjects-7.png" in result.stderr and "two-subjects-8.png" in result.stderr
