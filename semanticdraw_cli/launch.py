@@ -220,9 +220,7 @@ def _render_share(group: Group, call: Call, mine: list[jobs.Job], total: int) ->
                           file=sys.stderr, flush=True)
     except _Stopped:
         return Status(group.rank, stopped=True, **written())
-    except KeyboardInterrupt:
-        raise
-    except Exception as error:
+    except (Exception, KeyboardInterrupt) as error:  # interrupted too: the others stop, all exit 130
         group.stop_others()
         return dataclasses.replace(_failure(group, call, job, error), **written())
     return Status(group.rank, **written())
@@ -238,7 +236,7 @@ def describe(job: jobs.Job) -> str:
     return f"{job.label} (seeds {', '.join(map(str, seeds))})"
 
 
-def _failure(group: Group, call: Call, job: str, error: Exception) -> Status:
+def _failure(group: Group, call: Call, job: str, error: BaseException) -> Status:
     if call.debug:
         traceback.print_exception(error)
     code, message = call.explain(error)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from semanticdraw_cli import launch
+from semanticdraw_cli import cli
 from semanticdraw_cli.cli import app
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.jobs import Job
@@ -106,14 +108,19 @@ def test_a_process_told_to_stop_stops_between_steps_and_writes_nothing(tmp_path,
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failing_process_tells_the_others_and_reports_its_job(tmp_path, job, monkeypatch):
+@pytest.mark.parametrize(("error", "code", "message"), [
+    (RenderError("out of GPU memory"), 1, "error: out of GPU memory"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+])
+def test_a_failing_process_tells_the_others_and_reports_its_job(tmp_path, job, monkeypatch, error, code, message):
     def fails(self, *args, **kwargs):
-        raise RenderError("out of GPU memory")
+        raise error
 
     monkeypatch.setattr(Renderer, "render", fails)
     failing = group(1)
-    status = launch._render_share(failing, call(tmp_path), [job], 4)
-    assert (status.code, status.message, status.job) == (1, "error: out of GPU memory", "two-subjects.yaml (seeds 7-8)")
+    explained = dataclasses.replace(call(tmp_path), explain=cli._explain)  # the command's exit codes
+    status = launch._render_share(failing, explained, [job], 4)
+    assert (status.code, status.message, status.job) == (code, message, "two-subjects.yaml (seeds 7-8)")
     assert failing.told == [1]
 
 
