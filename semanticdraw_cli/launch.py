@@ -103,8 +103,8 @@ class Group:
         self.rank, self.size = self.state.process_index, self.state.num_processes
         self.is_main = self.state.is_main_process
         if self.size == 1:
-            raise RenderError("the launcher started several processes but they formed no process group; "
-                              "on a machine without GPUs pass --device cpu")
+            raise RenderError("the launcher started several processes but accelerate joined them into no process "
+                              "group; start them with `accelerate launch` or `torchrun`")
         self.device = "cpu" if self.state.device.type == "cpu" else str(self.state.device)
         self.store = _store()
 
@@ -173,6 +173,8 @@ def _plan(group: Group, call: Call) -> tuple[jobs.JobPlan | None, Status]:
             hint = "pick GPUs with CUDA_VISIBLE_DEVICES or `accelerate launch --gpu_ids`"
             raise SceneError([Problem("--device", "", f"{call.device!r}: under a launcher each process renders on "
                                       "its own device; leave --device out, or pass cpu", hint=hint)])
+        if call.device == "cuda" and group.device == "cpu":
+            raise RenderError("device 'cuda' requested but CUDA is not available; use --device cpu")
         plan = call.plan()
     except KeyboardInterrupt:
         raise

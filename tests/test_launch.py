@@ -192,3 +192,14 @@ def test_a_launched_render_prints_the_summary_of_every_process_on_the_main_one(t
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == [{"seed": 7, "process": 0}, {"seed": 8, "process": 1}]
     assert "two-subjects-7.png" in result.stderr and "two-subjects-8.png" in result.stderr
+
+
+@pytest.mark.parametrize(("device", "code", "expected"), [
+    ("cuda:1", 2, "--device: 'cuda:1': under a launcher each process renders on its own device"),
+    ("cuda", 1, "error: device 'cuda' requested but CUDA is not available"),
+])
+def test_a_device_a_launch_cannot_honour_is_a_planning_problem(tmp_path, device, code, expected):
+    planned = dataclasses.replace(call(tmp_path), device=device, explain=cli._explain,
+                                  plan=lambda: pytest.fail("planned despite the device"))
+    plan, status = launch._plan(group(0), planned)  # this process's device: the CPU
+    assert plan is None and status.code == code and status.message.startswith(expected)
