@@ -15,13 +15,14 @@ from typing import Annotated, Optional
 import typer
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli_support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands
+from semanticdraw_cli.cli_support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, debugging, explain
 from semanticdraw_cli.cli_support import check_runtime_options as _check_runtime_options
 from semanticdraw_cli.cli_support import command_line_paths
 from semanticdraw_cli.cli_support import fail as _fail
 from semanticdraw_cli.cli_support import load_scenes as _load_scenes
+from semanticdraw_cli.cli_score import min_score_override as _min_score_override
+from semanticdraw_cli.cli_score import score, score_gate as _score_gate, scoring_clip as _scoring_clip
 from semanticdraw_cli.cli_watch import WatchCommand, watch
-from semanticdraw_cli.defaults import CLIP_CHECKPOINT
 from semanticdraw_cli.errors import SceneError
 app = typer.Typer(
     cls=Commands,
@@ -73,7 +74,7 @@ def render(
     images: Annotated[
         Optional[int],
         typer.Option(
-            help="Images per scene, seeds seed..seed+N-1, batched together.",
+            help="Images per scene, seeds seed..seed+N-1, in batches of sampler.max_batch.",
             show_default=f"the scene's, else {defaults.IMAGES}",
         ),
     ] = None,
@@ -124,7 +125,8 @@ def render(
 
     Every output file of the call is checked before any model loads: two scenes that would write the
     same file, existing files (without --overwrite) and an output folder that cannot be written are
-    refused (exit 2).
+    refused (exit 2). Under `accelerate launch` or `torchrun` the batches are split between the
+    processes, each on its own device (README: Many GPUs).
     """
     from semanticdraw_cli.jobs import parse_shard, plan_call
 
@@ -141,18 +143,28 @@ def render(
         if value is not None:
             overrides.append(f"{key}={value}")
     overrides += _min_score_override(min_score, score)
-    loaded, problems = _load_scenes(scenes, overrides, allow_outside)
-    if problems:
-        _fail("\n".join(problems), 2)
-    call = plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
-    if not call.jobs:
-        typer.echo(f"--shard {shard}: this share is empty ({call.total} (scene, seed) jobs in all); nothing to render",
-                   err=True)
-        if json_:
-            typer.echo(json.dumps(summary))
-        return
 
-    from semanticdraw_cli.progress import RenderProgress, print_summary
+    def plan():
+        loaded, problems = _load_scenes(scenes, overrides, allow_outside)
+        if problems:
+            _fail("\n".join(problems), 2)
+        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
+
+    from semanticdraw_cli import launch
+
+    if launch.launched():  # one of several processes: the images are split between them (launch.py)
+        if score or min_score is not None:
+            _fail("--score and --min-score do not run under a launcher yet; render, then `semanticdraw score` "
+                  "the images", 2)
+        call = launch.Call(plan, output, device, dtype, quiet, explain, _summary_entry, debugging(ctx))
+        return _render_launched(call, summary, shard, json_)
+    if (hint := launch.single_process_hint()) and not quiet:
+        typer.echo(f"warning: {hint}", err=True)
+    call = plan()
+    if not call.jobs:
+        return _empty_share(shard, call.total, summary, json_)
+
+    from semanticdraw_cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer
 
     clip = _scoring_clip([job.scene for job in call.jobs], score, model_clip, device)
@@ -175,43 +187,43 @@ def render(
                 progress.finish_scene()
     except KeyboardInterrupt:
         _fail("interrupted; no partial files were written", 130)
-    if not quiet:
-        print_summary(results)
-    if json_:
-        typer.echo(json.dumps(summary, indent=2))
+    _report(results, summary, quiet, json_)
     if clip is not None:
         _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in results])
 
 
-def _min_score_override(min_score: float | None, score: bool | None) -> list[str]:
-    """--min-score X is --set quality.min_region_score=X; it needs the scores."""
-    if min_score is None:
-        return []
-    if score is False:
-        _fail("--min-score needs the CLIP scores: drop --no-score", 2)
-    return [f"quality.min_region_score={min_score}"]
+def _render_launched(call, summary: list[dict], shard: str | None, json_: bool) -> None:
+    """This process's share of a launched render; the main process reports the whole launch."""
+    from semanticdraw_cli import launch
 
-
-def _scoring_clip(scenes: list, score: bool | None, checkpoint: str | None, device: str | None):
-    """CLIP, loaded before any render when scores are asked for or a scene sets a threshold; None otherwise."""
-    from semanticdraw_cli import score as scoring
-    from semanticdraw_cli.errors import RenderError
-
-    if not (score if score is not None else any(scoring.has_gate(scene) for scene in scenes)):
-        return None
     try:
-        return scoring.load_clip(checkpoint, device)
-    except RenderError as error:
-        _fail(f"error: {error}", 1)
+        outcome = launch.render(call, summary)
+    except launch.LaunchFailure as failure:
+        if not failure.main:
+            raise typer.Exit(code=failure.code) from None
+        _fail(failure.message, failure.code)
+    if outcome is None:
+        return
+    plan, results = outcome
+    if not plan.jobs:
+        return _empty_share(shard, plan.total, summary, json_)
+    _report(results, summary, call.quiet, json_)
 
 
-def _score_gate(scored: list[tuple[str, dict]]) -> None:
-    """Exit 3 naming every area below its threshold."""
-    from semanticdraw_cli.score import GATE_EXIT_CODE, gate_message
+def _empty_share(shard: str | None, total: int, summary: list[dict], json_: bool) -> None:
+    typer.echo(f"--shard {shard}: this share is empty ({total} (scene, seed) jobs in all); nothing to render", err=True)
+    if json_:
+        typer.echo(json.dumps(summary))
 
-    message = gate_message(scored)
-    if message:
-        _fail(message, GATE_EXIT_CODE)
+
+def _report(results: list, summary: list[dict], quiet: bool, json_: bool) -> None:
+    """The summary table on stderr; with --json, one entry per image written on stdout."""
+    from semanticdraw_cli.progress import print_summary
+
+    if not quiet:
+        print_summary(results)
+    if json_:
+        typer.echo(json.dumps(summary, indent=2))
 
 
 @app.command()
@@ -236,54 +248,6 @@ def inspect(
         typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
         typer.echo(scene_yaml, nl=False)
 
-
-
-@app.command()
-def score(
-    images: Annotated[list[Path], typer.Argument(help="PNGs written by `semanticdraw render` (any picture with --scene).")],
-    scene: Annotated[Optional[Path], typer.Option("--scene", help="Scene to score against [default: the one each PNG embeds].")] = None,
-    model_clip: Annotated[Optional[str], typer.Option("--model-clip", help=f"CLIP checkpoint: hub id, folder, or preset tiny [default: {CLIP_CHECKPOINT}].")] = None,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's score (0-100) is below X (sets quality.min_region_score).")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cuda, mps, cpu [default: auto].")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the scores of every image and area as JSON.")] = False,
-    allow_outside: AllowOutside = False,
-) -> None:
-    """CLIP score (0-100) of each region's masked crop against its prompt, and of the uncovered background."""
-    import json as json_lib
-
-    from semanticdraw_cli import score as scoring
-    from semanticdraw_cli.errors import RenderError, SceneError
-
-    _check_runtime_options(device, None)
-    overrides = _min_score_override(min_score, None)
-    given, problems = _load_scenes([scene], overrides, allow_outside) if scene is not None else ([], [])
-    if problems:
-        _fail("\n".join(problems), 2)
-    pictures = []
-    for image in images:
-        try:
-            pixels = scoring.read_pixels(image)
-            image_scene = given[0][1] if given else scoring.embedded_scene(image, overrides, allow_outside)
-            scoring.check_canvas(image, pixels, image_scene)
-            pictures.append((image, pixels, image_scene))
-        except SceneError as error:
-            problems.extend(str(p) for p in error.problems)
-    if problems:
-        _fail("\n".join(problems), 2)
-    try:
-        clip = scoring.load_clip(model_clip, device)
-        scored = [(str(image), scoring.score_with(clip, pixels, s).to_dict()) for image, pixels, s in pictures]
-    except RenderError as error:
-        _fail(f"error: {error}", 1)
-    if json_:
-        typer.echo(json_lib.dumps([{"image": label, **scores} for label, scores in scored], indent=2))
-    else:
-        from rich.console import Console
-
-        console = Console()
-        for label, scores in scored:
-            scoring.print_scores(console, label, scores)
-    _score_gate(scored)
 
 
 @app.command()
@@ -371,6 +335,7 @@ def import_layers(
 
 
 app.command("watch", cls=WatchCommand)(watch)
+app.command("score")(score)
 
 
 def main() -> None:

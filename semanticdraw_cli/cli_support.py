@@ -35,23 +35,37 @@ class Commands(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
             raise
-        except Failure as failure:
-            code, message = failure.code, failure.message
-        except SceneError as error:
-            code, message = 2, "\n".join(str(problem) for problem in error.problems)
-        except (RenderError, OSError) as error:  # a runtime fault: no room on the disk, a file gone meanwhile
-            code, message = 1, f"error: {error}"
-        except KeyboardInterrupt:
-            code, message = 130, "interrupted"
-        except Exception as error:
-            if ctx.meta.get(DEBUG_KEY) or os.environ.get("SEMANTICDRAW_DEBUG", "") not in ("", "0"):
+        except (Exception, KeyboardInterrupt) as error:
+            if debugging(ctx) and _is_bug(error):
                 raise
-            text = str(error).strip().splitlines()
-            code, message = 1, f"internal error: {type(error).__name__}{': ' + text[0] if text else ''}\n{DEBUG_HINT}"
+            code, message = explain(error)
         typer.echo(message, err=True)
         if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
             typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
         raise typer.Exit(code=code)
+
+
+def _is_bug(error: BaseException) -> bool:
+    return not isinstance(error, (Failure, SceneError, RenderError, OSError, KeyboardInterrupt))
+
+
+def explain(error: BaseException) -> tuple[int, str]:
+    """The exit code and message of a failure: 2 bad input, 1 runtime fault or bug, 130 interrupted."""
+    if isinstance(error, Failure):
+        return error.code, error.message
+    if isinstance(error, SceneError):
+        return 2, "\n".join(str(problem) for problem in error.problems)
+    if isinstance(error, (RenderError, OSError)):  # a runtime fault: no room on the disk, a file gone meanwhile
+        return 1, f"error: {error}"
+    if isinstance(error, KeyboardInterrupt):
+        return 130, "interrupted"
+    text = str(error).strip().splitlines()
+    return 1, f"internal error: {type(error).__name__}{': ' + text[0] if text else ''}\n{DEBUG_HINT}"
+
+
+def debugging(ctx: click.Context) -> bool:
+    """Whether a bug shows its traceback: `--debug` or SEMANTICDRAW_DEBUG=1."""
+    return bool(ctx.meta.get(DEBUG_KEY)) or os.environ.get("SEMANTICDRAW_DEBUG", "") not in ("", "0")
 
 
 def fail(message: str, code: int) -> NoReturn:

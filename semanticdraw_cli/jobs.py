@@ -1,8 +1,8 @@
 """The jobs of a render call: scenes × seeds, a `--shard K/N` share of them, and their output files.
 
 One function plans a call for every command that renders (`render`, the multi-process launch,
-`watch`): which (scene, seed) jobs this process renders, grouped per scene so a scene's seeds share
-batches, with every output file of the whole call checked before any model loads. The plan depends
+`watch`): which (scene, seed) jobs this process renders, grouped per scene into batches that share
+UNet calls, with every output file of the whole call checked before any model loads. The plan depends
 only on its inputs, so processes that compute it independently agree.
 """
 
@@ -19,7 +19,7 @@ from semanticdraw_cli.scene import Scene
 
 @dataclass(frozen=True)
 class Job:
-    """One scene's seeds, rendered together."""
+    """Seeds of one scene rendered together: one batch."""
 
     label: str  # the scene file as given
     scene: Scene
@@ -55,7 +55,12 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def select(scenes: Sequence[tuple[str, Scene]], shard: tuple[int, int] | None = None) -> list[Job]:
-    """(label, scene) pairs -> jobs; a shard takes every N-th (scene, seed) job in a fixed order."""
+    """(label, scene) pairs -> jobs; a shard takes every N-th (scene, seed) job in a fixed order.
+
+    A scene's seeds (of the share) are rendered in batches of `sampler.max_batch` images: each batch is
+    one job, so every UNet call of a full batch is full, memory stays bounded, and a launch that hands
+    whole jobs to its processes renders exactly the batches, hence the pixels, of one process.
+    """
     flat = [(position, seed) for position, (_, scene) in enumerate(scenes) for seed in image_seeds(scene)]
     if shard is not None:
         index, count = shard
@@ -63,7 +68,12 @@ def select(scenes: Sequence[tuple[str, Scene]], shard: tuple[int, int] | None = 
     grouped: dict[int, list[int]] = {}
     for position, seed in flat:
         grouped.setdefault(position, []).append(seed)
-    return [Job(scenes[p][0], scenes[p][1], tuple(seeds)) for p, seeds in grouped.items()]
+    batches = []
+    for position, seeds in grouped.items():
+        label, scene = scenes[position]
+        size = scene.sampler.max_batch
+        batches += [Job(label, scene, tuple(seeds[start : start + size])) for start in range(0, len(seeds), size)]
+    return batches
 
 
 def plan_call(

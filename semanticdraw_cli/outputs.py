@@ -7,6 +7,7 @@ is renamed; the temporaries a killed run leaves are removed by the next run that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -101,7 +102,8 @@ def prepare_folder(folder: Path, hint: str | None = None) -> None:
         problem = Problem(str(folder), "", f"cannot write in this folder ({_reason(error)})", hint=hint)
         raise OutputError([problem]) from None
     os.close(handle)
-    os.unlink(probe)
+    with contextlib.suppress(FileNotFoundError):  # another machine's sweep of a shared folder took it
+        os.unlink(probe)
     remove_stale_temporaries(folder)
 
 

@@ -11,7 +11,7 @@ def test_help_imports_no_torch_or_diffusers():
         "from semanticdraw_cli.cli import app\n"
         "result = CliRunner().invoke(app, ['--help'])\n"
         "assert result.exit_code == 0 and 'render' in result.output\n"
-        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'psd_tools') if m in sys.modules]\n"
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'psd_tools', 'accelerate') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

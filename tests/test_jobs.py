@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -51,3 +52,14 @@ def test_plan_checks_clashes_over_the_whole_call_and_outputs_of_the_share(scenes
     twice = [scenes[0], ("again.yaml", scenes[0][1])]  # the same scene name twice: another share would clash
     with pytest.raises(OutputError, match="two-subjects"):
         plan_call(twice, tmp_path / "out", overwrite=False, shard=(1, 7))
+
+
+
+def test_a_scenes_seeds_are_batched_by_max_batch_within_the_share(scenes):
+    small = [(label, dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, max_batch=2)))
+             for label, scene in scenes]
+    assert [(job.label, job.seeds) for job in select(small)] == [
+        ("two-subjects.yaml", (7, 8)), ("two-subjects.yaml", (9,)),
+        ("irworobongdo.yaml", (2024, 2025)), ("irworobongdo.yaml", (2026, 2027))]
+    assert [(job.label, job.seeds) for job in select(small, (1, 2))] == [  # the share first, then its batches
+        ("two-subjects.yaml", (7, 9)), ("irworobongdo.yaml", (2025, 2027))]
