@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from semanticdraw_cli import outputs
+from semanticdraw_cli import defaults, outputs
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.scene import Scene
 
@@ -72,6 +72,8 @@ def select(scenes: Sequence[tuple[str, Scene]], shard: tuple[int, int] | None = 
     for position, seeds in grouped.items():
         label, scene = scenes[position]
         size = scene.sampler.max_batch
+        if not isinstance(size, int):  # auto: the network call is sized on the device; jobs stay bounded
+            size = defaults.AUTO_BATCH_OFF_CUDA
         batches += [Job(label, scene, tuple(seeds[start : start + size])) for start in range(0, len(seeds), size)]
     return batches
 

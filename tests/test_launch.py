@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from semanticdraw_cli import launch
-from semanticdraw_cli import cli
+from semanticdraw_cli import cli_support
 from semanticdraw_cli.cli import app
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.jobs import Job
@@ -118,7 +118,7 @@ def test_a_failing_process_tells_the_others_and_reports_its_job(tmp_path, job, m
 
     monkeypatch.setattr(Renderer, "render", fails)
     failing = group(1)
-    explained = dataclasses.replace(call(tmp_path), explain=cli._explain)  # the command's exit codes
+    explained = dataclasses.replace(call(tmp_path), explain=cli_support.explain)  # the command's exit codes
     status = launch._render_share(failing, explained, [job], 4)
     assert (status.code, status.message, status.job) == (code, message, "two-subjects.yaml (seeds 7-8)")
     assert failing.told == [1]
@@ -199,7 +199,7 @@ def test_a_launched_render_prints_the_summary_of_every_process_on_the_main_one(t
     ("cuda", 1, "error: device 'cuda' requested but CUDA is not available"),
 ])
 def test_a_device_a_launch_cannot_honour_is_a_planning_problem(tmp_path, device, code, expected):
-    planned = dataclasses.replace(call(tmp_path), device=device, explain=cli._explain,
+    planned = dataclasses.replace(call(tmp_path), device=device, explain=cli_support.explain,
                                   plan=lambda: pytest.fail("planned despite the device"))
     plan, status = launch._plan(group(0), planned)  # this process's device: the CPU
     assert plan is None and status.code == code and status.message.startswith(expected)
