@@ -134,7 +134,9 @@ def render(
     if json_:
         ctx.meta[JSON_KEY] = summary
     shard_spec = parse_shard(shard)
-    _check_runtime_options(device, dtype)
+    from semanticdraw_cli import launch
+
+    _check_runtime_options(None if launch.launched() else device, dtype)  # a launch checks its devices itself
     if peak_tflops is not None and not peak_tflops > 0:
         _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
     overrides = list(set_ or [])
@@ -149,8 +151,6 @@ def render(
         if problems:
             _fail("\n".join(problems), 2)
         return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
-
-    from semanticdraw_cli import launch
 
     if launch.launched():  # one of several processes: the images are split between them (launch.py)
         if score or min_score is not None:

@@ -126,7 +126,7 @@ def test_torchrun_with_a_shard_takes_the_share_then_splits_it(work, reference):
 
 
 def test_a_failing_job_ends_every_process_with_its_code_naming_process_and_job(work):
-    scene_file(work, "bad.yaml", "/no/such/folder")
+    scene_file(work, "bad.yaml", "nobody/no-such-model-xyz")  # a hub id: fails when loading, offline
     args = ["a.yaml", "bad.yaml", "--images", "2", *SMALL, "-o", "failed", "--json"]
     main, other = spawn([args, args], work)  # process 0 renders a.yaml (7-8), process 1 bad.yaml (7-8)
     assert (main.returncode, other.returncode) == (1, 1), main.stderr + other.stderr
