@@ -66,3 +66,10 @@ def test_only_family_adapters_and_scoring_import_model_libraries():
         if not name.startswith(allowed)
     }
     assert not {name: found for name, found in offenders.items() if found}
+
+
+def test_tests_share_helpers_through_helper_modules_not_other_test_files():
+    tests = Path(__file__).resolve().parent
+    offenders = {path.name: sorted(m for m in imports(path) if m.split(".")[0].startswith("test_"))
+                 for path in sorted(tests.glob("*.py"))}
+    assert not {name: found for name, found in offenders.items() if found}

@@ -1,11 +1,10 @@
-"""Fusion sampler pieces with a fake model: centring, leak suppression, re-noising, model reuse, atomic files."""
+"""Fusion sampler pieces with a fake model: centring, leak suppression, re-noising, model reuse."""
 
 import dataclasses
 
 import pytest
 import torch
 
-from semanticdraw_cli import outputs
 from semanticdraw_cli.fusion import FusionSetup, centring_shift, sample
 from semanticdraw_cli.schedule import StepTable
 from semanticdraw_cli.plan import Pair
@@ -125,12 +124,3 @@ def test_last_stochastic_step_returns_the_clean_fused_x0():
     stats, final, _ = results[-1]
     assert torch.equal(final, torch.full_like(final, 3.0))
     assert stats.batch_items == 2 and stats.unet_calls == 1  # two images share one batch
-
-
-def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
-    target = tmp_path / "out.png"
-    with pytest.raises(KeyboardInterrupt):
-        with outputs.atomic_path(target) as temporary:
-            temporary.write_bytes(b"half a picture")
-            raise KeyboardInterrupt
-    assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import numpy as np
 import pytest
@@ -15,92 +14,7 @@ from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import SceneError
 from semanticdraw_cli.layered_files import read_document
 from semanticdraw_cli.layers import split_name
-
-# --- drawing helpers: a layer spec is (name, image, left, top) with optional visible=False; a group is
-# ("group", name, [specs], visible). Specs are listed bottom first, as the layers lie.
-
-
-def blob(size, color=(255, 0, 0), alpha=255) -> Image.Image:
-    return Image.new("RGBA", size, (*color, alpha))
-
-
-def disc(size) -> Image.Image:
-    """A soft-edged shape with alpha from 0 to 255."""
-    w, h = size
-    y, x = np.mgrid[0:h, 0:w]
-    r = np.hypot((x - w / 2) / (w / 2), (y - h / 2) / (h / 2))
-    alpha = np.clip((1.2 - r) * 255, 0, 255).astype(np.uint8)
-    rgba = np.dstack([np.full((h, w), 30, np.uint8), np.full((h, w), 90, np.uint8), np.full((h, w), 200, np.uint8), alpha])
-    return Image.fromarray(rgba, "RGBA")
-
-
-def layer(name, image, left=0, top=0, visible=True):
-    return ("layer", name, image, left, top, visible)
-
-
-def group(name, children, visible=True):
-    return ("group", name, children, visible)
-
-
-def make_psd(path: Path, size, specs, mode="RGBA", depth=8) -> Path:
-    from psd_tools import PSDImage
-    from psd_tools.api.layers import PixelLayer
-
-    psd = PSDImage.new(mode, size, depth=depth)
-
-    def add(parent, items):
-        for spec in items:
-            if spec[0] == "group":
-                _, name, children, visible = spec
-                g = parent.create_group(name=name)
-                add(g, children)
-                g.visible = visible
-            else:
-                _, name, image, left, top, visible = spec
-                pixel = PixelLayer.frompil(image, parent, name=name, left=left, top=top)
-                pixel.visible = visible
-
-    add(psd, specs)
-    psd.save(path)
-    return path
-
-
-def make_ora(path: Path, size, specs, mimetype="image/openraster", files=None) -> Path:
-    pngs: dict[str, bytes] = {}
-
-    def xml(items):
-        out = []
-        for spec in reversed(items):  # stack.xml lists the top layer first
-            visibility = "visible" if spec[-1] else "hidden"
-            if spec[0] == "group":
-                _, name, children, _ = spec
-                out.append(f"<stack name={quoteattr(name)} visibility='{visibility}'>{xml(children)}</stack>")
-            else:
-                _, name, image, left, top, _ = spec
-                src = f"data/layer{len(pngs)}.png"
-                buffer = io.BytesIO()
-                image.save(buffer, "PNG")
-                pngs[src] = buffer.getvalue()
-                out.append(
-                    f"<layer name={quoteattr(name)} src='{src}' x='{left}' y='{top}' visibility='{visibility}' opacity='1.0'/>"
-                )
-        return "".join(out)
-
-    stack = f"<?xml version='1.0' encoding='UTF-8'?><image version='0.0.5' w='{size[0]}' h='{size[1]}'><stack>{xml(specs)}</stack></image>"
-    with zipfile.ZipFile(path, "w") as archive:
-        if mimetype is not None:
-            archive.writestr(zipfile.ZipInfo("mimetype"), mimetype, compress_type=zipfile.ZIP_STORED)
-        archive.writestr("stack.xml", stack, compress_type=zipfile.ZIP_DEFLATED)
-        for src, data in {**pngs, **(files or {})}.items():
-            archive.writestr(src, data)
-    return path
-
-
-def make(kind: str, path: Path, size, specs, **kwargs) -> Path:
-    return (make_psd if kind == "psd" else make_ora)(path.with_suffix("." + kind), size, specs, **kwargs)
-
-
-KINDS = ["psd", "ora"]
+from drawings import KINDS, blob, disc, group, layer, make, make_ora, make_psd
 
 
 def problems_of(excinfo) -> str:

@@ -130,3 +130,12 @@ def test_only_stale_temporaries_of_ours_are_removed(tmp_path):
     os.utime(old, (0, 0))
     assert remove_stale_temporaries(tmp_path) == [old]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, foreign.name])
+
+
+def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
+    target = tmp_path / "out.png"
+    with pytest.raises(KeyboardInterrupt):
+        with outputs.atomic_path(target) as temporary:
+            temporary.write_bytes(b"half a picture")
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from semanticdraw_cli.cli import app
 from semanticdraw_cli.render import region_masks
 from semanticdraw_cli.scene_loader import load_scene
-from test_layers import blob, disc, layer, make
+from drawings import blob, disc, layer, make
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

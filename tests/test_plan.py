@@ -1,50 +1,10 @@
-"""Tile grid, planner and mask math (architecture.md §4): pure numpy, milliseconds, no model."""
+"""The planner (architecture.md §4): which (window, region) pairs run, and their weights. Pure numpy."""
 
 import numpy as np
 import pytest
 
-from semanticdraw_cli import masks as mask_math
 from semanticdraw_cli.plan import Pair, bounding_box, pair_weights, plan_step, region_windows, spread
-from semanticdraw_cli.tiles import Window, centred_window, starts, tile_grid
-
-# --- tile grid -------------------------------------------------------------------------------------
-
-
-def test_irworobongdo_canvas_has_three_windows():
-    grid = tile_grid(768 // 8, 1280 // 8, 768 // 8, 384 // 8)  # latent 96 x 160, tile 96, stride 48
-    assert grid == (Window(0, 0, 96, 96), Window(0, 48, 96, 96), Window(0, 64, 96, 96))
-
-
-@pytest.mark.parametrize(
-    "length, size, stride, expected",
-    [
-        (160, 96, 48, [0, 48, 64]),  # last window clamped flush with the edge
-        (144, 96, 48, [0, 48]),  # stride lands exactly on the edge: no extra window
-        (96, 96, 48, [0]),
-        (40, 96, 48, [0]),  # canvas smaller than a tile: one (clipped) window
-        (100, 64, 8, [0, 8, 16, 24, 32, 36]),
-    ],
-)
-def test_starts(length, size, stride, expected):
-    assert starts(length, size, stride) == expected
-
-
-@pytest.mark.parametrize("height, width, size, stride", [(96, 160, 96, 48), (48, 80, 48, 24), (37, 91, 16, 7), (10, 20, 64, 8)])
-def test_grid_covers_canvas_and_stays_inside(height, width, size, stride):
-    grid = tile_grid(height, width, size, stride)
-    covered = np.zeros((height, width), int)
-    for v in grid:
-        assert 0 <= v.top and v.bottom <= height and 0 <= v.left and v.right <= width
-        assert (v.height, v.width) == (min(size, height), min(size, width))  # one window shape per canvas
-        covered[v.slices] += 1
-    assert covered.min() >= 1
-
-
-def test_small_canvas_window_is_clipped():
-    assert tile_grid(10, 20, 64, 8) == (Window(0, 0, 10, 20),)
-
-
-# --- planner ----------------------------------------------------------------------------------------
+from semanticdraw_cli.tiles import Window, tile_grid
 
 
 def irworobongdo_like_masks() -> np.ndarray:
@@ -171,89 +131,3 @@ def test_bounding_box_edges():
 )
 def test_spread(lo, hi, size, length, expected):
     assert spread(lo, hi, size, length) == expected
-
-
-def test_centred_window_stays_on_canvas():
-    assert centred_window((0, 0, 2, 2), 96, 160, 96) == Window(0, 0, 96, 96)
-    assert centred_window((90, 150, 96, 160), 96, 160, 96) == Window(0, 64, 96, 96)
-    assert centred_window((40, 70, 50, 90), 96, 160, 48) == Window(21, 56, 48, 48)
-
-
-# --- mask math --------------------------------------------------------------------------------------
-
-
-def test_quantize_discrete_against_hand_values():
-    masks = np.array([[[0.0, 0.5, 0.9, 1.0]]], np.float32)  # (R=1, h=1, w=4)
-    levels = [0.95, 0.6, 0.2, 0.0]
-    q = mask_math.quantize(masks, levels, "discrete")
-    assert q.shape == (3, 1, 1, 4)
-    np.testing.assert_array_equal(q[:, 0, 0], [[0, 0, 0, 1], [0, 0, 1, 1], [0, 1, 1, 1]])
-
-
-def test_quantize_continuous_and_semi_continuous():
-    masks = np.array([[[0.0, 0.4, 0.8, 1.0]]], np.float32)
-    levels = [1.0, 0.6, 0.2, 0.0]
-    cont = mask_math.quantize(masks, levels, "continuous")[:, 0, 0]
-    # step i: clip((M - s_{i+1}) / (s_i - s_{i+1}), 0, 1)
-    np.testing.assert_allclose(cont[0], [0, 0, 0.5, 1], atol=1e-6)
-    np.testing.assert_allclose(cont[1], [0, 0.5, 1, 1], atol=1e-6)
-    np.testing.assert_allclose(cont[2], [0, 1, 1, 1], atol=1e-6)
-    semi = mask_math.quantize(masks, levels, "semi-continuous")[:, 0, 0]
-    np.testing.assert_array_equal(semi[0], [0, 0, 0, 0])  # discrete: M > 1.0 nowhere
-    np.testing.assert_array_equal(semi[1], [0, 0, 1, 1])
-    np.testing.assert_allclose(semi[2], cont[2], atol=1e-6)  # the last step is continuous
-
-
-def test_quantize_grows_regions_monotonically():
-    rng = np.random.default_rng(1)
-    masks = rng.random((3, 8, 8)).astype(np.float32)
-    levels = [0.9977, 0.966, 0.86, 0.60, 0.26, 0.0]  # an LCM schedule's noise levels, s_n = 0
-    q = mask_math.quantize(masks, levels, "discrete")
-    assert q.shape == (5, 3, 8, 8)
-    assert (np.diff(q, axis=0) >= 0).all()
-    for i in range(5):  # step i compares against s_i; s_n only bounds the continuous ramp
-        np.testing.assert_array_equal(q[i], masks > levels[i])
-
-
-def test_with_background_fills_the_rest():
-    q = np.zeros((2, 2, 1, 3), np.float32)  # (n, R, h, w)
-    q[0, 0, 0] = [1, 0, 0]
-    q[0, 1, 0] = [1, 0.5, 0]
-    q[1, 0, 0] = [0.25, 0.25, 0]
-    out = mask_math.with_background(q)
-    assert out.shape == (2, 3, 1, 3)
-    np.testing.assert_allclose(out[0, 0, 0], [0, 0.5, 1])  # clip(1 - (1 + 1), 0, 1) = 0
-    np.testing.assert_allclose(out[1, 0, 0], [0.75, 0.75, 1])
-    np.testing.assert_array_equal(out[:, 1:], q)
-
-
-def test_apply_z_order_hand_values():
-    masks = np.zeros((3, 1, 4), np.float32)
-    masks[0, 0] = [1, 1, 1, 1]
-    masks[1, 0] = [0, 1, 1, 0]
-    masks[2, 0] = [0, 0, 0.5, 1]
-    out = mask_math.apply_z_order(masks, 0.3)
-    np.testing.assert_allclose(out[2, 0], [0, 0, 0.5, 1])  # the top region is untouched
-    # region 1 under region 2: keeps 1 - 0.7 * cover, cover = 0.5 at x=2
-    np.testing.assert_allclose(out[1, 0], [0, 1, 0.65, 0])
-    # region 0 under the union (max) of 1 and 2: cover = [0, 1, 1, 1]
-    np.testing.assert_allclose(out[0, 0], [1, 0.3, 0.3, 0.3], atol=1e-6)
-    np.testing.assert_array_equal(mask_math.apply_z_order(masks, 1.0), masks)  # alpha 1: no occlusion
-
-
-def test_to_latent_takes_block_centres():
-    canvas = np.zeros((1, 16, 24), np.float32)
-    canvas[0, 4, 12] = 1.0  # the centre sample of latent pixel (0, 1)
-    canvas[0, 0, 0] = 1.0  # a corner sample is not a centre: dropped
-    latent = mask_math.to_latent(canvas)
-    assert latent.shape == (1, 2, 3)
-    np.testing.assert_array_equal(latent[0], [[0, 1, 0], [0, 0, 0]])
-
-
-def test_gaussian_blur_keeps_mass_and_zero_blur_is_identity():
-    mask = np.zeros((21, 21), np.float32)
-    mask[10, 10] = 1.0
-    blurred = mask_math.gaussian_blur(mask, 1.5)
-    assert blurred.sum() == pytest.approx(1.0, rel=1e-5)
-    assert blurred[10, 10] == blurred.max() and blurred[10, 9] == pytest.approx(blurred[9, 10])
-    np.testing.assert_array_equal(mask_math.gaussian_blur(mask, 0), mask)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from semanticdraw_cli.serve import PageServer
 from semanticdraw_cli.watch import Event
+from watch_session import SCENE, Session, save, write_mask
 
 WAIT = 300  # seconds: a bound on each wait, never reached when the page works
 
@@ -78,8 +79,6 @@ def test_a_headless_browser_shows_the_new_image_after_a_save(tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    from test_watch import SCENE, Session, save, write_mask
-
     from semanticdraw_cli.render import Renderer
 
     write_mask(tmp_path / "fox.png", 30)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import queue
 import signal
 import subprocess
 import sys
@@ -19,32 +17,10 @@ from semanticdraw_cli.cli import app
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.watch import Event, WatchLoop, WatchOptions
 from semanticdraw_cli.watched import scene_inputs
+from drawings import blob, layer, make_ora, save_ora
+from watch_session import SCENE, WAIT, Session, save, write_mask
 
 pytestmark = pytest.mark.slow
-WAIT = 300  # seconds: a bound on each wait for an event, never reached when the loop works
-
-SCENE = """\
-canvas: {width: 64, height: 64}
-model: {checkpoint: tiny}
-sampler: {steps: [0, 25], seed: 3}
-background: {prompt: a blue sky}
-regions:
-  - {name: fox, prompt: a red fox, mask: fox.png}
-  - {name: tree, prompt: a tall tree, mask: {rect: [32, 0, 32, 64]}}
-"""
-
-
-def write_mask(path: Path, right: int) -> None:
-    mask = np.zeros((64, 64), np.uint8)
-    mask[8:56, 4:right] = 255
-    Image.fromarray(mask).save(path)
-
-
-def save(path: Path, text: str) -> None:
-    """Save as many editors do: write a temporary file, then rename it over the original."""
-    temporary = path.with_name(f".{path.name}.swp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 @pytest.fixture()
@@ -58,53 +34,6 @@ def scene_file(tmp_path) -> Path:
 @pytest.fixture(scope="module")
 def renderer():
     return Renderer(device="cpu", dtype="float32")
-
-
-class Session:
-    """A WatchLoop in a thread; its events in a queue the test takes them from, in order."""
-
-    def __init__(self, scene: Path, renderer: Renderer, listener=None, out: Path | None = None, **options):
-        self.out = out or scene.parent / "out"
-        self.events: queue.Queue[Event] = queue.Queue()
-        self.seen: list[Event] = []
-        self.loop = WatchLoop(WatchOptions(scene, self.out, **options), renderer, [self.events.put])
-        if listener is not None:
-            self.loop.listen(listener)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.loop.run()
-        except BaseException as error:  # the test thread re-raises it
-            self.error = error
-            self.events.put(Event("failed", text=repr(error)))
-
-    def wait(self, kind: str, render: int | None = None) -> Event:
-        """The next event of this kind (and render); earlier events are kept in `seen`."""
-        while True:
-            event = self.events.get(timeout=WAIT)
-            self.seen.append(event)
-            if event.kind == "failed":
-                raise AssertionError(f"the loop failed: {event.text}") from self.error
-            if event.kind == kind and (render is None or event.render == render):
-                return event
-
-    def ready(self) -> Event:
-        """After the first render, with the watcher armed: saves from now on are seen."""
-        rendered = self.wait("rendered", 1)
-        if not any(event.kind == "watching" for event in self.seen):
-            self.wait("watching")
-        return rendered
-
-    def kinds(self, render: int) -> list[str]:
-        return [event.kind for event in self.seen if event.render == render and event.kind not in ("noticed", "watching")]
-
-    def close(self) -> None:
-        self.loop.stop()
-        self.thread.join(timeout=WAIT)
-        assert not self.thread.is_alive()
 
 
 @pytest.fixture()
@@ -268,20 +197,17 @@ def test_ctrl_c_exits_130_with_no_partial_files(scene_file):
 
 
 def test_a_layered_drawing_and_its_sidecar_are_watched(tmp_path, renderer):
-    from test_layers import blob, layer, make_ora
-
     art = tmp_path / "art.ora"
     make_ora(art, (64, 64), [layer("a red fox", blob((24, 40)), left=4, top=8)])
     (tmp_path / "art.yaml").write_text("model: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 3}\n")
     watch = Session(art, renderer)
     try:
         watch.ready()
-        make_ora(art, (64, 64), [layer("a red fox", blob((40, 40)), left=4, top=8)])
+        save_ora(art, (64, 64), [layer("a red fox", blob((40, 40)), left=4, top=8)])
         second = watch.wait("rendered", 2)
         assert second.files == (art,) and second.recomputed.get("mask") == 1 and "text" not in second.recomputed
         save(tmp_path / "art.yaml", "model: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 4}\n")
-        # the sidecar's change is reported; a drawing still being written when render 2 read it is too
-        assert tmp_path / "art.yaml" in watch.wait("rendered", 3).files
+        assert watch.wait("rendered", 3).files == (tmp_path / "art.yaml",)
     finally:
         watch.close()
 
@@ -294,8 +220,7 @@ def test_watched_files_follow_what_the_scene_reads(scene_file):
     scene_file.write_text(SCENE.replace("background: {prompt: a blue sky}", "background: {image: paper.png}"))
     files = scene_inputs(scene_file, load_scene(scene_file))
     assert {folder / "fox.png", folder / "paper.png", scene_file, folder / "scene.psd", folder / "scene.ora"} <= files
-    from test_layers import blob, layer, make_ora  # a YAML scene that names a drawing under `layers:`
-
+    # a YAML scene that names a drawing under `layers:`
     make_ora(folder / "drawing.ora", (64, 64), [layer("a red fox", blob((24, 40)))])
     (folder / "layered.yaml").write_text("layers: drawing.ora\nmodel: {checkpoint: tiny}\n")
     assert folder / "drawing.ora" in scene_inputs(folder / "layered.yaml", load_scene(folder / "layered.yaml"))
