@@ -1,10 +1,11 @@
 """Time one workload of `run.py` on an earlier commit and on this checkout, side by side.
 
 A refactor must not slow rendering down: this runs the workload's rows with each tree's own `run.py`
-and code, alternating (baseline, current, baseline, current, ...) so a busy neighbour slows both alike,
-and reports per row the median total of each, their ratio and the baseline's own spread (its noise).
+and code, alternating (baseline, current, current, baseline, ...) so a busy neighbour or a slow drift of
+the machine's speed slows both alike, and reports per row the median total of each, their ratio, the
+ratio within each round and the baseline's own range (its noise).
 
-    python benchmarks/compare_trees.py --baseline b7b3387 --workload families --threads 1 --rounds 3 \
+    python benchmarks/compare_trees.py --baseline b7b3387 --workload families --threads 1 --rounds 4 --repeats 2 \
         --methods "sd15, plan: reference" "sdxl (Lightning)" "sdxl, plan: reference" "sd3 (Flash)" "sd3, plan: reference"
 
 The baseline is checked out with `git worktree` into a temporary folder (removed afterwards). Each tree
@@ -51,12 +52,31 @@ def compare(runs: dict[str, list[dict]]) -> list[dict]:
         name = first["method"]
         totals = {tree: [t for result in results for row in result["rows"] if row["method"] == name
                          for t in row["total_all_repeats"]] for tree, results in runs.items()}
-        medians = {tree: statistics.median(values) for tree, values in totals.items()}
-        base = totals["baseline"]
-        rows.append({"method": name, "totals": totals, "median": medians,
-                     "ratio": round(medians["current"] / medians["baseline"], 4),
-                     "baseline_spread": round(max(base) / min(base) - 1, 4)})
+        rows.append(row_of(name, totals, len(runs["baseline"])))
     return rows
+
+
+def row_of(name: str, totals: dict[str, list[float]], rounds: int) -> dict:
+    """Medians, their ratio, the ratio within each round (neighbours in time) and the baseline's range."""
+    medians = {tree: statistics.median(values) for tree, values in totals.items()}
+    per_round = len(totals["baseline"]) // rounds
+    paired = [statistics.median(totals["current"][k * per_round:(k + 1) * per_round])
+              / statistics.median(totals["baseline"][k * per_round:(k + 1) * per_round]) for k in range(rounds)]
+    base = totals["baseline"]
+    return {"method": name, "totals": totals, "median": medians,
+            "ratio": round(medians["current"] / medians["baseline"], 4),
+            "ratio_per_round": [round(r, 4) for r in paired],
+            "baseline_range": round(max(base) / min(base) - 1, 4)}
+
+
+def markdown(result: dict) -> str:
+    lines = ["| row | baseline s | current s | × baseline | × baseline per round | baseline max / min |",
+             "|---|---:|---:|---:|---|---:|"]
+    for row in result["rows"]:
+        rounds = ", ".join(f"{r:.2f}" for r in row["ratio_per_round"])
+        lines.append(f"| {row['method']} | {row['median']['baseline']:.2f} | {row['median']['current']:.2f} "
+                     f"| {row['ratio']:.3f} | {rounds} | {1 + row['baseline_range']:.2f} |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             trees = {"baseline": baseline, "current": ROOT}
             runs: dict[str, list[dict]] = {"baseline": [], "current": []}
             for round_ in range(args.rounds):
-                for name, tree in trees.items():
+                order = list(trees.items()) if round_ % 2 == 0 else list(trees.items())[::-1]  # ABBA: drift cancels
+                for name, tree in order:
                     result = run_once(tree, scratch / f"cache-{name}", scratch / f"{name}-{round_}.json", args)
                     runs[name].append(result)
                     print(f"round {round_ + 1} {name}: " + ", ".join(
@@ -96,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{args.workload}: {commits['current']} against {commits['baseline']}, {machine['cpu']} "
           f"({machine['torch_threads']} torch threads), {args.rounds} rounds x {args.repeats} repeats")
-    print("| row | baseline s | current s | × baseline | baseline spread |")
-    print("|---|---:|---:|---:|---:|")
-    for row in result["rows"]:
-        print(f"| {row['method']} | {row['median']['baseline']:.2f} | {row['median']['current']:.2f} "
-              f"| {row['ratio']:.3f} | ±{row['baseline_spread'] * 100:.1f}% |")
+    print(markdown(result))
     print(f"wrote {out}", file=sys.stderr)
     return 0
 
