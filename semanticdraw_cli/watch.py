@@ -29,7 +29,7 @@ from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.render import Prepared, Renderer, StepState, blend_over_background, write_result
 from semanticdraw_cli.scene import Scene
 from semanticdraw_cli.scene_loader import load_scene
-from semanticdraw_cli.watched import FileWatcher, absolute, contents, scene_inputs
+from semanticdraw_cli.watched import FileWatcher, absolute, contents, scene_inputs, signatures
 
 KINDS = (
     "watching",  # the watcher is armed (after a start or a change of folders)
@@ -123,15 +123,24 @@ class WatchLoop:
         if self._stop.is_set():
             return
         started = time.perf_counter()
-        current = contents(self._files)
-        if current == self._contents and not (first or self._problems):
-            return
+        while True:  # read again while a writer is still at work: an editor saving in place can outlast a burst
+            before = signatures(self._files)
+            current = contents(self._files)
+            if current == self._contents and not (first or self._problems):
+                return
+            try:
+                scene, error = load_scene(self.options.scene, self.options.overrides,
+                                          allow_outside=self.options.allow_outside), None
+            except SceneError as refused:
+                scene, error = None, refused
+            if self._stop.is_set():
+                return
+            if signatures(self._files) == before:
+                break
         self._contents = current
-        try:
-            scene = load_scene(self.options.scene, self.options.overrides, allow_outside=self.options.allow_outside)
-        except SceneError as error:
+        if error is not None:
             if first:
-                raise
+                raise error
             self._invalid(tuple(str(problem) for problem in error.problems))
             return
         self._problems = ()

@@ -47,6 +47,20 @@ def contents(files: Iterable[Path]) -> Contents:
     return {file: _digest(file) for file in files}
 
 
+def signatures(files: Iterable[Path]) -> dict[Path, tuple[int, int, int] | None]:
+    """Each file's (inode, size, modification time), None when missing: cheap, and different once a
+    writer touched the file, so a read that overlapped a write is told apart from a settled one."""
+    found = {}
+    for file in files:
+        try:
+            stat = os.stat(file)
+        except OSError:
+            found[file] = None
+        else:
+            found[file] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return found
+
+
 def _digest(file: Path) -> str | None:
     digest = hashlib.blake2b(digest_size=16)
     try:

@@ -133,6 +133,30 @@ def test_a_touch_without_new_content_renders_nothing(scene_file, session):
     assert watch.wait("rendered").render == 2  # the next render is the edit's, not the touch's
 
 
+def test_a_file_written_while_it_is_read_is_read_again_before_rendering(scene_file, session, monkeypatch):
+    """An editor saving in place can still be writing when the loop reads: render what it ends with, once."""
+    from semanticdraw_cli import watch as watch_module
+
+    real_load = watch_module.load_scene
+    finishing = [SCENE.replace("a tall tree", "a golden tree")]
+
+    def load_while_the_editor_finishes(*args, **kwargs):
+        if finishing:
+            scene_file.write_text(finishing.pop())  # in place, after the loop hashed the file
+        return real_load(*args, **kwargs)
+
+    watch = session()
+    watch.ready()
+    monkeypatch.setattr(watch_module, "load_scene", load_while_the_editor_finishes)
+    save(scene_file, SCENE.replace("a tall tree", "a stone tree"))
+    second = watch.wait("rendered", 2)
+    assert second.files == (scene_file,) and second.recomputed == {"text": 1}
+    assert "a golden tree" in (watch.out / "scene-latest.png").read_bytes().decode("latin-1")
+    write_mask(scene_file.parent / "fox.png", 40)
+    # the write seen during render 2's read was already rendered: the next render is the mask's alone
+    assert watch.wait("rendered", 3).files == (scene_file.parent / "fox.png",)
+
+
 def test_keep_and_preview_steps(scene_file, session):
     shown = []
 
