@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -339,7 +340,13 @@ app.command("score")(score)
 
 
 def main() -> None:
-    app(prog_name="semanticdraw")
+    try:
+        app(prog_name="semanticdraw")
+    except SystemExit as done:
+        launched = sys.modules.get("semanticdraw_cli.launch")  # imported only by a launched render
+        if launched is not None:
+            launched.end_process(done.code if isinstance(done.code, int) else int(done.code is not None))
+        raise
 
 
 if __name__ == "__main__":
