@@ -9,31 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 import torch
 
 from semanticdraw_cli.batching import Batching, Item, chunks, padding
+from semanticdraw_cli.families.base import Denoiser
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.schedule import StepTable, draw, renoise
-from semanticdraw_cli.tiles import Window
 
 Embeddings = dict[str, torch.Tensor]  # batch-first tensors; the sampler only indexes and lerps them
-
-
-class Denoiser(Protocol):
-    """What the sampler needs of a model: an x0 estimate for a batch of windows at step i."""
-
-    def predict_x0(
-        self,
-        x: torch.Tensor,  # (B, C, h, w) noisy latents at step `step`
-        table: StepTable,
-        step: int,
-        cond: Embeddings,  # (B, ...) per item
-        uncond: Embeddings | None,  # (B, ...); None: no unconditional branch
-        guidance: float,
-        windows: Sequence[Window],  # where each item lies on the canvas (size conditioning)
-    ) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from semanticdraw_cli.lazy import lazy_module
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.fusion import Denoiser
+    from semanticdraw_cli.families.base import Denoiser
     from semanticdraw_cli.plan import Pair
     from semanticdraw_cli.scene import Sampler
 else:

@@ -1,7 +1,7 @@
 """The one contract every model family implements, and the spec a family registers.
 
 The renderer and the sampler see a model only through `FamilyAdapter`; the sampler needs just its
-`predict_x0` (`fusion.Denoiser`). A family module exports one `FamilySpec`; `families.registry`
+`predict_x0` (`Denoiser`). A family module exports one `FamilySpec`; `families.registry`
 collects the specs in one place. The spec's facts (defaults, options, pixel multiple) are plain
 data, read by the scene schema without loading torch.
 """
@@ -27,9 +27,25 @@ if TYPE_CHECKING:
     from semanticdraw_cli.tiles import Window
 
 
+class Denoiser(Protocol):
+    """What the sampler needs of a model: an x0 estimate for a batch of windows at step i."""
+
+    def predict_x0(
+        self,
+        x: torch.Tensor,  # (B, C, h, w) noisy latents at step `step`
+        table: StepTable,
+        step: int,
+        cond: Embeddings,  # (B, ...) per item
+        uncond: Embeddings | None,  # (B, ...); None: no unconditional branch
+        guidance: float,
+        windows: Sequence[Window],  # where each item lies on the canvas (size conditioning)
+    ) -> torch.Tensor:
+        """(B, C, h, w) float32 estimate of the clean latent of each item."""
+
+
 @runtime_checkable
-class FamilyAdapter(Protocol):
-    """Everything the renderer and the sampler use of a loaded model."""
+class FamilyAdapter(Denoiser, Protocol):
+    """Everything the renderer and the sampler use of a loaded model: the sampler's `Denoiser`, and more."""
 
     device: torch.device
     dtype: torch.dtype  # what the network computes in; latents and x0 estimates stay float32
@@ -53,18 +69,6 @@ class FamilyAdapter(Protocol):
 
     def decode(self, latents: torch.Tensor, on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
         """(N, C, h, w) latents -> (N, H, W, 3) uint8 pictures; `on_tile(done, total)` after each decoder pass."""
-
-    def predict_x0(
-        self,
-        x: torch.Tensor,  # (B, C, h, w) noisy latents at step `step`
-        table: StepTable,
-        step: int,
-        cond: Embeddings,  # (B, ...) per item
-        uncond: Embeddings | None,  # (B, ...); None: no unconditional branch
-        guidance: float,
-        windows: Sequence[Window],  # where each item lies on the canvas (size conditioning)
-    ) -> torch.Tensor:
-        """(B, C, h, w) float32 estimate of the clean latent of each item."""
 
     # The speed levers: `families.network.NetworkMixin` implements these for every family.
     network: torch.nn.Module  # the denoiser network, eager (as loaded, with any fused levers)
