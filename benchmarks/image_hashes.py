@@ -40,7 +40,7 @@ def digest(data: bytes) -> str:
 
 def fingerprints(names: list[str]) -> dict[str, list[dict[str, str]]]:
     from semanticdraw_cli.render import Renderer
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     renderer, out = Renderer(device="cpu"), {}
     for name in names:

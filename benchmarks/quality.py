@@ -36,8 +36,8 @@ from semanticdraw_cli import defaults  # noqa: E402
 from semanticdraw_cli.errors import RenderError  # noqa: E402
 from semanticdraw_cli.families import registry  # noqa: E402
 from semanticdraw_cli.render import Renderer  # noqa: E402
-from semanticdraw_cli.scene import Scene  # noqa: E402
-from semanticdraw_cli.scene_loader import load_scene  # noqa: E402
+from semanticdraw_cli.scene.types import Scene  # noqa: E402
+from semanticdraw_cli.scene.loader import load_scene  # noqa: E402
 from semanticdraw_cli.score import load_clip, score_with  # noqa: E402
 
 # The paper's three rows; the loader's defaults give each method its published settings:

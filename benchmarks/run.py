@@ -35,8 +35,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from semanticdraw_cli.render import Renderer  # noqa: E402
-from semanticdraw_cli.scene import Scene  # noqa: E402
-from semanticdraw_cli.scene_loader import load_scene, scene_from_dict  # noqa: E402
+from semanticdraw_cli.scene.types import Scene  # noqa: E402
+from semanticdraw_cli.scene.loader import load_scene, scene_from_dict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 IRWOROBONGDO = ROOT / "scenes" / "irworobongdo.yaml"

@@ -40,10 +40,10 @@ import yaml  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from semanticdraw_cli.families import presets  # noqa: E402
-from semanticdraw_cli.rasterize import rasterize_mask  # noqa: E402
+from semanticdraw_cli.scene.rasterize import rasterize_mask  # noqa: E402
 from semanticdraw_cli.render import Renderer  # noqa: E402
-from semanticdraw_cli.scene import Canvas  # noqa: E402
-from semanticdraw_cli.scene_loader import load_scene, scene_to_dict  # noqa: E402
+from semanticdraw_cli.scene.types import Canvas  # noqa: E402
+from semanticdraw_cli.scene.loader import load_scene, scene_to_dict  # noqa: E402
 from semanticdraw_cli.watch import WatchLoop, WatchOptions  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,3 +1,3 @@
-from semanticdraw_cli.cli import main
+from semanticdraw_cli.cli.app import main
 
 main()

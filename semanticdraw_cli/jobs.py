@@ -14,7 +14,7 @@ from pathlib import Path
 
 from semanticdraw_cli import defaults, outputs
 from semanticdraw_cli.errors import Problem, SceneError
-from semanticdraw_cli.scene import Scene
+from semanticdraw_cli.scene.types import Scene
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ def _plan(group: Group, call: Call) -> tuple[jobs.JobPlan | None, Status]:
 
 def _render_share(group: Group, call: Call, mine: list[jobs.Job], total: int) -> Status:
     """Render and write this process's jobs; its status says what it wrote, and why it stopped."""
-    from semanticdraw_cli.progress import RenderProgress
+    from semanticdraw_cli.cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer, write_results
 
     renderer = Renderer(device=group.device, dtype=call.dtype)

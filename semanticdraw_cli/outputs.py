@@ -170,7 +170,7 @@ def write_json(target: Path, data: dict[str, Any]) -> None:
 
 def read_embedded(path: Path) -> tuple[str, dict[str, Any]]:
     """(scene YAML, params) embedded in a PNG written by `render`; KeyError when absent, SceneError when refused."""
-    from semanticdraw_cli.embedded import read_embedded as read
+    from semanticdraw_cli.scene.embedded import read_embedded as read
 
     return read(path, SCENE_KEY, PARAMS_KEY)
 

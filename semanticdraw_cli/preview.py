@@ -7,8 +7,8 @@ import colorsys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
-from semanticdraw_cli.scene import Scene
+from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
+from semanticdraw_cli.scene.types import Scene
 
 # Distinct colours (Trubetskoy's list, the most separable first); golden-ratio hues after those.
 PALETTE = ("#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",

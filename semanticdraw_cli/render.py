@@ -26,7 +26,7 @@ from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.report import build_report
-from semanticdraw_cli.scene import Scene
+from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import tile_grid
 
@@ -296,7 +296,7 @@ def _as_scene(
 ) -> Scene:
     if isinstance(scene, Scene):
         return scene
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     return load_scene(Path(scene), overrides, allow_outside=allow_outside)
 
@@ -339,7 +339,7 @@ def write_result(result: RenderResult, png: Path, report_path: Path) -> None:
     """One image's PNG (scene embedded) and JSON report, each replaced atomically; the save time lands in the report."""
     import yaml
 
-    from semanticdraw_cli.scene_dict import scene_to_dict
+    from semanticdraw_cli.scene.dicts import scene_to_dict
 
     start = time.perf_counter()
     scene_yaml = yaml.safe_dump(scene_to_dict(result.scene), sort_keys=False)

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.families.base import FamilyAdapter
-    from semanticdraw_cli.scene import Scene
+    from semanticdraw_cli.scene.types import Scene
 
 VERSIONED = ("torch", "diffusers", "transformers")  # the libraries that decide the pixels
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem, SceneError
-from semanticdraw_cli.scene import Scene
+from semanticdraw_cli.scene.types import Scene
 
 GATE_EXIT_CODE = 3  # some area scored below its threshold; the images are still written
 NEUTRAL_FILL = tuple(int(round(255 * v)) for v in D.CLIP_IMAGE_MEAN)  # (123, 117, 104)
@@ -220,7 +220,7 @@ def gate_message(scored: Sequence[tuple[str, dict]]) -> str | None:
 def read_pixels(path: Path) -> np.ndarray:
     """(H, W, 3) uint8 of a picture; SceneError (exit 2) when it cannot be read."""
     from semanticdraw_cli.errors import MaskError
-    from semanticdraw_cli.rasterize import read_rgb
+    from semanticdraw_cli.scene.rasterize import read_rgb
 
     try:
         return read_rgb(Path(path))
@@ -234,8 +234,8 @@ def embedded_scene(path: Path, overrides: Sequence[str] = (), allow_outside: boo
     Its pictures must lie in the PNG's folder or below, unless `allow_outside` (as for any scene).
     """
     from semanticdraw_cli.outputs import read_embedded
-    from semanticdraw_cli.scene_dict import scene_from_dict
-    from semanticdraw_cli.scene_yaml import parse_yaml
+    from semanticdraw_cli.scene.dicts import scene_from_dict
+    from semanticdraw_cli.scene.yaml_text import parse_yaml
 
     try:
         scene_yaml, _ = read_embedded(path)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from semanticdraw_cli.families.base import Denoiser
     from semanticdraw_cli.plan import Pair
-    from semanticdraw_cli.scene import Sampler
+    from semanticdraw_cli.scene.types import Sampler
 else:
     torch = lazy_module("torch")
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from semanticdraw_cli import masks as mask_math
 from semanticdraw_cli.lazy import lazy_module
-from semanticdraw_cli.scene import Mask, Scene
+from semanticdraw_cli.scene.types import Mask, Scene
 
 if TYPE_CHECKING:
     import torch
@@ -103,7 +103,7 @@ def mask_key(mask: Mask) -> Hashable:
 
 def canvas_masks(scene: Scene, cache: StageCache) -> np.ndarray:
     """Rasterized, z-ordered, blurred, strength-scaled masks (R, H, W); each region rasterized once per content."""
-    from semanticdraw_cli.rasterize import rasterize_mask
+    from semanticdraw_cli.scene.rasterize import rasterize_mask
 
     raw = np.stack([
         cache.get("mask", (mask_key(region.mask), scene.canvas), lambda region=region: rasterize_mask(region.mask, scene.canvas))
@@ -119,7 +119,7 @@ def canvas_masks(scene: Scene, cache: StageCache) -> np.ndarray:
 
 def background_pixels(scene: Scene, cache: StageCache) -> np.ndarray | None:
     """The picture to paint over at canvas size, (H, W, 3) uint8; None when there is none."""
-    from semanticdraw_cli.rasterize import load_rgb
+    from semanticdraw_cli.scene.rasterize import load_rgb
 
     if scene.background.image_array is not None:
         return scene.background.image_array

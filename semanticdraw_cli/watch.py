@@ -27,8 +27,8 @@ from semanticdraw_cli import outputs
 from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError
 from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.render import Prepared, Renderer, StepState, blend_over_background, write_result
-from semanticdraw_cli.scene import Scene
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.types import Scene
+from semanticdraw_cli.scene.loader import load_scene
 from semanticdraw_cli.watched import FileWatcher, absolute, contents, scene_inputs, signatures
 
 KINDS = (

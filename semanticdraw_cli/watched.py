@@ -15,8 +15,9 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from semanticdraw_cli import outputs, safe_io
-from semanticdraw_cli.scene import Scene
+from semanticdraw_cli import outputs
+from semanticdraw_cli.scene import safe_io
+from semanticdraw_cli.scene.types import Scene
 
 SIBLING_SUFFIXES = (".yaml", ".yml", ".psd", ".ora")  # a drawing's sidecar, a sidecar's drawing
 DEBOUNCE_MS = 1_000  # longest a burst of saves is gathered before the loop hears of it

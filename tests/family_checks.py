@@ -96,7 +96,7 @@ def render_scene_file(path: Path, out_dir: Path) -> np.ndarray:
     from PIL import Image
     from typer.testing import CliRunner
 
-    from semanticdraw_cli.cli import app
+    from semanticdraw_cli.cli.app import app
 
     args = ["render", str(path), "--model", "tiny", "-o", str(out_dir), "--device", "cpu", "--dtype", "float32",
             "--quiet"]

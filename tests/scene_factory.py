@@ -6,7 +6,7 @@ import dataclasses
 
 from semanticdraw_cli import defaults as d
 from semanticdraw_cli.families import registry
-from semanticdraw_cli.scene import (
+from semanticdraw_cli.scene.types import (
     Accelerator,
     Background,
     Bootstrap,

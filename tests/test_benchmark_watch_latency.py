@@ -21,7 +21,7 @@ def latency():
 
 
 def test_the_scene_is_irworobongdo_with_mask_files(latency, tmp_path):
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     scene = load_scene(latency.write_scene(tmp_path, "tiny", 320, (192, 96)))
     assert (scene.canvas.width, scene.canvas.height) == (320, 192) and len(scene.regions) == 8

@@ -11,11 +11,11 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from semanticdraw_cli.cli import app
+from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.outputs import OutputError, read_embedded
 from semanticdraw_cli.render import Renderer, RenderResult, render
-from semanticdraw_cli.scene import Canvas, Tile
-from semanticdraw_cli.scene_loader import load_scene, scene_from_dict
+from semanticdraw_cli.scene.types import Canvas, Tile
+from semanticdraw_cli.scene.loader import load_scene, scene_from_dict
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
 IRWOROBONGDO = SCENES / "irworobongdo.yaml"

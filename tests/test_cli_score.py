@@ -10,7 +10,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from semanticdraw_cli.cli import app
+from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.score import GATE_EXIT_CODE
 
 runner = CliRunner()

@@ -8,7 +8,7 @@ def test_help_imports_no_torch_or_diffusers():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from semanticdraw_cli.cli import app\n"
+        "from semanticdraw_cli.cli.app import app\n"
         "result = CliRunner().invoke(app, ['--help'])\n"
         "assert result.exit_code == 0 and 'render' in result.output\n"
         "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'psd_tools', 'accelerate') if m in sys.modules]\n"
@@ -20,7 +20,7 @@ def test_help_imports_no_torch_or_diffusers():
 def test_every_command_has_help():
     from typer.testing import CliRunner
 
-    from semanticdraw_cli.cli import app
+    from semanticdraw_cli.cli.app import app
 
     for command in ("render", "validate", "preview", "import", "inspect", "watch"):
         result = CliRunner().invoke(app, [command, "--help"])
@@ -31,7 +31,7 @@ def test_version():
     from typer.testing import CliRunner
 
     from semanticdraw_cli import __version__
-    from semanticdraw_cli.cli import app
+    from semanticdraw_cli.cli.app import app
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"semanticdraw {__version__}"
@@ -41,7 +41,7 @@ def test_help_shows_every_default():
     from typer.testing import CliRunner
 
     from semanticdraw_cli import defaults
-    from semanticdraw_cli.cli import app
+    from semanticdraw_cli.cli.app import app
 
     def help_of(command: str) -> str:
         result = CliRunner().invoke(app, [command, "--help"])

@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli import app
+from semanticdraw_cli.cli.app import app
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
 CANVAS = "canvas: {width: 64, height: 48}\n"
@@ -153,7 +153,7 @@ def test_bad_override(tmp_path):
 
 def test_command_line_model_paths_are_relative_to_the_current_folder(tmp_path, monkeypatch):
     """--model / --set paths: the current folder; the same path written in the scene: the scene's folder."""
-    from semanticdraw_cli.cli import _load_scenes
+    from semanticdraw_cli.cli.app import _load_scenes
 
     scenes, work = tmp_path / "scenes", tmp_path / "work"
     (scenes / "mine").mkdir(parents=True)
@@ -198,7 +198,7 @@ def test_warnings_exit_0(tmp_path):
 
 
 def test_override_of_a_prompt_with_a_colon_is_taken_as_written(tmp_path):
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     path = write(tmp_path, CANVAS + ONE_REGION)
     result = run("validate", str(path), "--set", "regions[0].prompt=a cat: black")
@@ -320,7 +320,7 @@ def test_every_reading_command_has_allow_outside(tmp_path):
 def test_the_python_api_refuses_outside_paths_unless_allowed(tmp_path):
     from semanticdraw_cli.errors import SceneError
     from semanticdraw_cli.render import render
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     path = write(outside_setup(tmp_path), CANVAS + "regions:\n  - {prompt: a fox, mask: ../fox.png}\n")
     with pytest.raises(SceneError, match="outside the scene's folder"):

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli import app
+from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.outputs import PARAMS_KEY, SCENE_KEY, read_embedded, write_png
 
 SCENE = "canvas: {width: 8, height: 8}\nregions: []\n"

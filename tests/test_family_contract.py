@@ -9,7 +9,7 @@ import torch
 from semanticdraw_cli.families import registry
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.families.network import CompiledNetwork, Levers
-from semanticdraw_cli.scene_loader import scene_from_dict
+from semanticdraw_cli.scene.loader import scene_from_dict
 from semanticdraw_cli.tiles import Window
 
 FAMILIES = list(registry.families())

@@ -11,8 +11,8 @@ import torch
 from semanticdraw_cli.errors import RenderError, SceneError
 from semanticdraw_cli.families import flux, presets, registry
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene import Accelerator, Bootstrap, Model, Tile
-from semanticdraw_cli.scene_loader import scene_from_dict
+from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Model, Tile
+from semanticdraw_cli.scene.loader import scene_from_dict
 from family_checks import check_oracle_placement, render_scene_file, scene_files
 from scene_factory import make_scene, rect, region
 

@@ -10,7 +10,7 @@ import torch
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import hub, presets
 from semanticdraw_cli.families.registry import load_adapter
-from semanticdraw_cli.scene import Accelerator, Model
+from semanticdraw_cli.scene.types import Accelerator, Model
 
 
 def with_tools(monkeypatch, *installed: str) -> None:

@@ -4,7 +4,7 @@ import pytest
 
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.schedules import discrete_step_table, scheduler_kind
-from semanticdraw_cli.scene import Accelerator, Model
+from semanticdraw_cli.scene.types import Accelerator, Model
 
 
 @pytest.mark.parametrize("family, accelerator, own, kind", [

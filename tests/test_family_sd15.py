@@ -4,7 +4,7 @@ import pytest
 
 from semanticdraw_cli.families import presets
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.loader import load_scene
 
 pytestmark = pytest.mark.slow
 

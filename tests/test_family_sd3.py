@@ -8,7 +8,7 @@ import torch
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sd3
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene import Accelerator, Bootstrap, Model, Tile
+from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Model, Tile
 from semanticdraw_cli.families import registry
 from family_checks import (
     assert_close_in_float16,

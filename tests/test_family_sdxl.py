@@ -8,7 +8,7 @@ import torch
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, sdxl
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene import Accelerator, Bootstrap, Model
+from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Model
 from semanticdraw_cli import defaults as d
 from semanticdraw_cli.families import registry
 from family_checks import (
@@ -159,7 +159,7 @@ def test_float16_model_decodes_with_a_float32_vae():
 def test_cli_exits_1_naming_the_family_of_a_mismatched_checkpoint(tmp_path):
     from typer.testing import CliRunner
 
-    from semanticdraw_cli.cli import app
+    from semanticdraw_cli.cli.app import app
 
     sd15 = presets.ensure_preset("sd15", "tiny")
     scene = scene_files("sdxl")[0]

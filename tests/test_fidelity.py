@@ -70,7 +70,7 @@ class OracleDenoiser:
 @pytest.fixture(scope="module")
 def layout():
     """Quantized per-step masks (n, R, h, w) of the Irworobongdo scene, background prompt as region 0."""
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     scene = load_scene(SCENE)
     assert (scene.canvas.width, scene.canvas.height) == (1280, 768)

@@ -10,7 +10,7 @@ import pytest
 from semanticdraw_cli.errors import SceneError
 from semanticdraw_cli.jobs import parse_shard, plan_call, select
 from semanticdraw_cli.outputs import OutputError
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.loader import load_scene
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
 

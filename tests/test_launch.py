@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from semanticdraw_cli import launch
-from semanticdraw_cli import cli_support
-from semanticdraw_cli.cli import app
+from semanticdraw_cli.cli import support as cli_support
+from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.jobs import Job
 from semanticdraw_cli.launch import Call, LaunchFailure, Status
 from semanticdraw_cli.render import Renderer, RenderResult
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.loader import load_scene
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
 

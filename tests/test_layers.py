@@ -12,8 +12,8 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import SceneError
-from semanticdraw_cli.layered_files import read_document
-from semanticdraw_cli.layers import split_name
+from semanticdraw_cli.scene.layered_files import read_document
+from semanticdraw_cli.scene.layers import split_name
 from drawings import KINDS, blob, disc, group, layer, make, make_ora, make_psd
 
 
@@ -158,9 +158,9 @@ def test_all_layer_problems_reported_together(tmp_path):
 
 from typer.testing import CliRunner  # noqa: E402
 
-from semanticdraw_cli.cli import app  # noqa: E402
-from semanticdraw_cli.layers import load_layered_scene  # noqa: E402
-from semanticdraw_cli.scene_loader import load_scene  # noqa: E402
+from semanticdraw_cli.cli.app import app  # noqa: E402
+from semanticdraw_cli.scene.layers import load_layered_scene  # noqa: E402
+from semanticdraw_cli.scene.loader import load_scene  # noqa: E402
 
 
 def canvas_alpha(image: Image.Image, left: int, top: int, size=(64, 32)) -> np.ndarray:
@@ -343,7 +343,7 @@ def test_import_round_trip(tmp_path, kind):
     layered, imported = load_layered_scene(path), load_scene(output)
     assert imported.canvas == layered.canvas and imported.sampler == layered.sampler
     assert imported.background.prompt == layered.background.prompt
-    from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
+    from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
 
     assert (load_rgb(imported.background.image, imported.canvas) == layered.background.image_array).all()
     for a, b in zip(layered.regions, imported.regions, strict=True):
@@ -428,7 +428,7 @@ def test_import_output_names_are_checked_before_reading_the_drawing(tmp_path, mo
 
 
 def test_import_writes_through_the_shared_atomic_writer(tmp_path):
-    from semanticdraw_cli import layers
+    from semanticdraw_cli.scene import layers
 
     assert not hasattr(layers, "_write_atomically")
     path = make_ora(tmp_path / "art.ora", (64, 32), scene_specs())

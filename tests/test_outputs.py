@@ -12,7 +12,7 @@ import pytest
 
 from semanticdraw_cli import outputs
 from semanticdraw_cli.outputs import OutputError, atomic_path, check_output_name, plan_render, remove_stale_temporaries
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.loader import load_scene
 
 SCENE = "canvas: {width: 64, height: 48}\nsampler: {seed: 5}\nregions:\n  - {prompt: a fox, mask: {rect: [0, 0, 32, 48]}}\n"
 

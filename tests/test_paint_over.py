@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from semanticdraw_cli.cli import app
+from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.render import region_masks
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.loader import load_scene
 from drawings import blob, disc, layer, make
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ import torch
 
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets, registry
-from semanticdraw_cli.scene import Accelerator, Model
+from semanticdraw_cli.scene.types import Accelerator, Model
 
 # Parameters of each network of the published checkpoints (stabilityai/stable-diffusion-xl-base-1.0,
 # stabilityai/stable-diffusion-3-medium-diffusers, black-forest-labs/FLUX.1-schnell): what `full-random` must
@@ -81,7 +81,7 @@ def test_a_device_preset_renders_through_the_loader(monkeypatch):
 
     from semanticdraw_cli.families import flux
     from semanticdraw_cli.render import Renderer
-    from semanticdraw_cli.scene_loader import scene_from_dict
+    from semanticdraw_cli.scene.loader import scene_from_dict
 
     def small_t5():
         return T5EncoderModel(T5Config(vocab_size=200, d_model=flux.TINY_T5, d_kv=16, d_ff=64, num_layers=1,

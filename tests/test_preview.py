@@ -18,7 +18,7 @@ from semanticdraw_cli.preview import (
     region_colour,
     region_colours,
 )
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.loader import load_scene
 
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
 

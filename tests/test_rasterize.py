@@ -15,8 +15,8 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import MaskError
-from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
-from semanticdraw_cli.scene import Canvas, Mask
+from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
+from semanticdraw_cli.scene.types import Canvas, Mask
 
 CANVAS = Canvas(64, 48)
 

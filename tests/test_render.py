@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene_loader import load_scene
+from semanticdraw_cli.scene.loader import load_scene
 
 pytestmark = pytest.mark.slow
 

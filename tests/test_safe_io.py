@@ -8,8 +8,9 @@ import zipfile
 
 import pytest
 
-from semanticdraw_cli import defaults, safe_io
-from semanticdraw_cli.safe_io import (
+from semanticdraw_cli import defaults
+from semanticdraw_cli.scene import safe_io
+from semanticdraw_cli.scene.safe_io import (
     SCENE,
     InputRefused,
     open_archive,

@@ -8,7 +8,7 @@ import torch
 
 from semanticdraw_cli.families import presets
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene import Accelerator, Background, Bootstrap
+from semanticdraw_cli.scene.types import Accelerator, Background, Bootstrap
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow

@@ -17,8 +17,8 @@ from PIL import Image
 
 from semanticdraw_cli import defaults as d
 from semanticdraw_cli.errors import SceneError
-from semanticdraw_cli.scene import Accelerator, Canvas, Mask
-from semanticdraw_cli.scene_loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
+from semanticdraw_cli.scene.types import Accelerator, Canvas, Mask
+from semanticdraw_cli.scene.loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
 from semanticdraw_cli.families import registry
 
 MINIMAL = """\
@@ -449,9 +449,9 @@ def test_canvas_sides_must_be_multiples_of_8_and_the_hint_brackets_the_value(tmp
 @pytest.fixture
 def fake_layers(monkeypatch):
     calls = []
-    from semanticdraw_cli import scene_loader
+    from semanticdraw_cli.scene import loader as scene_loader
 
-    module = types.ModuleType("semanticdraw_cli.layers")
+    module = types.ModuleType("semanticdraw_cli.scene.layers")
     module.load_layered_scene = lambda *args, **kwargs: calls.append((args, kwargs)) or "layered scene"
     module.drawing_of = lambda path: None
     monkeypatch.setattr(scene_loader, "layers", module)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.rasterize import rasterize_mask
-from semanticdraw_cli.scene_loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
-from semanticdraw_cli.scene_schema import KEYS
+from semanticdraw_cli.scene.rasterize import rasterize_mask
+from semanticdraw_cli.scene.loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
+from semanticdraw_cli.scene.schema import KEYS
 from semanticdraw_cli.families import registry
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,8 +10,8 @@ import pytest
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import SceneError
 from semanticdraw_cli.render import region_masks
-from semanticdraw_cli.scene import Background, Quality
-from semanticdraw_cli.scene_loader import scene_from_dict, scene_to_dict
+from semanticdraw_cli.scene.types import Background, Quality
+from semanticdraw_cli.scene.loader import scene_from_dict, scene_to_dict
 from semanticdraw_cli.score import (
     NEUTRAL_FILL,
     area_masks,

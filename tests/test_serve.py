@@ -118,7 +118,7 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
 
     from typer.testing import CliRunner
 
-    from semanticdraw_cli.cli import app
+    from semanticdraw_cli.cli.app import app
 
     scene = tmp_path / "scene.yaml"
     scene.write_text("canvas: {width: 64, height: 64}\nmodel: {checkpoint: tiny}\n"

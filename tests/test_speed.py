@@ -11,7 +11,7 @@ import torch
 from semanticdraw_cli import defaults, flops, speed
 from semanticdraw_cli.families.network import CompiledNetwork, Levers
 from semanticdraw_cli.render import Renderer
-from semanticdraw_cli.scene import Tile
+from semanticdraw_cli.scene.types import Tile
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
@@ -130,7 +130,7 @@ def test_levers_follow_the_scene():
 def test_compile_option_of_render(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from semanticdraw_cli.cli import app
+    from semanticdraw_cli.cli.app import app
 
     monkeypatch.setattr(defaults, "COMPILE_BACKEND", "aot_eager")
     path = tmp_path / "scene.yaml"

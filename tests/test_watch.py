@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from semanticdraw_cli.cli import app
+from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.watch import Event, WatchLoop, WatchOptions
 from semanticdraw_cli.watched import scene_inputs
@@ -237,7 +237,7 @@ def test_a_layered_drawing_and_its_sidecar_are_watched(tmp_path, renderer):
 
 
 def test_watched_files_follow_what_the_scene_reads(scene_file):
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     folder = scene_file.parent
     Image.new("RGB", (64, 64), "white").save(folder / "paper.png")

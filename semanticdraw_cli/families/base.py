@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from semanticdraw_cli.families.network import Levers
     from semanticdraw_cli.fusion import Embeddings
-    from semanticdraw_cli.scene import Model, Sampler
+    from semanticdraw_cli.scene.types import Model, Sampler
     from semanticdraw_cli.schedule import StepTable
     from semanticdraw_cli.tiles import Window
 

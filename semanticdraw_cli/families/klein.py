@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.fusion import Embeddings
-    from semanticdraw_cli.scene import Model, Sampler
+    from semanticdraw_cli.scene.types import Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
     torch = lazy_module("torch")

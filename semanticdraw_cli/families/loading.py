@@ -15,7 +15,7 @@ from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.hub import load_error
 from semanticdraw_cli.lazy import lazy_module
-from semanticdraw_cli.scene import Accelerator
+from semanticdraw_cli.scene.types import Accelerator
 
 if TYPE_CHECKING:
     import torch

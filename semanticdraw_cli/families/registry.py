@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.families.base import FamilyAdapter
-    from semanticdraw_cli.scene import Model
+    from semanticdraw_cli.scene.types import Model
 
 FAMILY_MODULES = (
     "semanticdraw_cli.families.sd15",

@@ -15,7 +15,7 @@ import yaml
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem
-from semanticdraw_cli.safe_io import SCENE, InputRefused, Kind, read_text
+from semanticdraw_cli.scene.safe_io import SCENE, InputRefused, Kind, read_text
 
 _QUOTE = "put it in quotes to make it text"
 

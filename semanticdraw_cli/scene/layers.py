@@ -3,7 +3,7 @@
 The file gives the canvas, the region masks (layer alpha) and the background picture; everything else
 (model, sampler, defaults, per-region values) comes from settings: a sidecar `art.yaml` next to
 `art.psd`, or the YAML scene that names the file under `layers:`. Defaults are resolved by
-`scene_dict.scene_from_dict`, as for any YAML scene.
+`scene.dicts.scene_from_dict`, as for any YAML scene.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
-from semanticdraw_cli.layered_files import Document, Layer, read_document
+from semanticdraw_cli.scene.layered_files import Document, Layer, read_document
 from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder
-from semanticdraw_cli.safe_io import SETTINGS
-from semanticdraw_cli.scene import Mask, Scene
-from semanticdraw_cli.scene_dict import scene_from_dict, scene_to_dict
-from semanticdraw_cli.scene_yaml import read_yaml
+from semanticdraw_cli.scene.safe_io import SETTINGS
+from semanticdraw_cli.scene.types import Mask, Scene
+from semanticdraw_cli.scene.dicts import scene_from_dict, scene_to_dict
+from semanticdraw_cli.scene.yaml_text import read_yaml
 
 SIDECAR_SUFFIXES = (".yaml", ".yml")
 DRAWING_SUFFIXES = (".psd", ".ora")

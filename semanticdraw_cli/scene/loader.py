@@ -12,12 +12,12 @@ from pathlib import Path
 
 from semanticdraw_cli.defaults import SCHEDULERS
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
-from semanticdraw_cli import layers
-from semanticdraw_cli.rasterize import rasterize_mask
-from semanticdraw_cli.safe_io import InputRefused, exists, resolve_path
-from semanticdraw_cli.scene import Scene
-from semanticdraw_cli.scene_dict import build_from_dict, scene_from_dict, scene_to_dict
-from semanticdraw_cli.scene_yaml import read_yaml
+from semanticdraw_cli.scene import layers
+from semanticdraw_cli.scene.rasterize import rasterize_mask
+from semanticdraw_cli.scene.safe_io import InputRefused, exists, resolve_path
+from semanticdraw_cli.scene.types import Scene
+from semanticdraw_cli.scene.dicts import build_from_dict, scene_from_dict, scene_to_dict
+from semanticdraw_cli.scene.yaml_text import read_yaml
 
 __all__ = ["load_scene", "scene_from_dict", "scene_to_dict", "scene_warnings"]
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
-from semanticdraw_cli.safe_io import ORA, PSD, InputRefused, open_archive, open_file, read_bytes, read_zip_member
+from semanticdraw_cli.scene.safe_io import ORA, PSD, InputRefused, open_archive, open_file, read_bytes, read_zip_member
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in canvas pixels (right/bottom exclusive)
 

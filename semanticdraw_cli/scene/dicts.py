@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from semanticdraw_cli.errors import Problem, SceneError
-from semanticdraw_cli.scene import Region, Scene
-from semanticdraw_cli.scene_schema import build_scene
-from semanticdraw_cli.scene_yaml import apply_overrides, deep_copy
+from semanticdraw_cli.scene.types import Region, Scene
+from semanticdraw_cli.scene.schema import build_scene
+from semanticdraw_cli.scene.yaml_text import apply_overrides, deep_copy
 
 
 def scene_from_dict(

@@ -19,8 +19,8 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import MaskError
-from semanticdraw_cli.safe_io import PICTURE, InputRefused, read_bytes
-from semanticdraw_cli.scene import Canvas, Mask
+from semanticdraw_cli.scene.safe_io import PICTURE, InputRefused, read_bytes
+from semanticdraw_cli.scene.types import Canvas, Mask
 
 SUB_ROWS = 4  # vertical samples per pixel row; horizontal coverage is exact
 _SPAN_BUDGET = 1 << 22  # cells (sub-rows × columns or × edges) processed at once, bounds memory

@@ -1,7 +1,7 @@
 """The `semanticdraw` command line. Thin: parse arguments, call the library, map failures to exit codes.
 
 Heavy modules (torch, diffusers) are imported inside the commands so `--help` stays fast. Every failure
-ends in `cli_support.Commands.invoke`: one clear message and an exit code (2 bad input, 1 runtime, 130 interrupted);
+ends in `cli.support.Commands.invoke`: one clear message and an exit code (2 bad input, 1 runtime, 130 interrupted);
 a bug shows its traceback only with `--debug` or SEMANTICDRAW_DEBUG=1.
 """
 
@@ -16,14 +16,14 @@ from typing import Annotated, Optional
 import typer
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli_support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, debugging, explain
-from semanticdraw_cli.cli_support import check_runtime_options as _check_runtime_options
-from semanticdraw_cli.cli_support import command_line_paths
-from semanticdraw_cli.cli_support import fail as _fail
-from semanticdraw_cli.cli_support import load_scenes as _load_scenes
-from semanticdraw_cli.cli_score import min_score_override as _min_score_override
-from semanticdraw_cli.cli_score import score, score_gate as _score_gate, scoring_clip as _scoring_clip
-from semanticdraw_cli.cli_watch import WatchCommand, watch
+from semanticdraw_cli.cli.support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, debugging, explain
+from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
+from semanticdraw_cli.cli.support import command_line_paths
+from semanticdraw_cli.cli.support import fail as _fail
+from semanticdraw_cli.cli.support import load_scenes as _load_scenes
+from semanticdraw_cli.cli.score import min_score_override as _min_score_override
+from semanticdraw_cli.cli.score import score, score_gate as _score_gate, scoring_clip as _scoring_clip
+from semanticdraw_cli.cli.watch import WatchCommand, watch
 from semanticdraw_cli.errors import SceneError
 app = typer.Typer(
     cls=Commands,
@@ -165,7 +165,7 @@ def render(
     if not call.jobs:
         return _empty_share(shard, call.total, summary, json_)
 
-    from semanticdraw_cli.progress import RenderProgress
+    from semanticdraw_cli.cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer
 
     clip = _scoring_clip([job.scene for job in call.jobs], score, model_clip, device)
@@ -219,7 +219,7 @@ def _empty_share(shard: str | None, total: int, summary: list[dict], json_: bool
 
 def _report(results: list, summary: list[dict], quiet: bool, json_: bool) -> None:
     """The summary table on stderr; with --json, one entry per image written on stdout."""
-    from semanticdraw_cli.progress import print_summary
+    from semanticdraw_cli.cli.progress import print_summary
 
     if not quiet:
         print_summary(results)
@@ -234,7 +234,7 @@ def inspect(
 ) -> None:
     """Print the scene embedded in a rendered PNG, so the image can be reproduced."""
     from semanticdraw_cli.outputs import read_embedded
-    from semanticdraw_cli.scene_yaml import parse_yaml
+    from semanticdraw_cli.scene.yaml_text import parse_yaml
 
     try:
         scene_yaml, params = read_embedded(image)
@@ -262,7 +262,7 @@ def validate(
     A YAML file next to a same-named .psd/.ora drawing holds that drawing's settings: it is checked
     together with the drawing.
     """
-    from semanticdraw_cli.scene_loader import scene_warnings
+    from semanticdraw_cli.scene.loader import scene_warnings
 
     loaded, problems = _load_scenes(scenes, set_ or [], allow_outside)
     for _, scene in loaded:
@@ -324,7 +324,7 @@ def import_layers(
     allow_outside: AllowOutside = False,
 ) -> None:
     """Turn a layered drawing into a plain YAML scene with one mask PNG per region."""
-    from semanticdraw_cli.layers import import_layered_scene
+    from semanticdraw_cli.scene.layers import import_layered_scene
 
     try:
         written = import_layered_scene(

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
-from semanticdraw_cli.safe_io import PICTURE, InputRefused, open_file
+from semanticdraw_cli.scene.safe_io import PICTURE, InputRefused, open_file
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
@@ -27,7 +27,7 @@ MAX_KEYWORD = 79  # PNG keywords are 1-79 Latin-1 characters
 
 def read_embedded(path: Path, scene_key: str, params_key: str) -> tuple[str, dict[str, Any]]:
     """(scene YAML, params) of a rendered PNG; KeyError when it holds no scene; SceneError when refused."""
-    from semanticdraw_cli.scene_yaml import parse_yaml
+    from semanticdraw_cli.scene.yaml_text import parse_yaml
 
     file = str(path)
     try:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import MaskError
-from semanticdraw_cli.safe_io import PICTURE, InputRefused, check_file, resolve_path
-from semanticdraw_cli.scene import Canvas, Mask
-from semanticdraw_cli.scene_checks import Checker, describe, is_int, is_number
+from semanticdraw_cli.scene.safe_io import PICTURE, InputRefused, check_file, resolve_path
+from semanticdraw_cli.scene.types import Canvas, Mask
+from semanticdraw_cli.scene.checks import Checker, describe, is_int, is_number
 
 UNITS = ("px", "fraction")
 SHAPES = {"rect": 4, "ellipse": 4, "polygon": None}  # coordinate count; polygon: pairs, at least 3

@@ -10,17 +10,17 @@ from pathlib import Path
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.families import registry
-from semanticdraw_cli.rasterize import load_rgb, rasterize_mask
-from semanticdraw_cli.safe_io import exists
-from semanticdraw_cli.scene import (
+from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
+from semanticdraw_cli.scene.safe_io import exists
+from semanticdraw_cli.scene.types import (
     Accelerator, Background, Bootstrap, Canvas, Mask, Model, Quality, Region, Sampler, Scene, Tile,
 )
-from semanticdraw_cli.scene_checks import Checker as _Checker
-from semanticdraw_cli.scene_checks import describe as _describe
-from semanticdraw_cli.scene_checks import is_int as _is_int
-from semanticdraw_cli.scene_checks import nearest as _nearest
-from semanticdraw_cli.scene_checks import show as _show
-from semanticdraw_cli.scene_sources import MASK_KEYS, check_picture, mask_source, path_field
+from semanticdraw_cli.scene.checks import Checker as _Checker
+from semanticdraw_cli.scene.checks import describe as _describe
+from semanticdraw_cli.scene.checks import is_int as _is_int
+from semanticdraw_cli.scene.checks import nearest as _nearest
+from semanticdraw_cli.scene.checks import show as _show
+from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
 
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name

@@ -1,7 +1,7 @@
 """The `watch` command: its options, its terminal lines, and `--serve`'s optional port.
 
 The loop itself is `watch.WatchLoop`; this module wires it to the terminal and the page. It lives
-beside cli.py (registered there) to keep that module small; heavy modules load inside the command.
+beside cli/app.py (registered there) to keep that module small; heavy modules load inside the command.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli_support import AllowOutside, check_runtime_options, fail, load_scenes
+from semanticdraw_cli.cli.support import AllowOutside, check_runtime_options, fail, load_scenes
 
 PHASES = ("scene", "layout", "load", "masks", "encode", "denoise", "decode", "write")  # the line's order
 

@@ -1,4 +1,4 @@
-"""The Scene: plain frozen dataclasses with every default resolved, built by `scene_loader`."""
+"""The Scene: plain frozen dataclasses with every default resolved, built by `scene.loader`."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ def from_current_folder(value: str) -> str:
     or hub id stays as it is. (Paths written in a scene file stay relative to the scene's folder.)"""
     import os
 
-    from semanticdraw_cli.scene_schema import looks_local
+    from semanticdraw_cli.scene.schema import looks_local
 
     if looks_local(value) or os.path.exists(os.path.expanduser(value)):
         return os.path.abspath(os.path.expanduser(value))
@@ -86,7 +86,7 @@ def from_current_folder(value: str) -> str:
 
 def command_line_paths(overrides: list[str]) -> list[str]:
     """`--set` values of model.checkpoint and model.accelerator(.lora) resolved by `from_current_folder`."""
-    from semanticdraw_cli.scene_yaml import parse_yaml
+    from semanticdraw_cli.scene.yaml_text import parse_yaml
 
     out = []
     for text in overrides:
@@ -109,7 +109,7 @@ def load_scenes(
     paths: list[Path], overrides: list[str], allow_outside: bool = False
 ) -> tuple[list[tuple[Path, object]], list[str]]:
     """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
-    from semanticdraw_cli.scene_loader import load_scene
+    from semanticdraw_cli.scene.loader import load_scene
 
     overrides = command_line_paths(overrides)
     loaded, problems = [], []

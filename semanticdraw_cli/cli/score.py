@@ -7,10 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from semanticdraw_cli.cli_support import AllowOutside
-from semanticdraw_cli.cli_support import check_runtime_options as _check_runtime_options
-from semanticdraw_cli.cli_support import fail as _fail
-from semanticdraw_cli.cli_support import load_scenes as _load_scenes
+from semanticdraw_cli.cli.support import AllowOutside
+from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
+from semanticdraw_cli.cli.support import fail as _fail
+from semanticdraw_cli.cli.support import load_scenes as _load_scenes
 from semanticdraw_cli.defaults import CLIP_CHECKPOINT
 
 
