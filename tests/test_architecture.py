@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "semanticdraw_cli"
@@ -73,3 +74,39 @@ def test_tests_share_helpers_through_helper_modules_not_other_test_files():
     offenders = {path.name: sorted(m for m in imports(path) if m.split(".")[0].startswith("test_"))
                  for path in sorted(tests.glob("*.py"))}
     assert not {name: found for name, found in offenders.items() if found}
+
+
+SAMPLER = ("semanticdraw_cli.fusion", "semanticdraw_cli.batching", "semanticdraw_cli.schedule",
+           "semanticdraw_cli.masks", "semanticdraw_cli.plan", "semanticdraw_cli.tiles")
+COMMANDS_AND_RENDERER = ("semanticdraw_cli.render", "semanticdraw_cli.stages", "semanticdraw_cli.cli",
+                         "semanticdraw_cli.watch", "semanticdraw_cli.launch", "semanticdraw_cli.jobs")
+
+
+def layer_offenders(importers: tuple[str, ...], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    """The modules under `importers` that import anything under `forbidden` (at run time)."""
+    def under(name: str, prefixes: tuple[str, ...]) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+    found = {name: sorted(m for m in imports(path) if under(m, forbidden))
+             for name, path in modules().items() if under(name, importers)}
+    return {name: names for name, names in found.items() if names}
+
+
+def test_the_sampler_knows_no_scene_renderer_or_command():
+    assert not layer_offenders(SAMPLER, ("semanticdraw_cli.scene", *COMMANDS_AND_RENDERER))
+
+
+def test_scene_code_never_imports_torch_or_a_model_library():
+    assert not layer_offenders(("semanticdraw_cli.scene",), ("torch", *MODEL_LIBRARIES))
+
+
+def test_families_never_import_the_renderer_or_a_command():
+    assert not layer_offenders(("semanticdraw_cli.families",), COMMANDS_AND_RENDERER)
+
+
+def test_layer_check_sees_a_forbidden_import(tmp_path, monkeypatch):
+    fake = tmp_path / "semanticdraw_cli"
+    (fake / "scene").mkdir(parents=True)
+    (fake / "scene" / "bad.py").write_text("def f():\n    import torch\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", fake)
+    assert layer_offenders(("semanticdraw_cli.scene",), ("torch",)) == {"semanticdraw_cli.scene.bad": ["torch"]}
