@@ -32,15 +32,40 @@ def missing_model_error(what: str, source: str, error: Exception, filename: str 
     tool = hub_command()
     download = f"{tool} download {source}" + (f" {filename}" if filename else "")
     login = f"{tool} auth login" if tool == "hf" else f"{tool} login"
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     hint = (
         "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
         f"(`{download}`) or point to a local folder / .safetensors file"
-        if offline
+        if hub_offline()
         else f"check the id, your network and `{login}` for gated models; "
         "or render offline with a built-in preset: --model tiny"
     )
     return RenderError(f"cannot load {what} {source!r}: {first_line}\nwhat to do: {hint}")
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE is set: nothing is downloaded, only the local cache is read."""
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def is_hub_id(source: str) -> bool:
+    """`owner/name` that names no local file or folder."""
+    return source.count("/") == 1 and not os.path.exists(os.path.expanduser(source))
+
+
+def cached_snapshot(what: str, source: str, filename: str | None = None) -> str:
+    """The cached folder of hub id `source`, read offline; RenderError saying it is not in the cache.
+
+    Offline, diffusers refuses a hub LoRA without `weight_name` even when it is cached, with a message
+    ("you must specify a `weight_name`") that reads like a LoRA that does not fit; its cached folder loads.
+    """
+    from huggingface_hub import snapshot_download
+
+    try:
+        with quiet_hub_warnings():
+            return snapshot_download(source, local_files_only=True)
+    except Exception as error:  # not cached (LocalEntryNotFoundError), or no such repo in the cache
+        reason = FileNotFoundError(f"not in the Hugging Face cache, and HF_HUB_OFFLINE is set ({type(error).__name__})")
+        raise missing_model_error(what, source, reason, filename) from error
 
 
 def causes(error: BaseException | None) -> Iterator[BaseException]:

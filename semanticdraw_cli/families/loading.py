@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families.hub import load_error
+from semanticdraw_cli.families.hub import cached_snapshot, hub_offline, is_hub_id, load_error
 from semanticdraw_cli.lazy import lazy_module
 from semanticdraw_cli.scene.types import Accelerator
 
@@ -161,10 +161,11 @@ def fuse_accelerator(
     if lora is None:
         return
     source, weight_name = lora
+    local = cached_snapshot("accelerator LoRA", source, weight_name) if hub_offline() and is_hub_id(source) else source
     kwargs = {"weight_name": weight_name} if weight_name else {}
-    peft_state = read_peft_adapter(source, component) if component and not weight_name else None
+    peft_state = read_peft_adapter(local, component) if component and not weight_name else None
     try:
-        pipe.load_lora_weights(peft_state if peft_state is not None else source, adapter_name="accelerator", **kwargs)
+        pipe.load_lora_weights(peft_state if peft_state is not None else local, adapter_name="accelerator", **kwargs)
     except (OSError, pickle.UnpicklingError) as error:
         raise load_error("accelerator LoRA", source, error, weight_name) from error
     except (ValueError, KeyError, RuntimeError) as error:
