@@ -371,3 +371,17 @@ def test_inputs_over_their_byte_limit_are_refused_naming_the_limit(tmp_path, mon
     monkeypatch.setattr(defaults, "MAX_SCENE_BYTES", 50)
     size = path.stat().st_size
     assert_refused(run("validate", str(path)), f"{path}: is {size} bytes; a scene file may have at most 50")
+
+
+def test_keys_and_values_with_escape_sequences_are_printed_escaped(tmp_path):
+    path = write(tmp_path, CANVAS + '"bad\\x1b[31mkey\\nfake: line": 1\n' + ONE_REGION)
+    result = run("validate", str(path))
+    assert_refused(result, "bad\\x1b[31mkey\\nfake: line")
+    assert "\x1b" not in result.output and not any(line.startswith("fake") for line in result.output.splitlines())
+
+
+def test_a_file_name_with_control_characters_is_printed_escaped(tmp_path):
+    path = write(tmp_path, CANVAS + ONE_REGION, name="x\x1b[2J\ry.yaml")
+    result = run("validate", str(path))
+    assert result.exit_code == 0 and "x\\x1b[2J\\ry.yaml (64x48, 1 region)" in result.output
+    assert "\x1b" not in result.output and "\r" not in result.output

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from semanticdraw_cli.errors import printable
 
 console = Console(stderr=True)
 
@@ -35,6 +38,7 @@ class RenderProgress:
         self.progress.__exit__(*exc)
 
     def start_scene(self, name: str, seeds: list[int]) -> None:
+        name = escape(printable(name))
         self.label = f"{name} (seed {seeds[0]})" if len(seeds) == 1 else f"{name} ({len(seeds)} images)"
         self.on_phase("starting", 0, None)
 
@@ -61,7 +65,7 @@ def print_summary(results) -> None:
     from semanticdraw_cli.score import summary_cells
 
     table = Table(title="semanticdraw render", title_justify="left")
-    names = [result.png.name if result.png else result.scene.name for result in results]
+    names = [escape(printable(result.png.name if result.png else result.scene.name)) for result in results]
     scored = any("scores" in result.report for result in results)
     score_columns = ("CLIP fg", "CLIP bg", "lowest region") if scored else ()
     table.add_column("image", no_wrap=True)

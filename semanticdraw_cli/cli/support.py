@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from semanticdraw_cli.errors import RenderError, SceneError
+from semanticdraw_cli.errors import RenderError, SceneError, printable_lines
 
 DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
 JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
@@ -55,7 +55,7 @@ class Commands(TyperGroup):
             if debugging(ctx) and _is_bug(error):
                 raise
             code, message = explain(error)
-        typer.echo(message, err=True)
+        typer.echo(printable_lines(message), err=True)
         if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
             typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
         raise typer.Exit(code=code)
