@@ -34,6 +34,7 @@ MAX_PICTURE_BYTES = 256 * 1024 * 1024  # one PNG/JPEG mask, label map or backgro
 MAX_EMBEDDED_TEXT_BYTES = 2 * MAX_SCENE_BYTES  # the scene or params text chunk of a rendered PNG (all defaults spelled out)
 MAX_YAML_NODES = 1_000_000  # values in one YAML text, aliases expanded; stops "billion laughs" before expanding
 MAX_YAML_DEPTH = 64  # nesting of mappings and lists in one YAML text, aliases expanded
+MAX_PROBLEMS_LISTED = 50  # problems printed per file (the rest counted in one line), and did-you-mean hints worked out
 
 MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized when aspects match this well
 LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the label colour

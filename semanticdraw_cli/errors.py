@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from semanticdraw_cli.defaults import MAX_PROBLEMS_LISTED
 
 SAFE_CONTROLS = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r"}
 
@@ -48,6 +52,19 @@ class Problem:
         return text + (f" (hint: {printable(self.hint)})" if self.hint else "")
 
 
+def problem_lines(problems: Sequence[Problem], limit: int = MAX_PROBLEMS_LISTED) -> list[str]:
+    """The problems as printed: the first `limit` of each file, in order, then a line per file counting the rest
+    (a file of 100,000 unknown keys prints 51 lines, not 100,000)."""
+    listed, hidden, lines = Counter(), Counter(), []
+    for problem in problems:
+        if listed[problem.file] < limit:
+            listed[problem.file] += 1
+            lines.append(str(problem))
+        else:
+            hidden[problem.file] += 1
+    return lines + [f"{printable(file)}: \u2026 and {count:,} more problem{'s' * (count > 1)}" for file, count in hidden.items()]
+
+
 class SceneError(Exception):
     """Bad scene or arguments; carries every problem found, not just the first. Exit code 2."""
 
@@ -55,7 +72,7 @@ class SceneError(Exception):
 
     def __init__(self, problems: list[Problem]):
         self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
+        super().__init__("\n".join(problem_lines(self.problems)))
 
 
 class RenderError(Exception):

@@ -24,7 +24,7 @@ from semanticdraw_cli.cli.support import load_scenes as _load_scenes
 from semanticdraw_cli.cli.score import min_score_override as _min_score_override
 from semanticdraw_cli.cli.score import score, score_gate as _score_gate, scoring_clip as _scoring_clip
 from semanticdraw_cli.cli.watch import WatchCommand, watch
-from semanticdraw_cli.errors import SceneError, printable, printable_lines
+from semanticdraw_cli.errors import SceneError, printable, printable_lines, problem_lines
 app = typer.Typer(
     cls=Commands,
     help="Render large images from regional prompts with few-step diffusion models (SemanticDraw).",
@@ -239,7 +239,7 @@ def inspect(
     try:
         scene_yaml, params = read_embedded(image)
     except SceneError as error:
-        _fail("\n".join(str(p) for p in error.problems), 2)
+        _fail("\n".join(problem_lines(error.problems)), 2)
     except KeyError:
         _fail(f"{image}: no embedded scene (not written by semanticdraw render?)", 2)
     if json_:

@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 from typer.core import TyperGroup
 
-from semanticdraw_cli.errors import RenderError, SceneError, printable_lines
+from semanticdraw_cli.errors import RenderError, SceneError, printable_lines, problem_lines
 
 DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
 JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
@@ -70,7 +70,7 @@ def explain(error: BaseException) -> tuple[int, str]:
     if isinstance(error, Failure):
         return error.code, error.message
     if isinstance(error, SceneError):
-        return 2, "\n".join(str(problem) for problem in error.problems)
+        return 2, "\n".join(problem_lines(error.problems))
     if isinstance(error, (RenderError, OSError)):  # a runtime fault: no room on the disk, a file gone meanwhile
         return 1, f"error: {error}"
     if isinstance(error, KeyboardInterrupt):
@@ -133,7 +133,7 @@ def load_scenes(
         try:
             loaded.append((path, load_scene(path, overrides, allow_outside=allow_outside)))
         except SceneError as error:
-            problems.extend(str(p) for p in error.problems)
+            problems.extend(problem_lines(error.problems))
     return loaded, problems
 
 
