@@ -43,6 +43,7 @@ LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA
 # Names that mean a local file rather than a hub id; diffusers reads the first two as one-file checkpoints.
 CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".ckpt")
 WEIGHT_FILE_SUFFIXES = (*CHECKPOINT_FILE_SUFFIXES, ".bin")
+HUB_PROBE_SECONDS = 3  # a hub id not cached: how long to wait for the hub before saying it cannot be reached
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ Messages say what to do, naming the hub tool that is installed; a local path is 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import pickle
 import re
@@ -14,6 +15,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
 
 
@@ -32,10 +34,11 @@ def missing_model_error(what: str, source: str, error: Exception, filename: str 
     tool = hub_command()
     download = f"{tool} download {source}" + (f" {filename}" if filename else "")
     login = f"{tool} auth login" if tool == "hf" else f"{tool} login"
+    offline = why_offline()
     hint = (
-        "HF_HUB_OFFLINE is set, so nothing is downloaded: download it once with network access "
+        f"{offline}, so nothing is downloaded: download it once with network access "
         f"(`{download}`) or point to a local folder / .safetensors file"
-        if hub_offline()
+        if offline
         else f"check the id, your network and `{login}` for gated models; "
         "or render offline with a built-in preset: --model tiny"
     )
@@ -52,20 +55,47 @@ def is_hub_id(source: str) -> bool:
     return source.count("/") == 1 and not os.path.exists(os.path.expanduser(source))
 
 
-def cached_snapshot(what: str, source: str, filename: str | None = None) -> str:
-    """The cached folder of hub id `source`, read offline; RenderError saying it is not in the cache.
+def why_offline() -> str | None:
+    """Why nothing can be downloaded now: HF_HUB_OFFLINE, or a hub that does not answer; None when it can."""
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set"
+    from huggingface_hub import constants
 
-    Offline, diffusers refuses a hub LoRA without `weight_name` even when it is cached, with a message
-    ("you must specify a `weight_name`") that reads like a LoRA that does not fit; its cached folder loads.
+    reason = _unreachable(constants.ENDPOINT)
+    return None if reason is None else f"the hub at {constants.ENDPOINT} cannot be reached ({reason})"
+
+
+@functools.lru_cache(maxsize=4)
+def _unreachable(endpoint: str) -> str | None:
+    """One request to the hub through huggingface_hub's own session (its proxies and certificates), with a
+    short timeout: without it a hub id that is not cached costs ~25 s of retries per file before failing."""
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(endpoint, timeout=defaults.HUB_PROBE_SECONDS)
+    except Exception as error:  # any answer, even an error status, means the hub is reachable
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return None
+
+
+def readable_source(source: str) -> str:
+    """`source` as a loader should read it: a hub id that cannot be downloaded now (offline, or the hub does
+    not answer) becomes its cached folder, so nothing waits on the network; FileNotFoundError when it is not
+    cached (`missing_model_error` then says why nothing is downloaded). Paths and reachable hub ids come back
+    unchanged.
+
+    This also lets a cached hub LoRA load offline: there diffusers refuses a hub id without `weight_name`
+    ("you must specify a `weight_name`"), which read like a LoRA that does not fit.
     """
+    if not is_hub_id(source) or (offline := why_offline()) is None:
+        return source
     from huggingface_hub import snapshot_download
 
     try:
         with quiet_hub_warnings():
             return snapshot_download(source, local_files_only=True)
     except Exception as error:  # not cached (LocalEntryNotFoundError), or no such repo in the cache
-        reason = FileNotFoundError(f"not in the Hugging Face cache, and HF_HUB_OFFLINE is set ({type(error).__name__})")
-        raise missing_model_error(what, source, reason, filename) from error
+        raise FileNotFoundError("not in the Hugging Face cache") from error
 
 
 def causes(error: BaseException | None) -> Iterator[BaseException]:
