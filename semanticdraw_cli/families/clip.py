@@ -58,6 +58,13 @@ class ClipSimilarity:
 
 def load_clip(checkpoint: str, device: str | torch.device | None = None) -> ClipSimilarity:
     """CLIPModel + CLIPProcessor from a preset, hub id or folder; RenderError saying what to do."""
+    from semanticdraw_cli.families.loading import quiet_loading
+
+    with quiet_loading():
+        return _load_clip(checkpoint, device)
+
+
+def _load_clip(checkpoint: str, device: str | torch.device | None) -> ClipSimilarity:
     from transformers import CLIPModel, CLIPProcessor
 
     from semanticdraw_cli.devices import pick_device
