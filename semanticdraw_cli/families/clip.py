@@ -16,7 +16,7 @@ import torch
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets
-from semanticdraw_cli.families.hub import readable_source, why_offline
+from semanticdraw_cli.families.hub import quiet_loading, readable_source, why_offline
 
 PRESET_FAMILY = "clip"  # preset folders: $SEMANTICDRAW_CACHE/presets/clip-NAME-vN
 PRESET_MARKER = "config.json"
@@ -58,8 +58,6 @@ class ClipSimilarity:
 
 def load_clip(checkpoint: str, device: str | torch.device | None = None) -> ClipSimilarity:
     """CLIPModel + CLIPProcessor from a preset, hub id or folder; RenderError saying what to do."""
-    from semanticdraw_cli.families.loading import quiet_loading
-
     with quiet_loading():
         return _load_clip(checkpoint, device)
 

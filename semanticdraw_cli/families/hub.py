@@ -1,4 +1,5 @@
-"""What can go wrong reaching a model: not on the hub or not cached, a refused pickle file, hub chatter.
+"""What can go wrong reaching a model: not on the hub or not cached, a hub that does not answer, a refused pickle
+file, the libraries' chatter while loading.
 
 Messages say what to do, naming the hub tool that is installed; a local path is never offered for download.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import pickle
 import re
@@ -158,3 +160,27 @@ def quiet_hub_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"The `local_dir_use_symlinks` argument is deprecated")
         yield
+
+
+class _NoTorchvisionFallbackNote(logging.Filter):
+    """Drops transformers' "`CLIPImageProcessor` requires torchvision (not installed); falling back to ...Pil"
+    notes: importing a diffusers pipeline prints two, on every command that loads a model, even with --quiet,
+    and the PIL processors they fall back to are the ones we want (CLIP scores use them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in str(record.msg)
+
+
+@contextlib.contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Loading a model without the libraries' chatter: transformers at error level from its first import,
+    the torchvision notes dropped (transformers logs each once per process, so they stay gone), hub warnings."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
+    import_notes = logging.getLogger("transformers.utils.import_utils")
+    note_filter = _NoTorchvisionFallbackNote()
+    import_notes.addFilter(note_filter)
+    try:
+        with quiet_hub_warnings():
+            yield
+    finally:
+        import_notes.removeFilter(note_filter)

@@ -6,17 +6,14 @@ model and a LoRA that does not fit end in the same clear errors whatever the fam
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
 import pickle
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families.hub import load_error, quiet_hub_warnings, readable_source
+from semanticdraw_cli.families.hub import load_error, readable_source
 from semanticdraw_cli.lazy import lazy_module
 from semanticdraw_cli.scene.types import Accelerator
 
@@ -24,30 +21,6 @@ if TYPE_CHECKING:
     import torch
 else:
     torch = lazy_module("torch")
-
-
-class _NoTorchvisionFallbackNote(logging.Filter):
-    """Drops transformers' "`CLIPImageProcessor` requires torchvision (not installed); falling back to ...Pil"
-    notes: importing a diffusers pipeline prints two, on every command that loads a model, even with --quiet,
-    and we never use torchvision's image processors (CLIP scores read pictures through the PIL one)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed)" not in str(record.msg)
-
-
-@contextlib.contextmanager
-def quiet_loading() -> Iterator[None]:
-    """Loading a model without the libraries' chatter: transformers at error level from its first import,
-    the torchvision notes dropped (transformers logs each once per process, so they stay gone), hub warnings."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # read when transformers is first imported
-    import_notes = logging.getLogger("transformers.utils.import_utils")
-    note_filter = _NoTorchvisionFallbackNote()
-    import_notes.addFilter(note_filter)
-    try:
-        with quiet_hub_warnings():
-            yield
-    finally:
-        import_notes.removeFilter(note_filter)
 
 
 def quiet_libraries() -> None:

@@ -72,7 +72,7 @@ def family_of_pipeline(config: dict) -> str | None:
 
 def load_adapter(model: Model, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:
     """The adapter of `model.family`, loaded onto `device` in `dtype`."""
-    from semanticdraw_cli.families.loading import quiet_loading
+    from semanticdraw_cli.families.hub import quiet_loading
 
     if model.family not in families():
         raise RenderError(f"model family {model.family!r} is not supported (known: {', '.join(families())})")
