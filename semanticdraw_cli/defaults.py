@@ -43,7 +43,6 @@ LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA
 # Names that mean a local file rather than a hub id; diffusers reads the first two as one-file checkpoints.
 CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".ckpt")
 WEIGHT_FILE_SUFFIXES = (*CHECKPOINT_FILE_SUFFIXES, ".bin")
-HUB_PROBE_SECONDS = 3  # a hub id not cached: how long to wait for the hub before saying it cannot be reached
 
 
 @dataclass(frozen=True)
@@ -123,3 +122,7 @@ SCORE_MASK_THRESHOLD = 0.5  # a pixel counts for the region whose render mask is
 MAX_CLIP_SCORE = 100  # score = max(100 * cosine, 0)
 MIN_REGION_SCORE = None  # quality.min_region_score: no gate unless a scene or --min-score sets one
 MIN_BACKGROUND_SCORE = None  # quality.min_background_score
+
+# Waiting, and saying so.
+HUB_PROBE_SECONDS = 3  # a hub id not cached: how long to wait for the hub before saying it cannot be reached
+PROGRESS_NOTE_SECONDS = 10  # without a terminal, a sampling step this long prints a line on its windows done

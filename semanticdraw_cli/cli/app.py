@@ -177,7 +177,7 @@ def render(
                 progress.start_scene(job.scene.name, list(job.seeds))
                 done = renderer.render(
                     job.scene, output, on_step=progress.on_step, seeds=list(job.seeds), overwrite=overwrite,
-                    on_phase=progress.on_phase,
+                    on_phase=progress.on_phase, on_call=progress.on_call,
                 )
                 if clip is not None:
                     from semanticdraw_cli.score import score_results
