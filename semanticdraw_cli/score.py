@@ -203,7 +203,7 @@ def score_results(results: list, clip) -> None:
 def gate_message(scored: Sequence[tuple[str, dict]]) -> str | None:
     """(image label, scores dict) -> the areas below their threshold, one line each; None when all passed."""
     lines = [
-        f"{label}: {area['name']} scored {area['score']:.2f}, below its minimum {area['min_score']:g}"
+        f"{printable(label)}: {printable(area['name'])} scored {area['score']:.2f}, below its minimum {area['min_score']:g}"
         for label, scores in scored
         for area in (*scores["regions"], scores["background"])
         if area is not None and not area["passed"]
