@@ -34,6 +34,7 @@ MAX_PICTURE_BYTES = 256 * 1024 * 1024  # one PNG/JPEG mask, label map or backgro
 MAX_EMBEDDED_TEXT_BYTES = 2 * MAX_SCENE_BYTES  # the scene or params text chunk of a rendered PNG (all defaults spelled out)
 MAX_YAML_NODES = 1_000_000  # values in one YAML text, aliases expanded; stops "billion laughs" before expanding
 MAX_YAML_DEPTH = 64  # nesting of mappings and lists in one YAML text, aliases expanded
+MAX_PROBLEMS_LISTED = 50  # problems printed per file (the rest counted in one line), and did-you-mean hints worked out
 
 MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized when aspects match this well
 LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the label colour
@@ -121,3 +122,7 @@ SCORE_MASK_THRESHOLD = 0.5  # a pixel counts for the region whose render mask is
 MAX_CLIP_SCORE = 100  # score = max(100 * cosine, 0)
 MIN_REGION_SCORE = None  # quality.min_region_score: no gate unless a scene or --min-score sets one
 MIN_BACKGROUND_SCORE = None  # quality.min_background_score
+
+# Waiting, and saying so.
+HUB_PROBE_SECONDS = 3  # a hub id not cached: how long to wait for the hub before saying it cannot be reached
+PROGRESS_NOTE_SECONDS = 10  # without a terminal, a sampling step this long prints a line on its windows done

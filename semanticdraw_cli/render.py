@@ -32,6 +32,7 @@ from semanticdraw_cli.tiles import tile_grid
 
 StepCallback = Callable[[int, int], None]  # (steps done, steps total)
 PhaseCallback = Callable[[str, int, "int | None"], None]  # (what runs now, done, total; None: unknown)
+CallCallback = Callable[[int, int, int], None]  # (step, windows of the step done, windows of the step)
 
 
 @dataclass
@@ -195,13 +196,17 @@ class Renderer:
             scene, seeds, adapter, table, setup, canvas_masks, picture, x, states, timings, recomputed, speed_info
         )
 
-    def steps(self, prepared: Prepared) -> Iterator[StepState]:
-        """Sample: yield the state after each step. Stop iterating to abandon the render between steps."""
+    def steps(self, prepared: Prepared, on_call: CallCallback | None = None) -> Iterator[StepState]:
+        """Sample: yield the state after each step. Stop iterating to abandon the render between steps.
+
+        `on_call` hears of each network call, so that a step of many windows shows progress inside it.
+        """
         generators = [torch.Generator("cpu").set_state(state) for state in prepared.generator_states]
         cuda = prepared.x.is_cuda
         last, mark = time.perf_counter(), _event(cuda)
+        denoiser = prepared.adapter if on_call is None else _CallCounter(prepared, on_call)
         try:
-            for stats, x, x0 in sample(prepared.adapter, prepared.setup, prepared.x, generators):
+            for stats, x, x0 in sample(denoiser, prepared.setup, prepared.x, generators):
                 now, end = time.perf_counter(), _event(cuda)
                 yield StepState(stats, x, x0, now - last, (mark, end) if cuda else None)
                 last, mark = now, end
@@ -248,6 +253,7 @@ class Renderer:
         *,
         overwrite: bool = False,
         on_phase: PhaseCallback | None = None,
+        on_call: CallCallback | None = None,
     ) -> list[RenderResult]:
         """Render a Scene or scene file's images (or the given seeds) in shared batches; write files to
         `out_dir`, refusing existing ones (OutputError) before any model loads unless `overwrite`."""
@@ -260,7 +266,7 @@ class Renderer:
         if on_step:
             on_step(0, prepared.table.steps)  # the model is ready: sampling starts
         states = []
-        for state in self.steps(prepared):
+        for state in self.steps(prepared, on_call):
             states.append(state)
             if on_step:
                 on_step(state.stats.step + 1, prepared.table.steps)
@@ -270,6 +276,23 @@ class Renderer:
                 on_phase("writing", 0, None)
             write_results(results, out_dir)
         return results
+
+
+class _CallCounter:
+    """The model as the sampler sees it (`Denoiser`), counting the windows of each call for `on_call`. On CUDA
+    a call returns once queued, so the count runs at most a queue's length ahead of the device."""
+
+    def __init__(self, prepared: Prepared, on_call: CallCallback):
+        self.predict, self.on_call = prepared.adapter.predict_x0, on_call
+        self.windows = [len(pairs) * len(prepared.seeds) for pairs in prepared.setup.plan]  # per step
+        self.step, self.done = -1, 0
+
+    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+        x0 = self.predict(x, table, step, cond, uncond, guidance, windows)
+        self.done = (self.done if step == self.step else 0) + len(windows)  # padding copies count: hence min()
+        self.step = step
+        self.on_call(step, min(self.done, self.windows[step]), self.windows[step])
+        return x0
 
 
 def render(

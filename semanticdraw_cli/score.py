@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from semanticdraw_cli import defaults as D
-from semanticdraw_cli.errors import Problem, SceneError
+from semanticdraw_cli.errors import Problem, SceneError, printable
 from semanticdraw_cli.scene.types import Scene
 
 GATE_EXIT_CODE = 3  # some area scored below its threshold; the images are still written
@@ -203,7 +203,7 @@ def score_results(results: list, clip) -> None:
 def gate_message(scored: Sequence[tuple[str, dict]]) -> str | None:
     """(image label, scores dict) -> the areas below their threshold, one line each; None when all passed."""
     lines = [
-        f"{label}: {area['name']} scored {area['score']:.2f}, below its minimum {area['min_score']:g}"
+        f"{printable(label)}: {printable(area['name'])} scored {area['score']:.2f}, below its minimum {area['min_score']:g}"
         for label, scores in scored
         for area in (*scores["regions"], scores["background"])
         if area is not None and not area["passed"]
@@ -269,7 +269,7 @@ def summary_cells(scores: dict | None) -> tuple[str, str, str]:
         return "", "", ""
     regions = [a for a in scores["regions"] if a["score"] is not None]
     lowest = min(regions, key=lambda a: a["score"], default=None)
-    low = "" if lowest is None else f"{lowest['name']} {lowest['score']:.2f}" + ("" if lowest["passed"] else " (below)")
+    low = "" if lowest is None else f"{shown(lowest['name'])} {lowest['score']:.2f}" + ("" if lowest["passed"] else " (below)")
     return _cell(scores["clip_fg"]), _cell(scores["clip_bg"]), low
 
 
@@ -278,7 +278,7 @@ def print_scores(console, label: str, scores: dict) -> None:
     from rich.table import Table
 
     background = _cell(scores["clip_bg"]) or "-"
-    title = f"{label}  CLIP_fg {_cell(scores['clip_fg'])}  CLIP_bg {background}  ({scores['clip']})"
+    title = f"{shown(label)}  CLIP_fg {_cell(scores['clip_fg'])}  CLIP_bg {background}  ({scores['clip']})"
     table = Table(title=title, title_justify="left")
     for column in ("area", "prompt", "pixels", "score", "min", "result"):
         table.add_column(column, justify="right" if column in ("pixels", "score", "min") else "left")
@@ -287,8 +287,15 @@ def print_scores(console, label: str, scores: dict) -> None:
             continue
         result = "not scored (no pixel)" if area["score"] is None else ("ok" if area["passed"] else "BELOW")
         minimum = "" if area["min_score"] is None else f"{area['min_score']:g}"
-        table.add_row(area["name"], area["prompt"], str(area["pixels"]), _cell(area["score"]), minimum, result)
+        table.add_row(shown(area["name"]), shown(area["prompt"]), str(area["pixels"]), _cell(area["score"]), minimum, result)
     console.print(table)
+
+
+def shown(text: object) -> str:
+    """Untrusted text (a region's name or prompt, a file name) for a rich table: escaped, no markup."""
+    from rich.markup import escape
+
+    return escape(printable(text))
 
 
 def _cell(value: float | None) -> str:

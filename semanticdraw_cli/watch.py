@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from semanticdraw_cli import outputs
-from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError
+from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError, problem_lines
 from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.render import Prepared, Renderer, StepState, blend_over_background, write_result
 from semanticdraw_cli.scene.types import Scene
@@ -141,7 +141,7 @@ class WatchLoop:
         if error is not None:
             if first:
                 raise error
-            self._invalid(tuple(str(problem) for problem in error.problems))
+            self._invalid(tuple(problem_lines(error.problems)))
             return
         self._problems = ()
         files = scene_inputs(self.options.scene, scene)

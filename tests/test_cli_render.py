@@ -289,3 +289,23 @@ def test_a_device_this_machine_lacks_exits_2_before_loading(tmp_path):
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--device", "mps"])
     assert result.exit_code == 2 and "--device mps: MPS (Apple GPU) is not available here" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_quiet_render_prints_nothing_on_stderr(tmp_path):
+    """transformers printed two "requires torchvision" notes on every model load, --quiet or not. It prints
+    each once per process, so only a fresh process shows them."""
+    import os
+    import subprocess
+    import sys
+
+    scene = tmp_path / "s.yaml"
+    scene.write_text("canvas: {width: 64, height: 64}\nregions: [{prompt: a fox, mask: {rect: [0, 0, 32, 64]}}]\n")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "semanticdraw_cli", "render", str(scene), "--model", "tiny", "-o",
+                           str(tmp_path), "--quiet", "--device", "cpu"], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "" and done.stdout == ""
+    assert (tmp_path / "s-2024.png").is_file()

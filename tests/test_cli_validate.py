@@ -371,3 +371,31 @@ def test_inputs_over_their_byte_limit_are_refused_naming_the_limit(tmp_path, mon
     monkeypatch.setattr(defaults, "MAX_SCENE_BYTES", 50)
     size = path.stat().st_size
     assert_refused(run("validate", str(path)), f"{path}: is {size} bytes; a scene file may have at most 50")
+
+
+def test_keys_and_values_with_escape_sequences_are_printed_escaped(tmp_path):
+    path = write(tmp_path, CANVAS + '"bad\\x1b[31mkey\\nfake: line": 1\n' + ONE_REGION)
+    result = run("validate", str(path))
+    assert_refused(result, "bad\\x1b[31mkey\\nfake: line")
+    assert "\x1b" not in result.output and not any(line.startswith("fake") for line in result.output.splitlines())
+
+
+def test_a_file_name_with_control_characters_is_printed_escaped(tmp_path):
+    path = write(tmp_path, CANVAS + ONE_REGION, name="x\x1b[2J\ry.yaml")
+    result = run("validate", str(path))
+    assert result.exit_code == 0 and "x\\x1b[2J\\ry.yaml (64x48, 1 region)" in result.output
+    assert "\x1b" not in result.output and "\r" not in result.output
+
+
+def test_thousands_of_unknown_keys_list_the_first_and_count_the_rest(tmp_path, monkeypatch):
+    """100,000 unknown keys printed 100,002 lines and worked out a did-you-mean for each (difflib: seconds)."""
+    import difflib
+
+    hinted = []
+    original = difflib.get_close_matches
+    monkeypatch.setattr(difflib, "get_close_matches", lambda word, *a, **k: hinted.append(word) or original(word, *a, **k))
+    keys = "".join(f"samplr{i}: 0\n" for i in range(3000))
+    result = run("validate", str(write(tmp_path, CANVAS + ONE_REGION + keys)))
+    assert_refused(result, ":4: samplr0: unknown key 'samplr0'", f": \u2026 and {3000 - defaults.MAX_PROBLEMS_LISTED:,} more problems")
+    assert len(result.output.splitlines()) == defaults.MAX_PROBLEMS_LISTED + 1
+    assert len(hinted) <= defaults.MAX_PROBLEMS_LISTED

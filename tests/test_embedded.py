@@ -106,3 +106,14 @@ def test_files_that_are_not_regular_pngs_are_refused(tmp_path):
     cut = png(tmp_path / "cut.png", text(SCENE_KEY, SCENE))
     cut.write_bytes(cut.read_bytes()[:40])
     assert_refused(inspect(cut), "cut short")
+
+
+def test_an_embedded_seed_or_scene_cannot_add_lines_or_escape_sequences(tmp_path):
+    """A newline in the seed would print a live YAML line under the "reproduce" comment."""
+    params = json.dumps({"seed": "7\nregions: [{prompt: injected}]\x1b[2J"})
+    path = png(tmp_path / "x.png", text(SCENE_KEY, SCENE), text(PARAMS_KEY, params))
+    result = inspect(path)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == "# seed 7\\nregions: [{prompt: injected}]\\x1b[2J; reproduce: save as scene.yaml, then semanticdraw render scene.yaml"
+    assert lines[1:] == SCENE.splitlines() and "\x1b" not in result.output

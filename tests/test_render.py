@@ -88,3 +88,20 @@ def test_offload_without_a_gpu_says_to_remove_it(renderer, scene_file):
     scene = load_scene(scene_file, ["model.offload=model"])
     with pytest.raises(RenderError, match="(?s)model.offload: model moves weights .* CUDA GPU.*remove model.offload"):
         renderer.prepare(scene)
+
+
+def test_each_network_call_is_reported_and_changes_nothing(renderer, scene_file):
+    """One sampling step of a large canvas can take minutes: each call reports the windows of its step done."""
+    import dataclasses
+
+    scene = load_scene(scene_file)
+    scene = dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, max_batch=1))
+    prepared = renderer.prepare(scene, seeds=[3, 4])
+    calls = []
+    counted = list(renderer.steps(prepared, on_call=lambda *call: calls.append(call)))
+    plain = list(renderer.steps(prepared))
+    assert torch.equal(counted[-1].x, plain[-1].x)
+    windows = [len(pairs) * 2 for pairs in prepared.setup.plan]
+    assert len(calls) == sum(windows) == sum(state.stats.unet_calls for state in counted)  # one window a call
+    for step, total in enumerate(windows):
+        assert [call for call in calls if call[0] == step] == [(step, done, total) for done in range(1, total + 1)]

@@ -278,3 +278,11 @@ def test_bad_quality_fields_name_the_key(extra, region_field, expected):
 def test_min_score_can_be_set_from_the_command_line_style_overrides():
     scene = scene_from_dict(scene_dict(), None, ["quality.min_region_score=12.5", "regions[0].min_score=40"])
     assert scene.quality.min_region_score == 12.5 and thresholds(scene) == [40.0]
+
+
+def test_a_region_name_cannot_add_a_line_to_the_gate_message():
+    scene = two_region_scene(min_region_score=10.0)
+    blue = dataclasses.replace(scene.regions[1], name="blue\nx.png: red passed\x1b[2J", min_score=99.0)
+    scene = dataclasses.replace(scene, regions=(scene.regions[0], blue))
+    message = gate_message([("x\r.png", score_image(painted(scene), scene, ColourShare()).to_dict())])
+    assert "x\\r.png: blue\\nx.png: red passed\\x1b[2J scored" in message and len(message.splitlines()) == 2

@@ -24,7 +24,7 @@ from semanticdraw_cli.cli.support import load_scenes as _load_scenes
 from semanticdraw_cli.cli.score import min_score_override as _min_score_override
 from semanticdraw_cli.cli.score import score, score_gate as _score_gate, scoring_clip as _scoring_clip
 from semanticdraw_cli.cli.watch import WatchCommand, watch
-from semanticdraw_cli.errors import SceneError
+from semanticdraw_cli.errors import SceneError, printable, printable_lines, problem_lines
 app = typer.Typer(
     cls=Commands,
     help="Render large images from regional prompts with few-step diffusion models (SemanticDraw).",
@@ -177,7 +177,7 @@ def render(
                 progress.start_scene(job.scene.name, list(job.seeds))
                 done = renderer.render(
                     job.scene, output, on_step=progress.on_step, seeds=list(job.seeds), overwrite=overwrite,
-                    on_phase=progress.on_phase,
+                    on_phase=progress.on_phase, on_call=progress.on_call,
                 )
                 if clip is not None:
                     from semanticdraw_cli.score import score_results
@@ -239,15 +239,15 @@ def inspect(
     try:
         scene_yaml, params = read_embedded(image)
     except SceneError as error:
-        _fail("\n".join(str(p) for p in error.problems), 2)
+        _fail("\n".join(problem_lines(error.problems)), 2)
     except KeyError:
         _fail(f"{image}: no embedded scene (not written by semanticdraw render?)", 2)
     if json_:
         scene = parse_yaml(scene_yaml, str(image))[0]  # checked by read_embedded; dates print as text
         typer.echo(json.dumps({"scene": scene, "params": params}, indent=2, default=str))
     else:
-        typer.echo(f"# seed {params.get('seed')}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
-        typer.echo(scene_yaml, nl=False)
+        typer.echo(f"# seed {printable(params.get('seed'))}; reproduce: save as scene.yaml, then semanticdraw render scene.yaml")
+        typer.echo(printable_lines(scene_yaml), nl=False)
 
 
 
@@ -267,11 +267,11 @@ def validate(
     loaded, problems = _load_scenes(scenes, set_ or [], allow_outside)
     for _, scene in loaded:
         for warning in scene_warnings(scene):
-            typer.echo(f"warning: {warning}", err=True)
+            typer.echo(f"warning: {printable_lines(warning)}", err=True)
     if problems:
         _fail("\n".join(problems), 2)
     for path, scene in loaded:
-        typer.echo(f"ok: {path} ({_describe(path, scene)})")
+        typer.echo(f"ok: {printable(path)} ({printable(_describe(path, scene))})")
 
 
 def _describe(path: Path, scene) -> str:
@@ -312,7 +312,7 @@ def preview(
     picture = draw_preview(loaded[0][1])
     with atomic_path(target) as temporary:
         picture.save(temporary, format="PNG")
-    typer.echo(f"wrote {target}")
+    typer.echo(f"wrote {printable(target)}")
 
 
 @app.command("import")
@@ -332,7 +332,7 @@ def import_layers(
         )
     except OSError as error:
         _fail(f"cannot write {output}: {error}; check the disk has room", 1)
-    typer.echo(f"wrote {written[0]} and {len(written) - 1} pictures in {written[1].parent}")
+    typer.echo(f"wrote {printable(written[0])} and {len(written) - 1} pictures in {printable(written[1].parent)}")
 
 
 app.command("watch", cls=WatchCommand)(watch)

@@ -1,31 +1,48 @@
-"""Terminal feedback for `render`: rich progress bars on stderr and a summary table at the end."""
+"""Terminal feedback for `render`: rich progress bars on a terminal, plain lines elsewhere (a log, CI, a pipe),
+and a summary table at the end; all on stderr, so that `--json` keeps stdout to itself."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from semanticdraw_cli.defaults import PROGRESS_NOTE_SECONDS
+from semanticdraw_cli.errors import printable
 
 console = Console(stderr=True)
 
 
 class RenderProgress:
-    """A bar for the current phase of the current scene (load, sampling steps, decoded tiles, ...), and
-    one for the scenes when there are several. Each phase restarts the clock, so a long one shows its time."""
+    """What runs now, for each scene: its phases (load, preset building, sampling steps, decoded tiles), and
+    inside a sampling step its windows, since one step of a large canvas can take minutes.
 
-    def __init__(self, enabled: bool, scenes: int):
-        self.enabled = enabled
+    On a terminal: a bar for the current phase (each phase restarts the clock, so a long one shows its time),
+    the step's windows in its description, and one bar for the scenes when there are several. Elsewhere,
+    where bars would print nothing until the end: a line per phase and per step, and a line on the windows
+    done whenever a step has run `PROGRESS_NOTE_SECONDS` since the last line.
+    """
+
+    def __init__(self, enabled: bool, scenes: int, output: Console | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.output, self.clock = output or console, clock
+        self.enabled, self.lines = enabled, enabled and not self.output.is_terminal
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=console,
-            disable=not enabled,
+            console=self.output,
+            disable=not enabled or self.lines,
             transient=False,
         )
         self.scenes_task = self.progress.add_task("scenes", total=scenes, visible=enabled and scenes > 1)
-        self.task, self.label, self.phase = None, "", ""
+        self.task, self.label, self.name, self.phase = None, "", "", ""
+        self.steps, self.scene_start, self.step_start, self.noted = 0, 0.0, 0.0, 0.0
 
     def __enter__(self) -> RenderProgress:
         self.progress.__enter__()
@@ -35,17 +52,44 @@ class RenderProgress:
         self.progress.__exit__(*exc)
 
     def start_scene(self, name: str, seeds: list[int]) -> None:
-        self.label = f"{name} (seed {seeds[0]})" if len(seeds) == 1 else f"{name} ({len(seeds)} images)"
+        images = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} images"
+        self.name = f"{printable(name)} ({images})"  # plain lines
+        self.label = f"{escape(printable(name))} ({images})"  # rich markup
+        self.scene_start = self.clock()
         self.on_phase("starting", 0, None)
 
     def on_step(self, done: int, total: int) -> None:
+        now = self.clock()
+        if self.lines and done > 0:
+            self._line(f"step {done}/{total} in {now - self.step_start:.1f} s")
+        elif self.lines:
+            self._line(f"sampling, {total} steps")
+        self.steps, self.step_start, self.noted = total, now, now
         self.on_phase("sampling", done, total)
+
+    def on_call(self, step: int, windows_done: int, windows: int) -> None:
+        """A network call of sampling step `step` (from 0) is done: `windows_done` of its `windows`."""
+        if not self.enabled:
+            return
+        if not self.lines:
+            if self.task is not None and self.phase == "sampling":
+                description = f"{self.label}: sampling, step {step + 1}: {windows_done}/{windows} windows"
+                self.progress.update(self.task, description=description)
+            return
+        now = self.clock()
+        if now - self.noted >= PROGRESS_NOTE_SECONDS and windows_done < windows:
+            self.noted = now
+            self._line(f"step {step + 1}/{self.steps}: {windows_done}/{windows} windows in {now - self.step_start:.0f} s")
 
     def on_phase(self, phase: str, done: int, total: int | None) -> None:
         """What runs now (model load, preset building, sampling, decoding), and its count when known."""
         if phase == self.phase and self.task is not None:
             self.progress.update(self.task, completed=done, total=total)
             return
+        if self.lines and phase not in ("starting", "sampling", "done"):  # sampling: a line per step instead
+            self._line(phase)
+        if self.lines and phase == "done":
+            self._line(f"done in {self.clock() - self.scene_start:.1f} s")
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.phase = phase
@@ -55,13 +99,17 @@ class RenderProgress:
         self.on_phase("done", 1, 1)
         self.progress.advance(self.scenes_task)
 
+    def _line(self, text: str) -> None:
+        self.output.file.write(f"{self.name}: {text}\n")
+        self.output.file.flush()
+
 
 def print_summary(results) -> None:
     """One row per written image: the whole file name, its seed, seconds per phase, network work and its rate, CLIP scores if scored."""
     from semanticdraw_cli.score import summary_cells
 
     table = Table(title="semanticdraw render", title_justify="left")
-    names = [result.png.name if result.png else result.scene.name for result in results]
+    names = [escape(printable(result.png.name if result.png else result.scene.name)) for result in results]
     scored = any("scores" in result.report for result in results)
     score_columns = ("CLIP fg", "CLIP bg", "lowest region") if scored else ()
     table.add_column("image", no_wrap=True)

@@ -58,7 +58,7 @@ def score(
     import json as json_lib
 
     from semanticdraw_cli import score as scoring
-    from semanticdraw_cli.errors import RenderError, SceneError
+    from semanticdraw_cli.errors import RenderError, SceneError, problem_lines
 
     _check_runtime_options(device, None)
     overrides = min_score_override(min_score, None)
@@ -73,7 +73,7 @@ def score(
             scoring.check_canvas(image, pixels, image_scene)
             pictures.append((image, pixels, image_scene))
         except SceneError as error:
-            problems.extend(str(p) for p in error.problems)
+            problems.extend(problem_lines(error.problems))
     if problems:
         _fail("\n".join(problems), 2)
     try:

@@ -8,11 +8,10 @@ import os
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
-from semanticdraw_cli.errors import RenderError, SceneError
+from semanticdraw_cli.errors import RenderError, SceneError, printable_lines, problem_lines
 
 DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
 JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
@@ -27,19 +26,36 @@ class Failure(Exception):
         self.message, self.code = message, code
 
 
+def _click_signals() -> tuple[type[BaseException], ...]:
+    """The exceptions that typer's own main turns into a message and an exit code: its exits and aborts, and
+    the usage errors (exit 2, "No such option: --seeds Did you mean --seed?") of whichever click it runs on.
+    Typer 0.29 bundles its own click; earlier versions use the click package. Both are let through, found
+    through typer's public `BadParameter` so no private module is named."""
+    usage_error_bases = tuple(base for base in typer.BadParameter.__mro__ if base.__name__ == "ClickException")
+    signals = (typer.Exit, typer.Abort, *usage_error_bases)
+    try:
+        import click
+    except ImportError:  # typer >= 0.29 does not need it
+        return signals
+    return (*signals, click.exceptions.Exit, click.ClickException, click.Abort)
+
+
+CLICK_SIGNALS = _click_signals()
+
+
 class Commands(TyperGroup):
     """Maps every failure of a command to one message and an exit code; no traceback reaches a user."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
+        except (*CLICK_SIGNALS, BrokenPipeError):
             raise
         except (Exception, KeyboardInterrupt) as error:
             if debugging(ctx) and _is_bug(error):
                 raise
             code, message = explain(error)
-        typer.echo(message, err=True)
+        typer.echo(printable_lines(message), err=True)
         if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
             typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
         raise typer.Exit(code=code)
@@ -54,7 +70,7 @@ def explain(error: BaseException) -> tuple[int, str]:
     if isinstance(error, Failure):
         return error.code, error.message
     if isinstance(error, SceneError):
-        return 2, "\n".join(str(problem) for problem in error.problems)
+        return 2, "\n".join(problem_lines(error.problems))
     if isinstance(error, (RenderError, OSError)):  # a runtime fault: no room on the disk, a file gone meanwhile
         return 1, f"error: {error}"
     if isinstance(error, KeyboardInterrupt):
@@ -63,7 +79,7 @@ def explain(error: BaseException) -> tuple[int, str]:
     return 1, f"internal error: {type(error).__name__}{': ' + text[0] if text else ''}\n{DEBUG_HINT}"
 
 
-def debugging(ctx: click.Context) -> bool:
+def debugging(ctx: typer.Context) -> bool:
     """Whether a bug shows its traceback: `--debug` or SEMANTICDRAW_DEBUG=1."""
     return bool(ctx.meta.get(DEBUG_KEY)) or os.environ.get("SEMANTICDRAW_DEBUG", "") not in ("", "0")
 
@@ -117,7 +133,7 @@ def load_scenes(
         try:
             loaded.append((path, load_scene(path, overrides, allow_outside=allow_outside)))
         except SceneError as error:
-            problems.extend(str(p) for p in error.problems)
+            problems.extend(problem_lines(error.problems))
     return loaded, problems
 
 

@@ -15,6 +15,7 @@ from typer.core import TyperCommand
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.cli.support import AllowOutside, check_runtime_options, fail, load_scenes
+from semanticdraw_cli.errors import printable, printable_lines
 
 PHASES = ("scene", "layout", "load", "masks", "encode", "denoise", "decode", "write")  # the line's order
 
@@ -112,7 +113,7 @@ class TerminalLines:
 
     def __call__(self, event) -> None:
         if event.kind == "invalid":
-            typer.echo("\n".join(event.problems), err=True)
+            typer.echo(printable_lines("\n".join(event.problems)), err=True)
             typer.echo("the scene does not load; keeping the last image until the next save", err=True)
         elif self.quiet:
             return
@@ -122,7 +123,7 @@ class TerminalLines:
                 self._watched = files
                 typer.echo(f"watching {', '.join(_shown(f) for f in files)} (Ctrl-C to stop)", err=True)
         elif event.kind == "phase":
-            typer.echo(f"{event.text}...", err=True)
+            typer.echo(f"{printable(event.text)}...", err=True)
         elif event.kind == "abandoned":
             typer.echo(f"render {event.render}: abandoned after step {event.step} of {event.steps} for a newer save",
                        err=True)
@@ -144,4 +145,4 @@ def render_line(event) -> str:
 
 def _shown(path: Path) -> str:
     relative = os.path.relpath(path)
-    return relative if not relative.startswith("..") else str(path)
+    return printable(relative if not relative.startswith("..") else str(path))

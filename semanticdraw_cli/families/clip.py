@@ -7,7 +7,6 @@ the built-in preset `tiny` (seeded random weights, built locally like the diffus
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets
+from semanticdraw_cli.families.hub import quiet_loading, readable_source, why_offline
 
 PRESET_FAMILY = "clip"  # preset folders: $SEMANTICDRAW_CACHE/presets/clip-NAME-vN
 PRESET_MARKER = "config.json"
@@ -58,6 +58,11 @@ class ClipSimilarity:
 
 def load_clip(checkpoint: str, device: str | torch.device | None = None) -> ClipSimilarity:
     """CLIPModel + CLIPProcessor from a preset, hub id or folder; RenderError saying what to do."""
+    with quiet_loading():
+        return _load_clip(checkpoint, device)
+
+
+def _load_clip(checkpoint: str, device: str | torch.device | None) -> ClipSimilarity:
     from transformers import CLIPModel, CLIPProcessor
 
     from semanticdraw_cli.devices import pick_device
@@ -70,6 +75,7 @@ def load_clip(checkpoint: str, device: str | torch.device | None = None) -> Clip
         raise missing_clip_error(checkpoint, FileNotFoundError(f"no such folder: {checkpoint}"))
     target = str(Path(target).expanduser()) if _looks_local(target) else target
     try:
+        target = readable_source(target)
         model = CLIPModel.from_pretrained(target)
         processor = CLIPProcessor.from_pretrained(target)
     except (OSError, ValueError) as error:
@@ -79,12 +85,12 @@ def load_clip(checkpoint: str, device: str | torch.device | None = None) -> Clip
 
 def missing_clip_error(source: str, error: Exception) -> RenderError:
     """A CLIP checkpoint that cannot be loaded: what was tried and what to do."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    offline = None if _looks_local(source) else why_offline()
     folder = "point --model-clip to a folder holding a CLIPModel and its CLIPProcessor (save_pretrained of both)"
     if _looks_local(source):
         fetch = folder
     elif offline:
-        fetch = ("HF_HUB_OFFLINE is set, so nothing is downloaded: run once with network access and "
+        fetch = (f"{offline}, so nothing is downloaded: run once with network access and "
                  f"HF_HUB_OFFLINE unset (transformers caches the files it needs), or {folder}")
     else:
         fetch = f"check the id and your network, or {folder}"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families.hub import load_error
+from semanticdraw_cli.families.hub import load_error, readable_source
 from semanticdraw_cli.lazy import lazy_module
 from semanticdraw_cli.scene.types import Accelerator
 
@@ -88,6 +88,11 @@ def load_family_pipeline(
     preset_dir = presets.ensure_preset(family, source) if presets.is_preset(source) else None
     target = str(preset_dir or source)
     single_file = is_single_file(source)
+    if preset_dir is None and not single_file:
+        try:
+            target = readable_source(source)
+        except FileNotFoundError as error:
+            raise load_error("model", source, error) from error
     config = None if single_file else refuse_other_family(target, family, source)
     for component, hint in (require or {}).items():
         entry = config.get(component) if config else None
@@ -161,10 +166,14 @@ def fuse_accelerator(
     if lora is None:
         return
     source, weight_name = lora
-    kwargs = {"weight_name": weight_name} if weight_name else {}
-    peft_state = read_peft_adapter(source, component) if component and not weight_name else None
     try:
-        pipe.load_lora_weights(peft_state if peft_state is not None else source, adapter_name="accelerator", **kwargs)
+        local = readable_source(source)
+    except FileNotFoundError as error:
+        raise load_error("accelerator LoRA", source, error, weight_name) from error
+    kwargs = {"weight_name": weight_name} if weight_name else {}
+    peft_state = read_peft_adapter(local, component) if component and not weight_name else None
+    try:
+        pipe.load_lora_weights(peft_state if peft_state is not None else local, adapter_name="accelerator", **kwargs)
     except (OSError, pickle.UnpicklingError) as error:
         raise load_error("accelerator LoRA", source, error, weight_name) from error
     except (ValueError, KeyError, RuntimeError) as error:

@@ -72,9 +72,9 @@ def family_of_pipeline(config: dict) -> str | None:
 
 def load_adapter(model: Model, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:
     """The adapter of `model.family`, loaded onto `device` in `dtype`."""
-    from semanticdraw_cli.families.hub import quiet_hub_warnings
+    from semanticdraw_cli.families.hub import quiet_loading
 
     if model.family not in families():
         raise RenderError(f"model family {model.family!r} is not supported (known: {', '.join(families())})")
-    with quiet_hub_warnings():
+    with quiet_loading():
         return family(model.family).load(model, device, dtype)

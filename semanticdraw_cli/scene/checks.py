@@ -45,12 +45,18 @@ class Checker:
         if not isinstance(value, dict):
             self.add(key, f"expected a mapping, got {describe(value)}")
             return {}
+        known = set(allowed)
         for name in value:
-            if name not in allowed:
-                close = difflib.get_close_matches(str(name), allowed, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(allowed)
-                self.add(f"{key}.{name}" if key else str(name), f"unknown key {name!r}", hint)
+            if name not in known:
+                self.add(f"{key}.{name}" if key else str(name), f"unknown key {name!r}", self._key_hint(name, allowed))
         return value
+
+    def _key_hint(self, name: object, allowed: Sequence[str]) -> str | None:
+        """Did you mean ...? Worked out only for the problems that are printed (difflib is slow: ~0.1 ms a key)."""
+        if len(self.problems) >= D.MAX_PROBLEMS_LISTED:
+            return None
+        close = difflib.get_close_matches(str(name), allowed, n=1)
+        return f"did you mean {close[0]!r}?" if close else "known keys: " + ", ".join(allowed)
 
     def integer(self, d: dict, name: str, key: str, default, lo: int | None = None, hi: int | None = None):
         """A whole number in [lo, hi]; a missing bound is ±MAX_NUMBER."""

@@ -40,8 +40,8 @@ class _Refusal(yaml.YAMLError):
         super().__init__(message)
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader whose mappings and sequences remember the line of each key and item.
+class _LineCounting:
+    """Mappings and sequences that remember the line of each key and item (mixed into a SafeLoader).
 
     While composing it counts values, list items and nesting, so a long list or a deep nest is refused
     before it is built; a scalar it cannot construct (`2024-02-30`, `!!float abc`) becomes a problem.
@@ -125,8 +125,49 @@ def _construct_seq(loader: _LineLoader, node: yaml.SequenceNode):
     data.lines = [item.start_mark.line + 1 for item in node.value]
 
 
-_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
-_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+class _LineLoader(_LineCounting, yaml.SafeLoader):
+    """Pure Python: slow on large texts, but its messages name the value and key at fault."""
+
+
+try:
+    from yaml.cyaml import CParser
+except ImportError:  # PyYAML built without libyaml
+    CParser = None
+
+if CParser is not None:
+
+    class _FastLineLoader(_LineCounting, yaml.composer.Composer, CParser, yaml.constructor.SafeConstructor,
+                          yaml.resolver.Resolver):
+        """libyaml scans and parses (a 1 MB scene about 3x faster); the nodes are still composed in Python,
+        so that they are counted and refused as they are built. Invalid text is read again by `_LineLoader`."""
+
+        def __init__(self, stream):
+            CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._path, self._nodes = [], 0
+
+    _LOADERS = (_FastLineLoader, _LineLoader)
+else:
+    _LOADERS = (_LineLoader,)
+
+for _loader in _LOADERS:
+    _loader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+    _loader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+def _load(text: str) -> object:
+    """The YAML of `text` through the fast loader; text it refuses is read again by the pure Python one,
+    whose messages say more ("a lone surrogate at character 5" for libyaml's "invalid Unicode character")."""
+    if len(_LOADERS) == 1:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+    try:
+        return yaml.load(text, Loader=_FastLineLoader)  # noqa: S506 - safe constructors only
+    except _Refusal:
+        raise  # our own limits: the same refusal from either loader
+    except (yaml.YAMLError, RecursionError):
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml(path: Path, kind: Kind = SCENE) -> tuple[object, dict[str, int], list[Problem]]:
@@ -141,7 +182,7 @@ def read_yaml(path: Path, kind: Kind = SCENE) -> tuple[object, dict[str, int], l
 def parse_yaml(text: str, file: str) -> tuple[object, dict[str, int], list[Problem]]:
     """(plain data, key path -> line, problems) of YAML text; data is None when the text is refused."""
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = _load(text)
     except _Refusal as refusal:
         return None, {}, [Problem(file, refusal.key, refusal.message, refusal.line, refusal.hint)]
     except RecursionError:
