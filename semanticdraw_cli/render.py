@@ -127,7 +127,7 @@ class Renderer:
             torch.cuda.reset_peak_memory_stats(device)
         # 3. Step table and per-step masks at latent size (the background prompt becomes region 0)
         start = time.perf_counter()
-        table = adapter.step_table(scene.sampler)
+        table = adapter.step_table(scene.sampler, scene.canvas)
         latent_masks = mask_math.to_latent(canvas_masks, adapter.latent_factor)  # (R, h, w)
         quantized = mask_math.quantize(latent_masks, table.mask_levels, scene.sampler.mask_mode)  # (n, R, h, w)
         if scene.background.prompt is not None:

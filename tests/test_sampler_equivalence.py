@@ -36,7 +36,7 @@ def test_single_region_lcm_equals_diffusers_pipeline(renderer):
     scene = make_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))],
                        bootstrap=Bootstrap(0, 1.0, 0.2))
     ours = renderer.render(scene)[0].latent
-    timesteps = list(renderer.adapter(scene)[0].step_table(scene.sampler).timesteps)
+    timesteps = list(renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas).timesteps)
     assert timesteps == [999, 919, 759, 499, 259]
     pipe = lcm_pipeline()
     theirs = pipe(
