@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+COVER_SUM_TOLERANCE = 1e-6  # float32 rounding of 1 − Σ + Σ where a background prompt completes the sum
+
 
 def apply_z_order(masks: np.ndarray, cover_alpha: float) -> np.ndarray:
     """Later regions lie on top: where one is present, earlier masks keep `cover_alpha` of their value."""
@@ -99,3 +101,13 @@ def background_mask(quantized: np.ndarray) -> np.ndarray:
 def with_background(quantized: np.ndarray) -> np.ndarray:
     """Prepend the background prompt as region 0: (n, R, h, w) -> (n, R + 1, h, w)."""
     return np.concatenate([background_mask(quantized)[:, None], quantized], axis=1)
+
+
+def covers_every_pixel(quantized: np.ndarray) -> bool:
+    """Whether the (n, R, h, w) per-step masks add up to at least 1 at every latent pixel of every step.
+
+    Then nothing is left for a fill to show through, and the sampler normalises by the summed weights
+    everywhere, as the authors' code does: always true with a background prompt (region 0 completes the
+    sum), and true without one when a region drawn under the others covers the canvas at every step.
+    """
+    return bool((quantized.sum(axis=1) >= 1.0 - COVER_SUM_TOLERANCE).all())

@@ -182,7 +182,7 @@ class Renderer:
             max_batch=1,  # a placeholder: step 7 sizes the batch
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
-            fill_uncovered_only=scene.background.prompt is not None and base is None,
+            fill_uncovered_only=base is None and mask_math.covers_every_pixel(quantized),
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(

@@ -51,6 +51,20 @@ def test_with_background_fills_the_rest():
     np.testing.assert_array_equal(out[:, 1:], q)
 
 
+def test_covers_every_pixel_only_when_every_step_sums_to_one():
+    q = np.zeros((2, 2, 1, 3), np.float32)  # (n, R, h, w)
+    q[:, 0] = 1.0  # a region under the other one, over the whole canvas at both steps
+    q[:, 1, 0, 1] = 1.0
+    assert mask_math.covers_every_pixel(q)
+    q[0, 0, 0, 2] = 0.0  # one pixel of the first step left to the fill
+    assert not mask_math.covers_every_pixel(q)
+    q[0, 0, 0, 2] = 0.5  # half covered is not covered
+    assert not mask_math.covers_every_pixel(q)
+    partial = np.random.default_rng(0).random((3, 2, 4, 4)).astype(np.float32) * 0.6
+    assert not mask_math.covers_every_pixel(partial)
+    assert mask_math.covers_every_pixel(mask_math.with_background(partial))  # a background prompt completes it
+
+
 def test_apply_z_order_hand_values():
     masks = np.zeros((3, 1, 4), np.float32)
     masks[0, 0] = [1, 1, 1, 1]
