@@ -129,7 +129,9 @@ class Renderer:
         start = time.perf_counter()
         table = adapter.step_table(scene.sampler, scene.canvas)
         latent_masks = mask_math.to_latent(canvas_masks, adapter.latent_factor)  # (R, h, w)
-        quantized = mask_math.quantize(latent_masks, table.mask_levels, scene.sampler.mask_mode)  # (n, R, h, w)
+        quantized = mask_math.quantize(
+            latent_masks, table.mask_levels, scene.sampler.mask_mode, scene.sampler.cover_alpha
+        )  # (n, R, h, w)
         if scene.background.prompt is not None:
             quantized = mask_math.with_background(quantized)
         timings["masks"] += time.perf_counter() - start
