@@ -40,7 +40,7 @@ class FusionSetup:
     max_batch: int  # items per network call (out of memory halves it during a run)
     pairs_total: int  # every region on every grid window, for the report
     method: str = "semanticdraw"  # or "multidiffusion": average after each pair's full step
-    fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (a background prompt, no picture)
+    fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (masks.covers_every_pixel, no picture)
     pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
 
 
@@ -168,8 +168,9 @@ def _fusion_step(
     """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once.
 
     Latent pre-averaging: x0 = num/den. Where bootstrapping's leak suppression leaves den < 1, the result
-    is pulled towards the fill (white, or the picture painted over), unless `fill_uncovered_only`: with a
-    background prompt and no picture the authors' code normalises by den and fills only where den = 0.
+    is pulled towards the fill (white, or the picture painted over), unless `fill_uncovered_only`: when the
+    masks cover every pixel at every step (always with a background prompt) and there is no picture, the
+    authors' code normalises by den and fills only where den = 0.
     """
     table, images = setup.table, len(x)
     a, s = table.signal[i], table.noise[i]

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+COVERED_MARGIN = 1e-4  # above cover_alpha: a covered mask is cover_alpha up to float32 rounding and blur
+COVER_SUM_TOLERANCE = 1e-6  # float32 rounding of 1 − Σ + Σ where a background prompt completes the sum
+
 
 def apply_z_order(masks: np.ndarray, cover_alpha: float) -> np.ndarray:
     """Later regions lie on top: where one is present, earlier masks keep `cover_alpha` of their value."""
@@ -72,12 +75,13 @@ def to_latent(masks: np.ndarray, factor: int = 8) -> np.ndarray:
     return np.ascontiguousarray(masks[..., factor // 2 :: factor, factor // 2 :: factor])  # (R, h, w)
 
 
-def quantize(masks: np.ndarray, levels: Sequence[float], mode: str) -> np.ndarray:
+def quantize(masks: np.ndarray, levels: Sequence[float], mode: str, cover_alpha: float) -> np.ndarray:
     """Per-step masks (n, R, h, w): a region grows from its core as the noise level falls.
 
     `levels` holds the n + 1 noise levels s_0 > ... > s_n (s_n = 0 after the last step).
     discrete: [M > s_i]; continuous: clip((M - s_{i+1}) / (s_i - s_{i+1}), 0, 1);
-    semi-continuous: discrete except the last step.
+    semi-continuous: discrete except the last step. A discrete last step compares against
+    `last_threshold`, so that what another region covers stays out to the end (z-order, `cover_alpha`).
     """
     n = len(levels) - 1
     out = np.empty((n, *masks.shape), np.float32)
@@ -87,8 +91,25 @@ def quantize(masks: np.ndarray, levels: Sequence[float], mode: str) -> np.ndarra
             span = max(levels[i] - levels[i + 1], 1e-8)
             out[i] = np.clip((masks - levels[i + 1]) / span, 0.0, 1.0)
         else:
-            out[i] = masks > levels[i]
+            out[i] = masks > (last_threshold(levels, cover_alpha) if i == n - 1 else levels[i])
     return out
+
+
+def last_threshold(levels: Sequence[float], cover_alpha: float) -> float:
+    """The discrete last step's threshold: its level, or just above `cover_alpha` where that level is not.
+
+    A covered region keeps `cover_alpha` of its mask (0.3), meant to lie below every noise level so that the
+    region on top alone paints the overlap: true of the 5-step LCM schedule the method was tuned on (last
+    level 0.58). A 4-step schedule can end lower (FLUX.1-schnell: 0.24), which would bring every covered
+    part back at the last step as a 50/50 mix with the region on top. Where the step before still kept
+    covered parts out, the last step keeps them out too; a larger `cover_alpha`, which lets covered parts
+    in earlier on purpose, is left alone.
+    """
+    n = len(levels) - 1
+    last = levels[n - 1]
+    if n >= 2 and last <= cover_alpha < levels[n - 2]:
+        return cover_alpha + COVERED_MARGIN
+    return last
 
 
 def background_mask(quantized: np.ndarray) -> np.ndarray:
@@ -99,3 +120,13 @@ def background_mask(quantized: np.ndarray) -> np.ndarray:
 def with_background(quantized: np.ndarray) -> np.ndarray:
     """Prepend the background prompt as region 0: (n, R, h, w) -> (n, R + 1, h, w)."""
     return np.concatenate([background_mask(quantized)[:, None], quantized], axis=1)
+
+
+def covers_every_pixel(quantized: np.ndarray) -> bool:
+    """Whether the (n, R, h, w) per-step masks add up to at least 1 at every latent pixel of every step.
+
+    Then nothing is left for a fill to show through, and the sampler normalises by the summed weights
+    everywhere, as the authors' code does: always true with a background prompt (region 0 completes the
+    sum), and true without one when a region drawn under the others covers the canvas at every step.
+    """
+    return bool((quantized.sum(axis=1) >= 1.0 - COVER_SUM_TOLERANCE).all())

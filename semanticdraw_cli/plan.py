@@ -1,8 +1,9 @@
 """Which (window, region) pairs a step evaluates, and their tile weights: numpy, moved to the device last.
 
-`default` skips pairs whose quantized mask is empty in the window (exact: same image as `reference`);
+`default` skips pairs whose quantized mask is empty in the window (zero weight: `reference`'s image up to
+float rounding);
 `reference` evaluates every region on every window, as the authors' code does;
-`regions` places windows per region, centred on its mask's bounding box (opt-in, not exact).
+`regions` places windows per region, centred on its mask's bounding box (opt-in, a different image).
 """
 
 from __future__ import annotations

@@ -128,9 +128,11 @@ class Renderer:
             torch.cuda.reset_peak_memory_stats(device)
         # 3. Step table and per-step masks at latent size (the background prompt becomes region 0)
         start = time.perf_counter()
-        table = adapter.step_table(scene.sampler)
+        table = adapter.step_table(scene.sampler, scene.canvas)
         latent_masks = mask_math.to_latent(canvas_masks, adapter.latent_factor)  # (R, h, w)
-        quantized = mask_math.quantize(latent_masks, table.mask_levels, scene.sampler.mask_mode)  # (n, R, h, w)
+        quantized = mask_math.quantize(
+            latent_masks, table.mask_levels, scene.sampler.mask_mode, scene.sampler.cover_alpha
+        )  # (n, R, h, w)
         if scene.background.prompt is not None:
             quantized = mask_math.with_background(quantized)
         timings["masks"] += time.perf_counter() - start
@@ -183,7 +185,7 @@ class Renderer:
             max_batch=1,  # a placeholder: step 7 sizes the batch
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
-            fill_uncovered_only=scene.background.prompt is not None and base is None,
+            fill_uncovered_only=base is None and mask_math.covers_every_pixel(quantized),
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(

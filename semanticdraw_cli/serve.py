@@ -26,22 +26,34 @@ LOCAL_NAMES = ("127.0.0.1", "localhost")
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>semanticdraw watch</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
 body { background: #1b1b1b; color: #ddd; font: 14px system-ui, sans-serif; margin: 16px; }
-main { display: flex; gap: 16px; flex-wrap: wrap; align-items: flex-start; }
-figure { margin: 0; } img { max-width: min(48vw, 100%); border: 1px solid #444; background: #282828; }
+main { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 16px; align-items: start; }
+@media (max-width: 800px) { main { grid-template-columns: minmax(0, 1fr); } }
+figure { margin: 0; min-width: 0; }
+.frame { display: grid; place-items: center; min-height: 200px; border: 1px solid #444; background: #282828; }
+.frame img { display: block; width: 100%; height: auto; max-height: calc(100vh - 120px); object-fit: contain; }
+.frame img[hidden], .frame .waiting[hidden] { display: none; }
+.frame:has(img:not([hidden])) { min-height: 0; }
+.waiting { color: #888; padding: 24px; text-align: center; }
 figcaption, #status { color: #aaa; margin-top: 6px; } pre { color: #bbb; } #problems { color: #f88; }
 </style></head>
 <body>
 <main>
-  <figure><img id="latest" alt="latest render"><figcaption id="caption">waiting for the first render</figcaption></figure>
-  <figure><img id="layout" alt="layout"><figcaption>layout</figcaption></figure>
+  <figure><div class="frame"><img id="latest" alt="latest render" hidden><span class="waiting" id="latest-waiting">
+    waiting for the first render</span></div><figcaption id="caption">waiting for the first render</figcaption></figure>
+  <figure><div class="frame"><img id="layout" alt="layout" hidden><span class="waiting" id="layout-waiting">
+    waiting for the layout</span></div><figcaption>layout</figcaption></figure>
 </main>
 <pre id="problems"></pre>
 <pre id="timings"></pre>
 <p id="status">connecting</p>
 <script>
 const byId = (id) => document.getElementById(id);
+for (const id of ["latest", "layout"]) {
+  byId(id).onload = () => { byId(id).hidden = false; byId(id + "-waiting").hidden = true; };
+}
 const source = new EventSource("/events");
 source.onopen = () => { byId("status").textContent = "live: the page follows each save"; };
 source.onerror = () => { byId("status").textContent = "not connected: is semanticdraw watch still running?"; };

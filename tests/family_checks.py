@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from semanticdraw_cli import masks as mask_math
+from semanticdraw_cli.defaults import COVER_ALPHA
 from semanticdraw_cli.fusion import FusionSetup, sample
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.schedule import StepTable, initial_latents
@@ -45,9 +46,9 @@ def check_oracle_placement(table: StepTable, channels: int = 4, height: int = 51
     """With the family's step table, the generic sampler (bootstrap on, several windows) leaves each pixel at
     the mask-weighted mean of the active regions' constants (so a region's own constant where it is the only
     one), and the masks grow as the noise falls."""
-    canvas = mask_math.prepare_masks(layout(height, width), [1.0] * 4, [1.0] * 4, 0.3)
+    canvas = mask_math.prepare_masks(layout(height, width), [1.0] * 4, [1.0] * 4, COVER_ALPHA)
     latent = mask_math.to_latent(canvas)  # (R, h, w)
-    quantized = mask_math.with_background(mask_math.quantize(latent, table.mask_levels, "discrete"))
+    quantized = mask_math.with_background(mask_math.quantize(latent, table.mask_levels, "discrete", COVER_ALPHA))
     n, regions, h, w = quantized.shape
     assert n == table.steps
     coverage = (quantized[:, 1:] > 0).sum(axis=(1, 2, 3))

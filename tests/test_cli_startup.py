@@ -53,3 +53,5 @@ def test_help_shows_every_default():
                     "[default: (auto: float16 on cuda (bfloat16 for flux, klein), else float32)]", "[default: .]"):
         assert default in render, default
     assert "[default: (NAME-preview.png)]" in help_of("preview")
+    assert "[default: (auto: float16 on cuda (bfloat16 for flux, klein), else float32)]" in help_of("watch")
+    assert "STEM-masks/" in help_of("import") and "OUTPUT-masks" not in help_of("import")

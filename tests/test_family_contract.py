@@ -43,7 +43,7 @@ def test_adapter_implements_the_contract(loaded):
 def test_encode_one_step_decode(loaded):
     scene, adapter = loaded
     channels, side = adapter.latent_channels, 64 // adapter.latent_factor
-    table = adapter.step_table(scene.sampler)
+    table = adapter.step_table(scene.sampler, scene.canvas)
     assert len(table.signal) == len(table.noise) == len(table.mask_levels) == table.steps + 1
     assert table.mask_levels[-1] == 0.0 and table.steps == len(scene.sampler.steps)
 
@@ -72,7 +72,7 @@ def test_speed_levers_keep_the_prediction_and_undo_exactly(loaded):
     (graph breaks, static shapes, the calling convention) without building kernels."""
     scene, adapter = loaded
     channels, side = adapter.latent_channels, 64 // adapter.latent_factor
-    table = adapter.step_table(scene.sampler)
+    table = adapter.step_table(scene.sampler, scene.canvas)
     texts = adapter.encode_text(["a fox", "a cat"])
     x = torch.randn(2, channels, side, side, generator=torch.Generator().manual_seed(0))
     windows = [Window(0, 0, side, side)] * 2

@@ -78,14 +78,14 @@ def test_single_region_equals_flux_pipeline(renderer, guidance, text_tokens):
         max_sequence_length=text_tokens or flux.T5_TOKENS,
         generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), **cfg,
     ).images
-    assert renderer.adapter(scene)[0].step_table(scene.sampler).timesteps == (1000.0, 750.0, 500.0, 250.0)
+    assert renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas).timesteps == (1000.0, 750.0, 500.0, 250.0)
     assert ours.shape == (16, 12, 16)
     torch.testing.assert_close(ours, unpacked(theirs, 96, 128), atol=1e-4, rtol=1e-4)
 
 
 def test_dev_guidance_feeds_the_embedding_and_the_shift_follows_the_tile(renderer, dev_folder):
     """FLUX.1-dev: sampler.guidance is the distilled guidance input (no unconditional branch, no doubled
-    batch), and the shift comes from calculate_shift of the tile's tokens (here the whole 128 px canvas)."""
+    batch), and the shift comes from calculate_shift of the window's tokens (tile and canvas: 128 px)."""
     scene = flux_scene(128, 128, [region("a red apple", WHOLE)], str(dev_folder), Accelerator("none"),
                        guidance=3.5, tile=Tile(128, 64))
     result = renderer.render(scene)[0]
@@ -94,10 +94,25 @@ def test_dev_guidance_feeds_the_embedding_and_the_shift_follows_the_tile(rendere
     pipe = pipeline(dev_folder)
     theirs = pipe("a red apple", height=128, width=128, num_inference_steps=4, guidance_scale=3.5,
                   output_type="latent", generator=torch.Generator("cpu").manual_seed(scene.sampler.seed)).images
-    assert adapter.step_table(scene.sampler).timesteps == tuple(float(t) for t in pipe.scheduler.timesteps)
+    assert adapter.step_table(scene.sampler, scene.canvas).timesteps == tuple(float(t) for t in pipe.scheduler.timesteps)
     torch.testing.assert_close(result.latent, unpacked(theirs, 128, 128), atol=1e-4, rtol=1e-4)
     bigger = dataclasses.replace(scene.sampler, tile=Tile(1024, 512))
-    assert adapter.step_table(bigger).noise[1] > adapter.step_table(scene.sampler).noise[1]  # more tokens, more shift
+    large = dataclasses.replace(scene.canvas, width=1024, height=1024)
+    assert adapter.step_table(bigger, large).noise[1] > adapter.step_table(scene.sampler, scene.canvas).noise[1]  # more tokens, more shift
+
+
+def test_dev_on_a_canvas_smaller_than_the_tile_is_shifted_for_its_own_size(renderer, dev_folder):
+    """The resolution-dependent mu follows the window the model sees: a 128×96 canvas under a 1024 px tile is
+    one 128×96 window, and FluxPipeline shifts for 128×96."""
+    scene = flux_scene(128, 96, [region("a red apple", WHOLE)], str(dev_folder), Accelerator("none"), guidance=3.5)
+    assert scene.sampler.tile.size == 1024
+    result = renderer.render(scene)[0]
+    pipe = pipeline(dev_folder)
+    theirs = pipe("a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=3.5,
+                  output_type="latent", generator=torch.Generator("cpu").manual_seed(scene.sampler.seed)).images
+    table = renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas)
+    assert table.timesteps == tuple(float(t) for t in pipe.scheduler.timesteps)
+    torch.testing.assert_close(result.latent, unpacked(theirs, 96, 128), atol=1e-4, rtol=1e-4)
 
 
 def test_without_t5_the_text_is_zeros_as_given_to_the_pipeline(renderer):
@@ -121,7 +136,7 @@ def test_packing_round_trips_and_ids_count_from_each_window(renderer):
 
 def test_step_table_is_flow_form_and_regions_land_in_their_masks(renderer):
     scene = flux_scene(64, 64, [region("x", WHOLE)])
-    table = renderer.adapter(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas)
     assert table.noise[0] == 1.0 and (table.signal[-1], table.noise[-1]) == (1.0, 0.0) and not table.stochastic
     for a, s, level in zip(table.signal, table.noise, table.mask_levels):
         assert a + s == pytest.approx(1.0) and level == pytest.approx(s / (1 + s * s) ** 0.5)

@@ -19,13 +19,15 @@ from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
 KLEIN = registry.accelerators()["klein"]
+KLEIN_TILE = registry.family("klein").tile_size
 WHOLE = rect(0, 0, 1, 1, fractional=True)
 
 
-def klein_scene(side, checkpoint="tiny", accelerator=Accelerator("klein"), guidance=KLEIN.guidance, **options):
-    """A square canvas whose tile is the canvas: the pipeline's shift is computed for the whole picture."""
+def klein_scene(side, checkpoint="tiny", accelerator=Accelerator("klein"), guidance=KLEIN.guidance, tile=None,
+                **options):
+    """A square canvas, by default its own tile: one window, the whole picture, as the pipeline sees it."""
     scene = make_scene(side, side, [region("a red apple", WHOLE)], steps=tuple(range(KLEIN.grid)), grid=KLEIN.grid,
-                       guidance=guidance, bootstrap=Bootstrap(0, 1.0, 0.2), tile=Tile(side, side // 2))
+                       guidance=guidance, bootstrap=Bootstrap(0, 1.0, 0.2), tile=tile or Tile(side, side // 2))
     return dataclasses.replace(scene, model=Model("klein", checkpoint, accelerator, **options))
 
 
@@ -65,8 +67,19 @@ def test_distilled_single_region_equals_pipeline_and_ignores_guidance(renderer, 
     assert not adapter.cfg_guidance and result.report["batch_items"] == 4  # no unconditional branch
     theirs, timesteps = pipeline_latent(adapter, presets.ensure_preset("klein", "tiny"), 128, scene.sampler.seed,
                                         guidance, text_tokens or klein.TEXT_TOKENS)
-    assert adapter.step_table(scene.sampler).timesteps == tuple(float(t) for t in timesteps)
+    assert adapter.step_table(scene.sampler, scene.canvas).timesteps == tuple(float(t) for t in timesteps)
     assert result.latent.shape == (128, 8, 8)
+    torch.testing.assert_close(result.latent, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_canvas_smaller_than_the_tile_is_shifted_for_its_own_size(renderer):
+    """The empirical mu follows the window the model sees (here the 128 px canvas), not the 1024 px tile."""
+    scene = klein_scene(128, tile=Tile(KLEIN_TILE, KLEIN_TILE // 2))
+    result = renderer.render(scene)[0]
+    adapter = renderer.adapter(scene)[0]
+    theirs, timesteps = pipeline_latent(adapter, presets.ensure_preset("klein", "tiny"), 128, scene.sampler.seed,
+                                        KLEIN.guidance)
+    assert adapter.step_table(scene.sampler, scene.canvas).timesteps == tuple(float(t) for t in timesteps)
     torch.testing.assert_close(result.latent, theirs, atol=1e-4, rtol=1e-4)
 
 
@@ -94,7 +107,7 @@ def test_codec_is_the_normalised_patchified_latent(renderer):
 
 def test_regions_land_in_their_masks(renderer):
     scene = klein_scene(64)
-    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler), channels=128)
+    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas), channels=128)
 
 
 @pytest.mark.parametrize("path", scene_files("klein"), ids=lambda p: p.name)

@@ -22,7 +22,7 @@ def test_both_spellings_of_the_lcm_lora_give_the_same_step_table(tmp_path):
     named, given, unnamed = (load_scene(path, ["model.checkpoint=tiny", s]) for s in spellings)
     assert named.sampler == given.sampler
     renderer = Renderer(device="cpu", dtype="float32")
-    tables = [renderer.adapter(scene)[0].step_table(scene.sampler) for scene in (named, given, unnamed)]
+    tables = [renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas) for scene in (named, given, unnamed)]
     assert tables[0] == tables[1]
     assert tables[0].stochastic and tables[0].timesteps == (999, 919, 759, 499, 259)
     assert not tables[2].stochastic and tables[2].timesteps != tables[0].timesteps  # DDIM's own grid

@@ -54,7 +54,7 @@ def test_single_region_equals_diffusers_pipeline(renderer, drop_t5, guidance):
     scene = sd3_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], drop_t5,
                       bootstrap=Bootstrap(0, 1.0, 0.2), guidance=guidance)
     ours = renderer.render(scene)[0].latent
-    table = renderer.adapter(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas)
     pipe = pipeline(drop_t5)
     theirs = pipe(
         "a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=guidance,
@@ -67,7 +67,7 @@ def test_single_region_equals_diffusers_pipeline(renderer, drop_t5, guidance):
 
 def test_step_table_is_flow_form(renderer):
     scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    table = renderer.adapter(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas)
     assert table.noise[0] == 1.0 and table.signal[0] == 0.0  # pure noise: the initial latent is eps
     for a, s, level in zip(table.signal, table.noise, table.mask_levels):
         assert a + s == pytest.approx(1.0)
@@ -77,7 +77,7 @@ def test_step_table_is_flow_form(renderer):
 
 def test_regions_land_in_their_masks(renderer):
     scene = sd3_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler), channels=16)
+    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas), channels=16)
 
 
 @pytest.mark.parametrize("path", scene_files("sd3"), ids=lambda p: p.name)

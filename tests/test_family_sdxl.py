@@ -55,7 +55,7 @@ def test_single_region_equals_diffusers_pipeline(renderer, accelerator, guidance
     scene = sdxl_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], accelerator,
                        bootstrap=Bootstrap(0, 1.0, 0.2), guidance=guidance)
     ours = renderer.render(scene)[0].latent
-    table = renderer.adapter(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas)
     assert table.timesteps == (999.0, 749.0, 499.0, 249.0)
     theirs = pipeline(accelerator)(
         "a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=guidance,
@@ -76,7 +76,7 @@ def test_a_lora_with_scheduler_lcm_samples_as_the_lcm_pipeline(renderer):
     lora = presets.ensure_preset("sdxl", "tiny") / "accelerators" / "lightning"
     scene = dataclasses.replace(scene, model=Model("sdxl", "tiny", Accelerator("lora", str(lora), scheduler="lcm")))
     ours = renderer.render(scene)[0].latent
-    table = renderer.adapter(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas)
     assert table.stochastic and table.timesteps == (999, 919, 759, 499, 259)
     pipe = pipeline("lightning")
     pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
@@ -89,7 +89,7 @@ def test_a_lora_with_scheduler_lcm_samples_as_the_lcm_pipeline(renderer):
 
 def test_step_table_is_vp_form_of_euler(renderer):
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    table = renderer.adapter(scene)[0].step_table(scene.sampler)
+    table = renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas)
     for a, s in zip(table.signal, table.noise):
         assert a * a + s * s == pytest.approx(1.0)
     assert (table.signal[-1], table.noise[-1], table.mask_levels[-1]) == (1.0, 0.0, 0.0)
@@ -99,7 +99,7 @@ def test_step_table_is_vp_form_of_euler(renderer):
 
 def test_regions_land_in_their_masks(renderer):
     scene = sdxl_scene(64, 64, [region("x", rect(0, 0, 1, 1, fractional=True))])
-    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler))
+    check_oracle_placement(renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas))
 
 
 def test_size_conditioning_is_the_window_as_a_whole_picture(renderer):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +109,15 @@ def test_each_network_call_is_reported_and_changes_nothing(renderer, scene_file)
     assert len(calls) == sum(windows) == sum(state.stats.unet_calls for state in counted)  # one window a call
     for step, total in enumerate(windows):
         assert [call for call in calls if call[0] == step] == [(step, done, total) for done in range(1, total + 1)]
+
+
+def test_the_readme_python_example_runs_offline_as_written(tmp_path, monkeypatch, capsys):
+    """The README's Python block, run from a copy of the repository's scenes: two 512 px renders of the tiny model."""
+    root = Path(__file__).resolve().parents[1]
+    blocks = re.findall(r"```python\n(.*?)```", (root / "README.md").read_text(), re.S)
+    assert len(blocks) == 1
+    shutil.copytree(root / "scenes", tmp_path / "scenes")
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "['out/two-subjects-7.png', 'out/two-subjects-3.png']"
+    assert (tmp_path / "out" / "two-subjects-7.json").is_file() and (tmp_path / "out" / "two-subjects-3.png").is_file()

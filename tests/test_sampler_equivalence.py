@@ -36,7 +36,7 @@ def test_single_region_lcm_equals_diffusers_pipeline(renderer):
     scene = make_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True))],
                        bootstrap=Bootstrap(0, 1.0, 0.2))
     ours = renderer.render(scene)[0].latent
-    timesteps = list(renderer.adapter(scene)[0].step_table(scene.sampler).timesteps)
+    timesteps = list(renderer.adapter(scene)[0].step_table(scene.sampler, scene.canvas).timesteps)
     assert timesteps == [999, 919, 759, 499, 259]
     pipe = lcm_pipeline()
     theirs = pipe(
@@ -100,13 +100,18 @@ def test_images_batched_together_equal_images_rendered_alone(renderer):
     torch.testing.assert_close(together[2].latent, alone.latent, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("background, fill_uncovered_only", [
-    (Background(), False),  # white fill: leaked pixels lean to white, as before
-    (Background(prompt="a meadow"), True),  # the authors' normalisation by the summed weights
-    (Background(prompt="a meadow", image_array=np.full((96, 128, 3), 90, np.uint8)), False),  # leans to the picture
+CAT = region("a cat", rect(16, 16, 64, 56), blur=0.0)  # on latent pixel edges: no partly covered pixel
+MEADOW = region("a meadow", rect(0, 0, 1, 1, fractional=True), blur=0.0)  # drawn under the cat: covers the rest
+
+
+@pytest.mark.parametrize("background, under, fill_uncovered_only", [
+    (Background(), [], False),  # uncovered pixels: white fill, and leaked pixels lean to white
+    (Background(prompt="a meadow"), [], True),  # the authors' normalisation by the summed weights
+    (Background(), [MEADOW], True),  # no background prompt, but every pixel covered at every step: the same
+    (Background(prompt="a meadow", image_array=np.full((96, 128, 3), 90, np.uint8)), [], False),  # leans to the picture
 ])
-def test_the_render_normalises_by_the_weights_only_with_a_background_prompt_and_no_picture(
-    renderer, monkeypatch, background, fill_uncovered_only
+def test_the_render_normalises_by_the_weights_where_the_masks_cover_every_pixel_and_there_is_no_picture(
+    renderer, monkeypatch, background, under, fill_uncovered_only
 ):
     from semanticdraw_cli import render as render_module
 
@@ -117,6 +122,18 @@ def test_the_render_normalises_by_the_weights_only_with_a_background_prompt_and_
         return original(denoiser, setup, x, generators)
 
     monkeypatch.setattr(render_module, "sample", recording_sample)
-    scene = make_scene(128, 96, [region("a cat", rect(0.1, 0.1, 0.5, 0.6, fractional=True))], background=background)
+    scene = make_scene(128, 96, [*under, CAT], background=background)
     renderer.render(scene)
     assert [setup.fill_uncovered_only for setup in seen] == [fill_uncovered_only]
+
+
+def test_a_background_given_as_a_covering_region_renders_as_the_background_prompt(renderer):
+    """The authors' README form (the background as the first region, blur 0) quantizes to the same masks as a
+    background prompt, so it normalises the same way: the same latent, not one pulled towards white. A high
+    leak sensitivity makes every bootstrap weight small, as weak predictions do, so the two rules differ."""
+    weak = Bootstrap(1, 1.0, 1000.0)
+    as_prompt = renderer.render(make_scene(128, 96, [CAT], background=Background(prompt="a meadow"), bootstrap=weak))[0]
+    as_region = renderer.render(make_scene(128, 96, [MEADOW, CAT], bootstrap=weak))[0]
+    white = renderer.render(make_scene(128, 96, [CAT], bootstrap=weak))[0]  # uncovered: pulled towards white
+    assert torch.equal(as_region.latent, as_prompt.latent)
+    assert (white.latent - as_prompt.latent).abs().mean() > 0.1

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from browser import Browser
 from semanticdraw_cli.serve import PageServer
 from semanticdraw_cli.watch import Event
 from watch_session import SCENE, Session, save, write_mask
@@ -106,6 +107,50 @@ def test_a_headless_browser_shows_the_new_image_after_a_save(tmp_path):
             process.wait(timeout=WAIT)
         watch.close()
         server.close()
+
+
+BOXES = """(() => {
+  const box = (id) => { const e = document.getElementById(id), r = e.getBoundingClientRect();
+                        return {shown: e.getClientRects().length > 0, left: r.left, right: r.right, top: r.top,
+                                bottom: r.bottom}; };
+  return {latest: box("latest"), layout: box("layout"), latest_waiting: box("latest-waiting"),
+          layout_waiting: box("layout-waiting"), width: innerWidth, height: innerHeight};
+})()"""
+BOTH_LOADED = """Promise.all(["latest", "layout"].map((id) => new Promise((done) => {
+  const picture = document.getElementById(id);
+  if (!picture.hidden) done(); else picture.addEventListener("load", () => done(), {once: true});
+})))"""
+
+
+@pytest.mark.slow
+def test_at_1400_by_900_image_and_layout_sit_side_by_side_and_wait_visibly(page, tmp_path):
+    """Before the first render each frame says what it waits for; then the 1280×768 render and its wider
+    layout picture (the irworobongdo legend panel) share one row of a 1400×900 window."""
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    from semanticdraw_cli.preview import draw_preview
+    from semanticdraw_cli.scene.loader import load_scene
+
+    draw_preview(load_scene(Path(__file__).resolve().parents[1] / "scenes" / "irworobongdo.yaml")).save(
+        tmp_path / "x-layout.png")
+    Image.fromarray(np.full((768, 1280, 3), 180, np.uint8)).save(tmp_path / "x-latest.png")
+    with Browser(executable, 1400, 900, tmp_path / "profile") as browser:
+        browser.open(page.url)
+        waiting = browser.evaluate(BOXES)
+        assert waiting["latest_waiting"]["shown"] and waiting["layout_waiting"]["shown"]
+        assert not waiting["latest"]["shown"] and not waiting["layout"]["shown"]  # no empty frame, no broken picture
+        assert waiting["latest_waiting"]["right"] <= waiting["layout_waiting"]["left"]
+        page.publish(Event("layout", 1, outputs=(tmp_path / "x-layout.png",)))
+        page.publish(rendered(tmp_path / "x-latest.png", 1))
+        browser.evaluate(BOTH_LOADED)
+        shown = browser.evaluate(BOXES)
+        browser.screenshot(tmp_path / "page.png")  # for a look when this fails
+    latest, layout = shown["latest"], shown["layout"]
+    assert latest["shown"] and layout["shown"] and not shown["latest_waiting"]["shown"]
+    assert latest["top"] == pytest.approx(layout["top"], abs=1)  # one row
+    assert latest["right"] <= layout["left"] and layout["right"] <= shown["width"]
+    assert max(latest["bottom"], layout["bottom"]) <= shown["height"]  # both whole, without scrolling
 
 
 def wait_for_request(requests: queue.Queue[str], path: str) -> None:

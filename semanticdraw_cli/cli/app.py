@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli.support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, debugging, explain
+from semanticdraw_cli.cli.support import DEBUG_KEY, DTYPE_DEFAULT_HELP, JSON_KEY, AllowOutside, Commands, debugging, explain
 from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
 from semanticdraw_cli.cli.support import command_line_paths
 from semanticdraw_cli.cli.support import fail as _fail
@@ -93,7 +93,7 @@ def render(
     ] = None,
     dtype: Annotated[
         Optional[str],
-        typer.Option(help="auto, float16, bfloat16 or float32.", show_default="auto: float16 on cuda (bfloat16 for flux, klein), else float32"),
+        typer.Option(help="auto, float16, bfloat16 or float32.", show_default=DTYPE_DEFAULT_HELP),
     ] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
     plan: Annotated[
@@ -318,7 +318,7 @@ def preview(
 @app.command("import")
 def import_layers(
     art: Annotated[Path, typer.Argument(help="Layered drawing (.psd, .ora): one layer per region, named by its prompt.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; masks go to OUTPUT-masks/.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; its masks go to STEM-masks/ beside it (scene.yaml: scene-masks/).")],
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
     allow_outside: AllowOutside = False,

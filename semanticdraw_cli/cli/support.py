@@ -15,6 +15,7 @@ from semanticdraw_cli.errors import RenderError, SceneError, printable_lines, pr
 
 DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
 JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
+DTYPE_DEFAULT_HELP = "auto: float16 on cuda (bfloat16 for flux, klein), else float32"  # render's and watch's --dtype
 DEBUG_HINT = "run with `semanticdraw --debug ...` or SEMANTICDRAW_DEBUG=1 for the traceback; please report it"
 
 

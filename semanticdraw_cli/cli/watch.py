@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperCommand
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli.support import AllowOutside, check_runtime_options, fail, load_scenes
+from semanticdraw_cli.cli.support import DTYPE_DEFAULT_HELP, AllowOutside, check_runtime_options, fail, load_scenes
 from semanticdraw_cli.errors import printable, printable_lines
 
 PHASES = ("scene", "layout", "load", "masks", "encode", "denoise", "decode", "write")  # the line's order
@@ -43,7 +43,7 @@ def watch(
     device: Annotated[Optional[str], typer.Option(
         help="auto, cuda, cuda:N, mps or cpu.", show_default="auto: cuda, then mps, then cpu")] = None,
     dtype: Annotated[Optional[str], typer.Option(
-        help="auto, float16, bfloat16 or float32.", show_default="auto: float16 on cuda, else float32")] = None,
+        help="auto, float16, bfloat16 or float32.", show_default=DTYPE_DEFAULT_HELP)] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed.", show_default=f"the scene's, else {defaults.SEED}")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
     plan: Annotated[Optional[str], typer.Option(

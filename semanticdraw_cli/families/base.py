@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from semanticdraw_cli.families.network import Levers
     from semanticdraw_cli.fusion import Embeddings
-    from semanticdraw_cli.scene.types import Model, Sampler
+    from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.schedule import StepTable
     from semanticdraw_cli.tiles import Window
 
@@ -55,8 +55,9 @@ class FamilyAdapter(Denoiser, Protocol):
     # takes guidance otherwise (a distilled guidance embedding) or not at all, and has no unconditional branch.
     cfg_guidance: bool
 
-    def step_table(self, sampler: Sampler) -> StepTable:
-        """Timesteps and a_i/s_i levels of `sampler.steps` in the family's schedule."""
+    def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
+        """Timesteps and a_i/s_i levels of `sampler.steps` in the family's schedule; a resolution-dependent
+        schedule reads the size of the windows the model sees (`schedules.window_tokens`)."""
 
     def encode_text(self, texts: Sequence[str]) -> Embeddings:
         """One embedding row per text, batch-first tensors keyed by what `predict_x0` reads."""

@@ -6,7 +6,7 @@ left: every window is a picture of its own, as SD3's per-window position embeddi
 sd3.py: x = (1 − σ)·x0 + σ·eps, v = eps − x0, so a = 1 − σ, s = σ, x0 = x − σ·v, and masks quantize
 against σ/sqrt(1 + σ²). The schedule is FluxPipeline's: sigmas linspace(1, 1/n, n) over the grid, shifted
 as the checkpoint's scheduler config says, statically (schnell: shift 1) or by `calculate_shift` of the
-tile's token count (dev: use_dynamic_shifting). A transformer with `guidance_embeds` (FLUX.1-dev) reads
+window's token count (dev: use_dynamic_shifting). A transformer with `guidance_embeds` (FLUX.1-dev) reads
 sampler.guidance as its distilled guidance input and has no unconditional branch; without it (schnell)
 guidance > 1 is classifier-free guidance over the negative prompts (the pipeline's true_cfg_scale).
 `model.drop_t5` feeds zeros in place of T5's states; `model.text_tokens` caps T5's sequence.
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.fusion import Embeddings
-    from semanticdraw_cli.scene.types import Model, Sampler
+    from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
     torch = lazy_module("torch")
@@ -130,14 +130,14 @@ class FluxAdapter(CodecMixin, NetworkMixin):
             upcast=needs_vae_upcast(vae, dtype),
         )
 
-    def step_table(self, sampler: Sampler) -> StepTable:
-        """Sigmas `sampler.steps` of FluxPipeline's `sampler.grid`-step schedule for a tile-sized picture."""
+    def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
+        """Sigmas `sampler.steps` of FluxPipeline's `sampler.grid`-step schedule for a window-sized picture."""
         from diffusers import FlowMatchEulerDiscreteScheduler
         from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
         config = scheduler.config
-        tokens = (sampler.tile.size // (self.latent_factor * 2)) ** 2  # the window the model sees
+        tokens = schedules.window_tokens(sampler, canvas, self.latent_factor * 2)  # 2×2 latent patches
         mu = calculate_shift(
             tokens,
             config.get("base_image_seq_len", 256),

@@ -5,7 +5,7 @@ patches (128 channels at 1/16 of the canvas side) and batch-normalised with the 
 statistics, so noise is N(0, 1) there and each latent pixel is one transformer token. Every window is
 its own picture: its tokens get position ids (0, row, col, 0) from its own top left. Flow matching in
 a/s form as in flux.py; the schedule is the pipeline's: sigmas linspace(1, 1/n, n) over the grid,
-shifted by `compute_empirical_mu` of the tile's token count and the grid. The step-distilled
+shifted by `compute_empirical_mu` of the window's token count and the grid. The step-distilled
 checkpoints (`is_distilled`, e.g. FLUX.2-klein-4B) ignore sampler.guidance, as the pipeline does; the
 base ones take classifier-free guidance over the negative prompts. Prompts are Qwen3's hidden states of
 layers 9, 18 and 27 side by side, over `model.text_tokens` tokens (512 by default) of the chat template.
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets
+from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import VAE_TILING_PIXELS, CodecMixin, TileCallback
 from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.fusion import Embeddings
-    from semanticdraw_cli.scene.types import Model, Sampler
+    from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
     torch = lazy_module("torch")
@@ -151,13 +151,13 @@ class KleinAdapter(CodecMixin, NetworkMixin):
         self.cfg_guidance = not pipe.config.get("is_distilled", False)
         self.codec = KleinCodec(pipe.vae.eval(), device, dtype)
 
-    def step_table(self, sampler: Sampler) -> StepTable:
-        """Sigmas `sampler.steps` of Flux2KleinPipeline's `sampler.grid`-step schedule for a tile-sized picture."""
+    def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
+        """Sigmas `sampler.steps` of Flux2KleinPipeline's `sampler.grid`-step schedule for a window-sized picture."""
         from diffusers import FlowMatchEulerDiscreteScheduler
         from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
 
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        tokens = (sampler.tile.size // self.latent_factor) ** 2  # the window the model sees
+        tokens = schedules.window_tokens(sampler, canvas, self.latent_factor)  # a token per latent pixel
         set_flow_sigmas(scheduler, sampler.grid, compute_empirical_mu(tokens, sampler.grid))
         return flow_table(scheduler, sampler)
 

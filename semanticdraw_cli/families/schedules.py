@@ -30,6 +30,16 @@ def scheduler_kind(model, own_scheduler: str) -> str:
     return family.own_scheduler
 
 
+def window_tokens(sampler, canvas, token_side: int) -> int:
+    """Tokens of one window the network sees: the tile clipped to the canvas, `token_side` pixels a token.
+
+    A resolution-dependent shift (FLUX.1-dev's and klein's `mu`) follows the picture the network is given:
+    on a canvas smaller than the tile that picture is the canvas, as in the family's own pipeline.
+    """
+    height, width = min(sampler.tile.size, canvas.height), min(sampler.tile.size, canvas.width)
+    return (height // token_side) * (width // token_side)
+
+
 def discrete_step_table(kind: str, config: dict, sampler) -> StepTable:
     """Timesteps `sampler.steps` of a `sampler.grid`-step lcm | ddim | euler-trailing schedule, in the
     variance-preserving canvas form x = a·x0 + s·eps, from the checkpoint's scheduler config."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.fusion import Embeddings
-    from semanticdraw_cli.scene.types import Model, Sampler
+    from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
     torch = lazy_module("torch")
@@ -85,17 +85,17 @@ class SD3Adapter(CodecMixin, NetworkMixin):
             upcast=needs_vae_upcast(vae, dtype),
         )
 
-    def step_table(self, sampler: Sampler) -> StepTable:
+    def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
         """Sigmas `sampler.steps` of a `sampler.grid`-step flow-matching Euler schedule (shifted as configured)."""
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         if self.scheduler != "flow-euler":
             raise RenderError(f"the sd3 family samples with flow-euler only, not {self.scheduler!r}")
         scheduler = FlowMatchEulerDiscreteScheduler.from_config(self.scheduler_config)
-        if scheduler.config.get("use_dynamic_shifting"):  # resolution-dependent shift: the tile is what the model sees
+        if scheduler.config.get("use_dynamic_shifting"):  # resolution-dependent shift: the window the model sees
             from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3 import calculate_shift
 
-            tokens = (sampler.tile.size // (self.latent_factor * self.patch)) ** 2
+            tokens = schedules.window_tokens(sampler, canvas, self.latent_factor * self.patch)
             config = scheduler.config
             mu = calculate_shift(
                 tokens,

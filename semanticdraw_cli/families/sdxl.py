@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.fusion import Embeddings
-    from semanticdraw_cli.scene.types import Model, Sampler
+    from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
     torch = lazy_module("torch")
@@ -84,7 +84,7 @@ class SDXLAdapter(CodecMixin, NetworkMixin):
         self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
         self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
-    def step_table(self, sampler: Sampler) -> StepTable:
+    def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
         """Steps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
         return schedules.discrete_step_table(self.scheduler, self.scheduler_config, sampler)
 

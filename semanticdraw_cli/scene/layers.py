@@ -298,7 +298,7 @@ def _over_white(layer: Layer, width: int, height: int) -> np.ndarray:
 def import_layered_scene(
     art: Path, output: Path, overrides: Sequence[str] = (), overwrite: bool = False, allow_outside: bool = False
 ) -> list[Path]:
-    """Write `output` (YAML) and one mask PNG per region (plus the background) in `OUTPUT-masks/`."""
+    """Write `output` (YAML) and one mask PNG per region (plus the background) in `STEM-masks/` beside it."""
     art, output = Path(art), Path(output)
     check_output_name(output, SIDECAR_SUFFIXES)
     if _same_file(output.with_suffix(art.suffix), art):
