@@ -20,7 +20,8 @@ from PIL import Image
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.scene.layered_files import Document, Layer, read_document
-from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder
+from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder, refuse_overwriting_inputs
+from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.safe_io import SETTINGS
 from semanticdraw_cli.scene.types import Mask, Scene
 from semanticdraw_cli.scene.dicts import scene_from_dict, scene_to_dict
@@ -307,6 +308,7 @@ def import_layered_scene(
     scene = load_layered_scene(art, overrides, allow_outside=allow_outside)
     masks_dir = output.with_name(output.stem + "-masks")
     pictures = _mask_files(scene, masks_dir)
+    refuse_overwriting_inputs([output, *pictures], scene_reads(art, scene))
     if masks_dir.exists() and not masks_dir.is_dir():
         raise SceneError([Problem(str(output), "", f"{masks_dir} is a file; the masks need a folder of that name")])
     taken = [p for p in (output, masks_dir) if p.exists()]
