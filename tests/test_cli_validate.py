@@ -371,3 +371,12 @@ def test_inputs_over_their_byte_limit_are_refused_naming_the_limit(tmp_path, mon
     monkeypatch.setattr(defaults, "MAX_SCENE_BYTES", 50)
     size = path.stat().st_size
     assert_refused(run("validate", str(path)), f"{path}: is {size} bytes; a scene file may have at most 50")
+
+
+def test_preview_never_writes_over_the_label_map_it_draws(tmp_path):
+    for name in ("palette.yaml", "palette-layout.png"):
+        (tmp_path / name).write_bytes((SCENES / name).read_bytes())
+    label_map, scene = tmp_path / "palette-layout.png", tmp_path / "palette.yaml"
+    result = run("preview", str(scene), "-o", str(label_map))
+    assert_refused(result, f"{label_map}: the output would overwrite the label map of region 'hills' in {scene}")
+    assert label_map.read_bytes() == (SCENES / "palette-layout.png").read_bytes()
