@@ -281,8 +281,6 @@ def build_cached(folder: Path, build: Callable[[Path], None], marker: str = "mod
     with _build_lock(folder):
         if not missing_parts(folder, marker):  # built by the process that held the lock before
             return folder
-        for stale in folder.parent.glob(f".{folder.name}-*"):  # what killed builders left; none is running
-            shutil.rmtree(stale, ignore_errors=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
             with _every_rank_writes():
@@ -296,10 +294,9 @@ def build_cached(folder: Path, build: Callable[[Path], None], marker: str = "mod
                 aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
                 folder.rename(aside / "incomplete")
             staging.rename(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            for stale in folder.parent.glob(f".{folder.name}-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+        finally:  # the staging folder, the entry moved aside, what killed builders left: none is in use
+            for temporary in folder.parent.glob(f".{folder.name}-*"):
+                shutil.rmtree(temporary, ignore_errors=True)
     return folder
 
 
