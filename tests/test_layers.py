@@ -607,3 +607,16 @@ def test_import_never_writes_a_mask_over_a_picture_the_drawing_reads(tmp_path):
     assert result.exit_code == 2, result.output
     assert f"{picture}: the output would overwrite the background picture of {path}" in result.output
     assert picture.read_bytes() == before and not (tmp_path / "out.yaml").exists()
+
+
+def test_import_never_removes_a_picture_the_drawing_reads_as_a_stale_mask(tmp_path):
+    path = make_ora(tmp_path / "art.ora", (64, 32), [layer("bird", blob((4, 4)))])  # no background layer
+    picture = tmp_path / "out-masks" / "background.png"  # named as a mask an earlier import wrote
+    picture.parent.mkdir()
+    Image.new("RGB", (64, 32), "white").save(picture)
+    before = picture.read_bytes()
+    (tmp_path / "art.yaml").write_text("background: {image: out-masks/background.png}\n")
+    result = invoke("import", path, "-o", tmp_path / "out.yaml", "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert f"{picture}: the output would overwrite the background picture of {path}" in result.output
+    assert picture.read_bytes() == before
