@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from semanticdraw_cli.errors import Problem, SceneError
+from semanticdraw_cli.scene.reads import Read, scene_reads
 
 SCENE_KEY = "semanticdraw:scene"  # PNG text chunk holding the resolved scene as YAML
 PARAMS_KEY = "semanticdraw:params"  # PNG text chunk holding seed, image index, versions as JSON
@@ -59,12 +60,15 @@ def plan_render(
     """Every file that `jobs` (label, scene, seeds) write, checked before any model loads.
 
     Refused with OutputError listing every problem: a file two jobs of the `call` (default: `jobs`; a
-    shard writes part of its call) would both write, an existing file (unless `overwrite`), an output
-    folder that is a file or cannot be written. Creates the folder when there is something to write.
+    shard writes part of its call) would both write, a file a scene of the call reads (whatever
+    `overwrite` says), an existing file (unless `overwrite`), an output folder that is a file or cannot
+    be written. Creates the folder when there is something to write.
     """
     out_dir = Path(out_dir)
-    planned = _planned(jobs, out_dir)
-    problems = _clashes(planned if call is None else _planned(call, out_dir), out_dir)
+    call = jobs if call is None else call
+    planned, every = _planned(jobs, out_dir), _planned(call, out_dir)
+    problems = _clashes(every, out_dir)
+    problems += overwritten_inputs([path for image in every for path in (image.png, image.report)], job_reads(call))
     if not overwrite:
         problems += _existing([path for image in planned for path in (image.png, image.report)], out_dir)
     if problems:
@@ -72,6 +76,53 @@ def plan_render(
     if planned:
         prepare_folder(out_dir, "-o names the folder for NAME-SEED.png and NAME-SEED.json")
     return planned
+
+
+def job_reads(jobs: Sequence[Job]) -> list[Read]:
+    """What the jobs' scenes read (`scene.reads`); a job's label is its scene file when the scene has one."""
+    return [read for label, scene, _ in jobs for read in scene_reads(Path(label) if scene.source else None, scene)]
+
+
+def refuse_overwriting_inputs(targets: Sequence[Path], reads: Sequence[Read]) -> None:
+    """OutputError when a file to write is one a scene reads (`overwritten_inputs`)."""
+    if problems := overwritten_inputs(targets, reads):
+        raise OutputError(problems)
+
+
+def overwritten_inputs(targets: Sequence[Path], reads: Sequence[Read]) -> list[Problem]:
+    """One problem per file to write that is a file the scenes read (the same resolved path or the same
+    inode: a link or a hard link) or lies inside a model folder they read. Missing files are not read."""
+    by_path: dict[str, Read] = {}
+    by_inode: dict[tuple[int, int], Read] = {}
+    folders: list[tuple[str, Read]] = []
+    for read in reads:
+        try:
+            found = os.stat(read.path)
+        except OSError:
+            continue
+        real = os.path.realpath(read.path)
+        if read.model and os.path.isdir(real):
+            folders.append((real + os.sep, read))
+        by_path.setdefault(real, read)
+        by_inode.setdefault((found.st_dev, found.st_ino), read)
+    problems = []
+    for target in dict.fromkeys(Path(target) for target in targets):
+        real = os.path.realpath(target)
+        try:
+            found = os.stat(target)
+            read = by_path.get(real) or by_inode.get((found.st_dev, found.st_ino))
+        except OSError:
+            read = by_path.get(real)
+        verb = "overwrite"
+        if read is None:
+            read = next((read for folder, read in folders if real.startswith(folder)), None)
+            verb = "write inside"
+        if read is None:
+            continue
+        shown = "" if os.path.abspath(target) == str(read.path) else f" ({read.path})"
+        hint = "write somewhere else (-o); an input is never replaced, --overwrite or not"
+        problems.append(Problem(str(target), "", f"the output would {verb} {read.role}{shown}", hint=hint))
+    return problems
 
 
 def check_output_name(target: Path, suffixes: Sequence[str], option: str = "-o") -> None:

@@ -27,6 +27,7 @@ from semanticdraw_cli import outputs
 from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError, problem_lines
 from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.render import Prepared, Renderer, StepState, blend_over_background, write_result
+from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.scene.loader import load_scene
 from semanticdraw_cli.watched import FileWatcher, absolute, contents, scene_inputs, signatures
@@ -138,6 +139,12 @@ class WatchLoop:
             if signatures(self._files) == before:
                 break
         self._contents = current
+        if error is None:  # the outputs may not replace what the scene (perhaps renamed, or naming new files) reads
+            try:
+                outputs.refuse_overwriting_inputs(watch_outputs(self.options.out_dir, scene.name),
+                                                  scene_reads(self.options.scene, scene))
+            except outputs.OutputError as refused:
+                error = refused
         if error is not None:
             if first:
                 raise error
@@ -162,7 +169,7 @@ class WatchLoop:
         self.renders += 1
         number, out = self.renders, self.options.out_dir
         self._emit(Event("started", number, files=changed))
-        layout_path = out / f"{scene.name}-layout.png"
+        png, report, layout_path = watch_outputs(out, scene.name)
         layout = self._drawing.submit(_draw_layout, scene, layout_path)  # beside the prepare and the first step
 
         def show_layout() -> None:  # once, when it is drawn: after the prepare, else after the first step
@@ -174,7 +181,7 @@ class WatchLoop:
             prepared = self.renderer.prepare(scene, [scene.sampler.seed], on_phase=self._phase)
             if layout.done():
                 show_layout()
-            states = self._sample(prepared, number, out / f"{scene.name}-latest.png", show_layout)
+            states = self._sample(prepared, number, png, show_layout)
         except (MaskError, FileNotFoundError) as error:
             self._invalid((str(Problem(str(self.options.scene), "", str(error), hint=getattr(error, "hint", None))),))
             return
@@ -186,7 +193,6 @@ class WatchLoop:
         result = self.renderer.finish(prepared, states[-1], states)[0]
         seconds["denoise"], seconds["decode"] = result.report["seconds"]["denoise"], result.report["seconds"]["decode"]
         result.report["watch"] = {"render": number, "changed": [str(f) for f in changed], "recomputed": prepared.recomputed}
-        png, report = out / f"{scene.name}-latest.png", out / f"{scene.name}-latest.json"
         start = time.perf_counter()
         write_result(result, png, report)
         kept = (_keep(png, scene.name),) if self.options.keep else ()
@@ -254,6 +260,11 @@ class WatchLoop:
     def _emit(self, event: Event) -> None:
         for listener in self._listeners:
             listener(event)
+
+
+def watch_outputs(out_dir: Path, name: str) -> tuple[Path, Path, Path]:
+    """NAME-latest.png, NAME-latest.json and NAME-layout.png: what each render replaces."""
+    return out_dir / f"{name}-latest.png", out_dir / f"{name}-latest.json", out_dir / f"{name}-layout.png"
 
 
 def _x0_picture(prepared: Prepared, state: StepState) -> np.ndarray:

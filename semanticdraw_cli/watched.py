@@ -17,9 +17,9 @@ from pathlib import Path
 
 from semanticdraw_cli import outputs
 from semanticdraw_cli.scene import safe_io
+from semanticdraw_cli.scene.reads import absolute, scene_reads
 from semanticdraw_cli.scene.types import Scene
 
-SIBLING_SUFFIXES = (".yaml", ".yml", ".psd", ".ora")  # a drawing's sidecar, a sidecar's drawing
 DEBOUNCE_MS = 1_000  # longest a burst of saves is gathered before the loop hears of it
 QUIET_MS = 30  # a burst ends after this long without a new change: the save-to-render delay
 ARM_MS = 200  # how soon after (re)starting the watcher reports it is armed
@@ -27,20 +27,10 @@ Contents = dict[Path, "str | None"]  # file -> content hash; None when missing
 
 
 def scene_inputs(path: Path, scene: Scene | None = None) -> frozenset[Path]:
-    """The scene file, its same-named siblings (.yaml, .yml, .psd, .ora: a drawing's settings or a
-    sidecar's drawing) and, once loaded, what the scene names: the drawing, masks, label maps and the
-    background picture. Absolute paths; missing files are included (creating one is a change)."""
-    path = absolute(path)
-    files = {path, *(path.with_suffix(suffix) for suffix in SIBLING_SUFFIXES)}
-    if scene is not None:
-        named = [scene.source, scene.background.image, *(region.mask.path for region in scene.regions)]
-        files |= {absolute(file) for file in named if file is not None}
-    return frozenset(files)
-
-
-def absolute(path: Path | str) -> Path:
-    """The path made absolute without resolving links (the watcher reports paths the same way)."""
-    return Path(os.path.abspath(path))
+    """The files of `reads.scene_reads` but the model's (read once, when it loads): the scene file, its
+    same-named siblings and, once loaded, the drawing, masks, label maps and the background picture.
+    Absolute paths; missing files are included (creating one is a change)."""
+    return frozenset(read.path for read in scene_reads(path, scene) if not read.model)
 
 
 def contents(files: Iterable[Path]) -> Contents:

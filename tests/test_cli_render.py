@@ -309,3 +309,17 @@ def test_a_quiet_render_prints_nothing_on_stderr(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == "" and done.stdout == ""
     assert (tmp_path / "s-2024.png").is_file()
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_render_never_writes_over_a_file_the_scene_reads(tmp_path, overwrite):
+    mask = tmp_path / "fox-5.png"  # named as the scene's first output
+    Image.new("L", (64, 64), 255).save(mask)
+    before = mask.read_bytes()
+    scene = tmp_path / "fox.yaml"
+    scene.write_text("canvas: {width: 64, height: 64}\nsampler: {seed: 5}\n"
+                     "regions: [{name: fox, prompt: a fox, mask: fox-5.png}]\n")
+    result = runner.invoke(app, ["render", str(scene), "--model", "tiny", "-o", str(tmp_path), *overwrite])
+    assert result.exit_code == 2, result.output
+    assert f"{mask}: the output would overwrite the mask of region 'fox' in {scene}" in result.output
+    assert mask.read_bytes() == before and not (tmp_path / "fox-5.json").exists()

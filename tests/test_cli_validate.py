@@ -399,3 +399,12 @@ def test_thousands_of_unknown_keys_list_the_first_and_count_the_rest(tmp_path, m
     assert_refused(result, ":4: samplr0: unknown key 'samplr0'", f": \u2026 and {3000 - defaults.MAX_PROBLEMS_LISTED:,} more problems")
     assert len(result.output.splitlines()) == defaults.MAX_PROBLEMS_LISTED + 1
     assert len(hinted) <= defaults.MAX_PROBLEMS_LISTED
+
+
+def test_preview_never_writes_over_the_label_map_it_draws(tmp_path):
+    for name in ("palette.yaml", "palette-layout.png"):
+        (tmp_path / name).write_bytes((SCENES / name).read_bytes())
+    label_map, scene = tmp_path / "palette-layout.png", tmp_path / "palette.yaml"
+    result = run("preview", str(scene), "-o", str(label_map))
+    assert_refused(result, f"{label_map}: the output would overwrite the label map of region 'hills' in {scene}")
+    assert label_map.read_bytes() == (SCENES / "palette-layout.png").read_bytes()

@@ -63,3 +63,14 @@ def test_a_scenes_seeds_are_batched_by_max_batch_within_the_share(scenes):
         ("irworobongdo.yaml", (2024, 2025)), ("irworobongdo.yaml", (2026, 2027))]
     assert [(job.label, job.seeds) for job in select(small, (1, 2))] == [  # the share first, then its batches
         ("two-subjects.yaml", (7, 9)), ("irworobongdo.yaml", (2025, 2027))]
+
+
+def test_a_share_is_refused_when_any_share_of_the_call_would_write_over_an_input(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (64, 48), 255).save(tmp_path / "x-6.png")  # the second image's output name
+    (tmp_path / "x.yaml").write_text("canvas: {width: 64, height: 48}\nsampler: {seed: 5, images: 2}\n"
+                                     "regions:\n  - {name: fox, prompt: a fox, mask: x-6.png}\n")
+    scenes = [("x.yaml", load_scene(tmp_path / "x.yaml"))]
+    with pytest.raises(OutputError, match="x-6.png: the output would overwrite the mask of region 'fox' in x.yaml"):
+        plan_call(scenes, tmp_path, overwrite=True, shard=(1, 2))  # this share writes only x-5: every share agrees

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from semanticdraw_cli import launch
@@ -203,3 +204,24 @@ def test_a_device_a_launch_cannot_honour_is_a_planning_problem(tmp_path, device,
                                   plan=lambda: pytest.fail("planned despite the device"))
     plan, status = launch._plan(group(0), planned)  # this process's device: the CPU
     assert plan is None and status.code == code and status.message.startswith(expected)
+
+
+def test_a_launched_render_refuses_an_output_that_a_scene_reads_before_any_model_loads(tmp_path, monkeypatch):
+    def plans(call, summary):  # every process plans the call; the planning problem ends every one of them
+        plan, status = launch._plan(group(0), call)
+        assert plan is None
+        raise LaunchFailure(status.message, status.code, True)
+
+    picture = tmp_path / "fox-5.png"  # named as the scene's first output
+    Image.new("RGB", (64, 64), "white").save(picture)
+    before = picture.read_bytes()
+    scene = tmp_path / "fox.yaml"
+    scene.write_text("canvas: {width: 64, height: 64}\nsampler: {seed: 5}\n"
+                     "regions: [{name: fox, prompt: a fox, mask: {rect: [0, 0, 8, 8]}}]\n"
+                     "background: {image: fox-5.png}\n")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(launch, "render", plans)
+    result = runner.invoke(app, ["render", str(scene), "-o", str(tmp_path), "--overwrite", "--model", "tiny"])
+    assert result.exit_code == 2, result.output
+    assert f"{picture}: the output would overwrite the background picture of {scene}" in result.stderr
+    assert picture.read_bytes() == before

@@ -594,3 +594,29 @@ def test_control_characters_in_layer_names_are_dropped(tmp_path, kind):
     scene = load_layered_scene(path)
     assert [(r.name, r.prompt, r.blur) for r in scene.regions] == [
         ("a clear blue lake", "a clear blue lake", 3.0), ("sun", "the sun", 1.0)]
+
+
+def test_import_never_writes_a_mask_over_a_picture_the_drawing_reads(tmp_path):
+    path = make_ora(tmp_path / "art.ora", (64, 32), [layer("bird", blob((4, 4)))])
+    picture = tmp_path / "out-masks" / "01-bird.png"  # where the import writes the bird's mask
+    picture.parent.mkdir()
+    Image.new("RGB", (64, 32), "white").save(picture)
+    before = picture.read_bytes()
+    (tmp_path / "art.yaml").write_text("background: {image: out-masks/01-bird.png}\n")
+    result = invoke("import", path, "-o", tmp_path / "out.yaml", "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert f"{picture}: the output would overwrite the background picture of {path}" in result.output
+    assert picture.read_bytes() == before and not (tmp_path / "out.yaml").exists()
+
+
+def test_import_never_removes_a_picture_the_drawing_reads_as_a_stale_mask(tmp_path):
+    path = make_ora(tmp_path / "art.ora", (64, 32), [layer("bird", blob((4, 4)))])  # no background layer
+    picture = tmp_path / "out-masks" / "background.png"  # named as a mask an earlier import wrote
+    picture.parent.mkdir()
+    Image.new("RGB", (64, 32), "white").save(picture)
+    before = picture.read_bytes()
+    (tmp_path / "art.yaml").write_text("background: {image: out-masks/background.png}\n")
+    result = invoke("import", path, "-o", tmp_path / "out.yaml", "--overwrite")
+    assert result.exit_code == 2, result.output
+    assert f"{picture}: the output would overwrite the background picture of {path}" in result.output
+    assert picture.read_bytes() == before

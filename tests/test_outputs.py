@@ -139,3 +139,46 @@ def test_atomic_write_leaves_nothing_when_interrupted(tmp_path):
             temporary.write_bytes(b"half a picture")
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+MASKED = "canvas: {width: 64, height: 48}\nsampler: {seed: 5}\nregions:\n  - {name: fox, prompt: a fox, mask: x-5.png}\n"
+
+
+def masked_scene(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("L", (64, 48), 255).save(folder / "x-5.png")
+    (folder / "x.yaml").write_text(MASKED)
+    return folder / "x.yaml"
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_an_output_that_is_a_file_the_scene_reads_is_refused_with_or_without_overwrite(tmp_path, overwrite):
+    path = masked_scene(tmp_path)
+    with pytest.raises(OutputError) as excinfo:
+        plan_render([job(path)], tmp_path, overwrite=overwrite)
+    assert f"{tmp_path / 'x-5.png'}: the output would overwrite the mask of region 'fox' in {path}" in problems(excinfo)
+
+
+def test_a_hard_link_or_a_linked_folder_to_an_input_is_refused_naming_the_input(tmp_path):
+    path = masked_scene(tmp_path / "scene")
+    (tmp_path / "out").mkdir()
+    os.link(tmp_path / "scene" / "x-5.png", tmp_path / "out" / "x-5.png")  # the same inode under another name
+    with pytest.raises(OutputError) as excinfo:
+        plan_render([job(path)], tmp_path / "out", overwrite=True)
+    assert f"the mask of region 'fox' in {path} ({tmp_path / 'scene' / 'x-5.png'})" in problems(excinfo)
+    (tmp_path / "linked").symlink_to(tmp_path / "scene")
+    with pytest.raises(OutputError, match="would overwrite the mask of region 'fox'"):
+        plan_render([job(path)], tmp_path / "linked", overwrite=True)
+
+
+def test_an_output_inside_a_local_model_folder_is_refused(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    path = scene_file(tmp_path / "scene")
+    path.write_text(SCENE + "model: {checkpoint: ../model}\n")
+    with pytest.raises(OutputError) as excinfo:
+        plan_render([job(path)], model, overwrite=True)
+    assert f"would write inside the model file (model.checkpoint) of {path} ({model})" in problems(excinfo)
+    assert not list(model.iterdir())

@@ -3,6 +3,12 @@ counted on the meta device, which allocates nothing) and are built only on a GPU
 
 from __future__ import annotations
 
+import json
+import shutil
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -104,3 +110,75 @@ def test_a_device_preset_renders_through_the_loader(monkeypatch):
     result = Renderer(device="cpu", dtype="float32").render(scene)[0]
     assert result.image.shape == (64, 64, 3) and torch.isfinite(result.latent).all()
     assert not list(presets.cache_root().glob("presets/flux-full-random*"))
+
+
+# --- the preset cache: whole entries only, one builder at a time ------------------------------------
+
+
+def whole_build(folder: Path, builds: list[Path], weights: bool = True) -> None:
+    """A pipeline folder in miniature: model_index.json naming a text encoder with its config and weights."""
+    builds.append(folder)
+    (folder / "text_encoder").mkdir()
+    (folder / "text_encoder" / "config.json").write_text("{}")
+    if weights:
+        (folder / "text_encoder" / "model.safetensors").write_bytes(b"weights")
+    (folder / "build.txt").write_text(str(len(builds)))
+    (folder / "model_index.json").write_text(json.dumps({"text_encoder": ["transformers", "CLIPTextModel"]}))
+
+
+def leftovers(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir() if not p.name.endswith(".lock"))
+
+
+@pytest.mark.parametrize("damage", ["mark", "text_encoder", "weights"])
+def test_an_entry_without_its_mark_or_with_a_part_missing_is_built_again(tmp_path, damage):
+    folder, builds = tmp_path / "sd15-tiny-v2", []
+    presets.build_cached(folder, lambda staging: whole_build(staging, builds))
+    assert presets.missing_parts(folder) == [] and json.loads((folder / presets.COMPLETE).read_text())["version"]
+    if damage == "mark":  # as an older version, or a process killed while building in place, left it
+        (folder / presets.COMPLETE).unlink()
+    elif damage == "text_encoder":
+        shutil.rmtree(folder / "text_encoder")
+    else:
+        (folder / "text_encoder" / "model.safetensors").unlink()
+    assert presets.missing_parts(folder)
+    assert presets.build_cached(folder, lambda staging: whole_build(staging, builds)) == folder
+    assert len(builds) == 2 and (folder / "build.txt").read_text() == "2" and presets.missing_parts(folder) == []
+    assert leftovers(tmp_path) == ["sd15-tiny-v2"]  # the damaged entry and the staging folder are gone
+
+
+def test_a_build_that_leaves_a_part_out_is_not_published(tmp_path):
+    folder = tmp_path / "sd15-tiny-v2"
+    with pytest.raises(RenderError, match=r"building sd15-tiny-v2 left out text_encoder/ \(weights\)"):
+        presets.build_cached(folder, lambda staging: whole_build(staging, [], weights=False))
+    assert leftovers(tmp_path) == []
+
+
+def test_builders_lined_up_on_an_empty_cache_build_once_and_all_get_the_whole_entry(tmp_path):
+    folder, builds, lined_up = tmp_path / "sd15-tiny-v2", [], threading.Barrier(3)
+
+    def builder() -> Path:
+        lined_up.wait()
+        return presets.build_cached(folder, lambda staging: whole_build(staging, builds))
+
+    with ThreadPoolExecutor(3) as pool:
+        done = [pool.submit(builder) for _ in range(3)]
+        assert [future.result() for future in done] == [folder] * 3
+    assert len(builds) == 1 and presets.missing_parts(folder) == [] and leftovers(tmp_path) == ["sd15-tiny-v2"]
+
+
+@pytest.mark.slow
+def test_a_preset_built_by_a_process_that_is_not_rank_0_is_whole(tmp_path, monkeypatch):
+    """transformers writes weights on rank 0 only: rank 1 of a launch built a tiny preset without its text
+    encoder's. Rank 1 of an initialized process group, as transformers asks for it (a real gloo group of
+    two processes gives the same, at several times the cost); ~4 s: one real build."""
+    from transformers import CLIPTextModel
+
+    monkeypatch.setenv("SEMANTICDRAW_CACHE", str(tmp_path))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *args, **kwargs: 1)
+    folder = presets.ensure_preset("sd15", "tiny")
+    assert sorted(p.name for p in (folder / "text_encoder").iterdir()) == ["config.json", "model.safetensors"]
+    assert presets.missing_parts(folder) == []
+    monkeypatch.undo()
+    CLIPTextModel.from_pretrained(folder / "text_encoder")  # loads: every weight is in the file

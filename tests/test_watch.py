@@ -20,6 +20,8 @@ from semanticdraw_cli.watched import scene_inputs
 from drawings import blob, layer, make_ora, save_ora
 from watch_session import SCENE, WAIT, Session, save, write_mask
 
+SCENES = Path(__file__).resolve().parent.parent / "scenes"
+
 pytestmark = pytest.mark.slow
 
 
@@ -258,3 +260,30 @@ def test_watch_refuses_a_missing_scene_and_a_bad_option(tmp_path):
     assert result.exit_code == 2 and "--dtype" in result.output
     result = CliRunner().invoke(app, ["watch", "--serve", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
     assert result.exit_code == 2 and "--dtype" in result.output  # a bare --serve takes no argument that is not a port
+
+
+def test_watch_refuses_at_the_start_an_output_that_is_the_scenes_label_map(tmp_path):
+    for name in ("palette.yaml", "palette-layout.png"):  # the example scene's label map is named as watch's layout
+        (tmp_path / name).write_bytes((SCENES / name).read_bytes())
+    label_map, scene = tmp_path / "palette-layout.png", tmp_path / "palette.yaml"
+    result = CliRunner().invoke(app, ["watch", str(scene), "--model", "tiny", "-o", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert f"{label_map}: the output would overwrite the label map of region 'hills' in {scene}" in result.output
+    assert label_map.read_bytes() == (SCENES / "palette-layout.png").read_bytes()
+    assert not (tmp_path / "palette-latest.png").exists()
+
+
+def test_a_save_that_makes_an_output_an_input_is_refused_and_the_file_kept(scene_file, session):
+    watch = session(out=scene_file.parent)
+    watch.ready()
+    drawn = scene_file.parent / "scene-layout.png"  # the user draws a mask over the layout, then names it
+    write_mask(drawn, 50)
+    before = drawn.read_bytes()
+    save(scene_file, SCENE.replace("fox.png", "scene-layout.png"))
+    while (event := watch.events.get(timeout=WAIT)).kind not in ("invalid", "rendered", "failed"):
+        pass
+    assert event.kind == "invalid", event
+    assert f"{drawn}: the output would overwrite the mask of region 'fox' in {scene_file}" in event.problems[0]
+    assert drawn.read_bytes() == before
+    save(scene_file, SCENE)  # named back: the loop goes on (nothing changed since the last render)
+    assert watch.wait("rendered", 2).files == ()

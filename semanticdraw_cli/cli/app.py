@@ -299,8 +299,9 @@ def preview(
     The picture is the layout at canvas size with the legend (a colour swatch and `name: prompt` per
     region) in a panel to its right.
     """
-    from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder
+    from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder, refuse_overwriting_inputs
     from semanticdraw_cli.preview import draw_preview
+    from semanticdraw_cli.scene.reads import scene_reads
 
     if output is not None:
         check_output_name(output, (".png",))
@@ -308,6 +309,7 @@ def preview(
     if problems:
         _fail("\n".join(problems), 2)
     target = output or Path(f"{loaded[0][1].name}-preview.png")
+    refuse_overwriting_inputs([target], scene_reads(scene, loaded[0][1]))
     prepare_folder(target.parent)
     picture = draw_preview(loaded[0][1])
     with atomic_path(target) as temporary:

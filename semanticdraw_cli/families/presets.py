@@ -243,8 +243,8 @@ def preset_folder(family: str, name: str) -> Path:
 
 
 def is_built(family: str, name: str) -> bool:
-    """Whether the preset is in the cache already (else the first use builds it, which takes a while)."""
-    return (preset_folder(family, name) / "model_index.json").exists()
+    """Whether the preset is in the cache, whole (else the first use builds it, which takes a while)."""
+    return not missing_parts(preset_folder(family, name))
 
 
 def ensure_preset(family: str, name: str) -> Path:
@@ -262,22 +262,100 @@ def ensure_preset(family: str, name: str) -> Path:
     return build_cached(preset_folder(family, name), lambda staging: spec.build_preset(name, staging))
 
 
-def build_cached(folder: Path, build: Callable[[Path], None], marker: str = "model_index.json") -> Path:
-    """`folder`, built once by `build(staging)` (atomically: a temporary folder, then a rename).
+COMPLETE = "semanticdraw-complete.json"  # written last into a whole build: which entry, which version
+WEIGHTS = ("*.safetensors", "*.bin")
 
-    `marker` is the file a finished build holds (a diffusers pipeline's model_index.json by default).
+
+def build_cached(folder: Path, build: Callable[[Path], None], marker: str = "model_index.json") -> Path:
+    """`folder`, built once by `build(staging)` and published whole.
+
+    One process builds at a time (a lock file beside the folder; others wait, then use its build), into
+    a private temporary folder that is checked whole (`missing_parts`), marked complete (COMPLETE,
+    written last) and renamed into place, so no reader ever sees a part. An entry without the mark or
+    with a part missing (a killed build of an older version) is moved aside and built again. `marker`
+    is a file a whole build holds (a diffusers pipeline's model_index.json by default).
     """
-    if (folder / marker).exists():
+    if not missing_parts(folder, marker):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        build(staging)
+    with _build_lock(folder):
+        if not missing_parts(folder, marker):  # built by the process that held the lock before
+            return folder
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
+            with _every_rank_writes():
+                build(staging)
+            if missing := [part for part in missing_parts(staging, marker) if part != COMPLETE]:
+                raise RenderError(f"building {folder.name} left out {', '.join(missing)}; nothing was written to "
+                                  f"{folder.parent}\nwhat to do: report this with the versions of diffusers and transformers")
+            (staging / COMPLETE).write_text(json.dumps({"entry": folder.name, "version": PRESET_VERSION}) + "\n")
+            os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the cache is shared like any folder
+            if folder.exists():
+                aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+                folder.rename(aside / "incomplete")
             staging.rename(folder)
-        except OSError:  # another process finished first
-            if not (folder / marker).exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        finally:  # the staging folder, the entry moved aside, what killed builders left: none is in use
+            for temporary in folder.parent.glob(f".{folder.name}-*"):
+                shutil.rmtree(temporary, ignore_errors=True)
     return folder
+
+
+def missing_parts(folder: Path, marker: str = "model_index.json") -> list[str]:
+    """What a whole build holds that `folder` lacks: the COMPLETE mark, `marker`, each component that
+    model_index.json names (a folder with files), and the weights of every folder with a model config."""
+    missing = [name for name in (COMPLETE, marker) if not (folder / name).is_file()]
+    if not folder.is_dir():
+        return missing
+    parts = [folder]
+    if (folder / "model_index.json").is_file():
+        index = json.loads((folder / "model_index.json").read_text())
+        named = [key for key, value in index.items() if isinstance(value, list) and value and value[0] is not None]
+        parts += [folder / key for key in named]
+    parts += [lora for lora in folder.glob("accelerators/*") if lora.is_dir()]
+    for part in parts:
+        files = [entry.name for entry in part.iterdir()] if part.is_dir() else []
+        has_weights = any(next(part.glob(pattern), None) for pattern in WEIGHTS)
+        if not files or ("config.json" in files and not has_weights):
+            missing.append(f"{part.relative_to(folder)}/" + ("" if not files else " (weights)"))
+    return missing
+
+
+@contextmanager
+def _build_lock(folder: Path) -> Iterator[None]:
+    """An exclusive lock on `.NAME.lock` beside `folder`, released when the process ends however it ends."""
+    import fcntl
+
+    with open(folder.parent / f".{folder.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _every_rank_writes() -> Iterator[None]:
+    """transformers' `save_pretrained` writes a model's weights only on rank 0 of an initialized process
+    group. In a launch any process may be the one that builds a preset, so while it does, every process
+    writes (`missing_parts` would catch a library that found another way to skip them)."""
+    from transformers import PreTrainedModel
+
+    name = "should_save_on_this_rank"  # transformers 5: rank 0 only when torch.distributed is initialized
+    if not hasattr(PreTrainedModel, name):
+        yield
+        return
+    own = PreTrainedModel.__dict__.get(name)  # None: inherited (from DistributedMixin)
+    setattr(PreTrainedModel, name, lambda self, is_main_process: is_main_process)
+    try:
+        yield
+    finally:
+        if own is None:
+            delattr(PreTrainedModel, name)
+        else:
+            setattr(PreTrainedModel, name, own)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -20,7 +20,8 @@ from PIL import Image
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.scene.layered_files import Document, Layer, read_document
-from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder
+from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder, refuse_overwriting_inputs
+from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.safe_io import SETTINGS
 from semanticdraw_cli.scene.types import Mask, Scene
 from semanticdraw_cli.scene.dicts import scene_from_dict, scene_to_dict
@@ -307,6 +308,8 @@ def import_layered_scene(
     scene = load_layered_scene(art, overrides, allow_outside=allow_outside)
     masks_dir = output.with_name(output.stem + "-masks")
     pictures = _mask_files(scene, masks_dir)
+    stale = _stale_masks(masks_dir, set(pictures))
+    refuse_overwriting_inputs([output, *pictures, *stale], scene_reads(art, scene))  # replaced or removed
     if masks_dir.exists() and not masks_dir.is_dir():
         raise SceneError([Problem(str(output), "", f"{masks_dir} is a file; the masks need a folder of that name")])
     taken = [p for p in (output, masks_dir) if p.exists()]
@@ -319,7 +322,8 @@ def import_layered_scene(
     for file, array in pictures.items():
         with atomic_path(file) as temporary:
             Image.fromarray(array).save(temporary, format="PNG")
-    _remove_stale(masks_dir, set(pictures))
+    for file in stale:
+        file.unlink(missing_ok=True)
     with atomic_path(output) as temporary:
         temporary.write_text(_yaml_text(data, art), encoding="utf-8")
     return [output, *pictures]
@@ -360,8 +364,7 @@ def _yaml_text(data: dict, art: Path) -> str:
     return head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=120, default_flow_style=None)
 
 
-def _remove_stale(masks_dir: Path, keep: set[Path]) -> None:
+def _stale_masks(masks_dir: Path, keep: set[Path]) -> list[Path]:
     """Masks of an earlier import that no longer match a region (only files this command writes)."""
-    for file in masks_dir.glob("*.png"):
-        if file not in keep and (re.fullmatch(r"\d+-.*\.png", file.name) or file.name == "background.png"):
-            file.unlink()
+    return [file for file in masks_dir.glob("*.png")
+            if file not in keep and (re.fullmatch(r"\d+-.*\.png", file.name) or file.name == "background.png")]
