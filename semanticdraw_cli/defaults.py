@@ -32,6 +32,7 @@ MAX_ORA_MEMBERS = 10_000  # files inside a .ora archive (layers, thumbnails, sta
 MAX_STACK_XML_BYTES = 16 * 1024 * 1024  # a .ora's stack.xml, inflated
 MAX_PICTURE_BYTES = 256 * 1024 * 1024  # one PNG/JPEG mask, label map or background, a .ora layer inflated, a rendered PNG
 MAX_EMBEDDED_TEXT_BYTES = 2 * MAX_SCENE_BYTES  # the scene or params text chunk of a rendered PNG (all defaults spelled out)
+MAX_PNG_CHUNKS = 100_000  # chunks of a PNG that `score`/`inspect` read; a 256 MiB PNG in 8 KiB IDATs has ~33,000
 MAX_YAML_NODES = 1_000_000  # values in one YAML text, aliases expanded; stops "billion laughs" before expanding
 MAX_YAML_DEPTH = 64  # nesting of mappings and lists in one YAML text, aliases expanded
 
