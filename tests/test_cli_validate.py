@@ -197,6 +197,15 @@ def test_warnings_exit_0(tmp_path):
     assert "warning:" in result.output and "regions[0] (ghost)" in result.output and "empty" in result.output
 
 
+def test_a_region_smaller_than_the_latent_grid_is_a_warning(tmp_path):
+    dot = "  - {name: dot, prompt: a dot, mask: {rect: [14, 14, 4, 4]}}\n"  # between the centres 12 and 20
+    path = write(tmp_path, CANVAS + ONE_REGION + dot)
+    result = run("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "regions[1] (dot): mask is smaller than the latent grid" in result.output
+    assert "regions[0]" not in result.output
+
+
 def test_override_of_a_prompt_with_a_colon_is_taken_as_written(tmp_path):
     from semanticdraw_cli.scene.loader import load_scene
 

@@ -88,3 +88,14 @@ def test_offload_without_a_gpu_says_to_remove_it(renderer, scene_file):
     scene = load_scene(scene_file, ["model.offload=model"])
     with pytest.raises(RenderError, match="(?s)model.offload: model moves weights .* CUDA GPU.*remove model.offload"):
         renderer.prepare(scene)
+
+
+def test_a_region_smaller_than_the_latent_grid_is_skipped_with_a_warning(renderer, tmp_path):
+    path = tmp_path / "dot.yaml"  # the only region lies between the 8×8 blocks' centres: no pair at any step
+    path.write_text("canvas: {width: 64, height: 64}\nmodel: {checkpoint: tiny}\nsampler: {steps: [0, 25]}\n"
+                    "regions:\n  - {name: dot, prompt: a dot, mask: {rect: [14, 14, 4, 4]}}\n")
+    result = renderer.render(load_scene(path))[0]
+    assert result.report["warnings"] == [
+        "regions[0] (dot): no latent pixel at any step (the region is smaller than the 8-pixel latent grid), "
+        "so the sampler skips it and it paints nothing"]
+    assert result.report["unet_calls"] == 0 and result.image.shape == (64, 64, 3)

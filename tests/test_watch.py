@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -258,3 +259,20 @@ def test_watch_refuses_a_missing_scene_and_a_bad_option(tmp_path):
     assert result.exit_code == 2 and "--dtype" in result.output
     result = CliRunner().invoke(app, ["watch", "--serve", str(tmp_path / "nothing.yaml"), "--dtype", "float8"])
     assert result.exit_code == 2 and "--dtype" in result.output  # a bare --serve takes no argument that is not a port
+
+
+def test_a_region_smaller_than_the_latent_grid_renders_and_the_session_goes_on(tmp_path, renderer):
+    dot = "canvas: {width: 64, height: 64}\nmodel: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 3}\n" \
+          "regions:\n  - {name: dot, prompt: a dot, mask: {rect: [14, 14, 4, 4]}}\n"
+    path = tmp_path / "dot.yaml"
+    path.write_text(dot)
+    watch = Session(path, renderer)
+    try:
+        first = watch.ready()
+        report = json.loads(first.outputs[1].read_text())
+        assert report["warnings"][0].startswith("regions[0] (dot): no latent pixel at any step")
+        save(path, dot.replace("[14, 14, 4, 4]", "[8, 8, 16, 16]"))
+        second = watch.wait("rendered", 2)
+        assert "warnings" not in json.loads(second.outputs[1].read_text())
+    finally:
+        watch.close()

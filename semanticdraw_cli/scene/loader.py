@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from semanticdraw_cli.defaults import SCHEDULERS
+import numpy as np
+
+from semanticdraw_cli.defaults import CANVAS_MULTIPLE, SCHEDULERS
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
 from semanticdraw_cli.scene import layers
 from semanticdraw_cli.scene.rasterize import rasterize_mask
@@ -23,6 +25,7 @@ __all__ = ["load_scene", "scene_from_dict", "scene_to_dict", "scene_warnings"]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 LAYERED_SUFFIXES = (".psd", ".ora")
+LATENT_FACTOR = CANVAS_MULTIPLE  # canvas pixels per latent pixel of most families' VAEs (FLUX.2's is 16)
 
 
 def load_scene(path: Path, overrides: Sequence[str] = (), allow_outside: bool = False) -> Scene:
@@ -81,6 +84,9 @@ def scene_warnings(scene: Scene) -> list[str]:
             continue
         if not inside.any():
             warnings.append(f"{label}: mask is empty (no pixel at or above 0.5), the region paints nothing")
+        elif not _on_latent_grid(inside):
+            warnings.append(f"{label}: mask is smaller than the latent grid (no {LATENT_FACTOR}x{LATENT_FACTOR} "
+                            "block's centre lies in it), so the sampler skips it and the region paints nothing")
         elif cover is not None and not (inside & ~cover).any():
             warnings.append(f"{label}: mask is entirely covered by later regions, the region paints nothing")
         cover = inside if cover is None else cover | inside
@@ -88,6 +94,13 @@ def scene_warnings(scene: Scene) -> list[str]:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _on_latent_grid(inside: np.ndarray) -> bool:
+    """Whether a latent pixel (the centre sample of an 8×8 block, `masks.to_latent`) lies in the core."""
+    half = LATENT_FACTOR // 2
+    return bool(inside[half::LATENT_FACTOR, half::LATENT_FACTOR].any())
+
 
 
 def _layered_path(path: Path, value: object, line: int | None, allow_outside: bool, problems: list) -> Path | None:
