@@ -483,6 +483,36 @@ def test_drawings_and_settings_pictures_outside_the_scene_folder_need_allow_outs
         assert invoke(*args, "--allow-outside").exit_code == 0
 
 
+def test_a_symlinked_drawing_or_sidecar_beside_a_scene_is_confined_to_its_folder(tmp_path):
+    elsewhere, folder = tmp_path / "elsewhere", tmp_path / "scene"
+    elsewhere.mkdir(), folder.mkdir()
+    make_psd(elsewhere / "secret.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (elsewhere / "secret.yaml").write_text("sampler: {seed: 5}\n")
+    (folder / "art.yaml").write_text("sampler: {seed: 3}\n")
+    (folder / "art.psd").symlink_to(elsewhere / "secret.psd")  # art.yaml implies art.psd
+    result = invoke("validate", folder / "art.yaml")
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'art.psd'}: resolves to {elsewhere / 'secret.psd'}, outside the scene's folder" in result.output
+    assert "the scene's drawing, found beside it" in result.output and "--allow-outside" in result.output
+    assert invoke("validate", folder / "art.yaml", "--allow-outside").exit_code == 0
+    make_psd(folder / "bird.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (folder / "bird.yaml").symlink_to(elsewhere / "secret.yaml")  # bird.psd implies bird.yaml
+    result = invoke("validate", folder / "bird.psd")
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'bird.yaml'}: resolves to {elsewhere / 'secret.yaml'}" in result.output
+    assert "the scene's settings, found beside it" in result.output
+    assert invoke("validate", folder / "bird.psd", "--allow-outside").exit_code == 0
+
+
+def test_a_symlinked_sidecar_names_pictures_relative_to_its_own_folder_not_its_target(tmp_path):
+    (tmp_path / "settings").mkdir()
+    Image.new("RGB", (16, 8), "white").save(tmp_path / "paper.png")
+    (tmp_path / "settings" / "bird.yaml").write_text("background: {image: paper.png}\n")
+    drawing = make_psd(tmp_path / "bird.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (tmp_path / "bird.yaml").symlink_to(tmp_path / "settings" / "bird.yaml")
+    assert load_layered_scene(drawing).background.image == tmp_path / "paper.png"
+
+
 # --- hostile drawings: bounded reads, bombs, deep nesting, damaged archives -------------------------
 
 

@@ -7,6 +7,7 @@ refuse a missing picture or an absent label colour before any model loads.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def load_scene(path: Path, overrides: Sequence[str] = (), allow_outside: bool = 
     if any(path.with_suffix(s).is_file() for s in LAYERED_SUFFIXES):  # `art.yaml` beside `art.psd`: its settings
         drawing = layers.drawing_of(path)
         if drawing is not None:
+            layers.check_beside(drawing, allow_outside, "drawing")
             return layers.load_layered_scene(drawing, overrides, allow_outside=allow_outside)
     data, lines, problems = read_yaml(path)
     if data is None and not problems:
@@ -103,6 +105,11 @@ def _on_latent_grid(inside: np.ndarray) -> bool:
 
 
 
+def _folder(path: Path) -> Path:
+    """The folder `path` was named in: a symlinked scene file's own folder, not its target's."""
+    return Path(os.path.abspath(path)).parent
+
+
 def _layered_path(path: Path, value: object, line: int | None, allow_outside: bool, problems: list) -> Path | None:
     """The drawing named under `layers:`, in the scene's folder or below unless `allow_outside`."""
     file, hint = str(path), "paths are relative to the scene file"
@@ -110,7 +117,7 @@ def _layered_path(path: Path, value: object, line: int | None, allow_outside: bo
         problems.append(Problem(file, "layers", "expected the path of a .psd or .ora file", line, hint))
         return None
     try:
-        resolved = resolve_path(value, path.resolve().parent, confine=not allow_outside)
+        resolved = resolve_path(value, _folder(path), confine=not allow_outside)
     except InputRefused as error:
         problems.append(Problem(file, "layers", str(error), line, error.hint))
         return None

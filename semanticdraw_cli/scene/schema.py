@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +55,7 @@ def build_scene(
     file = str(source) if source is not None else "<scene>"
     c = _Checker(file, lines, overridden, allow_outside)
     c.problems += problems
-    base = source.resolve().parent if source is not None else Path.cwd()
+    base = Path(os.path.abspath(source)).parent if source is not None else Path.cwd()  # a link's folder, not its target's
     top = c.section(data, "", KEYS[""])
     version = top.get("version")
     if version is not None and (version != D.SCENE_VERSION or isinstance(version, bool)):
