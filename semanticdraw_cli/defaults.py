@@ -112,6 +112,8 @@ PROMPT_STRENGTH = 1.0
 
 OUTPUT_DIR = "."
 SERVE_PORT = 8765  # `watch --serve` without a port; the page listens on 127.0.0.1 only
+SERVE_REQUEST_TIMEOUT = 10.0  # seconds a `--serve` client may take to send its request (or to take data sent)
+SERVE_MAX_CONNECTIONS = 32  # connections `--serve` holds at once (event streams included); more get 503
 DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks the family's cuda_dtype on CUDA (float16 by default), float32 elsewhere
 
 # Prompt adherence (`semanticdraw score`, `render --score`): the paper's CLIP score per region.
