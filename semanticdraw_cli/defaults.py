@@ -14,6 +14,11 @@ MAX_REGIONS = 256
 MAX_IMAGES = 256  # --images / sampler.images
 MAX_GRID = 1000  # sampler.steps / sampler.grid: a schedule has at most the 1000 training timesteps
 MAX_MASK_IMAGE_PIXELS = 16384 * 16384  # mask, label map and background pictures; Pillow's bomb check
+# Memory the region masks of a render take (estimated before anything is allocated, checks.mask_memory):
+# prepare holds about this many float32 (R, H, W) copies at its peak (cached rasters, their stack, the
+# z-ordered and blurred masks, blur temporaries; 4.25 measured at 2048x2048 with 16 regions).
+MASK_CANVAS_COPIES = 4.5
+MAX_MASK_BYTES = 32 * 1024**3  # a scene whose masks would need more is refused (8192x8192, 256 regions, 5 steps: ~300 GiB)
 
 MAX_POLYGON_POINTS = 10_000  # points of one polygon mask; also the longest list a scene file may hold
 MAX_SHAPE_COORDINATE = 1_000_000  # |coordinate| of rect/ellipse/polygon masks, pixels or fractions
