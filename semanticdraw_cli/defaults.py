@@ -27,6 +27,7 @@ MAX_NUMBER = 1_000_000  # |value| of any other number a scene sets; bigger ones 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds; seed + images - 1 must fit too
 MAX_LAYER_DEPTH = 64  # nested groups (<stack>s) of a layered drawing
 MAX_LAYER_OFFSET = 2**31 - 1  # |x| and |y| of a layer, pixels (32-bit in PSD)
+MAX_DRAWING_PIXELS = 2**30  # pixels decoded from one layered drawing in all (16 full layers at 8192x8192; 4 GiB as RGBA)
 
 # Bytes read from input files at most (a larger file is refused before it is read), and input YAML.
 MAX_SCENE_BYTES = 1024 * 1024  # a scene file; 256 regions with prompts take ~100 KB, a 10,000-point polygon ~120 KB

@@ -516,6 +516,50 @@ def test_a_symlinked_sidecar_names_pictures_relative_to_its_own_folder_not_its_t
 # --- hostile drawings: bounded reads, bombs, deep nesting, damaged archives -------------------------
 
 
+def test_a_plain_psd_layer_is_decoded_only_where_it_lies_on_the_canvas(tmp_path, monkeypatch):
+    from psd_tools.api.layers import PixelLayer
+    from psd_tools.compression import rle_impl
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (400, 300, 4), dtype=np.uint8)  # (h, w, 4), reaching far past the 64x32 canvas
+    path = make_psd(tmp_path / "art.psd", (64, 32), [layer("sky", Image.fromarray(big, "RGBA"), -100, -50)])
+    rows = []
+    decode = rle_impl.decode
+    monkeypatch.setattr(rle_impl, "decode", lambda data, size: rows.append(size) or decode(data, size))
+    monkeypatch.setattr(PixelLayer, "composite", lambda *a, **k: pytest.fail("psd-tools expanded the whole layer"))
+    (sky,) = read_document(path).layers
+    assert sky.box == (0, 0, 64, 32) and np.array_equal(sky.rgba, big[50:82, 100:164])
+    assert len(rows) == 4 * 32  # R, G, B and alpha, each only the 32 rows on the canvas
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_drawing_that_decodes_more_pixels_than_the_limit_is_refused_naming_the_layer(tmp_path, kind, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 5000)
+    path = make(kind, tmp_path / "art", (64, 64), [layer("a", blob((64, 64))), layer("b", blob((64, 64)))])
+    result = invoke("validate", path)
+    assert result.exit_code == 2, result.output
+    assert "layer 'b': brings the pixels decoded for this drawing to 8,192, over the limit of 5,000" in result.output
+    assert "layer 'a'" not in result.output
+
+
+def test_an_openraster_member_shared_by_many_layers_is_decoded_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 200 * 200)  # the member once; 20 times would be refused
+    buffer = io.BytesIO()
+    blob((200, 200)).save(buffer, "PNG")
+    layers = "".join(f"<layer name='l{i}' src='data/shared.png' x='-{i}' y='0'/>" for i in range(20))
+    path = tmp_path / "shared.ora"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "image/openraster")
+        archive.writestr("stack.xml", f"<image w='64' h='64'><stack>{layers}</stack></image>")
+        archive.writestr("data/shared.png", buffer.getvalue())
+    opened = []
+    open_image = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1) or open_image(*a, **k))
+    document = read_document(path)
+    assert len(document.layers) == 20 and len(opened) == 1
+    assert all(layer.rgba.shape == (64, 64, 4) for layer in document.layers)
+
+
 def patched_member(path: Path, name: str, local: int, central: int, value: int) -> Path:
     """Set a 2-byte field of member `name` in its local header and its directory entry."""
     data = bytearray(path.read_bytes())
