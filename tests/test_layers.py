@@ -532,6 +532,19 @@ def test_a_plain_psd_layer_is_decoded_only_where_it_lies_on_the_canvas(tmp_path,
     assert len(rows) == 4 * 32  # R, G, B and alpha, each only the 32 rows on the canvas
 
 
+def test_a_plain_psd_layer_whose_channel_is_cut_short_is_a_problem_naming_it(tmp_path):
+    from psd_tools import PSDImage
+
+    path = make_psd(tmp_path / "art.psd", (64, 32), [layer("sky", disc((64, 32)))])
+    psd = PSDImage.open(path)
+    channel = psd[0]._channels[0]
+    channel.data = channel.data[: len(channel.data) // 2]  # rows whose lengths point past the data
+    psd.save(path)
+    result = invoke("validate", path)
+    assert result.exit_code == 2, result.output
+    assert "layer 'sky': cannot read its pixels (ValueError: a channel's rows need" in result.output
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_drawing_that_decodes_more_pixels_than_the_limit_is_refused_naming_the_layer(tmp_path, kind, monkeypatch):
     monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 5000)

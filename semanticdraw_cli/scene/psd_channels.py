@@ -49,18 +49,23 @@ def cropped_rgba(layer, box: Box, mode: str, version: int) -> np.ndarray:
 
 
 def _rows(channel, width: int, height: int, rows: tuple[int, int], version: int) -> np.ndarray:
-    """Rows [start, stop) of one 8-bit channel, (stop - start, width) uint8; short data reads as zeros."""
+    """Rows [start, stop) of one 8-bit channel, (stop - start, width) uint8; ValueError when its data is cut short."""
     from psd_tools.compression import rle_impl
     from psd_tools.constants import Compression
 
     start, stop = rows
     data = channel.data
     if channel.compression == Compression.RAW:
-        chunk = data[start * width: stop * width].ljust((stop - start) * width, b"\0")
-        return np.frombuffer(chunk, np.uint8).reshape(stop - start, width)
+        if len(data) < height * width:
+            raise ValueError(f"a channel holds {len(data):,} bytes of the {height * width:,} its size needs")
+        return np.frombuffer(data[start * width: stop * width], np.uint8).reshape(stop - start, width)
     size = 2 if version == 1 else 4
-    counts = np.frombuffer(data[: height * size].ljust(height * size, b"\0"), ">u2" if size == 2 else ">u4")
+    if len(data) < height * size:
+        raise ValueError("a channel's row lengths are cut short")
+    counts = np.frombuffer(data[: height * size], ">u2" if size == 2 else ">u4")
     offsets = height * size + np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+    if offsets[-1] > len(data):
+        raise ValueError(f"a channel's rows need {int(offsets[-1]):,} bytes; it holds {len(data):,}")
     decoded = [rle_impl.decode(data[offsets[row]: offsets[row + 1]], width) for row in range(start, stop)]
     return np.frombuffer(b"".join(decoded), np.uint8).reshape(stop - start, width)
 
