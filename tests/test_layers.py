@@ -555,6 +555,20 @@ def test_a_drawing_that_decodes_more_pixels_than_the_limit_is_refused_naming_the
     assert "layer 'a'" not in result.output
 
 
+def test_a_psd_layer_that_psd_tools_composites_counts_whole_and_six_times(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 6 * 100 * 100 - 1)
+    path = make_psd(tmp_path / "art.psd", (64, 32), [layer("sky", blob((100, 100)), -10, -10)])
+    assert read_document(path).layers[0].box == (0, 0, 64, 32)  # read row by row: 64 x 32 counted
+    from psd_tools import PSDImage
+
+    psd = PSDImage.open(path)
+    psd[0].create_mask(Image.new("L", (100, 100), 255))  # a layer mask: psd-tools composites the layer
+    psd.save(path)
+    with pytest.raises(SceneError) as info:
+        read_document(path)
+    assert "layer 'sky': brings the pixels decoded for this drawing to 60,000, over the limit of 59,999" in problems_of(info)
+
+
 def test_an_openraster_member_shared_by_many_layers_is_decoded_once(tmp_path, monkeypatch):
     monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 200 * 200)  # the member once; 20 times would be refused
     buffer = io.BytesIO()

@@ -36,6 +36,7 @@ ORA_MIMETYPE = "image/openraster"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PSD_MODES = {"RGB", "GRAYSCALE"}  # read as RGBA; grayscale is converted (gray copied to R, G and B)
 PSD_DEPTHS = {8, 16}  # 16-bit channels are reduced to 8 bits, finer than masks need
+PSD_COMPOSITE_WEIGHT = 6  # psd-tools composites in float: 1.5 GB for an 8000x8000 layer, ~6x its RGBA bytes
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def _check_budget(file: str, width: int, height: int, entries: list[_Entry]) -> 
     """Refuse, before decoding anything, a drawing whose layers decode more than MAX_DRAWING_PIXELS in all.
 
     Each layer counts what its decoder expands (the rows on the canvas of a plain PSD layer, a whole PNG
-    of an OpenRaster layer), a member several layers share once. The first layer past the limit is named.
+    of an OpenRaster layer, six times a whole PSD layer psd-tools composites in float), a member several
+    layers share once. The first layer past the limit is named.
     """
     counted, total, limit = set(), 0, defaults.MAX_DRAWING_PIXELS
     for entry in entries:
@@ -242,8 +244,9 @@ def _psd_entries(file: str, group, prefix: str, form: tuple[str, int, int], dept
             if croppable(layer, form[0], form[1]):  # only the rows on the canvas are decoded
                 read = functools.partial(cropped_rgba, layer, mode=form[0], version=form[2])
                 yield _Entry(name, where, box, read, lambda clipped, where=where: (where, _area(clipped)))
-            else:  # psd-tools expands the whole layer
-                yield _Entry(name, where, box, _psd_reader(layer), lambda _clipped, where=where, box=box: (where, _area(box)))
+            else:  # psd-tools expands the whole layer, in float
+                cost = PSD_COMPOSITE_WEIGHT * _area(box)
+                yield _Entry(name, where, box, _psd_reader(layer), lambda _clipped, where=where, cost=cost: (where, cost))
 
 
 def clean_name(name: str) -> str:
