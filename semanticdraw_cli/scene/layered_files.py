@@ -138,10 +138,8 @@ def _check_budget(file: str, width: int, height: int, entries: list[_Entry]) -> 
     counted, total, limit = set(), 0, defaults.MAX_DRAWING_PIXELS
     for entry in entries:
         clipped = _clip(entry.box, width, height)
-        if clipped is None:
-            continue
-        what, pixels = entry.decodes(clipped)
-        if what in counted:
+        what, pixels = entry.decodes(clipped) if clipped is not None else (None, 0)
+        if what is None or what in counted:  # off the canvas (refused later, naming it), or counted already
             continue
         counted.add(what)
         total += pixels
