@@ -182,6 +182,7 @@ class FileWatcher:
                 gone = any(path in folders for _, path in changes)  # a watched folder itself was removed
                 if gone or _identities(folders) != identity:  # (or replaced): its watch is dead
                     self._follow_folders(restart)
+                    break
 
     def _follow_folders(self, restart: threading.Event) -> None:
         """Watch the folders as they are now (a removed one's nearest ancestor) and say the files may have changed."""
