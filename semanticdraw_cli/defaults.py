@@ -14,6 +14,11 @@ MAX_REGIONS = 256
 MAX_IMAGES = 256  # --images / sampler.images
 MAX_GRID = 1000  # sampler.steps / sampler.grid: a schedule has at most the 1000 training timesteps
 MAX_MASK_IMAGE_PIXELS = 16384 * 16384  # mask, label map and background pictures; Pillow's bomb check
+# Memory the region masks of a render take (estimated before anything is allocated, checks.mask_memory):
+# prepare holds about this many float32 (R, H, W) copies at its peak (cached rasters, their stack, the
+# z-ordered and blurred masks, blur temporaries; 4.25 measured at 2048x2048 with 16 regions).
+MASK_CANVAS_COPIES = 4.5
+MAX_MASK_BYTES = 32 * 1024**3  # a scene whose masks would need more is refused (8192x8192, 256 regions, 5 steps: ~300 GiB)
 
 MAX_POLYGON_POINTS = 10_000  # points of one polygon mask; also the longest list a scene file may hold
 MAX_SHAPE_COORDINATE = 1_000_000  # |coordinate| of rect/ellipse/polygon masks, pixels or fractions
@@ -22,6 +27,7 @@ MAX_NUMBER = 1_000_000  # |value| of any other number a scene sets; bigger ones 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds; seed + images - 1 must fit too
 MAX_LAYER_DEPTH = 64  # nested groups (<stack>s) of a layered drawing
 MAX_LAYER_OFFSET = 2**31 - 1  # |x| and |y| of a layer, pixels (32-bit in PSD)
+MAX_DRAWING_PIXELS = 2**30  # pixels decoded from one layered drawing in all (16 full layers at 8192x8192; 4 GiB as RGBA)
 
 # Bytes read from input files at most (a larger file is refused before it is read), and input YAML.
 MAX_SCENE_BYTES = 1024 * 1024  # a scene file; 256 regions with prompts take ~100 KB, a 10,000-point polygon ~120 KB
@@ -32,6 +38,7 @@ MAX_ORA_MEMBERS = 10_000  # files inside a .ora archive (layers, thumbnails, sta
 MAX_STACK_XML_BYTES = 16 * 1024 * 1024  # a .ora's stack.xml, inflated
 MAX_PICTURE_BYTES = 256 * 1024 * 1024  # one PNG/JPEG mask, label map or background, a .ora layer inflated, a rendered PNG
 MAX_EMBEDDED_TEXT_BYTES = 2 * MAX_SCENE_BYTES  # the scene or params text chunk of a rendered PNG (all defaults spelled out)
+MAX_PNG_CHUNKS = 100_000  # chunks of a PNG that `score`/`inspect` read; a 256 MiB PNG in 8 KiB IDATs has ~33,000
 MAX_YAML_NODES = 1_000_000  # values in one YAML text, aliases expanded; stops "billion laughs" before expanding
 MAX_YAML_DEPTH = 64  # nesting of mappings and lists in one YAML text, aliases expanded
 MAX_PROBLEMS_LISTED = 50  # problems printed per file (the rest counted in one line), and did-you-mean hints worked out
@@ -112,6 +119,8 @@ PROMPT_STRENGTH = 1.0
 
 OUTPUT_DIR = "."
 SERVE_PORT = 8765  # `watch --serve` without a port; the page listens on 127.0.0.1 only
+SERVE_REQUEST_TIMEOUT = 10.0  # seconds a `--serve` client may take to send its request (or to take data sent)
+SERVE_MAX_CONNECTIONS = 32  # connections `--serve` holds at once (event streams included); more get 503
 DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks the family's cuda_dtype on CUDA (float16 by default), float32 elsewhere
 
 # Prompt adherence (`semanticdraw score`, `render --score`): the paper's CLIP score per region.

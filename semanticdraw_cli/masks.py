@@ -112,6 +112,15 @@ def last_threshold(levels: Sequence[float], cover_alpha: float) -> float:
     return last
 
 
+def unreached_regions(quantized: np.ndarray) -> list[int]:
+    """Indices of the regions of (n, R, h, w) per-step masks that cover no latent pixel at any step.
+
+    Such a region (e.g. 4×4 canvas pixels between the 8×8 blocks' centres) gets no (window, region) pair,
+    so the sampler skips it; callers warn that it paints nothing.
+    """
+    return [r for r in range(quantized.shape[1]) if not quantized[:, r].any()]
+
+
 def background_mask(quantized: np.ndarray) -> np.ndarray:
     """What no region covers at each step: clip(1 - sum_r M_r^i, 0, 1), shape (n, h, w)."""
     return np.clip(1.0 - quantized.sum(axis=1), 0.0, 1.0)

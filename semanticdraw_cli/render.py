@@ -62,6 +62,7 @@ class Prepared:
     timings: dict[str, float]  # load, masks, encode, compile, flops seconds
     recomputed: dict[str, int]  # stage -> entries computed (not cached) by this prepare
     speed: dict[str, Any] = field(default_factory=dict)  # network levers, FLOPs per item, peak (speed.configure)
+    warnings: tuple[str, ...] = ()  # e.g. regions too small for the latent grid, skipped (the report lists them)
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ class Renderer:
         quantized = mask_math.quantize(
             latent_masks, table.mask_levels, scene.sampler.mask_mode, scene.sampler.cover_alpha
         )  # (n, R, h, w)
+        warnings = tuple(
+            f"regions[{r}] ({scene.regions[r].name}): no latent pixel at any step (the region is smaller than "
+            f"the {adapter.latent_factor}-pixel latent grid), so the sampler skips it and it paints nothing"
+            for r in mask_math.unreached_regions(quantized)
+        )
         if scene.background.prompt is not None:
             quantized = mask_math.with_background(quantized)
         timings["masks"] += time.perf_counter() - start
@@ -195,7 +201,8 @@ class Renderer:
         recomputed = {stage: len(keys) for stage, keys in self.cache.recomputed.items()}
         states = tuple(g.get_state() for g in generators)
         return Prepared(
-            scene, seeds, adapter, table, setup, canvas_masks, picture, x, states, timings, recomputed, speed_info
+            scene, seeds, adapter, table, setup, canvas_masks, picture, x, states, timings, recomputed, speed_info,
+            warnings,
         )
 
     def steps(self, prepared: Prepared, on_call: CallCallback | None = None) -> Iterator[StepState]:
@@ -241,6 +248,8 @@ class Renderer:
         measured = flops.summary(plans, len(prepared.seeds), info["item_flops"], timings["denoise"], *info["peak"])
         report = build_report(scene, timings, step_reports, prepared.adapter, list(prepared.seeds),
                               {"network": info["network"], "flops": measured})
+        if prepared.warnings:
+            report["warnings"] = list(prepared.warnings)
         return [
             RenderResult(scene, seed, images[k], x[k].cpu(), {**report, "seed": seed, "image_index": seed - scene.sampler.seed})
             for k, seed in enumerate(prepared.seeds)

@@ -218,12 +218,23 @@ def gate_message(scored: Sequence[tuple[str, dict]]) -> str | None:
 
 
 def read_pixels(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 of a picture; SceneError (exit 2) when it cannot be read."""
+    """(H, W, 3) uint8 of a picture; SceneError (exit 2) when it cannot be read.
+
+    Its header is checked first (no canvas is larger; a PNG holds at most MAX_PNG_CHUNKS chunks), so a
+    huge picture or megabytes of empty chunks are refused before any pixel is decoded.
+    """
     from semanticdraw_cli.errors import MaskError
+    from semanticdraw_cli.scene.embedded import check_picture
     from semanticdraw_cli.scene.rasterize import read_rgb
+    from semanticdraw_cli.scene.safe_io import InputRefused
 
     try:
+        check_picture(Path(path))
         return read_rgb(Path(path))
+    except InputRefused as error:
+        if error.missing:
+            raise SceneError([Problem(str(path), "", "file not found")]) from None
+        raise SceneError([Problem(str(path), "", error.reason, hint=error.hint)]) from None
     except MaskError as error:
         raise SceneError([Problem(str(path), "", str(error), hint=error.hint)]) from None
 

@@ -5,12 +5,17 @@ pictures the watch loop writes (read at each request, so a request never sees ha
 replaces them atomically) and `/events`, a server-sent event stream that says when either changed and
 what the last render took. Requests whose Host header is not this machine are refused, so a web page
 elsewhere cannot reach the server through a rebound DNS name.
+
+Clients are bounded: each connection's socket has a timeout (`SERVE_REQUEST_TIMEOUT`), so one that sends
+nothing, or stops reading its event stream, is closed instead of holding a thread for ever; and at most
+`SERVE_MAX_CONNECTIONS` are served at once, the rest answered 503 at once.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -18,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from semanticdraw_cli.defaults import SERVE_PORT
+from semanticdraw_cli.defaults import SERVE_MAX_CONNECTIONS, SERVE_PORT, SERVE_REQUEST_TIMEOUT
 
 HOST = "127.0.0.1"
 KEEPALIVE_SECONDS = 15.0  # an SSE comment this often, so proxies and browsers keep the stream open
@@ -74,14 +79,16 @@ source.onmessage = (message) => {
 class PageServer:
     """The page's state and its HTTP server; `publish` takes the watch loop's events."""
 
-    def __init__(self, port: int = SERVE_PORT, on_request: Callable[[str], None] | None = None):
+    def __init__(self, port: int = SERVE_PORT, on_request: Callable[[str], None] | None = None,
+                 timeout: float = SERVE_REQUEST_TIMEOUT, max_connections: int = SERVE_MAX_CONNECTIONS):
         self.on_request = on_request  # called with each request's path (tests follow the browser with it)
         self._changed = threading.Condition()
         self._closed = False
         self._shown: dict[str, Any] = {"image": None, "layout": None, "image_version": 0, "layout_version": 0,
                                        "caption": "waiting for the first render", "timings": "",
                                        "title": "semanticdraw watch", "problems": ""}
-        self.httpd = ThreadingHTTPServer((HOST, port), _Handler)  # OSError when the port is taken
+        handler = type("_TimedHandler", (_Handler,), {"timeout": timeout})  # socket timeout per connection
+        self.httpd = _BoundedServer((HOST, port), handler, max_connections)  # OSError when the port is taken
         self.httpd.daemon_threads = True
         self.httpd.page = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="semanticdraw-serve", daemon=True)
@@ -137,6 +144,46 @@ class PageServer:
             if after is not None:
                 self._changed.wait_for(lambda: self._closed or self._shown != after, timeout=KEEPALIVE_SECONDS)
             return None if self._closed or self._shown == after else dict(self._shown)
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once; one more is answered 503 and closed."""
+
+    BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int):
+        self._slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 (the socketserver signature)
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(self.BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: give the slot back
+            self._slots.release()
+            raise
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        """Quiet for a client that went away or timed out; a bug in a handler keeps its traceback."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        """The handler, then the slot back before the socket closes (a client that sees it closed may reconnect)."""
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self._slots.release()
+            self.shutdown_request(request)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -199,5 +246,5 @@ class _Handler(BaseHTTPRequestHandler):
                 else:
                     self.wfile.write(b": keep-alive\n\n")
                 self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):  # gone, or stopped reading
             return

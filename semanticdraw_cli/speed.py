@@ -92,6 +92,8 @@ def configure(
 def batch_size(denoiser: Denoiser, setup: FusionSetup, setting: int | str, need: int,
                found: dict[tuple[int, int], Pair], measured: Measured, key: tuple) -> int:
     """`sampler.max_batch`, never above what a step needs; `auto` probes the largest window once per model."""
+    if not found:  # no region reaches a latent pixel at any step: no network call to size
+        return 1
     if setting != "auto":
         return min(setting, need)
     shape, pair = next(iter(found.items()))

@@ -38,6 +38,39 @@ def contents(files: Iterable[Path]) -> Contents:
     return {file: _digest(file) for file in files}
 
 
+def kind_of(file: Path) -> safe_io.Kind:
+    """The input kind the loader reads a file as, by its suffix: its byte limit bounds the hashing too."""
+    return _KINDS.get(file.suffix.lower(), safe_io.PICTURE)
+
+
+_KINDS = {".yaml": safe_io.SCENE, ".yml": safe_io.SCENE, ".psd": safe_io.PSD, ".ora": safe_io.ORA}
+
+
+def watched_folders(files: Iterable[Path]) -> tuple[str, ...]:
+    """The folders to watch for `files`: each one's folder, or its nearest existing ancestor while the
+    folder is gone, so that the folder's return (removed and made again) is noticed."""
+    folders = set()
+    for file in files:
+        folder = file.parent
+        while not folder.is_dir() and folder != folder.parent:
+            folder = folder.parent
+        folders.add(str(folder))
+    return tuple(sorted(folders))
+
+
+def _identities(folders: Iterable[str]) -> tuple[tuple[int, int] | None, ...]:
+    """(device, inode) of each folder, None when gone: a folder removed and made again differs."""
+    found = []
+    for folder in folders:
+        try:
+            info = os.stat(folder)
+        except OSError:
+            found.append(None)
+        else:
+            found.append((info.st_dev, info.st_ino))
+    return tuple(found)
+
+
 def signatures(files: Iterable[Path]) -> dict[Path, tuple[int, int, int] | None]:
     """Each file's (inode, size, modification time), None when missing: cheap, and different once a
     writer touched the file, so a read that overlapped a write is told apart from a settled one."""
@@ -55,9 +88,8 @@ def signatures(files: Iterable[Path]) -> dict[Path, tuple[int, int, int] | None]
 def _digest(file: Path) -> str | None:
     digest = hashlib.blake2b(digest_size=16)
     try:
-        with safe_io.open_file(file, safe_io.PSD) as handle:  # the largest input kind
-            while chunk := handle.read(safe_io.CHUNK):
-                digest.update(chunk)
+        for chunk in safe_io.read_chunks(file, kind_of(file)):
+            digest.update(chunk)
     except safe_io.InputRefused as refused:
         return None if refused.missing else f"refused: {refused.reason}"
     except OSError as error:
@@ -71,7 +103,9 @@ class FileWatcher:
     `on_saved(paths)` hears of changes to the watched files (or to anything in their folders while
     `everything` is asked, e.g. while the scene does not load and may be about to name a new file),
     `on_armed()` when the watch is in place after a start or a change of folders, or when watching
-    failed (`error` says why). Both run in the watcher's thread. Changes between a restart and
+    failed (`error` says why). A watched folder that is removed is watched through its nearest existing
+    ancestor until it is back: watchfiles reports the folder's own removal, and its identity is checked
+    at each of watchfiles' wake-ups (a folder replaced by a rename). Both run in the watcher's thread. Changes between a restart and
     `on_armed` are not reported: compare `contents` then.
     """
 
@@ -81,6 +115,7 @@ class FileWatcher:
         self._files: frozenset[Path] = frozenset()
         self._folders: tuple[str, ...] = ()
         self._everything = False
+        self._ways: frozenset[Path] = frozenset()
         self._restart = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,9 +124,10 @@ class FileWatcher:
     def watch(self, files: Iterable[Path], everything: bool = False) -> None:
         """Watch these files from now on; the watch restarts only when their folders change."""
         files = frozenset(absolute(file) for file in files)
-        folders = tuple(sorted({str(file.parent) for file in files if file.parent.is_dir()}))
+        folders = watched_folders(files)
         with self._lock:
             self._files, self._everything = files, everything
+            self._ways = frozenset(folder for file in files for folder in file.parents)  # folders on the way to them
             moved, self._folders = folders != self._folders, folders
             restart = self._restart
         if self._thread is None:
@@ -122,6 +158,7 @@ class FileWatcher:
             with self._lock:
                 folders = self._folders
                 self._restart = restart = threading.Event()
+            identity = _identities(folders)
             armed = False
             for changes in watchfiles.watch(
                 *folders, watch_filter=self._wanted, stop_event=restart, debounce=DEBOUNCE_MS, step=QUIET_MS,
@@ -132,10 +169,22 @@ class FileWatcher:
                     self._on_armed()
                 if changes:
                     self._on_saved({Path(path) for _, path in changes})
+                gone = any(path in folders for _, path in changes)  # a watched folder itself was removed
+                if gone or _identities(folders) != identity:  # (or replaced): its watch is dead
+                    self._follow_folders(restart)
+                    break
+
+    def _follow_folders(self, restart: threading.Event) -> None:
+        """Watch the folders as they are now (a removed one's nearest ancestor) and say the files may have changed."""
+        with self._lock:
+            self._folders = watched_folders(self._files)
+            files = self._files
+        restart.set()
+        self._on_saved(set(files))
 
     def _wanted(self, _change: object, path: str) -> bool:
         with self._lock:
-            files, everything = self._files, self._everything
-        if Path(path) in files:
+            files, everything, ways = self._files, self._everything, self._ways
+        if Path(path) in files or Path(path) in ways:  # a watched file, or a removed folder made again
             return True
         return everything and outputs.TEMPORARY.fullmatch(os.path.basename(path)) is None

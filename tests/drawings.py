@@ -1,11 +1,14 @@
 """Layered drawings (.psd, .ora) built for tests: a layer spec is (name, image, left, top) with optional
-visible=False; a group is ("group", name, [specs], visible). Specs are listed bottom first, as the layers lie."""
+visible=False; a group is ("group", name, [specs], visible). Specs are listed bottom first, as the layers lie.
+Also crafted PNGs, chunk by chunk (`chunk`, `png`), for the readers that walk a PNG's chunks."""
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
@@ -102,3 +105,16 @@ def save_ora(path: Path, size, specs) -> Path:
     os.replace(temporary, path)
     return path
 
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png(path: Path, *chunks: bytes, size=(8, 8)) -> Path:
+    """A PNG of `size` (its IDAT holds a few bytes whatever the size claims) with `chunks` before IDAT."""
+    header = struct.pack(">IIBBBBB", *size, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(chunks)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 72)) + chunk(b"IEND", b""))
+    return path

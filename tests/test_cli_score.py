@@ -10,6 +10,8 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from drawings import chunk, png
+from semanticdraw_cli import defaults
 from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.score import GATE_EXIT_CODE
 
@@ -153,6 +155,22 @@ def test_score_of_a_picture_of_another_size_exits_2(tmp_path):
     Image.new("RGB", (64, 64)).save(tmp_path / "small.png")
     result = runner.invoke(app, ["score", str(tmp_path / "small.png"), "--scene", str(scene)])
     assert result.exit_code == 2 and "is 64x64 but the scene's canvas is 128x96" in result.stderr
+
+
+def test_score_refuses_a_picture_larger_than_any_canvas_from_its_header(tmp_path):
+    scene = write_scene(tmp_path)
+    huge = png(tmp_path / "huge.png", size=(16384, 16384))  # a header only: decoding it would take 768 MiB
+    result = runner.invoke(app, ["score", str(huge), "--scene", str(scene)])
+    assert result.exit_code == 2
+    assert "huge.png: its header claims 16384×16384" in result.stderr and "at most 16,384 a side" in result.stderr
+
+
+def test_score_refuses_a_png_of_more_chunks_than_the_limit_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_PNG_CHUNKS", 50)
+    scene = write_scene(tmp_path)
+    chunky = png(tmp_path / "chunky.png", *[chunk(b"zzZz", b"")] * 60, size=(128, 96))
+    result = runner.invoke(app, ["score", str(chunky), "--scene", str(scene)])
+    assert result.exit_code == 2 and "chunky.png: holds more than 50 PNG chunks" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["--min-score", "101"], ["--min-score", "5", "--no-score"]])

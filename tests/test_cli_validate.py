@@ -197,6 +197,28 @@ def test_warnings_exit_0(tmp_path):
     assert "warning:" in result.output and "regions[0] (ghost)" in result.output and "empty" in result.output
 
 
+def test_a_region_smaller_than_the_latent_grid_is_a_warning(tmp_path):
+    dot = "  - {name: dot, prompt: a dot, mask: {rect: [14, 14, 4, 4]}}\n"  # between the centres 12 and 20
+    path = write(tmp_path, CANVAS + ONE_REGION + dot)
+    result = run("validate", str(path))
+    assert result.exit_code == 0, result.output
+    assert "regions[1] (dot): mask is smaller than the latent grid" in result.output
+    assert "regions[0]" not in result.output
+
+
+def test_a_scene_whose_masks_would_exhaust_memory_is_refused_naming_the_numbers(tmp_path, monkeypatch):
+    from semanticdraw_cli.scene.checks import mask_memory
+
+    assert mask_memory(8192, 8192, 256, 5) > 290 * 1024**3 > defaults.MAX_MASK_BYTES  # the valid scene that ran out
+    monkeypatch.setattr(defaults, "MAX_MASK_BYTES", 1024**3)  # the same refusal at a size a test can afford to get wrong
+    regions = "".join(f"  - {{prompt: p{i}, mask: {{rect: [{i * 16}, 0, 16, 1024]}}}}\n" for i in range(64))
+    path = write(tmp_path, "canvas: {width: 1024, height: 1024}\nregions:\n" + regions)
+    result = run("validate", str(path))
+    assert_refused(result, f"{path}:2: regions: 64 regions on a 1024x1024 canvas with 5 steps need about 1.2 GiB "
+                           "for their masks, over the limit of 1.0 GiB")
+    assert run("validate", str(path), "--set", "canvas.width=512", "--set", "canvas.height=512").exit_code == 0
+
+
 def test_override_of_a_prompt_with_a_colon_is_taken_as_written(tmp_path):
     from semanticdraw_cli.scene.loader import load_scene
 

@@ -15,12 +15,9 @@ from typer.testing import CliRunner
 from semanticdraw_cli import defaults
 from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.outputs import PARAMS_KEY, SCENE_KEY, read_embedded, write_png
+from drawings import chunk, png
 
 SCENE = "canvas: {width: 8, height: 8}\nregions: []\n"
-
-
-def chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def text(key: str, value: str | bytes, kind: bytes = b"tEXt") -> bytes:
@@ -28,14 +25,6 @@ def text(key: str, value: str | bytes, kind: bytes = b"tEXt") -> bytes:
     if kind == b"zTXt":
         body = b"\0" + zlib.compress(body)
     return chunk(kind, key.encode() + b"\0" + body)
-
-
-def png(path: Path, *chunks: bytes, size=(8, 8)) -> Path:
-    """A PNG of `size` (its IDAT holds a few bytes whatever the size claims) with `chunks` before IDAT."""
-    header = struct.pack(">IIBBBBB", *size, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + b"".join(chunks)
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 72)) + chunk(b"IEND", b""))
-    return path
 
 
 def inspect(path: Path, *args: str):
@@ -87,6 +76,14 @@ def test_crafted_text_chunks_exit_2(tmp_path, chunks, words):
 def test_a_header_claiming_more_pixels_than_any_canvas_is_refused_without_decoding(tmp_path):
     path = png(tmp_path / "huge.png", text(SCENE_KEY, SCENE), size=(100_000, 100_000))
     assert_refused(inspect(path), str(path), "its header claims 100000×100000 = 10,000,000,000 pixels")
+
+
+def test_a_png_of_more_chunks_than_the_limit_is_refused_naming_the_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_PNG_CHUNKS", 50)
+    path = png(tmp_path / "chunky.png", *[chunk(b"zzZz", b"")] * 60)  # the scene would come after them
+    assert_refused(inspect(path), str(path), "more than 50 PNG chunks")
+    fewer = png(tmp_path / "fewer.png", *[chunk(b"zzZz", b"")] * 40, text(SCENE_KEY, SCENE))
+    assert inspect(fewer).exit_code == 0
 
 
 def test_compressed_text_is_inflated_with_a_cap(tmp_path, monkeypatch):

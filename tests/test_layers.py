@@ -483,7 +483,108 @@ def test_drawings_and_settings_pictures_outside_the_scene_folder_need_allow_outs
         assert invoke(*args, "--allow-outside").exit_code == 0
 
 
+def test_a_symlinked_drawing_or_sidecar_beside_a_scene_is_confined_to_its_folder(tmp_path):
+    elsewhere, folder = tmp_path / "elsewhere", tmp_path / "scene"
+    elsewhere.mkdir(), folder.mkdir()
+    make_psd(elsewhere / "secret.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (elsewhere / "secret.yaml").write_text("sampler: {seed: 5}\n")
+    (folder / "art.yaml").write_text("sampler: {seed: 3}\n")
+    (folder / "art.psd").symlink_to(elsewhere / "secret.psd")  # art.yaml implies art.psd
+    result = invoke("validate", folder / "art.yaml")
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'art.psd'}: resolves to {elsewhere / 'secret.psd'}, outside the scene's folder" in result.output
+    assert "the scene's drawing, found beside it" in result.output and "--allow-outside" in result.output
+    assert invoke("validate", folder / "art.yaml", "--allow-outside").exit_code == 0
+    make_psd(folder / "bird.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (folder / "bird.yaml").symlink_to(elsewhere / "secret.yaml")  # bird.psd implies bird.yaml
+    result = invoke("validate", folder / "bird.psd")
+    assert result.exit_code == 2, result.output
+    assert f"{folder / 'bird.yaml'}: resolves to {elsewhere / 'secret.yaml'}" in result.output
+    assert "the scene's settings, found beside it" in result.output
+    assert invoke("validate", folder / "bird.psd", "--allow-outside").exit_code == 0
+
+
+def test_a_symlinked_sidecar_names_pictures_relative_to_its_own_folder_not_its_target(tmp_path):
+    (tmp_path / "settings").mkdir()
+    Image.new("RGB", (16, 8), "white").save(tmp_path / "paper.png")
+    (tmp_path / "settings" / "bird.yaml").write_text("background: {image: paper.png}\n")
+    drawing = make_psd(tmp_path / "bird.psd", (16, 8), [layer("bird", blob((4, 4)))])
+    (tmp_path / "bird.yaml").symlink_to(tmp_path / "settings" / "bird.yaml")
+    assert load_layered_scene(drawing).background.image == tmp_path / "paper.png"
+
+
 # --- hostile drawings: bounded reads, bombs, deep nesting, damaged archives -------------------------
+
+
+def test_a_plain_psd_layer_is_decoded_only_where_it_lies_on_the_canvas(tmp_path, monkeypatch):
+    from psd_tools.api.layers import PixelLayer
+    from psd_tools.compression import rle_impl
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (400, 300, 4), dtype=np.uint8)  # (h, w, 4), reaching far past the 64x32 canvas
+    path = make_psd(tmp_path / "art.psd", (64, 32), [layer("sky", Image.fromarray(big, "RGBA"), -100, -50)])
+    rows = []
+    decode = rle_impl.decode
+    monkeypatch.setattr(rle_impl, "decode", lambda data, size: rows.append(size) or decode(data, size))
+    monkeypatch.setattr(PixelLayer, "composite", lambda *a, **k: pytest.fail("psd-tools expanded the whole layer"))
+    (sky,) = read_document(path).layers
+    assert sky.box == (0, 0, 64, 32) and np.array_equal(sky.rgba, big[50:82, 100:164])
+    assert len(rows) == 4 * 32  # R, G, B and alpha, each only the 32 rows on the canvas
+
+
+def test_a_plain_psd_layer_whose_channel_is_cut_short_is_a_problem_naming_it(tmp_path):
+    from psd_tools import PSDImage
+
+    path = make_psd(tmp_path / "art.psd", (64, 32), [layer("sky", disc((64, 32)))])
+    psd = PSDImage.open(path)
+    channel = psd[0]._channels[0]
+    channel.data = channel.data[: len(channel.data) // 2]  # rows whose lengths point past the data
+    psd.save(path)
+    result = invoke("validate", path)
+    assert result.exit_code == 2, result.output
+    assert "layer 'sky': cannot read its pixels (ValueError: a channel's rows need" in result.output
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_drawing_that_decodes_more_pixels_than_the_limit_is_refused_naming_the_layer(tmp_path, kind, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 5000)
+    path = make(kind, tmp_path / "art", (64, 64), [layer("a", blob((64, 64))), layer("b", blob((64, 64)))])
+    result = invoke("validate", path)
+    assert result.exit_code == 2, result.output
+    assert "layer 'b': brings the pixels decoded for this drawing to 8,192, over the limit of 5,000" in result.output
+    assert "layer 'a'" not in result.output
+
+
+def test_a_psd_layer_that_psd_tools_composites_counts_whole_and_six_times(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 6 * 100 * 100 - 1)
+    path = make_psd(tmp_path / "art.psd", (64, 32), [layer("sky", blob((100, 100)), -10, -10)])
+    assert read_document(path).layers[0].box == (0, 0, 64, 32)  # read row by row: 64 x 32 counted
+    from psd_tools import PSDImage
+
+    psd = PSDImage.open(path)
+    psd[0].create_mask(Image.new("L", (100, 100), 255))  # a layer mask: psd-tools composites the layer
+    psd.save(path)
+    with pytest.raises(SceneError) as info:
+        read_document(path)
+    assert "layer 'sky': brings the pixels decoded for this drawing to 60,000, over the limit of 59,999" in problems_of(info)
+
+
+def test_an_openraster_member_shared_by_many_layers_is_decoded_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(defaults, "MAX_DRAWING_PIXELS", 200 * 200)  # the member once; 20 times would be refused
+    buffer = io.BytesIO()
+    blob((200, 200)).save(buffer, "PNG")
+    layers = "".join(f"<layer name='l{i}' src='data/shared.png' x='-{i}' y='0'/>" for i in range(20))
+    path = tmp_path / "shared.ora"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "image/openraster")
+        archive.writestr("stack.xml", f"<image w='64' h='64'><stack>{layers}</stack></image>")
+        archive.writestr("data/shared.png", buffer.getvalue())
+    opened = []
+    open_image = Image.open
+    monkeypatch.setattr(Image, "open", lambda *a, **k: opened.append(1) or open_image(*a, **k))
+    document = read_document(path)
+    assert len(document.layers) == 20 and len(opened) == 1
+    assert all(layer.rgba.shape == (64, 64, 4) for layer in document.layers)
 
 
 def patched_member(path: Path, name: str, local: int, central: int, value: int) -> Path:

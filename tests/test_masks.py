@@ -128,3 +128,10 @@ def test_gaussian_blur_keeps_mass_and_zero_blur_is_identity():
     assert blurred.sum() == pytest.approx(1.0, rel=1e-5)
     assert blurred[10, 10] == blurred.max() and blurred[10, 9] == pytest.approx(blurred[9, 10])
     np.testing.assert_array_equal(mask_math.gaussian_blur(mask, 0), mask)
+
+
+def test_unreached_regions_are_those_empty_at_every_step():
+    quantized = np.zeros((3, 3, 4, 4), np.float32)  # (n, R, h, w)
+    quantized[2, 0, 1, 1] = 1.0  # region 0 reaches a pixel at the last step only
+    quantized[0, 2] = 0.5
+    assert mask_math.unreached_regions(quantized) == [1]

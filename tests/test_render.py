@@ -121,3 +121,14 @@ def test_the_readme_python_example_runs_offline_as_written(tmp_path, monkeypatch
     exec(compile(blocks[0], "README.md", "exec"), {})
     assert capsys.readouterr().out.strip() == "['out/two-subjects-7.png', 'out/two-subjects-3.png']"
     assert (tmp_path / "out" / "two-subjects-7.json").is_file() and (tmp_path / "out" / "two-subjects-3.png").is_file()
+
+
+def test_a_region_smaller_than_the_latent_grid_is_skipped_with_a_warning(renderer, tmp_path):
+    path = tmp_path / "dot.yaml"  # the only region lies between the 8×8 blocks' centres: no pair at any step
+    path.write_text("canvas: {width: 64, height: 64}\nmodel: {checkpoint: tiny}\nsampler: {steps: [0, 25]}\n"
+                    "regions:\n  - {name: dot, prompt: a dot, mask: {rect: [14, 14, 4, 4]}}\n")
+    result = renderer.render(load_scene(path))[0]
+    assert result.report["warnings"] == [
+        "regions[0] (dot): no latent pixel at any step (the region is smaller than the 8-pixel latent grid), "
+        "so the sampler skips it and it paints nothing"]
+    assert result.report["unet_calls"] == 0 and result.image.shape == (64, 64, 3)

@@ -6,6 +6,7 @@ import http.client
 import json
 import queue
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -50,6 +51,36 @@ def test_the_page_listens_on_this_machine_only(page):
     assert "EventSource" in body and 'id="latest"' in body and 'id="layout"' in body
     assert get(page, "/latest.png").status == 404  # nothing rendered yet
     assert get(page, "/elsewhere").status == 404
+
+
+def stalled(server: PageServer) -> socket.socket:
+    """A client that connects and sends nothing."""
+    return socket.create_connection(server.httpd.server_address, timeout=WAIT)
+
+
+def test_clients_that_send_nothing_are_closed_after_the_timeout():
+    server = PageServer(port=0, timeout=0.2)
+    try:
+        clients = [stalled(server) for _ in range(3)]
+        for client in clients:
+            assert client.recv(1) == b""  # the server closed it (the wait is bounded by WAIT, not timed)
+            client.close()
+        assert get(server, "/").status == 200
+    finally:
+        server.close()
+
+
+def test_connections_over_the_cap_are_answered_503_until_one_ends():
+    server = PageServer(port=0, timeout=WAIT, max_connections=2)
+    try:
+        first, second = stalled(server), stalled(server)  # accepted in order: both hold a slot
+        assert get(server, "/").status == 503
+        first.shutdown(socket.SHUT_WR)  # the request ends empty: the server lets the slot go, then closes
+        assert first.recv(1) == b""
+        assert get(server, "/").status == 200
+        first.close(), second.close()
+    finally:
+        server.close()
 
 
 def test_pictures_and_the_event_stream_follow_the_loop(page, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -287,3 +289,56 @@ def test_a_save_that_makes_an_output_an_input_is_refused_and_the_file_kept(scene
     assert drawn.read_bytes() == before
     save(scene_file, SCENE)  # named back: the loop goes on (nothing changed since the last render)
     assert watch.wait("rendered", 2).files == ()
+
+
+def test_a_region_smaller_than_the_latent_grid_renders_and_the_session_goes_on(tmp_path, renderer):
+    dot = "canvas: {width: 64, height: 64}\nmodel: {checkpoint: tiny}\nsampler: {steps: [0, 25], seed: 3}\n" \
+          "regions:\n  - {name: dot, prompt: a dot, mask: {rect: [14, 14, 4, 4]}}\n"
+    path = tmp_path / "dot.yaml"
+    path.write_text(dot)
+    watch = Session(path, renderer)
+    try:
+        first = watch.ready()
+        report = json.loads(first.outputs[1].read_text())
+        assert report["warnings"][0].startswith("regions[0] (dot): no latent pixel at any step")
+        save(path, dot.replace("[14, 14, 4, 4]", "[8, 8, 16, 16]"))
+        second = watch.wait("rendered", 2)
+        assert "warnings" not in json.loads(second.outputs[1].read_text())
+    finally:
+        watch.close()
+
+
+@pytest.mark.parametrize("gap", ["invalid", "none"])
+def test_a_scene_folder_removed_and_made_again_renders_again(tmp_path, renderer, gap):
+    folder = tmp_path / "art"
+    folder.mkdir()
+    write_mask(folder / "fox.png", 30)
+    (folder / "scene.yaml").write_text(SCENE)
+    watch = Session(folder / "scene.yaml", renderer, out=tmp_path / "out")
+    try:
+        watch.ready()
+        shutil.rmtree(folder)
+        if gap == "invalid":  # the loop saw the folder gone before it came back
+            assert "file not found" in watch.wait("invalid").problems[0]
+        folder.mkdir()
+        write_mask(folder / "fox.png", 40)
+        (folder / "scene.yaml").write_text(SCENE.replace("a tall tree", "a short tree"))
+        assert watch.wait("rendered", 2).files
+        save(folder / "scene.yaml", SCENE)  # and the folder made again is watched from then on
+        assert watch.wait("rendered", 3).files == (folder / "scene.yaml",)
+    finally:
+        watch.close()
+
+
+def test_watched_files_are_hashed_within_the_limit_of_their_kind(tmp_path, monkeypatch):
+    from semanticdraw_cli import defaults
+    from semanticdraw_cli.watched import contents
+
+    monkeypatch.setattr(defaults, "MAX_SCENE_BYTES", 100)
+    (tmp_path / "big.yaml").write_text("x" * 101)
+    (tmp_path / "small.yaml").write_text("x" * 100)
+    (tmp_path / "pagemap.yaml").symlink_to("/proc/self/pagemap")  # size 0, reads for gigabytes
+    found = contents([tmp_path / "big.yaml", tmp_path / "small.yaml", tmp_path / "pagemap.yaml"])
+    assert found[tmp_path / "big.yaml"] == "refused: is 101 bytes; a scene file may have at most 100"
+    assert found[tmp_path / "pagemap.yaml"] == "refused: holds more than 100 bytes, the limit for a scene file"
+    assert len(found[tmp_path / "small.yaml"]) == 32

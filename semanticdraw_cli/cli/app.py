@@ -179,6 +179,8 @@ def render(
                     job.scene, output, on_step=progress.on_step, seeds=list(job.seeds), overwrite=overwrite,
                     on_phase=progress.on_phase, on_call=progress.on_call,
                 )
+                for warning in [] if quiet else done[0].report.get("warnings", []):
+                    typer.echo(f"warning: {job.scene.source or job.scene.name}: {warning}", err=True)
                 if clip is not None:
                     from semanticdraw_cli.score import score_results
 

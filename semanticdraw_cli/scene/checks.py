@@ -177,3 +177,15 @@ def _repr(value: object) -> str:
         return repr(value)
     except (ValueError, RecursionError):
         return f"<{type(value).__name__}>"
+
+
+def mask_memory(width: int, height: int, regions: int, steps: int, latent_factor: int = D.CANVAS_MULTIPLE) -> int:
+    """Bytes the masks of a render take at prepare's peak: float32 canvas copies of every region, then the
+    per-step latent masks (the background prompt as one more region), once in numpy and once on the device."""
+    canvas = D.MASK_CANVAS_COPIES * regions * width * height * 4
+    latent = 2 * steps * (regions + 1) * (width // latent_factor) * (height // latent_factor) * 4
+    return int(canvas + latent)
+
+
+def gib(size: int) -> str:
+    return f"{size / 1024**3:,.1f} GiB"

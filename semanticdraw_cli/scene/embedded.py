@@ -3,7 +3,8 @@
 The file goes through the bounded reader (a regular file of at most MAX_PICTURE_BYTES); chunks are
 walked by their headers and only the wanted text chunks are read, each at most MAX_EMBEDDED_TEXT_BYTES
 (inflated with a cap when compressed) and CRC-checked. A header claiming more pixels than any canvas
-is refused. The scene must be YAML of a mapping (read by the one YAML reader) and the params a JSON
+is refused, and so is a PNG of more than MAX_PNG_CHUNKS chunks (megabytes of empty chunks would keep
+any reader busy for minutes). `check_picture` applies the same checks before `score` decodes a picture. The scene must be YAML of a mapping (read by the one YAML reader) and the params a JSON
 object; anything else is a SceneError naming the file and the chunk.
 """
 
@@ -64,8 +65,10 @@ def read_text_chunks(path: Path, keys: Collection[str]) -> dict[str, str]:
         if kind != b"IHDR" or length != 13:
             raise InputRefused(path, "not a readable PNG (no IHDR chunk first)", hint="the file is damaged")
         _check_size(path, _data(path, handle, kind, length))
+        chunks = 1
         while len(found) < len(keys):
             kind, length = _next_chunk(path, handle)
+            chunks = _count_chunk(path, chunks)
             if kind == b"IEND":
                 break
             keyword = _keyword(handle, length) if kind in TEXT_CHUNKS else None
@@ -74,6 +77,48 @@ def read_text_chunks(path: Path, keys: Collection[str]) -> dict[str, str]:
             else:
                 handle.seek(length + 4, 1)  # the data and the CRC
     return found
+
+
+def check_picture(path: Path) -> None:
+    """Refuse a picture before decoding: a header over the canvas limits, or a PNG of too many chunks.
+
+    A PNG's chunks are walked by their headers to IEND (nothing is read but the IHDR); another format's
+    size comes from Pillow's header read.
+    """
+    with open_file(path, PICTURE) as handle:
+        if handle.read(8) != SIGNATURE:
+            handle.seek(0)
+            _check_size(path, struct.pack(">II", *_pillow_size(path, handle)))
+            return
+        kind, length = _next_chunk(path, handle)
+        if kind != b"IHDR" or length != 13:
+            raise InputRefused(path, "not a readable PNG (no IHDR chunk first)", hint="the file is damaged")
+        _check_size(path, _data(path, handle, kind, length))
+        chunks = 1
+        while kind != b"IEND":
+            kind, length = _next_chunk(path, handle)
+            chunks = _count_chunk(path, chunks)
+            handle.seek(length + 4, 1)
+
+
+def _pillow_size(path: Path, handle: BinaryIO) -> tuple[int, int]:
+    """(width, height) from the header Pillow reads when it opens a picture; no pixel is decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(handle) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise InputRefused(path, f"not a picture Pillow can read ({type(error).__name__})",
+                           hint="pass a PNG or JPEG") from None
+
+
+def _count_chunk(path: Path, chunks: int) -> int:
+    """`chunks` + 1, refused past MAX_PNG_CHUNKS."""
+    if chunks >= defaults.MAX_PNG_CHUNKS:
+        raise InputRefused(path, f"holds more than {defaults.MAX_PNG_CHUNKS:,} PNG chunks; at most that many are read",
+                           hint="this is not a PNG written by semanticdraw render; re-save it")
+    return chunks + 1
 
 
 def _next_chunk(path: Path, handle: BinaryIO) -> tuple[bytes, int]:
@@ -135,6 +180,7 @@ def _inflate(path: Path, keyword: str, data: bytes) -> bytes:
 
 def _check_size(path: Path, header: bytes) -> None:
     width, height = struct.unpack(">II", header[:8])
-    if width * height > defaults.MAX_CANVAS_PIXELS:
+    if width * height > defaults.MAX_CANVAS_PIXELS or max(width, height) > defaults.MAX_CANVAS_SIDE:
         raise InputRefused(path, f"its header claims {width}×{height} = {width * height:,} pixels; images rendered "
-                                 f"by semanticdraw have at most {defaults.MAX_CANVAS_PIXELS:,}")
+                                 f"by semanticdraw have at most {defaults.MAX_CANVAS_SIDE:,} a side and "
+                                 f"{defaults.MAX_CANVAS_PIXELS:,} in all")

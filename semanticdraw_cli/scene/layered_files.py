@@ -2,12 +2,15 @@
 
 Only pixels and geometry: what the layers mean (regions, background) is decided in `layers`. Files are
 read through the bounded reader; an OpenRaster archive's declared sizes and each layer PNG's header are
-checked before anything is inflated, and members are inflated with a cap.
+checked before anything is inflated, and members are inflated with a cap. What the layers decode in all
+is bounded (MAX_DRAWING_PIXELS) before any is decoded: plain PSD layers only on the canvas
+(`psd_channels`), an OpenRaster member once however many layers share it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import re
@@ -15,7 +18,6 @@ import struct
 import warnings
 import xml.etree.ElementTree as ET
 import zipfile
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +27,7 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
+from semanticdraw_cli.scene.psd_channels import croppable, cropped_rgba, merged_image_complete
 from semanticdraw_cli.scene.safe_io import ORA, PSD, InputRefused, open_archive, open_file, read_bytes, read_zip_member
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom in canvas pixels (right/bottom exclusive)
@@ -33,6 +36,7 @@ ORA_MIMETYPE = "image/openraster"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PSD_MODES = {"RGB", "GRAYSCALE"}  # read as RGBA; grayscale is converted (gray copied to R, G and B)
 PSD_DEPTHS = {8, 16}  # 16-bit channels are reduced to 8 bits, finer than masks need
+PSD_COMPOSITE_WEIGHT = 6  # psd-tools composites in float: 1.5 GB for an 8000x8000 layer, ~6x its RGBA bytes
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class _Entry:
     name: str
     where: str
     box: Box  # the layer's full extent on the canvas, possibly beyond it; empty for a layer without pixels
-    read: Callable[[Box], Image.Image]  # pixels of a canvas box inside `box`, any Pillow mode with alpha
+    read: Callable[[Box], "Image.Image | np.ndarray"]  # pixels of a canvas box inside `box`: RGBA, or any Pillow mode with alpha
+    decodes: Callable[[Box], tuple[object, int]]  # (what is decoded, its pixels) to read a canvas box; counted once per what
 
 
 def read_document(path: Path) -> Document:
@@ -106,11 +111,10 @@ def _decode(file: str, width: int, height: int, entries: list[_Entry]) -> Docume
     """Clip every layer to the canvas and decode its pixels; collect every problem before raising."""
     problems = canvas_problems(file, width, height)
     if len(entries) > defaults.MAX_REGIONS + 1:  # one may be the background
-        problems.append(
-            Problem(file, "", f"{len(entries)} visible layers; at most {defaults.MAX_REGIONS} regions are allowed")
-        )
+        problems.append(Problem(file, "", f"{len(entries)} visible layers; at most {defaults.MAX_REGIONS} regions are allowed"))
     if problems:
         raise SceneError(problems)
+    _check_budget(file, width, height, entries)
     layers = []
     for entry in entries:
         try:
@@ -124,6 +128,36 @@ def _decode(file: str, width: int, height: int, entries: list[_Entry]) -> Docume
     return Document(width, height, tuple(layers))
 
 
+def _check_budget(file: str, width: int, height: int, entries: list[_Entry]) -> None:
+    """Refuse, before decoding anything, a drawing whose layers decode more than MAX_DRAWING_PIXELS in all.
+
+    Each layer counts what its decoder expands (the rows on the canvas of a plain PSD layer, a whole PNG
+    of an OpenRaster layer, six times a whole PSD layer psd-tools composites in float), a member several
+    layers share once. The first layer past the limit is named.
+    """
+    counted, total, limit = set(), 0, defaults.MAX_DRAWING_PIXELS
+    for entry in entries:
+        clipped = _clip(entry.box, width, height)
+        what, pixels = entry.decodes(clipped) if clipped is not None else (None, 0)
+        if what is None or what in counted:  # off the canvas (refused later, naming it), or counted already
+            continue
+        counted.add(what)
+        total += pixels
+        if total > limit:
+            raise SceneError([Problem(file, f"layer {entry.where!r}", f"brings the pixels decoded for this drawing to "
+                                      f"{total:,}, over the limit of {limit:,}", hint="crop the layers to the canvas")])
+
+
+def _clip(box: Box, width: int, height: int) -> Box | None:
+    """The part of `box` on the canvas; None when none is (or the layer has no pixels)."""
+    clipped = (max(box[0], 0), max(box[1], 0), min(box[2], width), min(box[3], height))
+    return clipped if clipped[2] > clipped[0] and clipped[3] > clipped[1] else None
+
+
+def _area(box: Box) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def _decode_entry(file: str, width: int, height: int, entry: _Entry) -> Layer:
     key = f"layer {entry.where!r}"
     left, top, right, bottom = entry.box
@@ -133,12 +167,13 @@ def _decode_entry(file: str, width: int, height: int, entry: _Entry) -> Layer:
         size = f"{right - left}x{bottom - top}"
         raise SceneError([Problem(file, key, f"is {size} pixels, over the limit of {defaults.MAX_MASK_IMAGE_PIXELS:,}",
                                   hint="crop the layer to the canvas")])
-    clipped = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
-    if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+    clipped = _clip(entry.box, width, height)
+    if clipped is None:
         where = f"lies entirely outside the {width}x{height} canvas (x {left}..{right}, y {top}..{bottom})"
         raise SceneError([Problem(file, key, where, hint="move it onto the canvas or hide it")])
     try:
-        rgba = np.asarray(entry.read(clipped).convert("RGBA"), dtype=np.uint8)  # (h, w, 4)
+        pixels = entry.read(clipped)
+        rgba = pixels if isinstance(pixels, np.ndarray) else np.asarray(pixels.convert("RGBA"), dtype=np.uint8)  # (h, w, 4)
     except (MemoryError, SceneError):
         raise
     except Exception as error:  # a corrupt file fails inside the decoder in many ways
@@ -158,17 +193,11 @@ def _read_psd(path: Path) -> Document:
         raise SceneError(problems)
     mode = getattr(psd.color_mode, "name", str(psd.color_mode))
     if mode not in PSD_MODES or psd.depth not in PSD_DEPTHS:
-        raise SceneError(
-            [
-                Problem(
-                    file, "", f"colour mode {mode} at {psd.depth} bits per channel is not supported",
-                    hint="convert the document to RGB, 8 bits per channel (Image > Mode in Photoshop)",
-                )
-            ]
-        )
-    if not _merged_image_complete(record):
+        raise SceneError([Problem(file, "", f"colour mode {mode} at {psd.depth} bits per channel is not supported",
+                                  hint="convert the document to RGB, 8 bits per channel (Image > Mode in Photoshop)")])
+    if not merged_image_complete(record):
         raise SceneError([Problem(file, "", "the file is truncated (its image data ends early)", hint="re-export it")])
-    entries = list(_psd_entries(file, psd, ""))
+    entries = list(_psd_entries(file, psd, "", (mode, psd.depth, record.header.version)))
     return _decode(file, psd.width, psd.height, entries)
 
 
@@ -198,31 +227,7 @@ def _read_bytes(path: Path) -> bytes:
         raise SceneError([Problem(str(path), "", error.reason, hint=error.hint)]) from None
 
 
-def _merged_image_complete(record) -> bool:
-    """The last section runs to the end of the file, so the parser cannot see it cut short: check its size."""
-    from psd_tools.constants import Compression
-
-    header, image = record.header, record.image_data
-    rows = header.height * header.channels
-    if image.compression == Compression.RAW:
-        return len(image.data) >= rows * ((header.width * header.depth + 7) // 8)
-    if image.compression == Compression.RLE:
-        size = 2 if header.version == 1 else 4
-        if len(image.data) < rows * size:
-            return False
-        counts = np.frombuffer(image.data[: rows * size], dtype=">u2" if size == 2 else ">u4")
-        return len(image.data) >= rows * size + int(counts.sum(dtype=np.int64))
-    try:
-        inflate = zlib.decompressobj()  # ZIP: the stream must reach its end
-        chunk = inflate.decompress(image.data, 1 << 24)
-        while chunk and not inflate.eof:
-            chunk = inflate.decompress(inflate.unconsumed_tail, 1 << 24)
-        return inflate.eof
-    except zlib.error:
-        return False
-
-
-def _psd_entries(file: str, group, prefix: str, depth: int = 0):
+def _psd_entries(file: str, group, prefix: str, form: tuple[str, int, int], depth: int = 0):
     """Visible layers bottom first; a hidden group hides its children; clipped layers belong to their base."""
     for layer in group:
         if not layer.visible:
@@ -231,9 +236,15 @@ def _psd_entries(file: str, group, prefix: str, depth: int = 0):
         where = f"{prefix}{name}"
         if layer.is_group():
             _check_depth(file, where, depth + 1)
-            yield from _psd_entries(file, layer, where + "/", depth + 1)
+            yield from _psd_entries(file, layer, where + "/", form, depth + 1)
         elif layer.kind != "adjustment" and not layer.clipping:
-            yield _Entry(name, where, tuple(layer.bbox), _psd_reader(layer))
+            box = tuple(layer.bbox)
+            if croppable(layer, form[0], form[1]):  # only the rows on the canvas are decoded
+                read = functools.partial(cropped_rgba, layer, mode=form[0], version=form[2])
+                yield _Entry(name, where, box, read, lambda clipped, where=where: (where, _area(clipped)))
+            else:  # psd-tools expands the whole layer, in float
+                cost = PSD_COMPOSITE_WEIGHT * _area(box)
+                yield _Entry(name, where, box, _psd_reader(layer), lambda _clipped, where=where, cost=cost: (where, cost))
 
 
 def clean_name(name: str) -> str:
@@ -280,7 +291,7 @@ def _read_ora(path: Path) -> Document:
             stack = root.find("stack")
             if stack is None:
                 raise SceneError([Problem(file, "stack.xml", "no <stack> element")])
-            entries = list(_ora_entries(file, archive, stack, "", 0, 0))
+            entries = list(_ora_entries(file, archive, stack, "", 0, 0, {}))
             return _decode(file, width, height, entries)
     except InputRefused as error:
         reason = "not an OpenRaster file (not a zip archive)" if error.reason == "not a zip archive" else error.reason
@@ -321,8 +332,10 @@ def _ora_size(file: str, root: ET.Element) -> tuple[int, int]:
         raise SceneError([Problem(file, "stack.xml", "<image> needs integer w and h attributes")]) from None
 
 
-def _ora_entries(file: str, archive: zipfile.ZipFile, stack: ET.Element, prefix: str, dx: int, dy: int, depth: int = 0):
-    """stack.xml lists the top layer first: walk children in reverse for bottom first."""
+def _ora_entries(file: str, archive: zipfile.ZipFile, stack: ET.Element, prefix: str, dx: int, dy: int,
+                 decoded: dict[str, Image.Image], depth: int = 0):
+    """stack.xml lists the top layer first: walk children in reverse for bottom first. `decoded` holds
+    each member's pixels once, however many layers name it."""
     for element in reversed(list(stack)):
         if element.tag not in ("layer", "stack") or element.get("visibility", "visible") == "hidden":
             continue
@@ -330,9 +343,9 @@ def _ora_entries(file: str, archive: zipfile.ZipFile, stack: ET.Element, prefix:
         x, y = dx + _ora_int(file, element, "x"), dy + _ora_int(file, element, "y")
         if element.tag == "stack":
             _check_depth(file, f"{prefix}{name}", depth + 1)
-            yield from _ora_entries(file, archive, element, f"{prefix}{name}/", x, y, depth + 1)
+            yield from _ora_entries(file, archive, element, f"{prefix}{name}/", x, y, decoded, depth + 1)
         else:
-            yield _ora_entry(file, archive, element, name, f"{prefix}{name}", x, y)
+            yield _ora_entry(file, archive, element, name, f"{prefix}{name}", x, y, decoded)
 
 
 def _ora_int(file: str, element: ET.Element, attribute: str) -> int:
@@ -350,7 +363,8 @@ def _ora_int(file: str, element: ET.Element, attribute: str) -> int:
     return int(value)
 
 
-def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, name: str, where: str, x: int, y: int) -> _Entry:
+def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, name: str, where: str, x: int, y: int,
+               decoded: dict[str, Image.Image]) -> _Entry:
     """The layer's size from its PNG header, read without inflating the rest; pixels are read when decoded."""
     key = f"layer {where!r}"
     src = element.get("src", "")
@@ -365,13 +379,16 @@ def _ora_entry(file: str, archive: zipfile.ZipFile, element: ET.Element, name: s
                                   f"{defaults.MAX_MASK_IMAGE_PIXELS:,} pixels)", hint="crop the layer to the canvas")])
 
     def read(box: Box) -> Image.Image:
-        data = _member(file, archive, src, key, defaults.MAX_PICTURE_BYTES)
-        with _quiet_size_check(), Image.open(io.BytesIO(data)) as image:
-            if image.size != size:
-                raise ValueError(f"the PNG is {image.size[0]}x{image.size[1]}, its header said {size[0]}x{size[1]}")
-            return image.crop((box[0] - x, box[1] - y, box[2] - x, box[3] - y)).convert("RGBA")
+        if src not in decoded:
+            with _quiet_size_check():
+                image = Image.open(io.BytesIO(_member(file, archive, src, key, defaults.MAX_PICTURE_BYTES)))
+                if image.size != size:
+                    raise ValueError(f"the PNG is {image.size[0]}x{image.size[1]}, its header said {size[0]}x{size[1]}")
+                image.load()
+            decoded[src] = image
+        return decoded[src].crop((box[0] - x, box[1] - y, box[2] - x, box[3] - y)).convert("RGBA")
 
-    return _Entry(name, where, (x, y, x + size[0], y + size[1]), read)
+    return _Entry(name, where, (x, y, x + size[0], y + size[1]), read, lambda _box: (src, size[0] * size[1]))
 
 
 @contextlib.contextmanager

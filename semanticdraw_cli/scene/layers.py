@@ -22,7 +22,7 @@ from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.scene.layered_files import Document, Layer, read_document
 from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder, refuse_overwriting_inputs
 from semanticdraw_cli.scene.reads import scene_reads
-from semanticdraw_cli.scene.safe_io import SETTINGS
+from semanticdraw_cli.scene.safe_io import SETTINGS, InputRefused, resolve_path
 from semanticdraw_cli.scene.types import Mask, Scene
 from semanticdraw_cli.scene.dicts import scene_from_dict, scene_to_dict
 from semanticdraw_cli.scene.yaml_text import read_yaml
@@ -65,7 +65,7 @@ def load_layered_scene(
     path = Path(path)
     explicit = settings is not None
     if not explicit:
-        settings, settings_file = read_sidecar(path)
+        settings, settings_file = read_sidecar(path, allow_outside)
     source = Path(settings_file) if settings_file is not None else path  # settings' paths are relative to it
     if not isinstance(settings, dict):
         what = type(settings).__name__
@@ -90,10 +90,27 @@ def load_layered_scene(
     return _attach_pixels(scene, document, split, name, path)
 
 
-def read_sidecar(path: Path) -> tuple[dict, Path | None]:
-    """Settings from `art.yaml` (or `art.yml`) next to `art.psd`; none when neither exists."""
+def read_sidecar(path: Path, allow_outside: bool = False) -> tuple[dict, Path | None]:
+    """Settings from `art.yaml` (or `art.yml`) next to `art.psd`; none when neither exists.
+
+    A sidecar that is a symlink must resolve inside the drawing's folder (the folder the drawing was
+    named in, not a link target's), unless `allow_outside`, as any file a scene reads.
+    """
     sidecar = sidecar_of(path)
-    return ({}, None) if sidecar is None else (_read_yaml(sidecar), sidecar)
+    if sidecar is None:
+        return {}, None
+    check_beside(sidecar, allow_outside, "settings")
+    return _read_yaml(sidecar), sidecar
+
+
+def check_beside(file: Path, allow_outside: bool, what: str) -> None:
+    """SceneError when `file`, found beside the file that implies it, resolves outside their folder."""
+    folder = Path(os.path.abspath(file)).parent
+    try:
+        resolve_path(file.name, folder, confine=not allow_outside)
+    except InputRefused as refused:
+        raise SceneError([Problem(str(file), "", f"{refused.reason} (the scene's {what}, found beside it)",
+                                  hint=refused.hint)]) from None
 
 
 def sidecar_of(path: Path) -> Path | None:

@@ -7,10 +7,13 @@ refuse a missing picture or an absent label colour before any model loads.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from semanticdraw_cli.defaults import SCHEDULERS
+import numpy as np
+
+from semanticdraw_cli.defaults import CANVAS_MULTIPLE, SCHEDULERS
 from semanticdraw_cli.errors import MaskError, Problem, SceneError
 from semanticdraw_cli.scene import layers
 from semanticdraw_cli.scene.rasterize import rasterize_mask
@@ -23,6 +26,7 @@ __all__ = ["load_scene", "scene_from_dict", "scene_to_dict", "scene_warnings"]
 
 YAML_SUFFIXES = (".yaml", ".yml")
 LAYERED_SUFFIXES = (".psd", ".ora")
+LATENT_FACTOR = CANVAS_MULTIPLE  # canvas pixels per latent pixel of most families' VAEs (FLUX.2's is 16)
 
 
 def load_scene(path: Path, overrides: Sequence[str] = (), allow_outside: bool = False) -> Scene:
@@ -41,6 +45,7 @@ def load_scene(path: Path, overrides: Sequence[str] = (), allow_outside: bool = 
     if any(path.with_suffix(s).is_file() for s in LAYERED_SUFFIXES):  # `art.yaml` beside `art.psd`: its settings
         drawing = layers.drawing_of(path)
         if drawing is not None:
+            layers.check_beside(drawing, allow_outside, "drawing")
             return layers.load_layered_scene(drawing, overrides, allow_outside=allow_outside)
     data, lines, problems = read_yaml(path)
     if data is None and not problems:
@@ -81,6 +86,9 @@ def scene_warnings(scene: Scene) -> list[str]:
             continue
         if not inside.any():
             warnings.append(f"{label}: mask is empty (no pixel at or above 0.5), the region paints nothing")
+        elif not _on_latent_grid(inside):
+            warnings.append(f"{label}: mask is smaller than the latent grid (no {LATENT_FACTOR}x{LATENT_FACTOR} "
+                            "block's centre lies in it), so the sampler skips it and the region paints nothing")
         elif cover is not None and not (inside & ~cover).any():
             warnings.append(f"{label}: mask is entirely covered by later regions, the region paints nothing")
         cover = inside if cover is None else cover | inside
@@ -90,6 +98,18 @@ def scene_warnings(scene: Scene) -> list[str]:
 # --- helpers ---------------------------------------------------------------------------------
 
 
+def _on_latent_grid(inside: np.ndarray) -> bool:
+    """Whether a latent pixel (the centre sample of an 8×8 block, `masks.to_latent`) lies in the core."""
+    half = LATENT_FACTOR // 2
+    return bool(inside[half::LATENT_FACTOR, half::LATENT_FACTOR].any())
+
+
+
+def _folder(path: Path) -> Path:
+    """The folder `path` was named in: a symlinked scene file's own folder, not its target's."""
+    return Path(os.path.abspath(path)).parent
+
+
 def _layered_path(path: Path, value: object, line: int | None, allow_outside: bool, problems: list) -> Path | None:
     """The drawing named under `layers:`, in the scene's folder or below unless `allow_outside`."""
     file, hint = str(path), "paths are relative to the scene file"
@@ -97,7 +117,7 @@ def _layered_path(path: Path, value: object, line: int | None, allow_outside: bo
         problems.append(Problem(file, "layers", "expected the path of a .psd or .ora file", line, hint))
         return None
     try:
-        resolved = resolve_path(value, path.resolve().parent, confine=not allow_outside)
+        resolved = resolve_path(value, _folder(path), confine=not allow_outside)
     except InputRefused as error:
         problems.append(Problem(file, "layers", str(error), line, error.hint))
         return None

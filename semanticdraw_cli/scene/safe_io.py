@@ -101,6 +101,24 @@ def read_bytes(path: Path, kind: Kind) -> bytes:
     return data
 
 
+def read_chunks(path: Path, kind: Kind) -> Iterator[bytes]:
+    """The file in chunks, refused (InputRefused) once it yields more than the kind's limit.
+
+    For files whose size says nothing of what they yield (`/proc/self/pagemap` is a regular file of
+    size 0 that reads for gigabytes): hashing them must stop at the limit as reading them does.
+    """
+    with open_file(path, kind) as handle:
+        size = 0
+        try:
+            while chunk := handle.read(CHUNK):
+                size += len(chunk)
+                if size > kind.limit:
+                    raise InputRefused(path, f"holds more than {kind.limit:,} bytes, the limit for {kind.noun}", _SMALLER)
+                yield chunk
+        except OSError as error:
+            raise InputRefused(path, f"cannot read it ({_why(error)})") from None
+
+
 def _read_capped(read, limit: int) -> bytes:
     """What `read(n)` gives until its end or `limit + 1` bytes, in chunks (never one huge request)."""
     chunks, size = [], 0

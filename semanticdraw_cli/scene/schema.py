@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from semanticdraw_cli.scene.checks import Checker as _Checker
 from semanticdraw_cli.scene.checks import describe as _describe
 from semanticdraw_cli.scene.checks import is_int as _is_int
 from semanticdraw_cli.scene.checks import nearest as _nearest
+from semanticdraw_cli.scene.checks import gib, mask_memory
 from semanticdraw_cli.scene.checks import show as _show
 from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
 
@@ -54,7 +56,7 @@ def build_scene(
     file = str(source) if source is not None else "<scene>"
     c = _Checker(file, lines, overridden, allow_outside)
     c.problems += problems
-    base = source.resolve().parent if source is not None else Path.cwd()
+    base = Path(os.path.abspath(source)).parent if source is not None else Path.cwd()  # a link's folder, not its target's
     top = c.section(data, "", KEYS[""])
     version = top.get("version")
     if version is not None and (version != D.SCENE_VERSION or isinstance(version, bool)):
@@ -75,6 +77,8 @@ def build_scene(
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
+    if canvas is not None and regions and not c.problems:
+        _mask_memory(c, canvas, len(regions), len(sampler.steps))
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
@@ -214,6 +218,15 @@ def _check_name(c: _Checker, text: str, key: str) -> None:
 def looks_local(text: str) -> bool:
     """Text that names a local path even when nothing is there: ./x, ../x, /x, ~/x, or a weights file."""
     return text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES)
+
+
+def _mask_memory(c: _Checker, canvas: Canvas, regions: int, steps: int) -> None:
+    """Refuse a scene whose masks alone would exhaust memory (canvas × regions × steps), naming the numbers."""
+    need = mask_memory(canvas.width, canvas.height, regions, steps)
+    if need > D.MAX_MASK_BYTES:
+        c.add("regions", f"{regions} regions on a {canvas.width}x{canvas.height} canvas with {steps} steps need about "
+              f"{gib(need)} for their masks, over the limit of {gib(D.MAX_MASK_BYTES)}",
+              hint="use fewer regions or a smaller canvas")
 
 
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
