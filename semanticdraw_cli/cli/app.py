@@ -18,7 +18,7 @@ import typer
 from semanticdraw_cli import defaults
 from semanticdraw_cli.cli.support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, debugging, explain
 from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
-from semanticdraw_cli.cli.support import command_line_paths
+from semanticdraw_cli.cli import options
 from semanticdraw_cli.cli.support import fail as _fail
 from semanticdraw_cli.cli.support import load_scenes as _load_scenes
 from semanticdraw_cli.cli.score import min_score_override as _min_score_override
@@ -66,12 +66,8 @@ def _summary_entry(result) -> dict:
 def render(
     ctx: typer.Context,
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json (created if missing).")
-    ] = Path(defaults.OUTPUT_DIR),
-    seed: Annotated[
-        Optional[int], typer.Option(help="Seed of the first image.", show_default=f"the scene's, else {defaults.SEED}")
-    ] = None,
+    output: options.Output = Path(defaults.OUTPUT_DIR),
+    seed: options.Seed = None,
     images: Annotated[
         Optional[int],
         typer.Option(
@@ -79,27 +75,11 @@ def render(
             show_default=f"the scene's, else {defaults.IMAGES}",
         ),
     ] = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random. A path here is relative "
-            "to the current folder (paths inside a scene file: to the scene's folder).",
-            show_default="the scene's",
-        ),
-    ] = None,
-    device: Annotated[
-        Optional[str],
-        typer.Option(help="auto, cuda, cuda:N, mps or cpu.", show_default="auto: cuda, then mps, then cpu"),
-    ] = None,
-    dtype: Annotated[
-        Optional[str],
-        typer.Option(help="auto, float16, bfloat16 or float32.", show_default="auto: float16 on cuda (bfloat16 for flux, klein), else float32"),
-    ] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
-    plan: Annotated[
-        Optional[str],
-        typer.Option(help="default | reference | regions.", show_default=f"the scene's, else {defaults.PLAN}"),
-    ] = None,
+    model: options.Model = None,
+    device: options.Device = None,
+    dtype: options.Dtype = None,
+    set_: options.Set = None,
+    plan: options.Plan = None,
     compile_: Annotated[Optional[bool], typer.Option(
         "--compile/--no-compile",
         help="torch.compile the network: static shapes, CUDA graphs on CUDA [default: the scene's].",
@@ -140,11 +120,7 @@ def render(
     _check_runtime_options(None if launch.launched() else device, dtype)  # a launch checks its devices itself
     if peak_tflops is not None and not peak_tflops > 0:
         _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
-    overrides = list(set_ or [])
-    for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan),
-                       ("model.checkpoint", model), ("sampler.compile", compile_)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    overrides = options.scene_overrides(set_, seed=seed, images=images, plan=plan, model=model, compile_=compile_)
     overrides += _min_score_override(min_score, score)
 
     def plan():
@@ -254,7 +230,7 @@ def inspect(
 @app.command()
 def validate(
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    set_: options.Set = None,
     allow_outside: AllowOutside = False,
 ) -> None:
     """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem.
@@ -264,7 +240,7 @@ def validate(
     """
     from semanticdraw_cli.scene.loader import scene_warnings
 
-    loaded, problems = _load_scenes(scenes, set_ or [], allow_outside)
+    loaded, problems = _load_scenes(scenes, options.scene_overrides(set_), allow_outside)
     for _, scene in loaded:
         for warning in scene_warnings(scene):
             typer.echo(f"warning: {warning}", err=True)
@@ -291,7 +267,7 @@ def preview(
         typer.Option("-o", "--output", help="PNG to write (replaced if it exists; its folder is created if missing).",
                      show_default="NAME-preview.png"),
     ] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    set_: options.Set = None,
     allow_outside: AllowOutside = False,
 ) -> None:
     """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model.
@@ -304,7 +280,7 @@ def preview(
 
     if output is not None:
         check_output_name(output, (".png",))
-    loaded, problems = _load_scenes([scene], set_ or [], allow_outside)
+    loaded, problems = _load_scenes([scene], options.scene_overrides(set_), allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
     target = output or Path(f"{loaded[0][1].name}-preview.png")
@@ -319,7 +295,7 @@ def preview(
 def import_layers(
     art: Annotated[Path, typer.Argument(help="Layered drawing (.psd, .ora): one layer per region, named by its prompt.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; masks go to OUTPUT-masks/.")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    set_: options.Set = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
     allow_outside: AllowOutside = False,
 ) -> None:
@@ -328,7 +304,7 @@ def import_layers(
 
     try:
         written = import_layered_scene(
-            art, output, command_line_paths(set_ or []), overwrite=overwrite, allow_outside=allow_outside
+            art, output, options.scene_overrides(set_), overwrite=overwrite, allow_outside=allow_outside
         )
     except OSError as error:
         _fail(f"cannot write {output}: {error}; check the disk has room", 1)

@@ -108,10 +108,10 @@ AllowOutside = Annotated[bool, typer.Option(
 def load_scenes(
     paths: list[Path], overrides: list[str], allow_outside: bool = False
 ) -> tuple[list[tuple[Path, object]], list[str]]:
-    """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
+    """(path, scene) of every scene that loads, and the problems of all the others (not just the first's).
+    `overrides` are read as given: command-line paths are resolved where they are built (`options.scene_overrides`)."""
     from semanticdraw_cli.scene.loader import load_scene
 
-    overrides = command_line_paths(overrides)
     loaded, problems = [], []
     for path in paths:
         try:
