@@ -89,3 +89,15 @@ def plan_call(
         [job.as_output_job() for job in jobs], out_dir, overwrite, call=[job.as_output_job() for job in every]
     )
     return JobPlan(tuple(jobs), sum(len(job.seeds) for job in every), tuple(planned))
+
+
+def shares(batches: Sequence[Job], processes: int) -> list[list[Job]]:
+    """A contiguous run of the batches per process, the first processes taking one more when uneven
+    (as accelerate's `split_between_processes`); every process can compute every share."""
+    per, extra = divmod(len(batches), processes)
+    runs, start = [], 0
+    for rank in range(processes):
+        end = start + per + (1 if rank < extra else 0)
+        runs.append(list(batches[start:end]))
+        start = end
+    return runs

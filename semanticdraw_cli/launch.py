@@ -1,10 +1,10 @@
 """`render` under a launcher (`accelerate launch`, `torchrun`): the call's images split between processes.
 
 Every process plans the whole call (`jobs.plan_call`, deterministic: all agree) and checks every output
-before any process renders; accelerate's `split_between_processes` then gives each a contiguous run of
-the call's jobs. A job is one batch (`jobs.select`: up to `sampler.max_batch` seeds of one scene), so each
-process renders exactly the batches one process would: the same pixels. Each process loads its models
-once on `PartialState().device` and writes its own images atomically.
+before any process renders; `jobs.shares` then gives each a contiguous run of the call's jobs. A job is
+one batch (`jobs.select`: up to `sampler.max_batch` seeds of one scene), so each process renders exactly
+the batches one process would: the same pixels. Each process renders its share with the job loop of a
+plain render (`job_loop.run`), its models loaded once on `PartialState().device`.
 
 Two collective points, both a `gather_object` of every process's `Status`: after planning (a problem on
 any process stops all of them before a model loads) and at the end (the main process gets every image
@@ -19,7 +19,6 @@ import hashlib
 import os
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,11 +137,6 @@ class Group:
             raise RenderError(f"process {self.rank} lost the other processes ({reason}); "
                               "the launcher's log says which one ended and why") from error
 
-    def share(self, batches: list[jobs.Job]) -> list[jobs.Job]:
-        """This process's contiguous run of the batches (the first processes take one more when uneven)."""
-        with self.state.split_between_processes(batches) as share:
-            return list(share)
-
     def stop_others(self) -> None:
         if self.store is not None:
             try:
@@ -174,9 +168,9 @@ def render(call: Call, summary: list[dict]) -> tuple[jobs.JobPlan, list[Any]] | 
         _raise_failure(group, group.exchange(status), planning=True)
         if not plan.jobs:
             return (plan, []) if group.is_main else None
-        mine = group.share(list(plan.jobs))
+        mine = jobs.shares(plan.jobs, group.size)[group.rank]
         # 2. Render this share; a failure elsewhere stops it between steps
-        statuses = group.exchange(_render_share(group, call, mine, len(plan.outputs)))
+        statuses = group.exchange(_render_share(group, call, plan, mine))
         # 3. The main process reports every image written, or the failure
         if group.is_main:
             summary.extend(entry for status in statuses for entry in status.entries)
@@ -202,48 +196,41 @@ def _plan(group: Group, call: Call) -> tuple[jobs.JobPlan | None, Status]:
     return plan, Status(group.rank, digest=_digest(plan))
 
 
-def _render_share(group: Group, call: Call, mine: list[jobs.Job], total: int) -> Status:
+def _render_share(group: Group, call: Call, plan: jobs.JobPlan, mine: list[jobs.Job]) -> Status:
     """Render and write this process's jobs; its status says what it wrote, and why it stopped."""
+    from semanticdraw_cli import job_loop
     from semanticdraw_cli.cli.progress import RenderProgress
-    from semanticdraw_cli.render import Renderer, write_results
+    from semanticdraw_cli.render import Renderer
 
     renderer = Renderer(device=group.device, dtype=call.dtype)
-    entries, results, job = [], [], ""
-    images = sum(len(item.seeds) for item in mine)
+    account = job_loop.Account(tuple(mine), lambda result: {**call.entry(result), "process": group.rank})
     if group.is_main and not call.quiet:
-        print(f"{group.size} processes share {total} images; the bars show process 0's {images}",
+        images = sum(len(item.seeds) for item in mine)
+        print(f"{group.size} processes share {len(plan.outputs)} images; the bars show process 0's {images}",
               file=sys.stderr, flush=True)
 
-    def stop_if_told(*_) -> None:
+    def stop_if_told() -> None:
         if group.stopped():
             raise _Stopped
 
-    def written() -> dict:
-        return {"entries": tuple(entries), "results": tuple(results)}
+    def job_done(job: jobs.Job, seconds: float) -> None:
+        if not group.is_main and not call.quiet:
+            print(f"process {group.rank}: {describe(job)} written in {seconds:.1f} s", file=sys.stderr, flush=True)
 
+    def written() -> dict:
+        results = (dataclasses.replace(result, scene=None, image=None, latent=None) for result in account.results)
+        return {"entries": tuple(account.entries), "results": tuple(results)}
+
+    hooks = job_loop.Hooks(between_steps=stop_if_told, job_done=job_done)
     try:
         with RenderProgress(enabled=group.is_main and not call.quiet, scenes=len(mine)) as progress:
-            for item in mine:
-                job, start = describe(item), time.perf_counter()
-                progress.start_scene(item.scene.name, list(item.seeds))
-                done = renderer.render(
-                    item.scene, None, seeds=list(item.seeds),
-                    on_step=lambda *step: (stop_if_told(), progress.on_step(*step)),
-                    on_phase=lambda *phase: (stop_if_told(), progress.on_phase(*phase)),
-                )
-                progress.on_phase("writing", 0, None)
-                write_results(done, call.output)  # the outputs were checked and the folder swept while planning
-                entries += [{**call.entry(result), "process": group.rank} for result in done]
-                results += [dataclasses.replace(result, scene=None, image=None, latent=None) for result in done]
-                progress.finish_scene()
-                if not group.is_main and not call.quiet:
-                    print(f"process {group.rank}: {job} written in {time.perf_counter() - start:.1f} s",
-                          file=sys.stderr, flush=True)
+            job_loop.run(renderer, account, job_loop.planned_images(plan), progress, hooks)
     except _Stopped:
         return Status(group.rank, stopped=True, **written())
     except (Exception, KeyboardInterrupt) as error:  # interrupted too: the others stop, all exit 130
         group.stop_others()
-        return dataclasses.replace(_failure(group, call, job, error), **written())
+        job = account.unfinished()[0] if account.unfinished() else None
+        return dataclasses.replace(_failure(group, call, describe(job) if job else "", error), **written())
     return Status(group.rank, **written())
 
 

@@ -241,10 +241,13 @@ def test_summary_shows_whole_file_names_and_seeds(tmp_path, monkeypatch):
               "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
 
     def fake(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
-        return [RenderResult(scene, seed, None, None, report, out_dir / f"{scene.name}-{seed}.png",
-                             out_dir / f"{scene.name}-{seed}.json") for seed in seeds]
+        return [RenderResult(scene, seed, None, None, report) for seed in seeds]
+
+    def pretend_written(result, png, report_path):
+        result.png, result.json = png, report_path
 
     monkeypatch.setattr(Renderer, "render", fake)
+    monkeypatch.setattr("semanticdraw_cli.job_loop.write_result", pretend_written)
     result = runner.invoke(app, ["render", str(scene), "--images", "2", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     for seed in (7, 8):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from semanticdraw_cli.errors import SceneError
-from semanticdraw_cli.jobs import parse_shard, plan_call, select
+from semanticdraw_cli.jobs import parse_shard, plan_call, select, shares
 from semanticdraw_cli.outputs import OutputError
 from semanticdraw_cli.scene.loader import load_scene
 
@@ -63,3 +63,12 @@ def test_a_scenes_seeds_are_batched_by_max_batch_within_the_share(scenes):
         ("irworobongdo.yaml", (2024, 2025)), ("irworobongdo.yaml", (2026, 2027))]
     assert [(job.label, job.seeds) for job in select(small, (1, 2))] == [  # the share first, then its batches
         ("two-subjects.yaml", (7, 9)), ("irworobongdo.yaml", (2025, 2027))]
+
+
+def test_shares_are_contiguous_runs_and_the_first_processes_take_one_more(scenes):
+    batches = select(scenes)  # two-subjects 7-9, irworobongdo 2024-2027: two batches
+    assert shares(batches, 1) == [batches]
+    assert shares(batches, 2) == [[batches[0]], [batches[1]]]
+    assert shares(batches, 3) == [[batches[0]], [batches[1]], []]
+    five = [dataclasses.replace(batches[0], seeds=(seed,)) for seed in range(5)]
+    assert [[job.seeds[0] for job in run] for run in shares(five, 3)] == [[0, 1], [2, 3], [4]]

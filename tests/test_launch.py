@@ -14,7 +14,7 @@ from semanticdraw_cli import launch
 from semanticdraw_cli.cli import support as cli_support
 from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.jobs import Job
+from semanticdraw_cli.jobs import Job, JobPlan, plan_call
 from semanticdraw_cli.launch import Call, LaunchFailure, Status
 from semanticdraw_cli.render import Renderer, RenderResult
 from semanticdraw_cli.scene.loader import load_scene
@@ -93,8 +93,16 @@ def call(tmp_path: Path) -> Call:
 
 @pytest.fixture
 def job():
-    scene = load_scene(SCENES / "two-subjects.yaml", ["model.checkpoint=tiny"])
+    scene = load_scene(SCENES / "two-subjects.yaml", ["model.checkpoint=tiny", "sampler.images=2"])
     return Job("two-subjects.yaml", scene, (7, 8))
+
+
+def plan_of(job: Job, out: Path) -> JobPlan:
+    return plan_call([(job.label, job.scene)], out, overwrite=False)
+
+
+def pretend_written(result, png, report) -> None:
+    result.png, result.json = png, report
 
 
 def test_a_process_told_to_stop_stops_between_steps_and_writes_nothing(tmp_path, job, monkeypatch):
@@ -103,7 +111,7 @@ def test_a_process_told_to_stop_stops_between_steps_and_writes_nothing(tmp_path,
         raise AssertionError("the render went on after the stop")
 
     monkeypatch.setattr(Renderer, "render", one_step)
-    status = launch._render_share(group(1, stopped=True), call(tmp_path), [job], 4)
+    status = launch._render_share(group(1, stopped=True), call(tmp_path), plan_of(job, tmp_path), [job])
     assert status.stopped and status.code == 0 and status.entries == ()
     assert list(tmp_path.iterdir()) == []
 
@@ -119,7 +127,7 @@ def test_a_failing_process_tells_the_others_and_reports_its_job(tmp_path, job, m
     monkeypatch.setattr(Renderer, "render", fails)
     failing = group(1)
     explained = dataclasses.replace(call(tmp_path), explain=cli_support.explain)  # the command's exit codes
-    status = launch._render_share(failing, explained, [job], 4)
+    status = launch._render_share(failing, explained, plan_of(job, tmp_path), [job])
     assert (status.code, status.message, status.job) == (code, message, "two-subjects.yaml (seeds 7-8)")
     assert failing.told == [1]
 
@@ -130,8 +138,8 @@ def test_written_images_are_reported_without_pixels_and_with_the_process(tmp_pat
         return [RenderResult(scene, seed, None, None, dict(report)) for seed in seeds]
 
     monkeypatch.setattr(Renderer, "render", renders)
-    monkeypatch.setattr("semanticdraw_cli.render.write_results", lambda results, out_dir: None)
-    status = launch._render_share(group(1), call(tmp_path), [job], 4)
+    monkeypatch.setattr("semanticdraw_cli.job_loop.write_result", pretend_written)
+    status = launch._render_share(group(1), call(tmp_path), plan_of(job, tmp_path), [job])
     assert status.entries == ({"seed": 7, "process": 1}, {"seed": 8, "process": 1})
     assert [(r.seed, r.scene, r.image) for r in status.results] == [(7, None, None), (8, None, None)]
 
@@ -144,8 +152,10 @@ runner = CliRunner()
 def fake_render(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
     report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "unet_calls": 5,
               "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
-    return [RenderResult(scene, seed, None, None, report, out_dir / f"{scene.name}-{seed}.png",
-                         out_dir / f"{scene.name}-{seed}.json") for seed in seeds]
+    results = [RenderResult(scene, seed, None, None, report) for seed in seeds]
+    for result in results if out_dir is not None else ():
+        pretend_written(result, out_dir / f"{scene.name}-{result.seed}.png", out_dir / f"{scene.name}-{result.seed}.json")
+    return results
 
 
 def test_a_plain_render_never_starts_a_process_group(tmp_path, monkeypatch):
@@ -155,6 +165,7 @@ def test_a_plain_render_never_starts_a_process_group(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(launch, "Group", lambda *args: pytest.fail("a plain run joined a process group"))
     monkeypatch.setattr(Renderer, "render", fake_render)
+    monkeypatch.setattr("semanticdraw_cli.job_loop.write_result", pretend_written)
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--json", "-q"])
     assert result.exit_code == 0, result.output
     assert [entry["seed"] for entry in json.loads(result.stdout)] == [7]

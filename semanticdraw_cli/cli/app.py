@@ -123,7 +123,7 @@ def render(
     overrides = options.scene_overrides(set_, seed=seed, images=images, plan=plan, model=model, compile_=compile_)
     overrides += _min_score_override(min_score, score)
 
-    def plan():
+    def load_and_plan():
         loaded, problems = _load_scenes(scenes, overrides, allow_outside)
         if problems:
             _fail("\n".join(problems), 2)
@@ -133,40 +133,36 @@ def render(
         if score or min_score is not None:
             _fail("--score and --min-score do not run under a launcher yet; render, then `semanticdraw score` "
                   "the images", 2)
-        call = launch.Call(plan, output, device, dtype, quiet, explain, _summary_entry, debugging(ctx))
+        call = launch.Call(load_and_plan, output, device, dtype, quiet, explain, _summary_entry, debugging(ctx))
         return _render_launched(call, summary, shard, json_)
     if (hint := launch.single_process_hint()) and not quiet:
         typer.echo(f"warning: {hint}", err=True)
-    call = plan()
-    if not call.jobs:
-        return _empty_share(shard, call.total, summary, json_)
+    job_plan = load_and_plan()
+    if not job_plan.jobs:
+        return _empty_share(shard, job_plan.total, summary, json_)
 
+    from semanticdraw_cli import job_loop
     from semanticdraw_cli.cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer
 
-    clip = _scoring_clip([job.scene for job in call.jobs], score, model_clip, device)
+    clip = _scoring_clip([job.scene for job in job_plan.jobs], score, model_clip, device)
     renderer = Renderer(device=device, dtype=dtype, peak_tflops=peak_tflops)
-    results = []
+    account = job_loop.Account(job_plan.jobs, _summary_entry, summary)
+    hooks = job_loop.Hooks(score=None if clip is None else lambda done: _score(done, clip))
     try:
-        with RenderProgress(enabled=not quiet, scenes=len(call.jobs)) as progress:
-            for job in call.jobs:
-                progress.start_scene(job.scene.name, list(job.seeds))
-                done = renderer.render(
-                    job.scene, output, on_step=progress.on_step, seeds=list(job.seeds), overwrite=overwrite,
-                    on_phase=progress.on_phase,
-                )
-                if clip is not None:
-                    from semanticdraw_cli.score import score_results
-
-                    score_results(done, clip)
-                results.extend(done)
-                summary.extend(_summary_entry(result) for result in done)
-                progress.finish_scene()
+        with RenderProgress(enabled=not quiet, scenes=len(job_plan.jobs)) as progress:
+            job_loop.run(renderer, account, job_loop.planned_images(job_plan), progress, hooks)
     except KeyboardInterrupt:
         _fail("interrupted; no partial files were written", 130)
-    _report(results, summary, quiet, json_)
+    _report(account.results, summary, quiet, json_)
     if clip is not None:
-        _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in results])
+        _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in account.results])
+
+
+def _score(results: list, clip) -> None:
+    from semanticdraw_cli.score import score_results
+
+    score_results(results, clip)
 
 
 def _render_launched(call, summary: list[dict], shard: str | None, json_: bool) -> None:
