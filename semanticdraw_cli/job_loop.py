@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.jobs import Job, JobPlan
 from semanticdraw_cli.outputs import PlannedImage
 from semanticdraw_cli.render import Renderer, RenderResult, write_result
@@ -34,6 +36,10 @@ class Account:
         self.entries.append(self.entry(result))
         self.results.append(result)
         return self.entries[-1]
+
+    def left(self) -> list[dict]:
+        """The unfinished jobs as the --json document lists them."""
+        return [{"scene": job.label, "seeds": list(job.seeds)} for job in self.unfinished()]
 
     def unfinished(self) -> list[Job]:
         """The jobs not wholly written, each with only the seeds it has left."""
@@ -81,8 +87,7 @@ def run(renderer: Renderer, account: Account, planned: dict[tuple[str, int], Pla
             hooks.score(done)
         progress.on_phase("writing", 0, None)
         for result in done:
-            image = planned[(job.label, result.seed)]
-            write_result(result, image.png, image.report)
+            _write(result, planned[(job.label, result.seed)])
             entry = account.add(job, result)
             if hooks.written is not None:
                 hooks.written(entry)
@@ -90,3 +95,25 @@ def run(renderer: Renderer, account: Account, planned: dict[tuple[str, int], Pla
         if hooks.job_done is not None:
             hooks.job_done(job, time.perf_counter() - start)
 
+
+def _write(result: RenderResult, image: PlannedImage) -> None:
+    """Both files of one image, or neither: a report that cannot be written takes its new picture with it.
+    RenderError naming the file that failed (the OSError of a full disk names none)."""
+    before = _identity(image.png)
+    try:
+        write_result(result, image.png, image.report)
+    except OSError as error:
+        failed = image.png
+        if _identity(image.png) != before:  # the picture was replaced: its report failed
+            failed = image.report
+            image.png.unlink(missing_ok=True)
+        raise RenderError(f"cannot write {failed}: {error.strerror or error}; free space on that disk or choose "
+                          "another folder with -o") from error
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return status.st_ino, status.st_mtime_ns

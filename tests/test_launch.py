@@ -185,7 +185,8 @@ def test_a_launched_failure_is_reported_by_the_main_process_only(tmp_path, monke
     if main:
         assert "process 1 of 2 failed on a.yaml (seed 8)" in result.stderr
         assert json.loads(result.stdout) == {"error": "process 1 of 2 failed on a.yaml (seed 8): error: out of GPU "
-                                             "memory", "exit_code": 1, "images": [{"seed": 7, "process": 0}]}
+                                             "memory", "exit_code": 1, "images": [{"seed": 7, "process": 0}],
+                                             "unfinished": []}
     else:
         assert result.stdout == result.stderr == ""
 

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli.support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, debugging, explain
+from semanticdraw_cli.cli.support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, JsonDocument, debugging, explain
 from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
 from semanticdraw_cli.cli import options
 from semanticdraw_cli.cli.support import fail as _fail
@@ -95,8 +95,8 @@ def render(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     json_: Annotated[
         bool,
-        typer.Option("--json", help="Print a JSON summary on stdout: a list with one entry per image written; "
-                                    "on failure an object {error, exit_code, images}."),
+        typer.Option("--json", help="Print one JSON document on stdout when the call ends: a list with one entry "
+                                    "per image written; on failure an object {error, exit_code, images, unfinished}."),
     ] = False,
     score: Annotated[Optional[bool], typer.Option("--score/--no-score", help="CLIP score per region into each report and the summary [default: on when a threshold is set].")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
@@ -111,9 +111,9 @@ def render(
     """
     from semanticdraw_cli.jobs import parse_shard, plan_call
 
-    summary: list[dict] = []
+    document = JsonDocument()  # printed once when the command ends (cli.support.Commands)
     if json_:
-        ctx.meta[JSON_KEY] = summary
+        ctx.meta[JSON_KEY] = document
     shard_spec = parse_shard(shard)
     from semanticdraw_cli import launch
 
@@ -134,12 +134,12 @@ def render(
             _fail("--score and --min-score do not run under a launcher yet; render, then `semanticdraw score` "
                   "the images", 2)
         call = launch.Call(load_and_plan, output, device, dtype, quiet, explain, _summary_entry, debugging(ctx))
-        return _render_launched(call, summary, shard, json_)
+        return _render_launched(call, document, shard)
     if (hint := launch.single_process_hint()) and not quiet:
         typer.echo(f"warning: {hint}", err=True)
     job_plan = load_and_plan()
     if not job_plan.jobs:
-        return _empty_share(shard, job_plan.total, summary, json_)
+        return _empty_share(shard, job_plan.total)
 
     from semanticdraw_cli import job_loop
     from semanticdraw_cli.cli.progress import RenderProgress
@@ -147,14 +147,16 @@ def render(
 
     clip = _scoring_clip([job.scene for job in job_plan.jobs], score, model_clip, device)
     renderer = Renderer(device=device, dtype=dtype, peak_tflops=peak_tflops)
-    account = job_loop.Account(job_plan.jobs, _summary_entry, summary)
+    account = job_loop.Account(job_plan.jobs, _summary_entry, document.images)
+    document.unfinished = account.left
     hooks = job_loop.Hooks(score=None if clip is None else lambda done: _score(done, clip))
     try:
         with RenderProgress(enabled=not quiet, scenes=len(job_plan.jobs)) as progress:
             job_loop.run(renderer, account, job_loop.planned_images(job_plan), progress, hooks)
     except KeyboardInterrupt:
         _fail("interrupted; no partial files were written", 130)
-    _report(account.results, summary, quiet, json_)
+    if not quiet:
+        _print_summary(account.results)
     if clip is not None:
         _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in account.results])
 
@@ -165,38 +167,36 @@ def _score(results: list, clip) -> None:
     score_results(results, clip)
 
 
-def _render_launched(call, summary: list[dict], shard: str | None, json_: bool) -> None:
+def _render_launched(call, document: JsonDocument, shard: str | None) -> None:
     """This process's share of a launched render; the main process reports the whole launch."""
     from semanticdraw_cli import launch
 
     try:
-        outcome = launch.render(call, summary)
+        outcome = launch.render(call, document.images)
     except launch.LaunchFailure as failure:
         if not failure.main:
+            document.silent = True
             raise typer.Exit(code=failure.code) from None
         _fail(failure.message, failure.code)
     if outcome is None:
+        document.silent = True
         return
     plan, results = outcome
     if not plan.jobs:
-        return _empty_share(shard, plan.total, summary, json_)
-    _report(results, summary, call.quiet, json_)
+        return _empty_share(shard, plan.total)
+    if not call.quiet:
+        _print_summary(results)
 
 
-def _empty_share(shard: str | None, total: int, summary: list[dict], json_: bool) -> None:
+def _empty_share(shard: str | None, total: int) -> None:
     typer.echo(f"--shard {shard}: this share is empty ({total} (scene, seed) jobs in all); nothing to render", err=True)
-    if json_:
-        typer.echo(json.dumps(summary))
 
 
-def _report(results: list, summary: list[dict], quiet: bool, json_: bool) -> None:
-    """The summary table on stderr; with --json, one entry per image written on stdout."""
+def _print_summary(results: list) -> None:
+    """The summary table on stderr (the --json document goes to stdout when the command ends)."""
     from semanticdraw_cli.cli.progress import print_summary
 
-    if not quiet:
-        print_summary(results)
-    if json_:
-        typer.echo(json.dumps(summary, indent=2))
+    print_summary(results)
 
 
 @app.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -15,7 +16,7 @@ from typer.core import TyperGroup
 from semanticdraw_cli.errors import RenderError, SceneError
 
 DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
-JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
+JSON_KEY = "semanticdraw.json"  # ctx.meta: the JsonDocument, when --json asked for one
 DEBUG_HINT = "run with `semanticdraw --debug ...` or SEMANTICDRAW_DEBUG=1 for the traceback; please report it"
 
 
@@ -27,22 +28,43 @@ class Failure(Exception):
         self.message, self.code = message, code
 
 
+class JsonDocument:
+    """The one `--json` document of a call, printed on stdout once, when the command ends however it ends:
+    the list of images written, or on failure {error, exit_code, images, unfinished}."""
+
+    def __init__(self, images: list[dict] | None = None):
+        self.images = images if images is not None else []  # the --json entries of the images written
+        self.unfinished: Callable[[], list[dict]] = list  # the jobs left, asked for when the call fails
+        self.silent = False  # a launched process other than the main one prints nothing
+
+    def failure(self, message: str, code: int) -> dict:
+        return {"error": message, "exit_code": code, "images": self.images, "unfinished": self.unfinished()}
+
+
 class Commands(TyperGroup):
     """Maps every failure of a command to one message and an exit code; no traceback reaches a user."""
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            outcome = super().invoke(ctx)
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, click.Abort, BrokenPipeError):
             raise
         except (Exception, KeyboardInterrupt) as error:
             if debugging(ctx) and _is_bug(error):
                 raise
             code, message = explain(error)
+        else:
+            _print_json(ctx, lambda document: document.images)
+            return outcome
         typer.echo(message, err=True)
-        if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
-            typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
+        _print_json(ctx, lambda document: document.failure(message, code))
         raise typer.Exit(code=code)
+
+
+def _print_json(ctx: click.Context, content: Callable[[JsonDocument], object]) -> None:
+    document = ctx.meta.get(JSON_KEY)
+    if document is not None and not document.silent:
+        typer.echo(json.dumps(content(document), indent=2))
 
 
 def _is_bug(error: BaseException) -> bool:
