@@ -57,7 +57,7 @@ class Hooks:
 
     between_steps: Callable[[], None] | None = None  # called at each step and phase; raises to stop the render
     score: Callable[[list[RenderResult]], None] | None = None  # fills each result's report before it is written
-    written: Callable[[dict], None] | None = None  # an image's --json entry, once its files are written
+    written: Callable[[Job, dict], None] | None = None  # an image's job and --json entry, once its files are written
     job_done: Callable[[Job, float], None] | None = None  # a job and its seconds, once all its images are written
 
 
@@ -90,7 +90,7 @@ def run(renderer: Renderer, account: Account, planned: dict[tuple[str, int], Pla
             _write(result, planned[(job.label, result.seed)])
             entry = account.add(job, result)
             if hooks.written is not None:
-                hooks.written(entry)
+                hooks.written(job, entry)
         progress.finish_scene()
         if hooks.job_done is not None:
             hooks.job_done(job, time.perf_counter() - start)

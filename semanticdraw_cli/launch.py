@@ -15,22 +15,25 @@ group's store; the others see it after their current step and stop there. archit
 from __future__ import annotations
 
 import dataclasses
-import hashlib
+import json
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from semanticdraw_cli import jobs
+from semanticdraw_cli.launch_status import LaunchFailure, Outcome, Status, describe, digest, listed, raise_failure
 from semanticdraw_cli.errors import Problem, RenderError, SceneError
 
 SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")  # torchrun, MPI
 STOP_KEY = "semanticdraw/stop"  # set in the process group's store by a process that failed
+IMAGES_KEY = "semanticdraw/images"  # /RANK: images a process wrote; /RANK/N: the N-th one's --json entry
+ENDED_KEY = "semanticdraw/ended"  # /RANK: set by a process that reached the final exchange
 TIMEOUT = timedelta(hours=24)  # the longest a process waits at a collective point for the slowest one
 DEVICES = (None, "auto", "cpu", "cuda")  # --device values that leave each process its own device
 
@@ -64,28 +67,6 @@ class Call:
     debug: bool = False  # print the traceback of a failure on the process where it happened
 
 
-@dataclass(frozen=True)
-class Status:
-    """What one process reports at a collective point."""
-
-    rank: int
-    code: int = 0  # the exit code of its failure; 0: none
-    message: str = ""
-    job: str = ""  # the job it failed on; "" while planning
-    stopped: bool = False  # it stopped because another process failed
-    digest: str = ""  # of its plan: every process must plan the same call
-    entries: tuple[dict, ...] = ()  # the --json entries of the images it wrote
-    results: tuple[Any, ...] = ()  # those images' RenderResults without pixels or scene, for the summary
-
-
-class LaunchFailure(Exception):
-    """The launch failed: one message and exit code for every process; only the main one reports it."""
-
-    def __init__(self, message: str, code: int, main: bool):
-        super().__init__(message)
-        self.message, self.code, self.main = message, code, main
-
-
 _joined: list[bool] = []  # one entry once this process joined a process group
 
 
@@ -105,7 +86,7 @@ def end_process(code: int) -> None:
 
 
 class _Stopped(Exception):
-    """Another process failed: this one stops between steps."""
+    """Another process failed, or the launcher ended: this one stops between steps (the reason)."""
 
 
 class Group:
@@ -144,40 +125,102 @@ class Group:
             except RuntimeError:
                 pass
 
-    def stopped(self) -> bool:
-        """Whether another process failed (or the store is gone with it)."""
+    def stopped(self) -> str | None:
+        """Why this process must stop between steps: another process failed, or the store is gone (the
+        launcher that held it ended); None to go on."""
         if self.store is None:
-            return False
+            return None
         try:
-            return self.store.check([STOP_KEY])
+            if self.store.check([STOP_KEY]):
+                return f"process {self.store.get(STOP_KEY).decode()} failed"
         except RuntimeError:
-            return True
+            return "it lost the launcher's store (the launcher ended?)"
+        return None
+
+    def record(self, job: jobs.Job, entry: dict) -> None:
+        """Note an image written in the store, for the main process to report should this one die."""
+        if self.store is not None:
+            try:
+                count = self.store.add(f"{IMAGES_KEY}/{self.rank}", 1)
+                self.store.set(f"{IMAGES_KEY}/{self.rank}/{count}", json.dumps({"job": job.label, "entry": entry}))
+            except RuntimeError:
+                pass
+
+    def recorded(self, rank: int) -> tuple[list[dict], bool] | None:
+        """({"job": label, "entry": its --json entry} of each image process `rank` recorded, whether it reached
+        the final exchange); None without a store."""
+        if self.store is None:
+            return None
+        try:
+            count = self.store.add(f"{IMAGES_KEY}/{rank}", 0)
+            entries = [json.loads(self.store.get(f"{IMAGES_KEY}/{rank}/{n}")) for n in range(1, count + 1)]
+            return entries, self.store.check([f"{ENDED_KEY}/{rank}"])
+        except RuntimeError:
+            return None
+
+    def reached_the_end(self) -> None:
+        if self.store is not None:
+            try:
+                self.store.set(f"{ENDED_KEY}/{self.rank}", "1")
+            except RuntimeError:
+                pass
 
     def close(self) -> None:
         self.state.destroy_process_group()
 
 
-def render(call: Call, summary: list[dict]) -> tuple[jobs.JobPlan, list[Any]] | None:
-    """Render this process's share; the main process returns (the plan, every image's result) and
-    fills `summary` (also on failure), the others return None. Failures raise LaunchFailure."""
+def render(call: Call) -> Outcome | None:
+    """Render this process's share; the main process returns the launch's `Outcome`, the others None.
+    Failures raise LaunchFailure, which the main process reports (with the images written and the jobs left)."""
     signal.signal(signal.SIGTERM, _terminated)  # a launcher ending us: temporaries are removed on the way out
     group = Group(call.device)
     try:
         # 1. Plan and check the outputs on every process; nothing renders until all of them agree
         plan, status = _plan(group, call)
-        _raise_failure(group, group.exchange(status), planning=True)
+        raise_failure(group.exchange(status), planning=True, main=group.is_main)
         if not plan.jobs:
-            return (plan, []) if group.is_main else None
-        mine = jobs.shares(plan.jobs, group.size)[group.rank]
+            return Outcome(plan, [], []) if group.is_main else None
+        runs = jobs.shares(plan.jobs, group.size)
         # 2. Render this share; a failure elsewhere stops it between steps
-        statuses = group.exchange(_render_share(group, call, plan, mine))
-        # 3. The main process reports every image written, or the failure
-        if group.is_main:
-            summary.extend(entry for status in statuses for entry in status.entries)
-        _raise_failure(group, statuses, planning=False)
-        return (plan, [result for status in statuses for result in status.results]) if group.is_main else None
+        status = _render_share(group, call, plan, runs[group.rank])
+        # 3. Every process's images and jobs left reach the main process, which reports them or the failure
+        statuses = _final_exchange(group, status, runs)
+        raise_failure(statuses, planning=False, main=group.is_main)
+        entries = [entry for status in statuses for entry in status.entries]
+        return Outcome(plan, entries, [result for status in statuses for result in status.results]) \
+            if group.is_main else None
+    except LaunchFailure:
+        raise
+    except (Exception, KeyboardInterrupt) as error:  # interrupted while planning: no process prints but the main one
+        code, message = call.explain(error)
+        raise LaunchFailure(message, code, group.is_main) from error
     finally:
         group.close()
+
+
+def _final_exchange(group: Group, status: Status, runs: list[list[jobs.Job]]) -> list[Status]:
+    """Every process's final status; when a process is gone (killed, crashed), what the store says it wrote."""
+    group.reached_the_end()
+    try:
+        return group.exchange(status)
+    except RenderError as lost:
+        if not group.is_main:
+            raise LaunchFailure(str(lost), 1, main=False) from lost
+        statuses = []
+        for rank, run in enumerate(runs):
+            if rank == group.rank:
+                statuses.append(status)
+                continue
+            recorded = group.recorded(rank)
+            images, ended = recorded if recorded is not None else ([], False)
+            written = {(image["job"], image["entry"]["seed"]) for image in images}
+            left = [jobs.Job(job.label, job.scene, seeds) for job in run
+                    if (seeds := tuple(seed for seed in job.seeds if (job.label, seed) not in written))]
+            why = (f"did not answer ({lost})" if recorded is None else "reached the end, then the exchange failed"
+                   if ended else "ended before reporting (killed, or it crashed); the launcher's log says why")
+            statuses.append(Status(rank, 1, why, describe(left[0]) if left else "",
+                                   entries=tuple(image["entry"] for image in images), unfinished=listed(left, rank)))
+        return statuses
 
 
 def _plan(group: Group, call: Call) -> tuple[jobs.JobPlan | None, Status]:
@@ -193,7 +236,7 @@ def _plan(group: Group, call: Call) -> tuple[jobs.JobPlan | None, Status]:
         raise
     except Exception as error:
         return None, _failure(group, call, "", error)
-    return plan, Status(group.rank, digest=_digest(plan))
+    return plan, Status(group.rank, digest=digest(plan))
 
 
 def _render_share(group: Group, call: Call, plan: jobs.JobPlan, mine: list[jobs.Job]) -> Status:
@@ -210,8 +253,8 @@ def _render_share(group: Group, call: Call, plan: jobs.JobPlan, mine: list[jobs.
               file=sys.stderr, flush=True)
 
     def stop_if_told() -> None:
-        if group.stopped():
-            raise _Stopped
+        if (reason := group.stopped()) is not None:
+            raise _Stopped(reason)
 
     def job_done(job: jobs.Job, seconds: float) -> None:
         if not group.is_main and not call.quiet:
@@ -219,29 +262,30 @@ def _render_share(group: Group, call: Call, plan: jobs.JobPlan, mine: list[jobs.
 
     def written() -> dict:
         results = (dataclasses.replace(result, scene=None, image=None, latent=None) for result in account.results)
-        return {"entries": tuple(account.entries), "results": tuple(results)}
+        return {"entries": tuple(account.entries), "results": tuple(results),
+                "unfinished": listed(account.unfinished(), group.rank)}
 
-    hooks = job_loop.Hooks(between_steps=stop_if_told, job_done=job_done)
+    hooks = job_loop.Hooks(between_steps=stop_if_told, written=group.record, job_done=job_done)
     try:
         with RenderProgress(enabled=group.is_main and not call.quiet, scenes=len(mine)) as progress:
             job_loop.run(renderer, account, job_loop.planned_images(plan), progress, hooks)
-    except _Stopped:
-        return Status(group.rank, stopped=True, **written())
+    except _Stopped as stopped:
+        _ignore_interrupts()
+        return Status(group.rank, message=str(stopped), stopped=True, **written())
     except (Exception, KeyboardInterrupt) as error:  # interrupted too: the others stop, all exit 130
+        _ignore_interrupts()
         group.stop_others()
-        job = account.unfinished()[0] if account.unfinished() else None
-        return dataclasses.replace(_failure(group, call, describe(job) if job else "", error), **written())
+        left = account.unfinished()
+        return dataclasses.replace(_failure(group, call, describe(left[0]) if left else "", error), **written())
+    _ignore_interrupts()
     return Status(group.rank, **written())
 
 
-def describe(job: jobs.Job) -> str:
-    """`scene.yaml (seeds 7-9)`: a job as a failure names it."""
-    seeds = job.seeds
-    if len(seeds) == 1:
-        return f"{job.label} (seed {seeds[0]})"
-    if list(seeds) == list(range(seeds[0], seeds[0] + len(seeds))):
-        return f"{job.label} (seeds {seeds[0]}-{seeds[-1]})"
-    return f"{job.label} (seeds {', '.join(map(str, seeds))})"
+def _ignore_interrupts() -> None:
+    """This process's share is over: a further Ctrl-C or SIGTERM (a launcher passes them on) must not cut
+    short the report of what it wrote; the launcher's SIGKILL still ends a process that hangs."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _failure(group: Group, call: Call, job: str, error: BaseException) -> Status:
@@ -249,30 +293,6 @@ def _failure(group: Group, call: Call, job: str, error: BaseException) -> Status
         traceback.print_exception(error)
     code, message = call.explain(error)
     return Status(group.rank, code=code, message=message, job=job)
-
-
-def _raise_failure(group: Group, statuses: Sequence[Status], planning: bool) -> None:
-    """Raise the first failure for every process; the same planning problem everywhere reads as one."""
-    failed = [status for status in statuses if status.code]
-    if not failed:
-        if planning and len({status.digest for status in statuses}) > 1:
-            raise LaunchFailure("the processes planned different calls: give every process the same scene files "
-                                "and options", 2, group.is_main)
-        return
-    first = failed[0]
-    if planning and len(failed) == len(statuses) and len({status.message for status in failed}) == 1:
-        raise LaunchFailure(first.message, first.code, group.is_main)
-    where = f"process {first.rank} of {len(statuses)}" + (f" failed on {first.job}" if first.job else "")
-    message = f"{where}: {first.message}"
-    if len(failed) > 1:
-        others = [str(status.rank) for status in failed[1:]]
-        message += f"\n({'process' if len(others) == 1 else 'processes'} {', '.join(others)} failed too)"
-    raise LaunchFailure(message, first.code, group.is_main)
-
-
-def _digest(plan: jobs.JobPlan) -> str:
-    text = repr([(job.label, job.scene, job.seeds) for job in plan.jobs]) + repr([o.png for o in plan.outputs])
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _store():

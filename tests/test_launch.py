@@ -40,50 +40,13 @@ def test_accelerate_launch_cpu_with_several_processes_gets_a_hint():
     assert launch.single_process_hint({**one_process, "WORLD_SIZE": "2"}) is None
 
 
-def test_jobs_are_named_by_scene_and_seeds():
-    scene = object()
-    assert launch.describe(Job("a.yaml", scene, (7,))) == "a.yaml (seed 7)"
-    assert launch.describe(Job("a.yaml", scene, (7, 8, 9))) == "a.yaml (seeds 7-9)"
-    assert launch.describe(Job("a.yaml", scene, (7, 9))) == "a.yaml (seeds 7, 9)"
-
-
 def group(rank: int = 0, size: int = 2, stopped: bool = False):
     told = []
-    return SimpleNamespace(rank=rank, size=size, is_main=rank == 0, device="cpu", stopped=lambda: stopped,
-                           stop_others=lambda: told.append(rank), told=told)
-
-
-def test_the_same_planning_problem_everywhere_reads_as_one():
-    statuses = [Status(0, 2, "x.yaml: canvas.width: 65"), Status(1, 2, "x.yaml: canvas.width: 65")]
-    with pytest.raises(LaunchFailure) as failure:
-        launch._raise_failure(group(0), statuses, planning=True)
-    assert (failure.value.message, failure.value.code, failure.value.main) == ("x.yaml: canvas.width: 65", 2, True)
-
-
-def test_a_problem_on_one_process_names_it_and_every_process_gets_its_code():
-    statuses = [Status(0, digest="d"), Status(1, 2, "missing.yaml: no such file")]
-    for rank in (0, 1):
-        with pytest.raises(LaunchFailure) as failure:
-            launch._raise_failure(group(rank), statuses, planning=True)
-        assert failure.value.code == 2 and failure.value.main == (rank == 0)
-        assert failure.value.message == "process 1 of 2: missing.yaml: no such file"
-
-
-def test_processes_that_plan_different_calls_are_refused():
-    with pytest.raises(LaunchFailure, match="different calls") as failure:
-        launch._raise_failure(group(), [Status(0, digest="a"), Status(1, digest="b")], planning=True)
-    assert failure.value.code == 2
-    launch._raise_failure(group(), [Status(0, digest="a"), Status(1, digest="a")], planning=True)
-
-
-def test_a_render_failure_names_the_process_and_the_job_and_stopped_processes_are_not_blamed():
-    statuses = [Status(0, stopped=True), Status(1, 1, "error: out of GPU memory", "a.yaml (seeds 9-10)"),
-                Status(2, 130, "interrupted", "b.yaml (seed 5)")]
-    with pytest.raises(LaunchFailure) as failure:
-        launch._raise_failure(group(0, 3), statuses, planning=False)
-    assert failure.value.code == 1
-    assert failure.value.message == ("process 1 of 3 failed on a.yaml (seeds 9-10): error: out of GPU memory\n"
-                                     "(process 2 failed too)")
+    recorded = []
+    return SimpleNamespace(rank=rank, size=size, is_main=rank == 0, device="cpu",
+                           stopped=lambda: "process 0 failed" if stopped else None,
+                           stop_others=lambda: told.append(rank), told=told,
+                           record=lambda job, entry: recorded.append((job.label, entry)), recorded=recorded)
 
 
 def call(tmp_path: Path) -> Call:
@@ -174,9 +137,9 @@ def test_a_plain_render_never_starts_a_process_group(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("main", [True, False])
 def test_a_launched_failure_is_reported_by_the_main_process_only(tmp_path, monkeypatch, main):
-    def fails(call, summary):
-        summary.append({"seed": 7, "process": 0})
-        raise LaunchFailure("process 1 of 2 failed on a.yaml (seed 8): error: out of GPU memory", 1, main)
+    def fails(call):
+        raise LaunchFailure("process 1 of 2 failed on a.yaml (seed 8): error: out of GPU memory", 1, main,
+                            [{"seed": 7, "process": 0}], [{"scene": "a.yaml", "seeds": [8], "process": 1}])
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(launch, "render", fails)
@@ -186,16 +149,16 @@ def test_a_launched_failure_is_reported_by_the_main_process_only(tmp_path, monke
         assert "process 1 of 2 failed on a.yaml (seed 8)" in result.stderr
         assert json.loads(result.stdout) == {"error": "process 1 of 2 failed on a.yaml (seed 8): error: out of GPU "
                                              "memory", "exit_code": 1, "images": [{"seed": 7, "process": 0}],
-                                             "unfinished": []}
+                                             "unfinished": [{"scene": "a.yaml", "seeds": [8], "process": 1}]}
     else:
         assert result.stdout == result.stderr == ""
 
 
 def test_a_launched_render_prints_the_summary_of_every_process_on_the_main_one(tmp_path, monkeypatch):
-    def renders(call, summary):
+    def renders(call):
         plan = call.plan()  # the command's own planning: scenes, shard, outputs
-        summary += [{"seed": 7, "process": 0}, {"seed": 8, "process": 1}]
-        return plan, fake_render(None, plan.jobs[0].scene, tmp_path, seeds=[7, 8])
+        entries = [{"seed": 7, "process": 0}, {"seed": 8, "process": 1}]
+        return launch.Outcome(plan, entries, fake_render(None, plan.jobs[0].scene, tmp_path, seeds=[7, 8]))
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(launch, "render", renders)
@@ -215,3 +178,58 @@ def test_a_device_a_launch_cannot_honour_is_a_planning_problem(tmp_path, device,
                                   plan=lambda: pytest.fail("planned despite the device"))
     plan, status = launch._plan(group(0), planned)  # this process's device: the CPU
     assert plan is None and status.code == code and status.message.startswith(expected)
+
+
+# --- a process that dies: the store keeps what it wrote ------------------------------------------------
+
+
+def bare_group(rank: int, store) -> launch.Group:
+    """A Group without a process group: its rank and a store."""
+    made = launch.Group.__new__(launch.Group)
+    made.rank, made.size, made.is_main, made.store = rank, 2, rank == 0, store
+    return made
+
+
+def test_the_store_keeps_each_image_written_and_whether_a_process_reached_the_end(job):
+    from torch.distributed import HashStore
+
+    store = HashStore()
+    main, other = bare_group(0, store), bare_group(1, store)
+    assert other.stopped() is None and main.recorded(1) == ([], False)
+    other.record(job, {"seed": 9, "process": 1})
+    assert main.recorded(1) == ([{"job": "two-subjects.yaml", "entry": {"seed": 9, "process": 1}}], False)
+    other.reached_the_end()
+    assert main.recorded(1)[1] is True
+    main.stop_others()
+    assert other.stopped() == "process 0 failed"
+
+    class Gone:
+        def check(self, keys):
+            raise RuntimeError("Connection reset by peer")
+
+    assert bare_group(1, Gone()).stopped() == "it lost the launcher's store (the launcher ended?)"
+
+
+def test_when_a_process_is_gone_the_main_one_reports_what_the_store_says_it_wrote(job):
+    scene = job.scene
+    runs = [[Job("a.yaml", scene, (7,)), Job("a.yaml", scene, (8,))],
+            [Job("a.yaml", scene, (9,)), Job("a.yaml", scene, (10,))]]
+
+    def lost(status):
+        raise RenderError("process 0 lost the other processes (Connection closed by peer)")
+
+    main = group(0)
+    main.exchange, main.reached_the_end = lost, lambda: None
+    main.recorded = lambda rank: ([{"job": "a.yaml", "entry": {"seed": 9, "process": 1}}], False)
+    own = Status(0, entries=({"seed": 7, "process": 0}, {"seed": 8, "process": 0}))
+    statuses = launch._final_exchange(main, own, runs)
+    assert statuses[0] is own
+    assert (statuses[1].code, statuses[1].job) == (1, "a.yaml (seed 10)")
+    assert statuses[1].message.startswith("ended before reporting (killed, or it crashed)")
+    assert statuses[1].entries == ({"seed": 9, "process": 1},)
+    assert statuses[1].unfinished == ({"scene": "a.yaml", "seeds": [10], "process": 1},)
+    other = group(1)
+    other.exchange, other.reached_the_end = lost, lambda: None
+    with pytest.raises(LaunchFailure) as failure:  # the others report nothing
+        launch._final_exchange(other, Status(1), runs)
+    assert failure.value.main is False and failure.value.code == 1

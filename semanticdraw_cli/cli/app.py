@@ -172,20 +172,22 @@ def _render_launched(call, document: JsonDocument, shard: str | None) -> None:
     from semanticdraw_cli import launch
 
     try:
-        outcome = launch.render(call, document.images)
+        outcome = launch.render(call)
     except launch.LaunchFailure as failure:
         if not failure.main:
             document.silent = True
             raise typer.Exit(code=failure.code) from None
+        left = failure.unfinished
+        document.images[:], document.unfinished = failure.images, lambda: left
         _fail(failure.message, failure.code)
     if outcome is None:
         document.silent = True
         return
-    plan, results = outcome
-    if not plan.jobs:
-        return _empty_share(shard, plan.total)
+    document.images[:] = outcome.entries
+    if not outcome.plan.jobs:
+        return _empty_share(shard, outcome.plan.total)
     if not call.quiet:
-        _print_summary(results)
+        _print_summary(outcome.results)
 
 
 def _empty_share(shard: str | None, total: int) -> None:
