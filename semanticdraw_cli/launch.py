@@ -57,7 +57,7 @@ def single_process_hint(environ: Mapping[str, str] = os.environ) -> str | None:
 class Call:
     """What a launched `render` needs from the command."""
 
-    plan: Callable[[], jobs.JobPlan]  # loads the scenes and checks every output; raises on a problem
+    plan: Callable[[int], jobs.JobPlan]  # (processes) -> the call's plan: loads the scenes, checks every output
     output: Path
     device: str | None
     dtype: str | None
@@ -231,7 +231,7 @@ def _plan(group: Group, call: Call) -> tuple[jobs.JobPlan | None, Status]:
                                       "its own device; leave --device out, or pass cpu", hint=hint)])
         if call.device == "cuda" and group.device == "cpu":
             raise RenderError("device 'cuda' requested but CUDA is not available; use --device cpu")
-        plan = call.plan()
+        plan = call.plan(group.size)
     except KeyboardInterrupt:
         raise
     except Exception as error:
@@ -248,9 +248,7 @@ def _render_share(group: Group, call: Call, plan: jobs.JobPlan, mine: list[jobs.
     renderer = Renderer(device=group.device, dtype=call.dtype)
     account = job_loop.Account(tuple(mine), lambda result: {**call.entry(result), "process": group.rank})
     if group.is_main and not call.quiet:
-        images = sum(len(item.seeds) for item in mine)
-        print(f"{group.size} processes share {len(plan.outputs)} images; the bars show process 0's {images}",
-              file=sys.stderr, flush=True)
+        print(_sharing(group.size, plan, mine), file=sys.stderr, flush=True)
 
     def stop_if_told() -> None:
         if (reason := group.stopped()) is not None:
@@ -279,6 +277,15 @@ def _render_share(group: Group, call: Call, plan: jobs.JobPlan, mine: list[jobs.
         return dataclasses.replace(_failure(group, call, describe(left[0]) if left else "", error), **written())
     _ignore_interrupts()
     return Status(group.rank, **written())
+
+
+def _sharing(processes: int, plan: jobs.JobPlan, mine: list[jobs.Job]) -> str:
+    """`2 processes share 8 images in 2 batches; the bars show process 0's 4`, and which processes idle."""
+    idle = max(processes - len(plan.jobs), 0)
+    line = f"{processes} processes share {len(plan.outputs)} images in {len(plan.jobs)} batches"
+    if idle:
+        line += f" ({idle} of them {'has' if idle == 1 else 'have'} none: fewer images than processes)"
+    return line + f"; the bars show process 0's {sum(len(job.seeds) for job in mine)}"
 
 
 def _ignore_interrupts() -> None:

@@ -72,3 +72,17 @@ def test_shares_are_contiguous_runs_and_the_first_processes_take_one_more(scenes
     assert shares(batches, 3) == [[batches[0]], [batches[1]], []]
     five = [dataclasses.replace(batches[0], seeds=(seed,)) for seed in range(5)]
     assert [[job.seeds[0] for job in run] for run in shares(five, 3)] == [[0, 1], [2, 3], [4]]
+
+
+def test_fewer_batches_than_processes_are_made_smaller_so_that_every_process_renders(tmp_path):
+    label, scene = "two-subjects.yaml", load_scene(SCENES / "two-subjects.yaml", ["sampler.images=8"])
+    assert [job.seeds for job in plan_call([(label, scene)], tmp_path, overwrite=False).jobs] == [tuple(range(7, 15))]
+    two = plan_call([(label, scene)], tmp_path, overwrite=False, processes=2)
+    assert [job.seeds for job in two.jobs] == [(7, 8, 9, 10), (11, 12, 13, 14)]
+    assert {job.scene.sampler.max_batch for job in two.jobs} == {4}  # embedded in the PNGs: ...
+    assert [job.seeds for job in select([(label, two.jobs[0].scene)])] == [job.seeds for job in two.jobs]  # ... one
+    # process rendering the embedded scene renders the same batches
+    three = plan_call([(label, scene)], tmp_path, overwrite=False, processes=3)
+    assert [job.seeds for job in three.jobs] == [(7, 8, 9), (10, 11, 12), (13, 14)]
+    many = plan_call([(label, scene)], tmp_path, overwrite=False, processes=12)  # one image each, 4 processes idle
+    assert [job.seeds for job in many.jobs] == [(seed,) for seed in range(7, 15)] and len(many.outputs) == 8

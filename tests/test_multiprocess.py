@@ -191,3 +191,21 @@ def test_a_killed_process_is_reported_with_exactly_the_images_on_disk_and_the_jo
     assert report["unfinished"] == [{"scene": "four.yaml", "seeds": [10], "process": 1}]
     assert leftovers(work / "killed") == []
 
+
+def test_fewer_batches_than_processes_are_split_and_each_image_is_its_embedded_scenes(work):
+    """a.yaml --images 2 is one batch (max_batch 2): each process renders one image in a batch of 1, the
+    batch its PNG embeds, so one process rendering with max_batch 1 gives the same pixels."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = run([*launcher, "-m", "semanticdraw_cli", "render", "a.yaml", "--images", "2", *SMALL, "-o", "split",
+                  "--json"], work)
+    assert result.returncode == 0, result.stderr
+    assert [(Path(e["png"]).name, e["process"]) for e in json.loads(result.stdout)] == [("a-7.png", 0), ("a-8.png", 1)]
+    assert "2 processes share 2 images in 2 batches; the bars show process 0's 1" in result.stderr
+    alone = run([sys.executable, "-m", "semanticdraw_cli", "render", "a.yaml", "--images", "2", *SMALL,
+                 "--set", "sampler.max_batch=1", "-o", "split-one", "-q"], work)
+    assert alone.returncode == 0, alone.stderr
+    launched, reference = pixels(work / "split"), pixels(work / "split-one")
+    assert sorted(launched) == sorted(reference) == ["a-7.png", "a-8.png"]
+    for name, image in launched.items():
+        assert np.array_equal(image, reference[name]), name
+        assert "max_batch: 1" in Image.open(work / "split" / name).text["semanticdraw:scene"]

@@ -123,11 +123,11 @@ def render(
     overrides = options.scene_overrides(set_, seed=seed, images=images, plan=plan, model=model, compile_=compile_)
     overrides += _min_score_override(min_score, score)
 
-    def load_and_plan():
+    def load_and_plan(processes: int = 1):
         loaded, problems = _load_scenes(scenes, overrides, allow_outside)
         if problems:
             _fail("\n".join(problems), 2)
-        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
+        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec, processes)
 
     if launch.launched():  # one of several processes: the images are split between them (launch.py)
         if score or min_score is not None:
