@@ -92,6 +92,8 @@ class _Stopped(Exception):
 class Group:
     """This process's view of the launch: accelerate's PartialState, the exchange, the stop flag."""
 
+    store_lost = False  # the store failed once: the launcher that held it ended
+
     def __init__(self, device: str | None):
         import torch
         from accelerate import PartialState
@@ -119,51 +121,49 @@ class Group:
                               "the launcher's log says which one ended and why") from error
 
     def stop_others(self) -> None:
-        if self.store is not None:
-            try:
-                self.store.set(STOP_KEY, str(self.rank))
-            except RuntimeError:
-                pass
+        self._ask(lambda store: store.set(STOP_KEY, str(self.rank)))
 
     def stopped(self) -> str | None:
         """Why this process must stop between steps: another process failed, or the store is gone (the
         launcher that held it ended); None to go on."""
-        if self.store is None:
-            return None
-        try:
-            if self.store.check([STOP_KEY]):
-                return f"process {self.store.get(STOP_KEY).decode()} failed"
-        except RuntimeError:
+        failed = self._ask(lambda store: store.get(STOP_KEY).decode() if store.check([STOP_KEY]) else None)
+        if self.store_lost:
             return "it lost the launcher's store (the launcher ended?)"
-        return None
+        return None if failed is None else f"process {failed} failed"
 
     def record(self, job: jobs.Job, entry: dict) -> None:
         """Note an image written in the store, for the main process to report should this one die."""
-        if self.store is not None:
-            try:
-                count = self.store.add(f"{IMAGES_KEY}/{self.rank}", 1)
-                self.store.set(f"{IMAGES_KEY}/{self.rank}/{count}", json.dumps({"job": job.label, "entry": entry}))
-            except RuntimeError:
-                pass
+        image = json.dumps({"job": job.label, "entry": entry})
+
+        def note(store) -> None:
+            count = store.add(f"{IMAGES_KEY}/{self.rank}", 1)
+            store.set(f"{IMAGES_KEY}/{self.rank}/{count}", image)
+
+        self._ask(note)
 
     def recorded(self, rank: int) -> tuple[list[dict], bool] | None:
         """({"job": label, "entry": its --json entry} of each image process `rank` recorded, whether it reached
         the final exchange); None without a store."""
+        def read(store) -> tuple[list[dict], bool]:
+            count = store.add(f"{IMAGES_KEY}/{rank}", 0)
+            images = [json.loads(store.get(f"{IMAGES_KEY}/{rank}/{n}")) for n in range(1, count + 1)]
+            return images, store.check([f"{ENDED_KEY}/{rank}"])
+
+        return self._ask(read)
+
+    def reached_the_end(self) -> None:
+        self._ask(lambda store: store.set(f"{ENDED_KEY}/{self.rank}", "1"))
+
+    def _ask(self, question: Callable[[Any], Any]) -> Any:
+        """The store's answer; None without a store, or once it failed (then it is not asked again: each
+        failure makes torch log a warning)."""
         if self.store is None:
             return None
         try:
-            count = self.store.add(f"{IMAGES_KEY}/{rank}", 0)
-            entries = [json.loads(self.store.get(f"{IMAGES_KEY}/{rank}/{n}")) for n in range(1, count + 1)]
-            return entries, self.store.check([f"{ENDED_KEY}/{rank}"])
+            return question(self.store)
         except RuntimeError:
+            self.store, self.store_lost = None, True
             return None
-
-    def reached_the_end(self) -> None:
-        if self.store is not None:
-            try:
-                self.store.set(f"{ENDED_KEY}/{self.rank}", "1")
-            except RuntimeError:
-                pass
 
     def close(self) -> None:
         self.state.destroy_process_group()
