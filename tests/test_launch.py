@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,6 +55,15 @@ def call(tmp_path: Path) -> Call:
                 explain=lambda error: (1, f"error: {error}"), entry=lambda result: {"seed": result.seed})
 
 
+@pytest.fixture(autouse=True)
+def handlers():
+    """The signal handlers as they were, back after each test (a share's end ignores SIGINT and SIGTERM)."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
 @pytest.fixture
 def job():
     scene = load_scene(SCENES / "two-subjects.yaml", ["model.checkpoint=tiny", "sampler.images=2"])
@@ -92,7 +102,10 @@ def test_a_failing_process_tells_the_others_and_reports_its_job(tmp_path, job, m
     explained = dataclasses.replace(call(tmp_path), explain=cli_support.explain)  # the command's exit codes
     status = launch._render_share(failing, explained, plan_of(job, tmp_path), [job])
     assert (status.code, status.message, status.job) == (code, message, "two-subjects.yaml (seeds 7-8)")
+    assert status.unfinished == ({"scene": "two-subjects.yaml", "seeds": [7, 8], "process": 1},)
     assert failing.told == [1]
+    # the share is over: a launcher's forwarded Ctrl-C or SIGTERM can no longer cut the report short
+    assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
 
 
 def test_written_images_are_reported_without_pixels_and_with_the_process(tmp_path, job, monkeypatch):
