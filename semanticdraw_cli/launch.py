@@ -31,6 +31,7 @@ from semanticdraw_cli.launch_status import LaunchFailure, Outcome, Status, descr
 from semanticdraw_cli.errors import Problem, RenderError, SceneError
 
 SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")  # torchrun, MPI
+RANK_VARIABLES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK")
 STOP_KEY = "semanticdraw/stop"  # set in the process group's store by a process that failed
 IMAGES_KEY = "semanticdraw/images"  # /RANK: images a process wrote; /RANK/N: the N-th one's --json entry
 ENDED_KEY = "semanticdraw/ended"  # /RANK: set by a process that reached the final exchange
@@ -41,6 +42,11 @@ DEVICES = (None, "auto", "cpu", "cuda")  # --device values that leave each proce
 def launched(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether a launcher started this process as one of several (WORLD_SIZE, or MPI's size, above 1)."""
     return any(_int(environ.get(name)) > 1 for name in SIZE_VARIABLES)
+
+
+def main_process(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process reports the call: not launched, or rank 0 (known before any group forms)."""
+    return not launched(environ) or all(_int(environ.get(name)) == 0 for name in RANK_VARIABLES)
 
 
 def single_process_hint(environ: Mapping[str, str] = os.environ) -> str | None:

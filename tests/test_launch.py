@@ -34,6 +34,14 @@ def test_a_launcher_is_recognised_by_its_world_size(environ, expected):
     assert launch.launched(environ) is expected
 
 
+@pytest.mark.parametrize(("environ", "main"), [
+    ({}, True), ({"WORLD_SIZE": "2", "RANK": "0"}, True), ({"WORLD_SIZE": "2", "RANK": "1"}, False),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}, False),
+])
+def test_only_the_main_process_reports_even_before_a_group_forms(environ, main):
+    assert launch.main_process(environ) is main
+
+
 def test_accelerate_launch_cpu_with_several_processes_gets_a_hint():
     one_process = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     assert "--multi_gpu" in launch.single_process_hint(one_process)
@@ -146,6 +154,15 @@ def test_a_plain_render_never_starts_a_process_group(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert [entry["seed"] for entry in json.loads(result.stdout)] == [7]
     assert not torch.distributed.is_initialized()
+
+
+def test_a_bad_option_under_a_launcher_prints_one_json_document_for_the_launch(tmp_path, monkeypatch):
+    for rank, printed in (("0", True), ("1", False)):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--dtype", "float64", "--json"])
+        assert result.exit_code == 2 and "--dtype 'float64'" in result.stderr
+        assert (json.loads(result.stdout)["exit_code"] == 2) if printed else result.stdout == ""
 
 
 @pytest.mark.parametrize("main", [True, False])

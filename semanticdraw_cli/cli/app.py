@@ -111,11 +111,13 @@ def render(
     """
     from semanticdraw_cli.jobs import parse_shard, plan_call
 
-    document = JsonDocument()  # printed once when the command ends (cli.support.Commands)
+    from semanticdraw_cli import launch
+
+    document = JsonDocument()  # printed once when the command ends (cli.support.Commands), by one process
+    document.silent = not launch.main_process()
     if json_:
         ctx.meta[JSON_KEY] = document
     shard_spec = parse_shard(shard)
-    from semanticdraw_cli import launch
 
     _check_runtime_options(None if launch.launched() else device, dtype)  # a launch checks its devices itself
     if peak_tflops is not None and not peak_tflops > 0:
