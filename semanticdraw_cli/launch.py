@@ -2,15 +2,16 @@
 
 Every process plans the whole call (`jobs.plan_call`, deterministic: all agree) and checks every output
 before any process renders; `jobs.shares` then gives each a contiguous run of the call's jobs. A job is
-one batch (`jobs.select`: up to `sampler.max_batch` seeds of one scene), so each process renders exactly
-the batches one process would: the same pixels. Each process renders its share with the job loop of a
-plain render (`job_loop.run`), its models loaded once on `PartialState().device`.
+one batch (`jobs.select`: up to `sampler.max_batch` seeds of one scene; lowered when there are fewer
+batches than processes), so each process renders the batches one process would render from the scene
+its PNGs embed: the same pixels. Each process renders its share with the job loop of a plain render
+(`job_loop.run`), its models loaded once on `PartialState().device`, and notes each image in the store.
 
 Two collective points, both a `gather_object` of every process's `Status`: after planning (a problem on
 any process stops all of them before a model loads) and at the end (the main process gets every image
-for the summary, or the failure to report). A process that fails in between sets a key in the process
-group's store; the others see it after their current step and stop there. architecture.md §7.
-"""
+for the summary, or the failure to report; from the store when a process died). A process that fails in
+between sets a key in the process group's store; the others see it after their current step and stop
+there. architecture.md §8."""
 
 from __future__ import annotations
 
