@@ -1,8 +1,12 @@
 """`semanticdraw render` end to end on the tiny preset: real PNG, embedded scene, report, refusals."""
 
+import contextlib
 import dataclasses
+import errno
 import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -193,9 +197,57 @@ def test_json_when_interrupted(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Renderer, "render", interrupted)
-    result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--json"])
+    scene = str(SCENES / "two-subjects.yaml")
+    result = runner.invoke(app, ["render", scene, "-o", str(tmp_path), "--json"])
     assert result.exit_code == 130 and "interrupted" in result.output
-    assert json.loads(result.stdout)["exit_code"] == 130
+    summary = json.loads(result.stdout)
+    assert summary["exit_code"] == 130 and summary["unfinished"] == [{"scene": scene, "seeds": [7]}]
+
+
+def model_free_stages(monkeypatch) -> None:
+    """Renderer stages that give each seed an 8x8 picture without a model; everything after them is real."""
+    def prepare(self, scene, seeds=None, on_phase=None):
+        return SimpleNamespace(scene=scene, seeds=tuple(seeds), table=SimpleNamespace(steps=1))
+
+    def steps(self, prepared):
+        yield SimpleNamespace(stats=SimpleNamespace(step=0))
+
+    def finish(self, prepared, final, states, on_phase=None):
+        return [RenderResult(prepared.scene, seed, np.full((8, 8, 3), seed, np.uint8), None,
+                             {"seconds": {"denoise": 0.0}, "unet_calls": 1, "versions": {},
+                              "image_index": seed - prepared.scene.sampler.seed}) for seed in prepared.seeds]
+
+    monkeypatch.setattr(Renderer, "prepare", prepare)
+    monkeypatch.setattr(Renderer, "steps", steps)
+    monkeypatch.setattr(Renderer, "finish", finish)
+
+
+@pytest.mark.parametrize(("full_at", "failed"), [(5, "two-subjects-9.png"), (6, "two-subjects-9.json")])
+def test_a_full_disk_names_the_file_and_the_json_lists_the_images_on_disk(tmp_path, monkeypatch, full_at, failed):
+    """Three images in one batch; the disk fills at the 5th atomic write (image 3's picture) or the 6th (its report)."""
+    from semanticdraw_cli import outputs
+
+    real, writes = outputs.atomic_path, []
+
+    @contextlib.contextmanager
+    def filling(target):
+        writes.append(target)
+        with real(target) as temporary:
+            yield temporary
+            if len(writes) == full_at:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    model_free_stages(monkeypatch)
+    monkeypatch.setattr(outputs, "atomic_path", filling)
+    scene, out = str(SCENES / "two-subjects.yaml"), tmp_path / "out"
+    result = runner.invoke(app, ["render", scene, "--images", "3", "-o", str(out), "--json", "-q"])
+    assert result.exit_code == 1, result.output
+    assert f"cannot write {out / failed}: No space left on device" in result.stderr
+    summary = json.loads(result.stdout)  # one document
+    assert [Path(entry["png"]).name for entry in summary["images"]] == ["two-subjects-7.png", "two-subjects-8.png"]
+    assert summary["unfinished"] == [{"scene": scene, "seeds": [9]}] and summary["exit_code"] == 1
+    assert sorted(path.name for path in out.iterdir()) == [  # whole images only, no temporaries
+        "two-subjects-7.json", "two-subjects-7.png", "two-subjects-8.json", "two-subjects-8.png"]
 
 
 def test_an_empty_shard_says_so_and_lists_no_jobs(tmp_path):
@@ -241,10 +293,13 @@ def test_summary_shows_whole_file_names_and_seeds(tmp_path, monkeypatch):
               "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
 
     def fake(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
-        return [RenderResult(scene, seed, None, None, report, out_dir / f"{scene.name}-{seed}.png",
-                             out_dir / f"{scene.name}-{seed}.json") for seed in seeds]
+        return [RenderResult(scene, seed, None, None, report) for seed in seeds]
+
+    def pretend_written(result, png, report_path):
+        result.png, result.json = png, report_path
 
     monkeypatch.setattr(Renderer, "render", fake)
+    monkeypatch.setattr("semanticdraw_cli.job_loop.write_result", pretend_written)
     result = runner.invoke(app, ["render", str(scene), "--images", "2", "-o", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     for seed in (7, 8):

@@ -96,9 +96,13 @@ def test_score_below_min_score_exits_3_naming_every_region_and_its_score(rendere
 def test_render_gate_names_only_the_region_below_and_still_writes_the_images(tmp_path):
     scene = write_scene(tmp_path)
     result = runner.invoke(app, ["render", str(scene), "--model", "tiny", "-o", str(tmp_path / "out"), "--quiet",
-                                 "--model-clip", "tiny", "--min-score", "0", "--set", "regions[1].min_score=100"])
+                                 "--model-clip", "tiny", "--min-score", "0", "--set", "regions[1].min_score=100", "--json"])
     assert result.exit_code == 3, result.output
     assert "sun scored" in result.stderr and "hill scored" not in result.stderr
+    summary = json.loads(result.stdout)  # one document: the failure, listing the image written and scored
+    assert summary["exit_code"] == 3 and "sun scored" in summary["error"] and summary["unfinished"] == []
+    assert [entry["png"] for entry in summary["images"]] == [str(tmp_path / "out" / "small-3.png")]
+    assert summary["images"][0]["scores"]["passed"] is False
     report = json.loads((tmp_path / "out" / "small-3.json").read_text())
     assert (tmp_path / "out" / "small-3.png").exists() and report["scores"]["passed"] is False
     assert [a["min_score"] for a in report["scores"]["regions"]] == [0.0, 100.0]

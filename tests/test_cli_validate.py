@@ -153,7 +153,8 @@ def test_bad_override(tmp_path):
 
 def test_command_line_model_paths_are_relative_to_the_current_folder(tmp_path, monkeypatch):
     """--model / --set paths: the current folder; the same path written in the scene: the scene's folder."""
-    from semanticdraw_cli.cli.app import _load_scenes
+    from semanticdraw_cli.cli.options import scene_overrides
+    from semanticdraw_cli.cli.support import load_scenes
 
     scenes, work = tmp_path / "scenes", tmp_path / "work"
     (scenes / "mine").mkdir(parents=True)
@@ -163,7 +164,7 @@ def test_command_line_model_paths_are_relative_to_the_current_folder(tmp_path, m
     monkeypatch.chdir(work)
 
     def model_of(*overrides):
-        loaded, problems = _load_scenes([path], list(overrides))
+        loaded, problems = load_scenes([path], scene_overrides(list(overrides)))
         assert problems == []
         return loaded[0][1].model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from semanticdraw_cli.errors import SceneError
-from semanticdraw_cli.jobs import parse_shard, plan_call, select
+from semanticdraw_cli.jobs import parse_shard, plan_call, select, shares
 from semanticdraw_cli.outputs import OutputError
 from semanticdraw_cli.scene.loader import load_scene
 
@@ -74,3 +74,26 @@ def test_a_share_is_refused_when_any_share_of_the_call_would_write_over_an_input
     scenes = [("x.yaml", load_scene(tmp_path / "x.yaml"))]
     with pytest.raises(OutputError, match="x-6.png: the output would overwrite the mask of region 'fox' in x.yaml"):
         plan_call(scenes, tmp_path, overwrite=True, shard=(1, 2))  # this share writes only x-5: every share agrees
+
+
+def test_shares_are_contiguous_runs_and_the_first_processes_take_one_more(scenes):
+    batches = select(scenes)  # two-subjects 7-9, irworobongdo 2024-2027: two batches
+    assert shares(batches, 1) == [batches]
+    assert shares(batches, 2) == [[batches[0]], [batches[1]]]
+    assert shares(batches, 3) == [[batches[0]], [batches[1]], []]
+    five = [dataclasses.replace(batches[0], seeds=(seed,)) for seed in range(5)]
+    assert [[job.seeds[0] for job in run] for run in shares(five, 3)] == [[0, 1], [2, 3], [4]]
+
+
+def test_fewer_batches_than_processes_are_made_smaller_so_that_every_process_renders(tmp_path):
+    label, scene = "two-subjects.yaml", load_scene(SCENES / "two-subjects.yaml", ["sampler.images=8"])
+    assert [job.seeds for job in plan_call([(label, scene)], tmp_path, overwrite=False).jobs] == [tuple(range(7, 15))]
+    two = plan_call([(label, scene)], tmp_path, overwrite=False, processes=2)
+    assert [job.seeds for job in two.jobs] == [(7, 8, 9, 10), (11, 12, 13, 14)]
+    assert {job.scene.sampler.max_batch for job in two.jobs} == {4}  # embedded in the PNGs: ...
+    assert [job.seeds for job in select([(label, two.jobs[0].scene)])] == [job.seeds for job in two.jobs]  # ... one
+    # process rendering the embedded scene renders the same batches
+    three = plan_call([(label, scene)], tmp_path, overwrite=False, processes=3)
+    assert [job.seeds for job in three.jobs] == [(7, 8, 9), (10, 11, 12), (13, 14)]
+    many = plan_call([(label, scene)], tmp_path, overwrite=False, processes=12)  # one image each, 4 processes idle
+    assert [job.seeds for job in many.jobs] == [(seed,) for seed in range(7, 15)] and len(many.outputs) == 8

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +16,7 @@ from semanticdraw_cli import launch
 from semanticdraw_cli.cli import support as cli_support
 from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.jobs import Job
+from semanticdraw_cli.jobs import Job, JobPlan, plan_call
 from semanticdraw_cli.launch import Call, LaunchFailure, Status
 from semanticdraw_cli.render import Renderer, RenderResult
 from semanticdraw_cli.scene.loader import load_scene
@@ -34,6 +35,14 @@ def test_a_launcher_is_recognised_by_its_world_size(environ, expected):
     assert launch.launched(environ) is expected
 
 
+@pytest.mark.parametrize(("environ", "main"), [
+    ({}, True), ({"WORLD_SIZE": "2", "RANK": "0"}, True), ({"WORLD_SIZE": "2", "RANK": "1"}, False),
+    ({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}, False),
+])
+def test_only_the_main_process_reports_even_before_a_group_forms(environ, main):
+    assert launch.main_process(environ) is main
+
+
 def test_accelerate_launch_cpu_with_several_processes_gets_a_hint():
     one_process = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}
     assert "--multi_gpu" in launch.single_process_hint(one_process)
@@ -41,50 +50,13 @@ def test_accelerate_launch_cpu_with_several_processes_gets_a_hint():
     assert launch.single_process_hint({**one_process, "WORLD_SIZE": "2"}) is None
 
 
-def test_jobs_are_named_by_scene_and_seeds():
-    scene = object()
-    assert launch.describe(Job("a.yaml", scene, (7,))) == "a.yaml (seed 7)"
-    assert launch.describe(Job("a.yaml", scene, (7, 8, 9))) == "a.yaml (seeds 7-9)"
-    assert launch.describe(Job("a.yaml", scene, (7, 9))) == "a.yaml (seeds 7, 9)"
-
-
 def group(rank: int = 0, size: int = 2, stopped: bool = False):
     told = []
-    return SimpleNamespace(rank=rank, size=size, is_main=rank == 0, device="cpu", stopped=lambda: stopped,
-                           stop_others=lambda: told.append(rank), told=told)
-
-
-def test_the_same_planning_problem_everywhere_reads_as_one():
-    statuses = [Status(0, 2, "x.yaml: canvas.width: 65"), Status(1, 2, "x.yaml: canvas.width: 65")]
-    with pytest.raises(LaunchFailure) as failure:
-        launch._raise_failure(group(0), statuses, planning=True)
-    assert (failure.value.message, failure.value.code, failure.value.main) == ("x.yaml: canvas.width: 65", 2, True)
-
-
-def test_a_problem_on_one_process_names_it_and_every_process_gets_its_code():
-    statuses = [Status(0, digest="d"), Status(1, 2, "missing.yaml: no such file")]
-    for rank in (0, 1):
-        with pytest.raises(LaunchFailure) as failure:
-            launch._raise_failure(group(rank), statuses, planning=True)
-        assert failure.value.code == 2 and failure.value.main == (rank == 0)
-        assert failure.value.message == "process 1 of 2: missing.yaml: no such file"
-
-
-def test_processes_that_plan_different_calls_are_refused():
-    with pytest.raises(LaunchFailure, match="different calls") as failure:
-        launch._raise_failure(group(), [Status(0, digest="a"), Status(1, digest="b")], planning=True)
-    assert failure.value.code == 2
-    launch._raise_failure(group(), [Status(0, digest="a"), Status(1, digest="a")], planning=True)
-
-
-def test_a_render_failure_names_the_process_and_the_job_and_stopped_processes_are_not_blamed():
-    statuses = [Status(0, stopped=True), Status(1, 1, "error: out of GPU memory", "a.yaml (seeds 9-10)"),
-                Status(2, 130, "interrupted", "b.yaml (seed 5)")]
-    with pytest.raises(LaunchFailure) as failure:
-        launch._raise_failure(group(0, 3), statuses, planning=False)
-    assert failure.value.code == 1
-    assert failure.value.message == ("process 1 of 3 failed on a.yaml (seeds 9-10): error: out of GPU memory\n"
-                                     "(process 2 failed too)")
+    recorded = []
+    return SimpleNamespace(rank=rank, size=size, is_main=rank == 0, device="cpu",
+                           stopped=lambda: "process 0 failed" if stopped else None,
+                           stop_others=lambda: told.append(rank), told=told,
+                           record=lambda job, entry: recorded.append((job.label, entry)), recorded=recorded)
 
 
 def call(tmp_path: Path) -> Call:
@@ -92,10 +64,27 @@ def call(tmp_path: Path) -> Call:
                 explain=lambda error: (1, f"error: {error}"), entry=lambda result: {"seed": result.seed})
 
 
+@pytest.fixture(autouse=True)
+def handlers():
+    """The signal handlers as they were, back after each test (a share's end ignores SIGINT and SIGTERM)."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
 @pytest.fixture
 def job():
-    scene = load_scene(SCENES / "two-subjects.yaml", ["model.checkpoint=tiny"])
+    scene = load_scene(SCENES / "two-subjects.yaml", ["model.checkpoint=tiny", "sampler.images=2"])
     return Job("two-subjects.yaml", scene, (7, 8))
+
+
+def plan_of(job: Job, out: Path) -> JobPlan:
+    return plan_call([(job.label, job.scene)], out, overwrite=False)
+
+
+def pretend_written(result, png, report) -> None:
+    result.png, result.json = png, report
 
 
 def test_a_process_told_to_stop_stops_between_steps_and_writes_nothing(tmp_path, job, monkeypatch):
@@ -104,7 +93,7 @@ def test_a_process_told_to_stop_stops_between_steps_and_writes_nothing(tmp_path,
         raise AssertionError("the render went on after the stop")
 
     monkeypatch.setattr(Renderer, "render", one_step)
-    status = launch._render_share(group(1, stopped=True), call(tmp_path), [job], 4)
+    status = launch._render_share(group(1, stopped=True), call(tmp_path), plan_of(job, tmp_path), [job])
     assert status.stopped and status.code == 0 and status.entries == ()
     assert list(tmp_path.iterdir()) == []
 
@@ -120,9 +109,12 @@ def test_a_failing_process_tells_the_others_and_reports_its_job(tmp_path, job, m
     monkeypatch.setattr(Renderer, "render", fails)
     failing = group(1)
     explained = dataclasses.replace(call(tmp_path), explain=cli_support.explain)  # the command's exit codes
-    status = launch._render_share(failing, explained, [job], 4)
+    status = launch._render_share(failing, explained, plan_of(job, tmp_path), [job])
     assert (status.code, status.message, status.job) == (code, message, "two-subjects.yaml (seeds 7-8)")
+    assert status.unfinished == ({"scene": "two-subjects.yaml", "seeds": [7, 8], "process": 1},)
     assert failing.told == [1]
+    # the share is over: a launcher's forwarded Ctrl-C or SIGTERM can no longer cut the report short
+    assert signal.getsignal(signal.SIGINT) is signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
 
 
 def test_written_images_are_reported_without_pixels_and_with_the_process(tmp_path, job, monkeypatch):
@@ -131,8 +123,8 @@ def test_written_images_are_reported_without_pixels_and_with_the_process(tmp_pat
         return [RenderResult(scene, seed, None, None, dict(report)) for seed in seeds]
 
     monkeypatch.setattr(Renderer, "render", renders)
-    monkeypatch.setattr("semanticdraw_cli.render.write_results", lambda results, out_dir: None)
-    status = launch._render_share(group(1), call(tmp_path), [job], 4)
+    monkeypatch.setattr("semanticdraw_cli.job_loop.write_result", pretend_written)
+    status = launch._render_share(group(1), call(tmp_path), plan_of(job, tmp_path), [job])
     assert status.entries == ({"seed": 7, "process": 1}, {"seed": 8, "process": 1})
     assert [(r.seed, r.scene, r.image) for r in status.results] == [(7, None, None), (8, None, None)]
 
@@ -145,8 +137,10 @@ runner = CliRunner()
 def fake_render(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
     report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "unet_calls": 5,
               "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
-    return [RenderResult(scene, seed, None, None, report, out_dir / f"{scene.name}-{seed}.png",
-                         out_dir / f"{scene.name}-{seed}.json") for seed in seeds]
+    results = [RenderResult(scene, seed, None, None, report) for seed in seeds]
+    for result in results if out_dir is not None else ():
+        pretend_written(result, out_dir / f"{scene.name}-{result.seed}.png", out_dir / f"{scene.name}-{result.seed}.json")
+    return results
 
 
 def test_a_plain_render_never_starts_a_process_group(tmp_path, monkeypatch):
@@ -156,17 +150,27 @@ def test_a_plain_render_never_starts_a_process_group(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(launch, "Group", lambda *args: pytest.fail("a plain run joined a process group"))
     monkeypatch.setattr(Renderer, "render", fake_render)
+    monkeypatch.setattr("semanticdraw_cli.job_loop.write_result", pretend_written)
     result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "-o", str(tmp_path), "--json", "-q"])
     assert result.exit_code == 0, result.output
     assert [entry["seed"] for entry in json.loads(result.stdout)] == [7]
     assert not torch.distributed.is_initialized()
 
 
+def test_a_bad_option_under_a_launcher_prints_one_json_document_for_the_launch(tmp_path, monkeypatch):
+    for rank, printed in (("0", True), ("1", False)):
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.setenv("RANK", rank)
+        result = runner.invoke(app, ["render", str(SCENES / "two-subjects.yaml"), "--dtype", "float64", "--json"])
+        assert result.exit_code == 2 and "--dtype 'float64'" in result.stderr
+        assert (json.loads(result.stdout)["exit_code"] == 2) if printed else result.stdout == ""
+
+
 @pytest.mark.parametrize("main", [True, False])
 def test_a_launched_failure_is_reported_by_the_main_process_only(tmp_path, monkeypatch, main):
-    def fails(call, summary):
-        summary.append({"seed": 7, "process": 0})
-        raise LaunchFailure("process 1 of 2 failed on a.yaml (seed 8): error: out of GPU memory", 1, main)
+    def fails(call):
+        raise LaunchFailure("process 1 of 2 failed on a.yaml (seed 8): error: out of GPU memory", 1, main,
+                            [{"seed": 7, "process": 0}], [{"scene": "a.yaml", "seeds": [8], "process": 1}])
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(launch, "render", fails)
@@ -175,16 +179,17 @@ def test_a_launched_failure_is_reported_by_the_main_process_only(tmp_path, monke
     if main:
         assert "process 1 of 2 failed on a.yaml (seed 8)" in result.stderr
         assert json.loads(result.stdout) == {"error": "process 1 of 2 failed on a.yaml (seed 8): error: out of GPU "
-                                             "memory", "exit_code": 1, "images": [{"seed": 7, "process": 0}]}
+                                             "memory", "exit_code": 1, "images": [{"seed": 7, "process": 0}],
+                                             "unfinished": [{"scene": "a.yaml", "seeds": [8], "process": 1}]}
     else:
         assert result.stdout == result.stderr == ""
 
 
 def test_a_launched_render_prints_the_summary_of_every_process_on_the_main_one(tmp_path, monkeypatch):
-    def renders(call, summary):
+    def renders(call):
         plan = call.plan()  # the command's own planning: scenes, shard, outputs
-        summary += [{"seed": 7, "process": 0}, {"seed": 8, "process": 1}]
-        return plan, fake_render(None, plan.jobs[0].scene, tmp_path, seeds=[7, 8])
+        entries = [{"seed": 7, "process": 0}, {"seed": 8, "process": 1}]
+        return launch.Outcome(plan, entries, fake_render(None, plan.jobs[0].scene, tmp_path, seeds=[7, 8]))
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(launch, "render", renders)
@@ -207,7 +212,7 @@ def test_a_device_a_launch_cannot_honour_is_a_planning_problem(tmp_path, device,
 
 
 def test_a_launched_render_refuses_an_output_that_a_scene_reads_before_any_model_loads(tmp_path, monkeypatch):
-    def plans(call, summary):  # every process plans the call; the planning problem ends every one of them
+    def plans(call):  # every process plans the call; the planning problem ends every one of them
         plan, status = launch._plan(group(0), call)
         assert plan is None
         raise LaunchFailure(status.message, status.code, True)
@@ -225,3 +230,58 @@ def test_a_launched_render_refuses_an_output_that_a_scene_reads_before_any_model
     assert result.exit_code == 2, result.output
     assert f"{picture}: the output would overwrite the background picture of {scene}" in result.stderr
     assert picture.read_bytes() == before
+
+
+# --- a process that dies: the store keeps what it wrote ------------------------------------------------
+
+
+def bare_group(rank: int, store) -> launch.Group:
+    """A Group without a process group: its rank and a store."""
+    made = launch.Group.__new__(launch.Group)
+    made.rank, made.size, made.is_main, made.store = rank, 2, rank == 0, store
+    return made
+
+
+def test_the_store_keeps_each_image_written_and_whether_a_process_reached_the_end(job):
+    from torch.distributed import HashStore
+
+    store = HashStore()
+    main, other = bare_group(0, store), bare_group(1, store)
+    assert other.stopped() is None and main.recorded(1) == ([], False)
+    other.record(job, {"seed": 9, "process": 1})
+    assert main.recorded(1) == ([{"job": "two-subjects.yaml", "entry": {"seed": 9, "process": 1}}], False)
+    other.reached_the_end()
+    assert main.recorded(1)[1] is True
+    main.stop_others()
+    assert other.stopped() == "process 0 failed"
+
+    class Gone:
+        def check(self, keys):
+            raise RuntimeError("Connection reset by peer")
+
+    assert bare_group(1, Gone()).stopped() == "it lost the launcher's store (the launcher ended?)"
+
+
+def test_when_a_process_is_gone_the_main_one_reports_what_the_store_says_it_wrote(job):
+    scene = job.scene
+    runs = [[Job("a.yaml", scene, (7,)), Job("a.yaml", scene, (8,))],
+            [Job("a.yaml", scene, (9,)), Job("a.yaml", scene, (10,))]]
+
+    def lost(status):
+        raise RenderError("process 0 lost the other processes (Connection closed by peer)")
+
+    main = group(0)
+    main.exchange, main.reached_the_end = lost, lambda: None
+    main.recorded = lambda rank: ([{"job": "a.yaml", "entry": {"seed": 9, "process": 1}}], False)
+    own = Status(0, entries=({"seed": 7, "process": 0}, {"seed": 8, "process": 0}))
+    statuses = launch._final_exchange(main, own, runs)
+    assert statuses[0] is own
+    assert (statuses[1].code, statuses[1].job) == (1, "a.yaml (seed 10)")
+    assert statuses[1].message.startswith("ended before reporting (killed, or it crashed)")
+    assert statuses[1].entries == ({"seed": 9, "process": 1},)
+    assert statuses[1].unfinished == ({"scene": "a.yaml", "seeds": [10], "process": 1},)
+    other = group(1)
+    other.exchange, other.reached_the_end = lost, lambda: None
+    with pytest.raises(LaunchFailure) as failure:  # the others report nothing
+        launch._final_exchange(other, Status(1), runs)
+    assert failure.value.main is False and failure.value.code == 1

@@ -39,16 +39,21 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=HANG_LIMIT)
 
 
-def spawn(per_rank: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
-    """Start one `semanticdraw render` per rank with the variables torchrun sets; each one's exit code and output."""
+def start(per_rank: list[list[str]], cwd: Path) -> list[subprocess.Popen]:
+    """One `semanticdraw render` per rank with the variables torchrun sets, running."""
     port, size = str(free_port()), str(len(per_rank))
-    processes = [
+    return [
         subprocess.Popen([sys.executable, "-m", "semanticdraw_cli", "render", *args], cwd=cwd, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=environment(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=size, LOCAL_WORLD_SIZE=size,
                                          MASTER_ADDR="127.0.0.1", MASTER_PORT=port))
         for rank, args in enumerate(per_rank)
     ]
+
+
+def spawn(per_rank: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Start one `semanticdraw render` per rank; each one's exit code and output once all have ended."""
+    processes = start(per_rank, cwd)
     done = []
     for process in processes:
         out, err = process.communicate(timeout=HANG_LIMIT)
@@ -161,3 +166,46 @@ def test_problems_found_while_planning_stop_every_process_before_a_model_loads(t
         assert "missing.yaml" in main.stderr
     if case == "existing":
         assert (tmp_path / "out" / "a-7.png").read_bytes() == b"precious"
+
+
+def test_a_killed_process_is_reported_with_exactly_the_images_on_disk_and_the_jobs_left(work):
+    scene_file(work, "four.yaml", "tiny", images=4, max_batch=1)  # batches 7 | 8 for process 0, 9 | 10 for process 1
+    args = ["four.yaml", *SMALL, "-o", "killed", "--json"]
+    main, other = start([args, args], work)
+    try:
+        for line in other.stderr:  # printed once the batch's files are written and noted in the store
+            if "process 1: four.yaml (seed 9) written" in line:
+                break
+        other.kill()  # dies outright during its second batch: it reports nothing
+        out, err = main.communicate(timeout=HANG_LIMIT)
+    finally:
+        for process in (main, other):
+            if process.poll() is None:
+                process.kill()
+    assert main.returncode == 1, err
+    report = json.loads(out)  # one document
+    assert report["error"].startswith("process 1 of 2 failed on four.yaml (seed 10): ended before reporting")
+    assert report["exit_code"] == 1 and report["error"] in err
+    listed = sorted(Path(entry["png"]).name for entry in report["images"])
+    assert listed == ["four-7.png", "four-8.png", "four-9.png"] == sorted(pixels(work / "killed"))
+    assert report["unfinished"] == [{"scene": "four.yaml", "seeds": [10], "process": 1}]
+    assert leftovers(work / "killed") == []
+
+
+def test_fewer_batches_than_processes_are_split_and_each_image_is_its_embedded_scenes(work):
+    """a.yaml --images 2 is one batch (max_batch 2): each process renders one image in a batch of 1, the
+    batch its PNG embeds, so one process rendering with max_batch 1 gives the same pixels."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    result = run([*launcher, "-m", "semanticdraw_cli", "render", "a.yaml", "--images", "2", *SMALL, "-o", "split",
+                  "--json"], work)
+    assert result.returncode == 0, result.stderr
+    assert [(Path(e["png"]).name, e["process"]) for e in json.loads(result.stdout)] == [("a-7.png", 0), ("a-8.png", 1)]
+    assert "2 processes share 2 images in 2 batches; the bars show process 0's 1" in result.stderr
+    alone = run([sys.executable, "-m", "semanticdraw_cli", "render", "a.yaml", "--images", "2", *SMALL,
+                 "--set", "sampler.max_batch=1", "-o", "split-one", "-q"], work)
+    assert alone.returncode == 0, alone.stderr
+    launched, reference = pixels(work / "split"), pixels(work / "split-one")
+    assert sorted(launched) == sorted(reference) == ["a-7.png", "a-8.png"]
+    for name, image in launched.items():
+        assert np.array_equal(image, reference[name]), name
+        assert "max_batch: 1" in Image.open(work / "split" / name).text["semanticdraw:scene"]

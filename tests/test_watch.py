@@ -342,3 +342,28 @@ def test_watched_files_are_hashed_within_the_limit_of_their_kind(tmp_path, monke
     assert found[tmp_path / "big.yaml"] == "refused: is 101 bytes; a scene file may have at most 100"
     assert found[tmp_path / "pagemap.yaml"] == "refused: holds more than 100 bytes, the limit for a scene file"
     assert len(found[tmp_path / "small.yaml"]) == 32
+
+
+def test_a_model_path_typed_on_the_command_line_is_read_from_the_current_folder(tmp_path, monkeypatch):
+    """`watch --model ./dir` loads what `render --model ./dir` loads: every reload reads the resolved path."""
+    from semanticdraw_cli import watch as watch_module
+    from semanticdraw_cli.scene.loader import load_scene
+
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    (tmp_path / "scenes").mkdir()
+    write_mask(tmp_path / "scenes" / "fox.png", 30)
+    (tmp_path / "scenes" / "scene.yaml").write_text(SCENE)
+    loaded = []
+
+    class FirstLoadOnly:  # the loop's load, without the render
+        def __init__(self, options, renderer, listeners):
+            self.options = options
+
+        def run(self):
+            loaded.append(load_scene(self.options.scene, self.options.overrides))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(watch_module, "WatchLoop", FirstLoadOnly)
+    result = CliRunner().invoke(app, ["watch", "scenes/scene.yaml", "--model", "./models/mine", "-o", "out"])
+    assert result.exit_code == 0, result.output
+    assert loaded[0].model.checkpoint == str(tmp_path / "models" / "mine")

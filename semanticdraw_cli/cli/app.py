@@ -16,9 +16,9 @@ from typing import Annotated, Optional
 import typer
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli.support import DEBUG_KEY, DTYPE_DEFAULT_HELP, JSON_KEY, AllowOutside, Commands, debugging, explain
+from semanticdraw_cli.cli.support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, JsonDocument, debugging, explain
 from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
-from semanticdraw_cli.cli.support import command_line_paths
+from semanticdraw_cli.cli import options
 from semanticdraw_cli.cli.support import fail as _fail
 from semanticdraw_cli.cli.support import load_scenes as _load_scenes
 from semanticdraw_cli.cli.score import min_score_override as _min_score_override
@@ -66,12 +66,8 @@ def _summary_entry(result) -> dict:
 def render(
     ctx: typer.Context,
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="Folder for NAME-SEED.png and NAME-SEED.json (created if missing).")
-    ] = Path(defaults.OUTPUT_DIR),
-    seed: Annotated[
-        Optional[int], typer.Option(help="Seed of the first image.", show_default=f"the scene's, else {defaults.SEED}")
-    ] = None,
+    output: options.Output = Path(defaults.OUTPUT_DIR),
+    seed: options.Seed = None,
     images: Annotated[
         Optional[int],
         typer.Option(
@@ -79,27 +75,11 @@ def render(
             show_default=f"the scene's, else {defaults.IMAGES}",
         ),
     ] = None,
-    model: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random. A path here is relative "
-            "to the current folder (paths inside a scene file: to the scene's folder).",
-            show_default="the scene's",
-        ),
-    ] = None,
-    device: Annotated[
-        Optional[str],
-        typer.Option(help="auto, cuda, cuda:N, mps or cpu.", show_default="auto: cuda, then mps, then cpu"),
-    ] = None,
-    dtype: Annotated[
-        Optional[str],
-        typer.Option(help="auto, float16, bfloat16 or float32.", show_default=DTYPE_DEFAULT_HELP),
-    ] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
-    plan: Annotated[
-        Optional[str],
-        typer.Option(help="default | reference | regions.", show_default=f"the scene's, else {defaults.PLAN}"),
-    ] = None,
+    model: options.Model = None,
+    device: options.Device = None,
+    dtype: options.Dtype = None,
+    set_: options.Set = None,
+    plan: options.Plan = None,
     compile_: Annotated[Optional[bool], typer.Option(
         "--compile/--no-compile",
         help="torch.compile the network: static shapes, CUDA graphs on CUDA [default: the scene's].",
@@ -115,8 +95,8 @@ def render(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
     json_: Annotated[
         bool,
-        typer.Option("--json", help="Print a JSON summary on stdout: a list with one entry per image written; "
-                                    "on failure an object {error, exit_code, images}."),
+        typer.Option("--json", help="Print one JSON document on stdout when the call ends: a list with one entry "
+                                    "per image written; on failure an object {error, exit_code, images, unfinished}."),
     ] = False,
     score: Annotated[Optional[bool], typer.Option("--score/--no-score", help="CLIP score per region into each report and the summary [default: on when a threshold is set].")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
@@ -131,102 +111,100 @@ def render(
     """
     from semanticdraw_cli.jobs import parse_shard, plan_call
 
-    summary: list[dict] = []
-    if json_:
-        ctx.meta[JSON_KEY] = summary
-    shard_spec = parse_shard(shard)
     from semanticdraw_cli import launch
+
+    document = JsonDocument()  # printed once when the command ends (cli.support.Commands), by one process
+    document.silent = not launch.main_process()
+    if json_:
+        ctx.meta[JSON_KEY] = document
+    shard_spec = parse_shard(shard)
 
     _check_runtime_options(None if launch.launched() else device, dtype)  # a launch checks its devices itself
     if peak_tflops is not None and not peak_tflops > 0:
         _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
-    overrides = list(set_ or [])
-    for key, value in (("sampler.seed", seed), ("sampler.images", images), ("sampler.plan", plan),
-                       ("model.checkpoint", model), ("sampler.compile", compile_)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    overrides = options.scene_overrides(set_, seed=seed, images=images, plan=plan, model=model, compile_=compile_)
     overrides += _min_score_override(min_score, score)
 
-    def plan():
+    def load_and_plan(processes: int = 1):
         loaded, problems = _load_scenes(scenes, overrides, allow_outside)
         if problems:
             _fail("\n".join(problems), 2)
-        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec)
+        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec, processes)
 
     if launch.launched():  # one of several processes: the images are split between them (launch.py)
         if score or min_score is not None:
             _fail("--score and --min-score do not run under a launcher yet; render, then `semanticdraw score` "
                   "the images", 2)
-        call = launch.Call(plan, output, device, dtype, quiet, explain, _summary_entry, debugging(ctx))
-        return _render_launched(call, summary, shard, json_)
+        call = launch.Call(load_and_plan, output, device, dtype, quiet, explain, _summary_entry, debugging(ctx))
+        return _render_launched(call, document, shard)
     if (hint := launch.single_process_hint()) and not quiet:
         typer.echo(f"warning: {hint}", err=True)
-    call = plan()
-    if not call.jobs:
-        return _empty_share(shard, call.total, summary, json_)
+    job_plan = load_and_plan()
+    if not job_plan.jobs:
+        return _empty_share(shard, job_plan.total)
 
+    from semanticdraw_cli import job_loop
     from semanticdraw_cli.cli.progress import RenderProgress
     from semanticdraw_cli.render import Renderer
 
-    clip = _scoring_clip([job.scene for job in call.jobs], score, model_clip, device)
+    clip = _scoring_clip([job.scene for job in job_plan.jobs], score, model_clip, device)
     renderer = Renderer(device=device, dtype=dtype, peak_tflops=peak_tflops)
-    results = []
+    account = job_loop.Account(job_plan.jobs, _summary_entry, document.images)
+    document.unfinished = account.left
+    hooks = job_loop.Hooks(
+        score=None if clip is None else lambda done: _score(done, clip),
+        warning=None if quiet else lambda job, warning: typer.echo(
+            f"warning: {printable(job.scene.source or job.scene.name)}: {printable_lines(warning)}", err=True),
+    )
     try:
-        with RenderProgress(enabled=not quiet, scenes=len(call.jobs)) as progress:
-            for job in call.jobs:
-                progress.start_scene(job.scene.name, list(job.seeds))
-                done = renderer.render(
-                    job.scene, output, on_step=progress.on_step, seeds=list(job.seeds), overwrite=overwrite,
-                    on_phase=progress.on_phase, on_call=progress.on_call,
-                )
-                for warning in [] if quiet else done[0].report.get("warnings", []):
-                    typer.echo(f"warning: {job.scene.source or job.scene.name}: {warning}", err=True)
-                if clip is not None:
-                    from semanticdraw_cli.score import score_results
-
-                    score_results(done, clip)
-                results.extend(done)
-                summary.extend(_summary_entry(result) for result in done)
-                progress.finish_scene()
+        with RenderProgress(enabled=not quiet, scenes=len(job_plan.jobs)) as progress:
+            job_loop.run(renderer, account, job_loop.planned_images(job_plan), progress, hooks)
     except KeyboardInterrupt:
         _fail("interrupted; no partial files were written", 130)
-    _report(results, summary, quiet, json_)
+    if not quiet:
+        _print_summary(account.results)
     if clip is not None:
-        _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in results])
+        _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in account.results])
 
 
-def _render_launched(call, summary: list[dict], shard: str | None, json_: bool) -> None:
+def _score(results: list, clip) -> None:
+    from semanticdraw_cli.score import score_results
+
+    score_results(results, clip)
+
+
+def _render_launched(call, document: JsonDocument, shard: str | None) -> None:
     """This process's share of a launched render; the main process reports the whole launch."""
     from semanticdraw_cli import launch
 
     try:
-        outcome = launch.render(call, summary)
+        outcome = launch.render(call)
     except launch.LaunchFailure as failure:
         if not failure.main:
+            document.silent = True
             raise typer.Exit(code=failure.code) from None
+        left = failure.unfinished
+        document.images[:], document.unfinished = failure.images, lambda: left
         _fail(failure.message, failure.code)
     if outcome is None:
+        document.silent = True
         return
-    plan, results = outcome
-    if not plan.jobs:
-        return _empty_share(shard, plan.total, summary, json_)
-    _report(results, summary, call.quiet, json_)
+    document.images[:] = outcome.entries
+    if not outcome.plan.jobs:
+        return _empty_share(shard, outcome.plan.total)
+    if not call.quiet:
+        _print_summary(outcome.results)
 
 
-def _empty_share(shard: str | None, total: int, summary: list[dict], json_: bool) -> None:
+def _empty_share(shard: str | None, total: int) -> None:
     typer.echo(f"--shard {shard}: this share is empty ({total} (scene, seed) jobs in all); nothing to render", err=True)
-    if json_:
-        typer.echo(json.dumps(summary))
 
 
-def _report(results: list, summary: list[dict], quiet: bool, json_: bool) -> None:
-    """The summary table on stderr; with --json, one entry per image written on stdout."""
+def _print_summary(results: list) -> None:
+    """The summary table on stderr (the --json document goes to stdout when the command ends)."""
     from semanticdraw_cli.cli.progress import print_summary
 
-    if not quiet:
-        print_summary(results)
-    if json_:
-        typer.echo(json.dumps(summary, indent=2))
+    print_summary(results)
 
 
 @app.command()
@@ -256,7 +234,7 @@ def inspect(
 @app.command()
 def validate(
     scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    set_: options.Set = None,
     allow_outside: AllowOutside = False,
 ) -> None:
     """Check scene files without loading a model: exit 0 when all are valid, 2 listing every problem.
@@ -266,7 +244,7 @@ def validate(
     """
     from semanticdraw_cli.scene.loader import scene_warnings
 
-    loaded, problems = _load_scenes(scenes, set_ or [], allow_outside)
+    loaded, problems = _load_scenes(scenes, options.scene_overrides(set_), allow_outside)
     for _, scene in loaded:
         for warning in scene_warnings(scene):
             typer.echo(f"warning: {printable_lines(warning)}", err=True)
@@ -293,7 +271,7 @@ def preview(
         typer.Option("-o", "--output", help="PNG to write (replaced if it exists; its folder is created if missing).",
                      show_default="NAME-preview.png"),
     ] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    set_: options.Set = None,
     allow_outside: AllowOutside = False,
 ) -> None:
     """Draw the layout (each region in its own colour, in z-order) with a legend. Loads no model.
@@ -307,7 +285,7 @@ def preview(
 
     if output is not None:
         check_output_name(output, (".png",))
-    loaded, problems = _load_scenes([scene], set_ or [], allow_outside)
+    loaded, problems = _load_scenes([scene], options.scene_overrides(set_), allow_outside)
     if problems:
         _fail("\n".join(problems), 2)
     target = output or Path(f"{loaded[0][1].name}-preview.png")
@@ -323,7 +301,7 @@ def preview(
 def import_layers(
     art: Annotated[Path, typer.Argument(help="Layered drawing (.psd, .ora): one layer per region, named by its prompt.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="YAML scene to write; its masks go to STEM-masks/ beside it (scene.yaml: scene-masks/).")],
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value.")] = None,
+    set_: options.Set = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing scene and its masks.")] = False,
     allow_outside: AllowOutside = False,
 ) -> None:
@@ -332,7 +310,7 @@ def import_layers(
 
     try:
         written = import_layered_scene(
-            art, output, command_line_paths(set_ or []), overwrite=overwrite, allow_outside=allow_outside
+            art, output, options.scene_overrides(set_), overwrite=overwrite, allow_outside=allow_outside
         )
     except OSError as error:
         _fail(f"cannot write {output}: {error}; check the disk has room", 1)

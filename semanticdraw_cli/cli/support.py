@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -14,8 +15,7 @@ from typer.core import TyperGroup
 from semanticdraw_cli.errors import RenderError, SceneError, printable_lines, problem_lines
 
 DEBUG_KEY = "semanticdraw.debug"  # ctx.meta: show tracebacks of internal errors
-JSON_KEY = "semanticdraw.json"  # ctx.meta: images written so far, when --json asked for a summary
-DTYPE_DEFAULT_HELP = "auto: float16 on cuda (bfloat16 for flux, klein), else float32"  # render's and watch's --dtype
+JSON_KEY = "semanticdraw.json"  # ctx.meta: the JsonDocument, when --json asked for one
 DEBUG_HINT = "run with `semanticdraw --debug ...` or SEMANTICDRAW_DEBUG=1 for the traceback; please report it"
 
 
@@ -44,22 +44,43 @@ def _click_signals() -> tuple[type[BaseException], ...]:
 CLICK_SIGNALS = _click_signals()
 
 
+class JsonDocument:
+    """The one `--json` document of a call, printed on stdout once, when the command ends however it ends:
+    the list of images written, or on failure {error, exit_code, images, unfinished}."""
+
+    def __init__(self, images: list[dict] | None = None):
+        self.images = images if images is not None else []  # the --json entries of the images written
+        self.unfinished: Callable[[], list[dict]] = list  # the jobs left, asked for when the call fails
+        self.silent = False  # a launched process other than the main one prints nothing
+
+    def failure(self, message: str, code: int) -> dict:
+        return {"error": message, "exit_code": code, "images": self.images, "unfinished": self.unfinished()}
+
+
 class Commands(TyperGroup):
     """Maps every failure of a command to one message and an exit code; no traceback reaches a user."""
 
     def invoke(self, ctx: typer.Context):
         try:
-            return super().invoke(ctx)
+            outcome = super().invoke(ctx)
         except (*CLICK_SIGNALS, BrokenPipeError):
             raise
         except (Exception, KeyboardInterrupt) as error:
             if debugging(ctx) and _is_bug(error):
                 raise
             code, message = explain(error)
+        else:
+            _print_json(ctx, lambda document: document.images)
+            return outcome
         typer.echo(printable_lines(message), err=True)
-        if ctx.meta.get(JSON_KEY) is not None:  # stdout stays one JSON document
-            typer.echo(json.dumps({"error": message, "exit_code": code, "images": ctx.meta[JSON_KEY]}, indent=2))
+        _print_json(ctx, lambda document: document.failure(message, code))
         raise typer.Exit(code=code)
+
+
+def _print_json(ctx: typer.Context, content: Callable[[JsonDocument], object]) -> None:
+    document = ctx.meta.get(JSON_KEY)
+    if document is not None and not document.silent:
+        typer.echo(json.dumps(content(document), indent=2))
 
 
 def _is_bug(error: BaseException) -> bool:
@@ -125,10 +146,10 @@ AllowOutside = Annotated[bool, typer.Option(
 def load_scenes(
     paths: list[Path], overrides: list[str], allow_outside: bool = False
 ) -> tuple[list[tuple[Path, object]], list[str]]:
-    """(path, scene) of every scene that loads, and the problems of all the others (not just the first's)."""
+    """(path, scene) of every scene that loads, and the problems of all the others (not just the first's).
+    `overrides` are read as given: command-line paths are resolved where they are built (`options.scene_overrides`)."""
     from semanticdraw_cli.scene.loader import load_scene
 
-    overrides = command_line_paths(overrides)
     loaded, problems = [], []
     for path in paths:
         try:

@@ -14,7 +14,8 @@ import typer
 from typer.core import TyperCommand
 
 from semanticdraw_cli import defaults
-from semanticdraw_cli.cli.support import DTYPE_DEFAULT_HELP, AllowOutside, check_runtime_options, fail, load_scenes
+from semanticdraw_cli.cli import options
+from semanticdraw_cli.cli.support import AllowOutside, check_runtime_options, fail, load_scenes
 from semanticdraw_cli.errors import printable, printable_lines
 
 PHASES = ("scene", "layout", "load", "masks", "encode", "denoise", "decode", "write")  # the line's order
@@ -35,19 +36,13 @@ class WatchCommand(TyperCommand):
 
 def watch(
     scene: Annotated[Path, typer.Argument(help="Scene file (.yaml, .psd, .ora).")],
-    output: Annotated[
-        Path, typer.Option("-o", "--output", help="Folder for NAME-latest.png, NAME-latest.json, NAME-layout.png.")
-    ] = Path(defaults.OUTPUT_DIR),
-    model: Annotated[Optional[str], typer.Option(
-        help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random.", show_default="the scene's")] = None,
-    device: Annotated[Optional[str], typer.Option(
-        help="auto, cuda, cuda:N, mps or cpu.", show_default="auto: cuda, then mps, then cpu")] = None,
-    dtype: Annotated[Optional[str], typer.Option(
-        help="auto, float16, bfloat16 or float32.", show_default=DTYPE_DEFAULT_HELP)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed.", show_default=f"the scene's, else {defaults.SEED}")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a field: key.path=value (repeatable).")] = None,
-    plan: Annotated[Optional[str], typer.Option(
-        help="default | reference | regions.", show_default=f"the scene's, else {defaults.PLAN}")] = None,
+    output: options.Output = Path(defaults.OUTPUT_DIR),
+    model: options.Model = None,
+    device: options.Device = None,
+    dtype: options.Dtype = None,
+    seed: options.Seed = None,
+    set_: options.Set = None,
+    plan: options.Plan = None,
     allow_outside: AllowOutside = False,
     keep: Annotated[bool, typer.Option("--keep", help="Also keep every render as NAME-0001.png, NAME-0002.png, ...")] = False,
     preview_steps: Annotated[bool, typer.Option(
@@ -68,10 +63,7 @@ def watch(
     first image (its seed). Ctrl-C stops (exit 130).
     """
     check_runtime_options(device, dtype)
-    overrides = list(set_ or [])
-    for key, value in (("sampler.seed", seed), ("sampler.plan", plan), ("model.checkpoint", model)):
-        if value is not None:
-            overrides.append(f"{key}={value}")
+    overrides = options.scene_overrides(set_, seed=seed, plan=plan, model=model)  # every reload reads these
     _, problems = load_scenes([scene], overrides, allow_outside)  # at the start, a scene that does not load is refused
     if problems:
         fail("\n".join(problems), 2)
@@ -80,8 +72,8 @@ def watch(
     from semanticdraw_cli.watch import WatchLoop, WatchOptions
 
     prepare_folder(output, "-o names the folder for NAME-latest.png")
-    options = WatchOptions(scene, output, tuple(overrides), allow_outside, keep, preview_steps)
-    loop = WatchLoop(options, Renderer(device=device, dtype=dtype), [TerminalLines(quiet)])
+    settings = WatchOptions(scene, output, tuple(overrides), allow_outside, keep, preview_steps)
+    loop = WatchLoop(settings, Renderer(device=device, dtype=dtype), [TerminalLines(quiet)])
     server = _start_server(serve, loop) if serve is not None else None
     try:
         loop.run()
