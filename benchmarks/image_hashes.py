@@ -31,6 +31,8 @@ VARIANTS = {  # name: (scene file, overrides)
                                                          "sampler.tile={size: 256, stride: 128}"]),
     "harbor-sdxl": ("harbor-sdxl.yaml", []),
     "orchard-sd3": ("orchard-sd3.yaml", []),
+    "meadow-flux": ("meadow-flux.yaml", []),
+    "lanterns-klein": ("lanterns-klein.yaml", []),
 }
 
 
