@@ -165,6 +165,7 @@ class Renderer:
         # A model without classifier-free guidance (FLUX.1-dev's guidance embedding) never has one.
         cfg = adapter.cfg_guidance
         use_guidance = cfg and (scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference")
+        scale = max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance
         setup = FusionSetup(
             table=table,
             masks=torch.from_numpy(quantized).to(device),
@@ -172,7 +173,7 @@ class Renderer:
             weights=weights,
             cond=cond,
             uncond=uncond if use_guidance else None,
-            guidance=max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance,
+            guidance=torch.full((quantized.shape[1],), scale, device=device),  # one scale per region, for now
             fill=base if base is not None else white,
             white=white,
             base=base,

@@ -26,9 +26,9 @@ class ConstantDenoiser:
     def __init__(self, values: torch.Tensor):
         self.values = values  # (R, C)
 
-    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
-        assert all((w.height, w.width) == tuple(x.shape[-2:]) for w in windows)
-        return self.values[cond["id"][:, 0].long()][:, :, None, None].expand(x.shape).clone()
+    def predict_x0(self, x, table, step, items):
+        assert all((w.height, w.width) == tuple(x.shape[-2:]) for w in items.windows)
+        return self.values[items.cond["id"][:, 0].long()][:, :, None, None].expand(x.shape).clone()
 
 
 def layout(height: int, width: int) -> np.ndarray:
@@ -65,7 +65,7 @@ def check_oracle_placement(table: StepTable, channels: int = 4, height: int = 51
         weights=weights,
         cond={"id": r},
         uncond=None,
-        guidance=1.0,
+        guidance=torch.ones(regions),
         fill=white,
         white=white,
         base=None,

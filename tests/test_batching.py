@@ -24,11 +24,11 @@ class Recording:
     def __init__(self, fits: int | None = None):
         self.fits, self.calls = fits, []
 
-    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+    def predict_x0(self, x, table, step, items):
         if self.fits is not None and len(x) > self.fits:
             raise torch.cuda.OutOfMemoryError(f"a batch of {len(x)} does not fit")
         self.calls.append(len(x))
-        return 0.5 * x + cond["id"][:, :, None, None]
+        return 0.5 * x + items.cond["id"][:, :, None, None]
 
 
 def setup_for(max_batch: int, images: int = 1, bootstrap_steps: int = 1) -> tuple[FusionSetup, torch.Tensor, list]:
@@ -41,7 +41,7 @@ def setup_for(max_batch: int, images: int = 1, bootstrap_steps: int = 1) -> tupl
     plans, weights = planned_steps(masks, grid, "default", 16, torch.device("cpu"))
     setup = FusionSetup(
         table=TABLE, masks=torch.from_numpy(masks), plan=plans, weights=weights,
-        cond={"id": torch.arange(3, dtype=torch.float32)[:, None].expand(3, 4).clone()}, uncond=None, guidance=1.0,
+        cond={"id": torch.arange(3, dtype=torch.float32)[:, None].expand(3, 4).clone()}, uncond=None, guidance=torch.ones(3),
         fill=torch.zeros(1, 4, 1, 1), white=torch.ones(1, 4, 1, 1), base=None, bootstrap_steps=bootstrap_steps,
         bootstrap_mix=1.0, leak_sensitivity=0.2, max_batch=max_batch, pairs_total=len(grid) * 3,
     )
@@ -97,6 +97,6 @@ def test_padding_keeps_one_batch_shape_and_discards_the_padding():
     denoiser = Recording()
     final, stats = run(denoiser, dataclasses.replace(setup, pad_batches=True), x, generators)
     assert set(denoiser.calls) == {5}
-    evaluated = 5 * sum(s.unet_calls for s in stats)
+    evaluated = 5 * sum(s.network_calls for s in stats)
     assert sum(s.padded_items for s in stats) == evaluated - sum(s.batch_items for s in plain)
     torch.testing.assert_close(final, expected, rtol=0, atol=0)

@@ -142,7 +142,7 @@ runner = CliRunner()
 
 
 def fake_render(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
-    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "unet_calls": 5,
+    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "network_calls": 5,
               "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
     return [RenderResult(scene, seed, None, None, report, out_dir / f"{scene.name}-{seed}.png",
                          out_dir / f"{scene.name}-{seed}.json") for seed in seeds]

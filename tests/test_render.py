@@ -56,7 +56,10 @@ def test_stages_equal_render_and_steps_can_run_again(renderer, scene_file):
     assert [s.stats.step for s in states] == [0, 1]
     assert torch.equal(states[-1].x, again[-1].x) and torch.equal(results[0].latent, whole.latent)
     assert np.array_equal(results[0].image, whole.image)
-    assert torch.equal(states[-1].x, states[-1].x0)  # the last step's canvas is its fused x0
+    # each state carries its own step's canvas and fused x0: step 0's canvas is re-noised away from its x0,
+    # and the last step's x0 (the finished latent) moved on from step 0's estimate
+    assert (states[0].x - states[0].x0).abs().mean() > 0.1
+    assert not torch.equal(states[0].x0, states[-1].x0) and torch.equal(results[0].latent, states[-1].x0[0])
 
 
 def test_editing_one_prompt_re_encodes_only_that_prompt(renderer, scene_file):

@@ -13,15 +13,16 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
-from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch, timestep
+from semanticdraw_cli.families.conditioning import timestep
 from semanticdraw_cli.families.network import NetworkMixin
+from semanticdraw_cli.families.prediction import Predictor, scheduler_parameterization
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.families.base import Embeddings
     from semanticdraw_cli.scene.types import Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -41,8 +42,9 @@ def load_pipeline(model: Model, dtype: torch.dtype):
     return pipe
 
 
-class SD15Adapter(CodecMixin, NetworkMixin):
-    """SD1.5 behind the family contract. LCM predicts x0 with its boundary condition."""
+class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
+    """SD1.5 behind the family contract: an epsilon or v-prediction UNet, as its scheduler config says. LCM
+    predicts x0 with its boundary condition."""
 
     cfg_guidance = True
 
@@ -52,12 +54,13 @@ class SD15Adapter(CodecMixin, NetworkMixin):
         self.text_encoder = pipe.text_encoder.eval()
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
+        self.parameterization = scheduler_parameterization(self.scheduler_config, model.checkpoint)
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
         self.codec = VaeCodec(pipe.vae.eval(), device, dtype, pipe.vae.config.scaling_factor)
         self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
-        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
+        self.boundary = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler) -> StepTable:
         """Timesteps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
@@ -77,26 +80,13 @@ class SD15Adapter(CodecMixin, NetworkMixin):
         return {"text": hidden}
 
     @inference_mode
-    def predict_x0(
-        self,
-        x: torch.Tensor,
-        table: StepTable,
-        step: int,
-        cond: Embeddings,
-        uncond: Embeddings | None,
-        guidance: float,
+    def network_output(
+        self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
         windows: Sequence[Window],
     ) -> torch.Tensor:
-        t = table.timesteps[step]
-        a, s = table.signal[step], table.noise[step]
-        x = x.to(self.device, torch.float32)  # (B, C, h, w)
-        inputs, context = guidance_batch(x, cond, uncond)
-        eps = self.unet(
-            inputs.to(self.dtype), timestep(t, self.device), encoder_hidden_states=context["text"].to(self.dtype)
-        ).sample.float()
-        eps = apply_guidance(eps, uncond is not None, guidance)
-        x0 = (x - s * eps) / a
-        return self._lcm(x0, x, t) if self._lcm is not None else x0
+        """The UNet's eps or v of (B, C, h, w) latents."""
+        t = timestep(table.timesteps[step], self.device)
+        return self.unet(x.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Adapter:
