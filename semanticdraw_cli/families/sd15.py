@@ -29,16 +29,16 @@ else:
     torch = lazy_module("torch")
 
 
-def load_pipeline(model: Model, dtype: torch.dtype):
-    """A diffusers StableDiffusionPipeline with its accelerator LoRA fused."""
+def load_pipeline(model: Model, dtype: torch.dtype, family: str = "sd15"):
+    """A diffusers StableDiffusionPipeline with its accelerator LoRA fused; `family`: whose presets and LoRAs."""
     from diffusers import StableDiffusionPipeline
 
     pipe, preset_dir = loading.load_family_pipeline(
-        StableDiffusionPipeline, model, "sd15", dtype, safety_checker=None, requires_safety_checker=False
+        StableDiffusionPipeline, model, family, dtype, safety_checker=None, requires_safety_checker=False
     )
     if getattr(pipe.unet.config, "addition_embed_type", None) == "text_time":
         raise RenderError(f"{model.checkpoint!r} is an SDXL checkpoint; set model.family: sdxl")
-    loading.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd15")
+    loading.fuse_accelerator(pipe, model.accelerator, preset_dir, family)
     return pipe
 
 
@@ -105,6 +105,19 @@ SD15_SIZES = {
 
 def build_preset(name: str, folder: Path) -> None:
     """An SD1.5-layout pipeline (and its LCM accelerator LoRA) with seeded random weights."""
+    from diffusers import StableDiffusionPipeline
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(presets.SEED)
+        pipe = build_pipeline(name, folder, presets.sd_scheduler())
+        pipe.save_pretrained(folder)
+        presets.mark_unclipped_schedule(folder / "scheduler" / "scheduler_config.json")
+        presets.save_random_lora(pipe.unet, folder / "accelerators" / "lcm", StableDiffusionPipeline)
+
+
+def build_pipeline(name: str, folder: Path, scheduler):
+    """An SD1.5-layout StableDiffusionPipeline of random weights from the global generator (its tokenizer
+    written to `folder`), sampling with `scheduler`."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -117,46 +130,42 @@ def build_preset(name: str, folder: Path) -> None:
     else:  # the SD1.5 layout
         down = ("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",)
         up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(presets.SEED)
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=layers,
-            block_out_channels=unet_channels,
-            down_block_types=down,
-            up_block_types=up,
-            cross_attention_dim=text_width,
-            attention_head_dim=heads,
-            norm_num_groups=min(32, unet_channels[0] // 4 if name == "tiny" else 32),
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=vae_channels,
-            layers_per_block=1 if name == "tiny" else 2,
-            latent_channels=4,
-            norm_num_groups=min(32, vae_channels[0] // 2 if name == "tiny" else 32),
-            sample_size=512,
-            mid_block_add_attention=vae_attention,
-        )
-        text_encoder = CLIPTextModel(presets.clip_text_config(vocab, text_width, text_layers, max(1, text_width // 64) if name != "tiny" else 2))
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-            unet=unet,
-            scheduler=presets.sd_scheduler(),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(folder)
-        presets.mark_unclipped_schedule(folder / "scheduler" / "scheduler_config.json")
-        presets.save_random_lora(pipe.unet, folder / "accelerators" / "lcm", StableDiffusionPipeline)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=layers,
+        block_out_channels=unet_channels,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=text_width,
+        attention_head_dim=heads,
+        norm_num_groups=min(32, unet_channels[0] // 4 if name == "tiny" else 32),
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=vae_channels,
+        layers_per_block=1 if name == "tiny" else 2,
+        latent_channels=4,
+        norm_num_groups=min(32, vae_channels[0] // 2 if name == "tiny" else 32),
+        sample_size=512,
+        mid_block_add_attention=vae_attention,
+    )
+    text_encoder = CLIPTextModel(presets.clip_text_config(vocab, text_width, text_layers, max(1, text_width // 64) if name != "tiny" else 2))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return pipe
 
 
 SPEC = FamilySpec(
