@@ -129,3 +129,18 @@ def assert_close_in_float16(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert torch.isfinite(ours).all() and torch.isfinite(theirs).all()
     cosine = torch.nn.functional.cosine_similarity(ours.flatten().double(), theirs.flatten().double(), dim=0)
     assert cosine > 0.999, float(cosine)
+
+
+def ddim_pipeline_latent(folder: Path, prompt: str, width: int, height: int, steps: int, guidance: float,
+                         seed: int) -> torch.Tensor:
+    """The clean latent diffusers' StableDiffusionPipeline samples from a checkpoint folder with DDIM over
+    `steps` steps (empty negative), as the oracle for families that load through that pipeline (sd15, sd2)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompt, height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+    ).images[0]
