@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 FAMILY_MODULES = (
     "semanticdraw_cli.families.sd15",
+    "semanticdraw_cli.families.sd2",
     "semanticdraw_cli.families.sdxl",
     "semanticdraw_cli.families.sd3",
     "semanticdraw_cli.families.flux",
