@@ -174,6 +174,12 @@ def _fusion_step(
 ) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
     """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once.
 
+    arXiv 2403.09055 §3.2: x0 = Σ_r W_r ⊙ x0_r / Σ_r W_r over every (window, region) pair, W_r the quantized
+    mask times the tile weight (Step 1, latent pre-averaging; Step 3, quantized masks). In the first
+    bootstrap steps (Step 2, mask-centering bootstrapping) each region's input is x_r = M_r ⊙ x + (1 − M_r) ⊙ bg,
+    bg = a_i·(μ·white + (1 − μ)·base) + s_i·eps, rolled so that its mask's bounding box is centred, and
+    rolled back after the call.
+
     Latent pre-averaging: x0 = num/den. Where bootstrapping's leak suppression leaves den < 1, the result
     is pulled towards the fill (white, or the picture painted over), unless `fill_uncovered_only`: with a
     background prompt and no picture the authors' code normalises by den and fills only where den = 0.
