@@ -60,6 +60,31 @@ def test_chunks_keep_one_window_shape_per_batch():
     assert list(batching.chunks(items, pairs, 3)) == [[(0, 0), (0, 2), (1, 0)], [(1, 2)], [(0, 1), (1, 1)]]
 
 
+def test_only_another_shape_or_network_variant_splits_a_call():
+    """Regions with different prompts share a call; regions that need another network variant never do."""
+    window = Window(0, 0, 8, 8)
+    pairs = [Pair(window, 0), Pair(window, 1), Pair(window, 2)]
+    items = [(0, j) for j in range(3)]
+    assert list(batching.chunks(items, pairs, 8)) == [items]
+    assert list(batching.chunks(items, pairs, 8, ("base", "lora", "base"))) == [[(0, 0), (0, 2)], [(0, 1)]]
+
+
+def test_each_item_of_a_call_gets_its_own_regions_guidance_and_variant():
+    setup, x, generators = setup_for(max_batch=8)
+    setup = dataclasses.replace(setup, guidance=torch.tensor([1.0, 2.5, 4.0]), variants=("base", "base", "lora"))
+    seen = []
+
+    class Recorder(Recording):
+        def predict_x0(self, x, table, step, items):
+            seen.append((items.cond["id"][:, 0].tolist(), items.guidance.tolist(), items.variant))
+            return super().predict_x0(x, table, step, items)
+
+    run(Recorder(), setup, x, generators)
+    assert all(g == [[1.0, 2.5, 4.0][int(r)] for r in ids] for ids, g, _ in seen)
+    assert all({int(r) for r in ids} <= ({0, 1} if variant == "base" else {2}) for ids, _, variant in seen)
+    assert any({0, 1} <= {int(r) for r in ids} for ids, _, _ in seen)  # two regions' scales in one call
+
+
 def test_demand_is_the_most_items_of_one_shape_in_a_step():
     small, large = Window(0, 0, 4, 4), Window(0, 0, 8, 8)
     plans = [(Pair(large, 0), Pair(large, 1), Pair(small, 0)), (Pair(large, 0),)]
