@@ -31,6 +31,9 @@ VARIANTS = {  # name: (scene file, overrides)
                                                          "sampler.tile={size: 256, stride: 128}"]),
     "harbor-sdxl": ("harbor-sdxl.yaml", []),
     "orchard-sd3": ("orchard-sd3.yaml", []),
+    "meadow-flux": ("meadow-flux.yaml", []),
+    "lanterns-klein": ("lanterns-klein.yaml", []),
+    "two-subjects-sd2": ("two-subjects.yaml", ["model.family=sd2"]),  # v-prediction, DDIM 25 steps, guidance 7.5
 }
 
 

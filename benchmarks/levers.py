@@ -99,7 +99,7 @@ def table(result: dict) -> str:
     ]
     for r in result["rows"]:
         per_image = r["total"] / r["images"]
-        cells = [r["row"], f"{r['max_batch']:.0f}", f"{r['unet_calls']:.0f}", f"{r['warm_up_compile']:.1f}",
+        cells = [r["row"], f"{r['max_batch']:.0f}", f"{run.network_calls(r):.0f}", f"{r['warm_up_compile']:.1f}",
                  f"{r['denoise']:.3f}", f"{r['decode']:.3f}", f"{r['total']:.3f}", f"{per_image:.3f}",
                  f"{1 / per_image:.2f}", f"{r['tflops_per_second']:.3g}", f"{r['peak_tflops_per_second']:.4g}",
                  f"{100 * r['fraction_of_peak']:.1f}",

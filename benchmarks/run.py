@@ -35,6 +35,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 
 from semanticdraw_cli.render import Renderer  # noqa: E402
+from semanticdraw_cli.report import network_calls  # noqa: E402
 from semanticdraw_cli.scene.types import Scene  # noqa: E402
 from semanticdraw_cli.scene.loader import load_scene, scene_from_dict  # noqa: E402
 
@@ -206,14 +207,15 @@ def measure(renderer: Renderer, scenes: list[Scene], method: Method) -> dict:
         "total": wall,
         "cpu_seconds": cpu,
         **{phase: sum(r["seconds"].get(phase, 0.0) for r in reports) for phase in PHASES},
-        **{key: sum(r[key] for r in reports) for key in ("unet_calls", "batch_items", "latent_pixels", "pairs_active", "pairs_total")},
+        "network_calls": sum(network_calls(r) for r in reports),
+        **{key: sum(r[key] for r in reports) for key in ("batch_items", "latent_pixels", "pairs_active", "pairs_total")},
         "steps": len(reports[0]["steps"]),
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in reports) if cuda else peak_rss_bytes(),
         **rates(reports),
     }
     if method.extrapolate_to:  # per-step costs scale, the rest (encode, masks, decode) does not
         scale = method.extrapolate_to / run["steps"]
-        for key in ("unet_calls", "batch_items", "latent_pixels", "pairs_active", "pairs_total"):
+        for key in ("network_calls", "batch_items", "latent_pixels", "pairs_active", "pairs_total"):
             run[key] = round(run[key] * scale)
         run["total"] += run["denoise"] * (scale - 1)
         run["cpu_seconds"] += run["denoise"] * (scale - 1)
@@ -242,7 +244,7 @@ def median_run(runs: list[dict]) -> dict:
 
 
 def ratios(row: dict, base: dict) -> dict:
-    keys = ("unet_calls", "batch_items", "latent_pixels", "total", "denoise", "cpu_seconds", "peak_memory_bytes")
+    keys = ("network_calls", "batch_items", "latent_pixels", "total", "denoise", "cpu_seconds", "peak_memory_bytes")
     return {k: round(row[k] / base[k], 4) if base.get(k) else None for k in keys}
 
 
@@ -387,7 +389,7 @@ def table(result: dict) -> str:
         f"diffusers {m['diffusers']}, median of {result['repeats']}, load average {m['load_average_start'][0]:.1f}"
         f"→{m['load_average_end'][0]:.1f}",
         "",
-        "| method | steps | UNet calls | batch items | latent Mpx | encode s | masks s | denoise s | decode s "
+        "| method | steps | network calls | batch items | latent Mpx | encode s | masks s | denoise s | decode s "
         "| total s | CPU s | peak MiB | TFLOP/s | × default time | × default Mpx |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -395,7 +397,7 @@ def table(result: dict) -> str:
         name = r["method"] + (" (extrapolated)" if r["extrapolated"] else "")
         q = r["ratio_to_default"]
         lines.append(
-            f"| {name} | {r['steps']:.0f} | {r['unet_calls']:.0f} | {r['batch_items']:.0f} | {r['latent_pixels'] / 1e6:.3f} "
+            f"| {name} | {r['steps']:.0f} | {network_calls(r):.0f} | {r['batch_items']:.0f} | {r['latent_pixels'] / 1e6:.3f} "
             f"| {r['encode']:.2f} | {r['masks']:.3f} | {r['denoise']:.1f} | {r['decode']:.2f} | {r['total']:.1f} "
             f"| {r['cpu_seconds']:.1f} | {r['peak_memory_bytes'] / 2**20:.0f} | {r['tflops_per_second']:.3g} "
             f"| {q['total']:.2f} | {q['latent_pixels']:.2f} |"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,13 +38,17 @@ class Batching:
         self.halvings += 1
 
 
-def chunks(items: Sequence[Item], pairs: Sequence[Pair], size: int) -> Iterator[list[Item]]:
-    """Items in batches of at most `size`, one window shape per batch."""
-    by_shape: dict[tuple[int, int], list[Item]] = {}
+def chunks(items: Sequence[Item], pairs: Sequence[Pair], size: int,
+           variants: Sequence[Hashable] = ()) -> Iterator[list[Item]]:
+    """Items in batches of at most `size`. Only what forces separate calls splits a batch: another window shape,
+    or another network variant (`variants`, per region; empty: one network). Prompts, guidance scales and
+    whatever else differs per item travel as per-item tensors in one call."""
+    by_call: dict[tuple, list[Item]] = {}
     for item in items:
-        window = pairs[item[1]].window
-        by_shape.setdefault((window.height, window.width), []).append(item)
-    for group in by_shape.values():
+        pair = pairs[item[1]]
+        key = (pair.window.height, pair.window.width, variants[pair.region] if variants else None)
+        by_call.setdefault(key, []).append(item)
+    for group in by_call.values():
         for start in range(0, len(group), size):
             yield group[start : start + size]
 

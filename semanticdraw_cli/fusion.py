@@ -7,17 +7,15 @@ in variance-preserving form, x_i = a_i·x0 + s_i·eps, for every family.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
 from semanticdraw_cli.batching import Batching, Item, chunks, padding
-from semanticdraw_cli.families.base import Denoiser
+from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.schedule import StepTable, draw, renoise
-
-Embeddings = dict[str, torch.Tensor]  # batch-first tensors; the sampler only indexes and lerps them
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class FusionSetup:
     weights: tuple[tuple[torch.Tensor, ...], ...]  # tile weight per pair, (wh, ww)
     cond: Embeddings  # (R, ...) per region
     uncond: Embeddings | None  # (R, ...) per region; None when guidance is off
-    guidance: float
+    guidance: torch.Tensor  # (R,) float32 guidance scale per region, on the compute device
     fill: torch.Tensor  # (N or 1, C, h or 1, w or 1) x0 where no region contributes
     white: torch.Tensor  # (1, C, 1, 1) latent of a white image
     base: torch.Tensor | None  # (N or 1, C, h, w) background image latent, painted over
@@ -42,12 +40,13 @@ class FusionSetup:
     method: str = "semanticdraw"  # or "multidiffusion": average after each pair's full step
     fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (masks.covers_every_pixel, no picture)
     pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
+    variants: tuple[Hashable, ...] = ()  # the network variant per region (never mixed in a call); (): all the same
 
 
 @dataclass(frozen=True)
 class StepStats:
     step: int
-    unet_calls: int
+    network_calls: int
     batch_items: int
     latent_pixels: int
     pairs_active: int
@@ -74,6 +73,23 @@ def gather(embeddings: Embeddings | None, regions: list[int]) -> Embeddings | No
     if embeddings is None:
         return None
     return {key: torch.stack([value[r] for r in regions]) for key, value in embeddings.items()}
+
+
+def variant(setup: FusionSetup, region: int) -> Hashable:
+    """The network variant a region's items need; None: the network as loaded."""
+    return setup.variants[region] if setup.variants else None
+
+
+def conditioning(setup: FusionSetup, pairs: Sequence[Pair]) -> Conditioning:
+    """What one call receives for these pairs (all of one variant): each item's region's rows."""
+    regions = [p.region for p in pairs]
+    return Conditioning(
+        cond=gather(setup.cond, regions),
+        uncond=gather(setup.uncond, regions),
+        guidance=torch.stack([setup.guidance[r] for r in regions]),
+        windows=[p.window for p in pairs],
+        variant=variant(setup, regions[0]),
+    )
 
 
 @dataclass
@@ -141,16 +157,7 @@ def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.
     count, extra = len(inputs), padding(len(inputs), batching)
     inputs, pairs = inputs + inputs[-1:] * extra, pairs + pairs[-1:] * extra
     batching.padded, batching.calls = batching.padded + extra, batching.calls + 1
-    regions = [p.region for p in pairs]
-    x0 = denoiser.predict_x0(
-        torch.stack(inputs),
-        setup.table,
-        step,
-        gather(setup.cond, regions),
-        gather(setup.uncond, regions),
-        setup.guidance,
-        [p.window for p in pairs],
-    )
+    x0 = denoiser.predict_x0(torch.stack(inputs), setup.table, step, conditioning(setup, pairs))
     return x0[:count] if extra else x0
 
 
@@ -166,6 +173,12 @@ def _fusion_step(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, run: _Run
 ) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
     """One SemanticDraw step: x0 per pair, masked average of x0 (latent pre-averaging), re-noise once.
+
+    arXiv 2403.09055 §3.2: x0 = Σ_r W_r ⊙ x0_r / Σ_r W_r over every (window, region) pair, W_r the quantized
+    mask times the tile weight (Step 1, latent pre-averaging; Step 3, quantized masks). In the first
+    bootstrap steps (Step 2, mask-centering bootstrapping) each region's input is x_r = M_r ⊙ x + (1 − M_r) ⊙ bg,
+    bg = a_i·(μ·white + (1 − μ)·base) + s_i·eps, rolled so that its mask's bounding box is centred, and
+    rolled back after the call.
 
     Latent pre-averaging: x0 = num/den. Where bootstrapping's leak suppression leaves den < 1, the result
     is pulled towards the fill (white, or the picture painted over), unless `fill_uncovered_only`: when the
@@ -187,7 +200,7 @@ def _fusion_step(
     items: list[Item] = [(k, j) for k in range(images) for j in range(len(setup.plan[i]))]
     count = pixels = 0
     before = replace(run.batching)
-    for chunk in chunks(items, setup.plan[i], run.batching.size):
+    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants):
         pairs = [setup.plan[i][j] for _, j in chunk]
         inputs, shifts = [], []
         for (k, j), pair in zip(chunk, pairs):
@@ -242,7 +255,7 @@ def _multidiffusion_step(
     items: list[Item] = [(k, j) for k in range(images) for j in range(pair_count)]
     count = pixels = 0
     before = replace(run.batching)
-    for chunk in chunks(items, setup.plan[i], run.batching.size):
+    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants):
         pairs = [setup.plan[i][j] for _, j in chunk]
         inputs = [x[k, :, p.window.slices[0], p.window.slices[1]] for (k, _), p in zip(chunk, pairs)]
         x0 = _predict(denoiser, setup, i, inputs, pairs, run).float()

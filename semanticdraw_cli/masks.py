@@ -78,6 +78,8 @@ def to_latent(masks: np.ndarray, factor: int = 8) -> np.ndarray:
 def quantize(masks: np.ndarray, levels: Sequence[float], mode: str, cover_alpha: float) -> np.ndarray:
     """Per-step masks (n, R, h, w): a region grows from its core as the noise level falls.
 
+    The paper's quantized masks (arXiv 2403.09055, §3.2 Step 3): the blurred mask M is compared with the
+    noise level of each step, M_r^i = 1[M_r > s_i], so that a soft edge is admitted step by step.
     `levels` holds the n + 1 noise levels s_0 > ... > s_n (s_n = 0 after the last step).
     discrete: [M > s_i]; continuous: clip((M - s_{i+1}) / (s_i - s_{i+1}), 0, 1);
     semi-continuous: discrete except the last step. A discrete last step compares against

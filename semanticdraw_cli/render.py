@@ -174,6 +174,7 @@ class Renderer:
         # A model without classifier-free guidance (FLUX.1-dev's guidance embedding) never has one.
         cfg = adapter.cfg_guidance
         use_guidance = cfg and (scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference")
+        scale = max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance
         setup = FusionSetup(
             table=table,
             masks=torch.from_numpy(quantized).to(device),
@@ -181,7 +182,7 @@ class Renderer:
             weights=weights,
             cond=cond,
             uncond=uncond if use_guidance else None,
-            guidance=max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance,
+            guidance=torch.full((quantized.shape[1],), scale, device=device),  # one scale per region, for now
             fill=base if base is not None else white,
             white=white,
             base=base,
@@ -298,9 +299,9 @@ class _CallCounter:
         self.windows = [len(pairs) * len(prepared.seeds) for pairs in prepared.setup.plan]  # per step
         self.step, self.done = -1, 0
 
-    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
-        x0 = self.predict(x, table, step, cond, uncond, guidance, windows)
-        self.done = (self.done if step == self.step else 0) + len(windows)  # padding copies count: hence min()
+    def predict_x0(self, x, table, step, items):
+        x0 = self.predict(x, table, step, items)
+        self.done = (self.done if step == self.step else 0) + len(items.windows)  # padding copies count: hence min()
         self.step = step
         self.on_call(step, min(self.done, self.windows[step]), self.windows[step])
         return x0

@@ -38,6 +38,11 @@ def peak_memory_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
+def network_calls(report: dict) -> int:
+    """The network calls of a report, also of one written before `unet_calls` was renamed `network_calls`."""
+    return report["network_calls"] if "network_calls" in report else report["unet_calls"]
+
+
 def build_report(
     scene: Scene, timings: dict, steps: list[dict], adapter: FamilyAdapter, seeds: list[int], speed: dict | None = None
 ) -> dict[str, Any]:
@@ -58,7 +63,7 @@ def build_report(
             "compile": timings.get("compile", 0.0),  # compiling the network, before the steps are timed
             "flops": timings.get("flops", 0.0),  # counting FLOPs and measuring the peak: once per process
         },
-        "unet_calls": sum(step["unet_calls"] for step in steps),
+        "network_calls": sum(step["network_calls"] for step in steps),
         "batch_items": sum(step["batch_items"] for step in steps),
         "latent_pixels": sum(step["latent_pixels"] for step in steps),
         "pairs_active": sum(step["pairs_active"] for step in steps),

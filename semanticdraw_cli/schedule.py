@@ -62,6 +62,10 @@ def renoise(
 ) -> torch.Tensor:
     """Move the fused x0 of step i to the level of step i + 1, once for the whole canvas.
 
+    The paper's latent pre-averaging (arXiv 2403.09055, §3.2 Step 1): the regions' x0 estimates are averaged
+    first and the scheduler's step x_{i+1} = a_{i+1}·x0 + s_{i+1}·eps runs once on the average, so a
+    stochastic sampler's fresh noise is not averaged away (which MultiDiffusion's per-region steps do).
+
     Stochastic samplers (LCM) draw fresh noise; deterministic ones (DDIM, Euler, flow matching) reuse
     the noise the prediction implies, eps = (x − a_i·x0) / s_i. The last step returns x0 itself.
     """

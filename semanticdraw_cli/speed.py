@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from semanticdraw_cli import batching, defaults, flops
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.network import Levers
-from semanticdraw_cli.fusion import FusionSetup, gather
+from semanticdraw_cli.fusion import FusionSetup, conditioning
 from semanticdraw_cli.lazy import lazy_module
 
 if TYPE_CHECKING:
@@ -143,11 +143,7 @@ def call(denoiser: Denoiser, setup: FusionSetup, pair: Pair, batch: int) -> torc
     """One network call on `batch` copies of `pair` at step 0, on noise from a private generator."""
     window, channels = pair.window, setup.white.shape[1]
     noise = torch.randn(batch, channels, window.height, window.width, generator=torch.Generator().manual_seed(0))
-    regions = [pair.region] * batch
-    return denoiser.predict_x0(
-        noise.to(setup.masks.device), setup.table, 0, gather(setup.cond, regions), gather(setup.uncond, regions),
-        setup.guidance, [window] * batch,
-    )
+    return denoiser.predict_x0(noise.to(setup.masks.device), setup.table, 0, conditioning(setup, [pair] * batch))
 
 
 def _eager(denoiser: Denoiser) -> contextlib.AbstractContextManager:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.families.base import FamilyAdapter
-    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.families.base import Embeddings
 else:
     torch = lazy_module("torch")
 

@@ -27,9 +27,9 @@ class ConstantDenoiser:
     def __init__(self, values: torch.Tensor):
         self.values = values  # (R, C)
 
-    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
-        assert all((w.height, w.width) == tuple(x.shape[-2:]) for w in windows)
-        return self.values[cond["id"][:, 0].long()][:, :, None, None].expand(x.shape).clone()
+    def predict_x0(self, x, table, step, items):
+        assert all((w.height, w.width) == tuple(x.shape[-2:]) for w in items.windows)
+        return self.values[items.cond["id"][:, 0].long()][:, :, None, None].expand(x.shape).clone()
 
 
 def layout(height: int, width: int) -> np.ndarray:
@@ -66,7 +66,7 @@ def check_oracle_placement(table: StepTable, channels: int = 4, height: int = 51
         weights=weights,
         cond={"id": r},
         uncond=None,
-        guidance=1.0,
+        guidance=torch.ones(regions),
         fill=white,
         white=white,
         base=None,
@@ -130,3 +130,18 @@ def assert_close_in_float16(ours: torch.Tensor, theirs: torch.Tensor) -> None:
     assert torch.isfinite(ours).all() and torch.isfinite(theirs).all()
     cosine = torch.nn.functional.cosine_similarity(ours.flatten().double(), theirs.flatten().double(), dim=0)
     assert cosine > 0.999, float(cosine)
+
+
+def ddim_pipeline_latent(folder: Path, prompt: str, width: int, height: int, steps: int, guidance: float,
+                         seed: int) -> torch.Tensor:
+    """The clean latent diffusers' StableDiffusionPipeline samples from a checkpoint folder with DDIM over
+    `steps` steps (empty negative), as the oracle for families that load through that pipeline (sd15, sd2)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe(
+        prompt, height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
+        generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
+    ).images[0]

@@ -24,11 +24,11 @@ class Recording:
     def __init__(self, fits: int | None = None):
         self.fits, self.calls = fits, []
 
-    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+    def predict_x0(self, x, table, step, items):
         if self.fits is not None and len(x) > self.fits:
             raise torch.cuda.OutOfMemoryError(f"a batch of {len(x)} does not fit")
         self.calls.append(len(x))
-        return 0.5 * x + cond["id"][:, :, None, None]
+        return 0.5 * x + items.cond["id"][:, :, None, None]
 
 
 def setup_for(max_batch: int, images: int = 1, bootstrap_steps: int = 1) -> tuple[FusionSetup, torch.Tensor, list]:
@@ -41,7 +41,7 @@ def setup_for(max_batch: int, images: int = 1, bootstrap_steps: int = 1) -> tupl
     plans, weights = planned_steps(masks, grid, "default", 16, torch.device("cpu"))
     setup = FusionSetup(
         table=TABLE, masks=torch.from_numpy(masks), plan=plans, weights=weights,
-        cond={"id": torch.arange(3, dtype=torch.float32)[:, None].expand(3, 4).clone()}, uncond=None, guidance=1.0,
+        cond={"id": torch.arange(3, dtype=torch.float32)[:, None].expand(3, 4).clone()}, uncond=None, guidance=torch.ones(3),
         fill=torch.zeros(1, 4, 1, 1), white=torch.ones(1, 4, 1, 1), base=None, bootstrap_steps=bootstrap_steps,
         bootstrap_mix=1.0, leak_sensitivity=0.2, max_batch=max_batch, pairs_total=len(grid) * 3,
     )
@@ -58,6 +58,31 @@ def test_chunks_keep_one_window_shape_per_batch():
     pairs = [Pair(Window(0, 0, 8, 8), 0), Pair(Window(0, 8, 8, 4), 0), Pair(Window(8, 0, 8, 8), 1)]
     items = [(k, j) for k in range(2) for j in range(3)]
     assert list(batching.chunks(items, pairs, 3)) == [[(0, 0), (0, 2), (1, 0)], [(1, 2)], [(0, 1), (1, 1)]]
+
+
+def test_only_another_shape_or_network_variant_splits_a_call():
+    """Regions with different prompts share a call; regions that need another network variant never do."""
+    window = Window(0, 0, 8, 8)
+    pairs = [Pair(window, 0), Pair(window, 1), Pair(window, 2)]
+    items = [(0, j) for j in range(3)]
+    assert list(batching.chunks(items, pairs, 8)) == [items]
+    assert list(batching.chunks(items, pairs, 8, ("base", "lora", "base"))) == [[(0, 0), (0, 2)], [(0, 1)]]
+
+
+def test_each_item_of_a_call_gets_its_own_regions_guidance_and_variant():
+    setup, x, generators = setup_for(max_batch=8)
+    setup = dataclasses.replace(setup, guidance=torch.tensor([1.0, 2.5, 4.0]), variants=("base", "base", "lora"))
+    seen = []
+
+    class Recorder(Recording):
+        def predict_x0(self, x, table, step, items):
+            seen.append((items.cond["id"][:, 0].tolist(), items.guidance.tolist(), items.variant))
+            return super().predict_x0(x, table, step, items)
+
+    run(Recorder(), setup, x, generators)
+    assert all(g == [[1.0, 2.5, 4.0][int(r)] for r in ids] for ids, g, _ in seen)
+    assert all({int(r) for r in ids} <= ({0, 1} if variant == "base" else {2}) for ids, _, variant in seen)
+    assert any({0, 1} <= {int(r) for r in ids} for ids, _, _ in seen)  # two regions' scales in one call
 
 
 def test_demand_is_the_most_items_of_one_shape_in_a_step():
@@ -97,6 +122,6 @@ def test_padding_keeps_one_batch_shape_and_discards_the_padding():
     denoiser = Recording()
     final, stats = run(denoiser, dataclasses.replace(setup, pad_batches=True), x, generators)
     assert set(denoiser.calls) == {5}
-    evaluated = 5 * sum(s.unet_calls for s in stats)
+    evaluated = 5 * sum(s.network_calls for s in stats)
     assert sum(s.padded_items for s in stats) == evaluated - sum(s.batch_items for s in plain)
     torch.testing.assert_close(final, expected, rtol=0, atol=0)

@@ -24,7 +24,7 @@ from semanticdraw_cli.scene.loader import load_scene, scene_from_dict
 SCENES = Path(__file__).resolve().parent.parent / "scenes"
 IRWOROBONGDO = SCENES / "irworobongdo.yaml"
 REPORT_FIELDS = {
-    "scene", "canvas", "method", "plan", "images_in_batch", "seconds", "unet_calls", "batch_items",
+    "scene", "canvas", "method", "plan", "images_in_batch", "seconds", "network_calls", "batch_items",
     "latent_pixels", "pairs_active", "pairs_total", "steps", "device", "dtype", "peak_memory_bytes",
     "versions", "seed", "image_index", "network", "flops", "oom_halvings", "padded_items",
 }
@@ -214,7 +214,7 @@ def model_free_stages(monkeypatch) -> None:
 
     def finish(self, prepared, final, states, on_phase=None):
         return [RenderResult(prepared.scene, seed, np.full((8, 8, 3), seed, np.uint8), None,
-                             {"seconds": {"denoise": 0.0}, "unet_calls": 1, "versions": {},
+                             {"seconds": {"denoise": 0.0}, "network_calls": 1, "versions": {},
                               "image_index": seed - prepared.scene.sampler.seed}) for seed in prepared.seeds]
 
     monkeypatch.setattr(Renderer, "prepare", prepare)
@@ -289,7 +289,7 @@ def test_debug_shows_the_traceback(tmp_path, monkeypatch, how):
 def test_summary_shows_whole_file_names_and_seeds(tmp_path, monkeypatch):
     long_name = "a-very-long-scene-name-that-a-table-column-would-cut-short-in-an-eighty-column-terminal"
     scene = copy_scene(tmp_path, long_name + ".yaml")
-    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "unet_calls": 5,
+    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "network_calls": 5,
               "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
 
     def fake(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):

@@ -23,3 +23,11 @@ def test_scheduler_kind(family, accelerator, own, kind):
 def test_a_kind_without_a_discrete_table_is_refused():
     with pytest.raises(RenderError, match="cannot sample with 'flow-euler'"):
         discrete_step_table("flow-euler", {}, None)
+
+
+def test_a_named_accelerator_is_plain_data_and_its_scheduler_is_resolved_where_it_is_used():
+    """Accelerator (scene/types.py) reads no registry when made; the scheduler of a named one is looked up by
+    the family code that samples with it."""
+    named = Accelerator("lightning")
+    assert named.scheduler is None
+    assert scheduler_kind(Model("sdxl", "tiny", named), "EulerDiscreteScheduler") == "euler-trailing"

@@ -8,7 +8,6 @@ mask-weighted mean of their values (tile weights sum to 1 per region). Run on th
 with bootstrapping on, for every plan.
 """
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -56,14 +55,14 @@ class OracleDenoiser:
         self.values = values  # (R, C)
         self.calls: list[tuple[int, int]] = []  # (step, batch items)
 
-    def predict_x0(self, x, table, step, cond, uncond, guidance, windows: Sequence) -> torch.Tensor:
-        assert x.shape[0] == cond["id"].shape[0] == len(windows)
-        assert all((w.height, w.width) == tuple(x.shape[-2:]) for w in windows)
-        self.calls.append((step, x.shape[0] * (2 if uncond is not None else 1)))
-        ids = cond["id"][:, 0].long()
+    def predict_x0(self, x, table, step, items) -> torch.Tensor:
+        assert x.shape[0] == items.cond["id"].shape[0] == len(items.windows) == len(items.guidance)
+        assert all((w.height, w.width) == tuple(x.shape[-2:]) for w in items.windows)
+        self.calls.append((step, x.shape[0] * (2 if items.uncond is not None else 1)))
+        ids = items.cond["id"][:, 0].long()
         out = self.values[ids][:, :, None, None] + LAMBDA * x  # (B, C, wh, ww)
-        if uncond is not None:  # uncond + g·(cond − uncond) with uncond = 0 is exact at g = 1
-            out = guidance * out
+        if items.uncond is not None:  # uncond + g·(cond − uncond) with uncond = 0 is exact at g = 1
+            out = items.guidance[:, None, None, None] * out
         return out
 
 
@@ -115,7 +114,7 @@ def run(layout, plan: str, steps: int | None = None, bootstrap_steps: int = 1):
         weights=weights,
         cond=ids,
         uncond={"id": torch.zeros(regions, 1)} if plan == "reference" else None,  # reference doubles the batch
-        guidance=1.0,
+        guidance=torch.ones(regions),
         fill=WHITE,
         white=WHITE,
         base=None,

@@ -21,7 +21,7 @@ class RecordingDenoiser:
         self.value = value
         self.inputs: list[torch.Tensor] = []
 
-    def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+    def predict_x0(self, x, table, step, items):
         self.inputs.append(x.clone())
         return torch.full_like(x, self.value)
 
@@ -31,7 +31,7 @@ def setup_for(mask: torch.Tensor, bootstrap_steps: int) -> FusionSetup:
     steps = TABLE.steps
     return FusionSetup(
         table=TABLE, masks=mask.expand(steps, 1, *mask.shape).clone(), plan=((Pair(window, 0),),) * steps,
-        weights=((torch.ones(mask.shape),),) * steps, cond={"id": torch.zeros(1, 1)}, uncond=None, guidance=1.0,
+        weights=((torch.ones(mask.shape),),) * steps, cond={"id": torch.zeros(1, 1)}, uncond=None, guidance=torch.ones(1),
         fill=torch.full((1, 4, 1, 1), -1.0), white=torch.full((1, 4, 1, 1), 2.0), base=None,
         bootstrap_steps=bootstrap_steps, bootstrap_mix=1.0, leak_sensitivity=0.2, max_batch=4, pairs_total=1,
     )
@@ -71,7 +71,7 @@ def test_leak_suppression_drops_pixels_that_stayed_bootstrap_background(predicti
     background = bootstrap_background((4, 8, 8), 0)
 
     class Fixed:
-        def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+        def predict_x0(self, x, table, step, items):
             value = background if prediction == "background" else torch.full((4, 8, 8), 10.0)
             return value[None].expand_as(x).clone()
 
@@ -100,7 +100,7 @@ def test_weak_prediction_is_pulled_to_the_fill_only_without_a_background_prompt(
     weak = bootstrap_background((4, 8, 8), 0) + 0.1  # leak 0.01: weight 2·sigmoid(0.05) − 1 ≈ 0.025
 
     class Weak:
-        def predict_x0(self, x, table, step, cond, uncond, guidance, windows):
+        def predict_x0(self, x, table, step, items):
             return weak[None].expand_as(x).clone()
 
     setup = dataclasses.replace(setup_for(mask, bootstrap_steps=1), fill_uncovered_only=prompt_background)
@@ -123,4 +123,4 @@ def test_last_stochastic_step_returns_the_clean_fused_x0():
                           [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]))
     stats, final, _ = results[-1]
     assert torch.equal(final, torch.full_like(final, 3.0))
-    assert stats.batch_items == 2 and stats.unet_calls == 1  # two images share one batch
+    assert stats.batch_items == 2 and stats.network_calls == 1  # two images share one batch

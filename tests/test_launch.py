@@ -135,7 +135,7 @@ runner = CliRunner()
 
 
 def fake_render(self, scene, out_dir=None, on_step=None, seeds=None, **kwargs):
-    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "unet_calls": 5,
+    report = {"seconds": {"total": 1.0, "load": 0.5, "denoise": 0.3, "decode": 0.1}, "network_calls": 5,
               "batch_items": 10, "pairs_active": 3, "pairs_total": 4}
     results = [RenderResult(scene, seed, None, None, report) for seed in seeds]
     for result in results if out_dir is not None else ():

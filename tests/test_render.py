@@ -60,7 +60,10 @@ def test_stages_equal_render_and_steps_can_run_again(renderer, scene_file):
     assert [s.stats.step for s in states] == [0, 1]
     assert torch.equal(states[-1].x, again[-1].x) and torch.equal(results[0].latent, whole.latent)
     assert np.array_equal(results[0].image, whole.image)
-    assert torch.equal(states[-1].x, states[-1].x0)  # the last step's canvas is its fused x0
+    # each state carries its own step's canvas and fused x0: step 0's canvas is re-noised away from its x0,
+    # and the last step's x0 (the finished latent) moved on from step 0's estimate
+    assert (states[0].x - states[0].x0).abs().mean() > 0.1
+    assert not torch.equal(states[0].x0, states[-1].x0) and torch.equal(results[0].latent, states[-1].x0[0])
 
 
 def test_editing_one_prompt_re_encodes_only_that_prompt(renderer, scene_file):
@@ -106,7 +109,7 @@ def test_each_network_call_is_reported_and_changes_nothing(renderer, scene_file)
     plain = list(renderer.steps(prepared))
     assert torch.equal(counted[-1].x, plain[-1].x)
     windows = [len(pairs) * 2 for pairs in prepared.setup.plan]
-    assert len(calls) == sum(windows) == sum(state.stats.unet_calls for state in counted)  # one window a call
+    assert len(calls) == sum(windows) == sum(state.stats.network_calls for state in counted)  # one window a call
     for step, total in enumerate(windows):
         assert [call for call in calls if call[0] == step] == [(step, done, total) for done in range(1, total + 1)]
 
@@ -131,4 +134,4 @@ def test_a_region_smaller_than_the_latent_grid_is_skipped_with_a_warning(rendere
     assert result.report["warnings"] == [
         "regions[0] (dot): no latent pixel at any step (the region is smaller than the 8-pixel latent grid), "
         "so the sampler skips it and it paints nothing"]
-    assert result.report["unet_calls"] == 0 and result.image.shape == (64, 64, 3)
+    assert result.report["network_calls"] == 0 and result.image.shape == (64, 64, 3)

@@ -58,7 +58,7 @@ def test_multidiffusion_equals_diffusers_panorama_pipeline(renderer):
     )
     scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, accelerator=Accelerator("none")))
     result = renderer.render(scene)[0]
-    assert result.report["unet_calls"] == 4  # 5 windows fit one batch per step
+    assert result.report["network_calls"] == 4  # 5 windows fit one batch per step
     assert result.report["batch_items"] == 4 * 5 * 2  # steps x windows x guidance branches
     folder = presets.ensure_preset("sd15", "tiny")
     pipe = StableDiffusionPanoramaPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
@@ -95,7 +95,7 @@ def test_images_batched_together_equal_images_rendered_alone(renderer):
     together = renderer.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, images=3)))
     alone = renderer.render(scene, seeds=[scene.sampler.seed + 2])[0]
     assert [r.seed for r in together] == [2024, 2025, 2026]
-    assert together[0].report["unet_calls"] == alone.report["unet_calls"]
+    assert together[0].report["network_calls"] == alone.report["network_calls"]
     assert alone.report["seconds"]["load"] == 0.0  # the renderer keeps the model of earlier scenes
     torch.testing.assert_close(together[2].latent, alone.latent, atol=1e-4, rtol=1e-4)
 

@@ -54,7 +54,7 @@ def test_minimal_scene_resolves_every_default_from_defaults(tmp_path):
     lcm, family = registry.accelerators()["lcm"], registry.family(d.FAMILY)
     assert scene.name == "scene" and scene.canvas == Canvas(64, 48) and scene.version == d.SCENE_VERSION
     assert scene.model.family == d.FAMILY and scene.model.checkpoint == family.checkpoint
-    assert scene.model.accelerator == Accelerator("lcm", lcm.lora, lcm.weight_name, d.LORA_WEIGHT)
+    assert scene.model.accelerator == Accelerator("lcm", lcm.lora, lcm.weight_name, d.LORA_WEIGHT, lcm.scheduler)
     assert scene.model.drop_t5 is False
     s = scene.sampler
     assert (s.method, s.steps, s.grid, s.guidance) == (d.METHOD, lcm.steps, lcm.grid, lcm.guidance)
@@ -100,7 +100,7 @@ def test_family_picks_its_accelerator_steps_and_tile(tmp_path):
     scene = load_scene(write(tmp_path, MINIMAL + "model: {family: sdxl}\n"))
     lightning, sdxl = registry.accelerators()["lightning"], registry.family("sdxl")
     assert scene.model.checkpoint == sdxl.checkpoint
-    assert scene.model.accelerator == Accelerator("lightning", lightning.lora, lightning.weight_name, d.LORA_WEIGHT)
+    assert scene.model.accelerator == Accelerator("lightning", lightning.lora, lightning.weight_name, d.LORA_WEIGHT, lightning.scheduler)
     assert scene.sampler.steps == tuple(range(lightning.steps)) and scene.sampler.grid == lightning.grid
     assert (scene.sampler.tile.size, scene.sampler.tile.stride) == (sdxl.tile_size, sdxl.tile_stride)
     sd3 = load_scene(write(tmp_path, MINIMAL + "model: {family: sd3, drop_t5: true}\n"))

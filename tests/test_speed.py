@@ -39,12 +39,12 @@ def test_auto_batch_is_batch_8_on_cpu(renderer):
     assert torch.equal(auto.latent, eight.latent)
     assert auto.report["network"]["max_batch"] == "auto" and auto.report["network"]["batch"] == 8
     assert auto.report["pairs_active"] == 9 * len(auto.report["steps"])
-    assert auto.report["unet_calls"] == eight.report["unet_calls"] == 2 * len(auto.report["steps"])  # 8 + 1 a step
+    assert auto.report["network_calls"] == eight.report["network_calls"] == 2 * len(auto.report["steps"])  # 8 + 1 a step
 
 
 def test_all_pairs_of_a_step_in_one_call_give_the_same_picture(renderer):
     one_call, eight = render(renderer, max_batch=64), render(renderer, max_batch=8)
-    assert one_call.report["unet_calls"] == len(one_call.report["steps"])  # one call per step
+    assert one_call.report["network_calls"] == len(one_call.report["steps"])  # one call per step
     torch.testing.assert_close(one_call.latent, eight.latent, atol=1e-4, rtol=1e-4)
 
 
@@ -76,7 +76,7 @@ def test_compiled_network_gives_the_eager_picture(renderer, monkeypatch, backend
     torch.testing.assert_close(compiled.latent, eager.latent, atol=1e-4, rtol=1e-4)
     report = compiled.report
     assert report["network"]["compile"] == "default" and report["seconds"]["compile"] > 0
-    assert report["padded_items"] > 0 and report["batch_items"] + report["padded_items"] == 8 * report["unet_calls"]
+    assert report["padded_items"] > 0 and report["batch_items"] + report["padded_items"] == 8 * report["network_calls"]
     again = render(renderer, compile=True)
     assert again.report["seconds"]["compile"] == 0.0  # compiled once per shape
     assert torch.equal(render(renderer).latent, eager.latent)  # back to eager: the very same picture

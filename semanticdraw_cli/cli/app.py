@@ -58,7 +58,7 @@ def _main(
 def _summary_entry(result) -> dict:
     """One image of the `--json` summary."""
     entry = {"scene": str(result.scene.source), "seed": result.seed, "png": str(result.png), "report": str(result.json),
-             "seconds": result.report["seconds"]["total"], "unet_calls": result.report["unet_calls"]}
+             "seconds": result.report["seconds"]["total"], "network_calls": result.report["network_calls"]}
     return entry | ({"scores": result.report["scores"]} if "scores" in result.report else {})
 
 

@@ -113,7 +113,7 @@ def print_summary(results) -> None:
     scored = any("scores" in result.report for result in results)
     score_columns = ("CLIP fg", "CLIP bg", "lowest region") if scored else ()
     table.add_column("image", no_wrap=True)
-    for column in ("seed", "total s", "load", "compile", "denoise", "decode", "UNet calls", "batch items", "pairs",
+    for column in ("seed", "total s", "load", "compile", "denoise", "decode", "network calls", "batch items", "pairs",
                    "TFLOP/s", *score_columns):
         table.add_column(column, justify="left" if column == "lowest region" else "right", no_wrap=True)
     for name, result in zip(names, results):
@@ -127,7 +127,7 @@ def print_summary(results) -> None:
             f"{seconds.get('compile', 0.0):.2f}",
             f"{seconds['denoise']:.2f}",
             f"{seconds['decode']:.2f}",
-            str(result.report["unet_calls"]),
+            str(result.report["network_calls"]),
             str(result.report["batch_items"]),
             f"{result.report['pairs_active']}/{result.report['pairs_total']}",
             f"{result.report.get('flops', {}).get('tflops_per_second') or 0.0:.3g}",

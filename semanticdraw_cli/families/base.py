@@ -1,18 +1,21 @@
 """The one contract every model family implements, and the spec a family registers.
 
 The renderer and the sampler see a model only through `FamilyAdapter`; the sampler needs just its
-`predict_x0` (`Denoiser`). A family module exports one `FamilySpec`; `families.registry`
-collects the specs in one place. The spec's facts (defaults, options, pixel multiple) are plain
-data, read by the scene schema without loading torch.
+`predict_x0` (`Denoiser`). A family writes only the raw network call (`network_output`) and declares
+what the network predicts (`parameterization`); `families.prediction` turns that into `predict_x0`
+once, with classifier-free guidance from `families.guidance`. What one call receives per item is a
+`Conditioning`. A family module exports one `FamilySpec`; `families.registry` collects the specs in
+one place. The spec's facts (defaults, options, pixel multiple) are plain data, read by the scene
+schema without loading torch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from semanticdraw_cli import defaults
 
@@ -21,26 +24,36 @@ if TYPE_CHECKING:
     import torch
 
     from semanticdraw_cli.families.network import Levers
-    from semanticdraw_cli.fusion import Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.schedule import StepTable
     from semanticdraw_cli.tiles import Window
+
+Embeddings = dict[str, "torch.Tensor"]  # batch-first tensors keyed by what the network reads; the sampler indexes and lerps them
+# What a network's raw output is: noise (eps), velocity a·eps − s·x0 (v_prediction) or flow matching's eps − x0 (flow)
+Parameterization = Literal["epsilon", "v_prediction", "flow"]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What one network call receives, per item: every field but `variant` is batch-first, so the items of one
+    call may come from different regions with different prompts and guidance scales.
+
+    A new per-item input (a reference picture's embedding, a control crop) is one more key of `cond`;
+    what needs another network (a region's LoRA set) is `variant`, which the batcher never mixes in a call.
+    """
+
+    cond: Embeddings  # (B, ...) per item
+    uncond: Embeddings | None  # (B, ...); None: no unconditional branch
+    guidance: torch.Tensor  # (B,) float32 guidance scale per item, on the compute device
+    windows: Sequence[Window]  # where each item lies on the canvas (size conditioning)
+    variant: Hashable = None  # the network variant every item of the call needs; None: the network as loaded
 
 
 class Denoiser(Protocol):
     """What the sampler needs of a model: an x0 estimate for a batch of windows at step i."""
 
-    def predict_x0(
-        self,
-        x: torch.Tensor,  # (B, C, h, w) noisy latents at step `step`
-        table: StepTable,
-        step: int,
-        cond: Embeddings,  # (B, ...) per item
-        uncond: Embeddings | None,  # (B, ...); None: no unconditional branch
-        guidance: float,
-        windows: Sequence[Window],  # where each item lies on the canvas (size conditioning)
-    ) -> torch.Tensor:
-        """(B, C, h, w) float32 estimate of the clean latent of each item."""
+    def predict_x0(self, x: torch.Tensor, table: StepTable, step: int, items: Conditioning) -> torch.Tensor:
+        """(B, C, h, w) noisy latents at step `step` -> (B, C, h, w) float32 estimate of each item's clean latent."""
 
 
 @runtime_checkable
@@ -54,6 +67,16 @@ class FamilyAdapter(Denoiser, Protocol):
     # True: sampler.guidance > 1 runs classifier-free guidance over the negative prompts. False: the model
     # takes guidance otherwise (a distilled guidance embedding) or not at all, and has no unconditional branch.
     cfg_guidance: bool
+    parameterization: Parameterization  # what `network_output` predicts (the checkpoint's prediction_type)
+    # A consistency model's boundary condition on the x0 estimate, (x0, x, timestep) -> x0 (LCM); None: none
+    boundary: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None
+
+    def network_output(
+        self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
+        windows: Sequence[Window],
+    ) -> torch.Tensor:
+        """The raw network call: (B, C, h, w) float32 inputs on the device, batch-first `context` and
+        `guidance` (read only by a guidance-distilled network) -> (B, C, h, w) float32 raw output."""
 
     def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
         """Timesteps and a_i/s_i levels of `sampler.steps` in the family's schedule; a resolution-dependent

@@ -1,4 +1,4 @@
-"""Conditioning shared by families: CLIP text embeddings and classifier-free guidance batches."""
+"""Conditioning shared by families: CLIP text embeddings and the timestep as a device tensor."""
 
 from __future__ import annotations
 
@@ -27,18 +27,3 @@ def timestep(t: float, device: torch.device) -> torch.Tensor:
     if isinstance(t, int):
         return torch.full((), t, dtype=torch.int64, device=device)
     return torch.full((), t, dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
-
-
-def guidance_batch(x: torch.Tensor, cond: dict, uncond: dict | None) -> tuple[torch.Tensor, dict]:
-    """Model inputs and embeddings; with an unconditional branch the batch is [uncond..., cond...]."""
-    if uncond is None:
-        return x, cond
-    return torch.cat([x, x]), {key: torch.cat([uncond[key], cond[key]]) for key in cond}
-
-
-def apply_guidance(out: torch.Tensor, guided: bool, guidance: float) -> torch.Tensor:
-    """Classifier-free guidance over a [uncond..., cond...] batch: u + g·(c − u)."""
-    if not guided:
-        return out
-    out_uncond, out_cond = out.chunk(2)
-    return out_uncond + guidance * (out_cond - out_uncond)

@@ -22,15 +22,15 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
-from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
 from semanticdraw_cli.families.network import NetworkMixin
+from semanticdraw_cli.families.prediction import Predictor
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.families.base import Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -107,10 +107,11 @@ def set_flow_sigmas(scheduler, grid: int, mu: float) -> None:
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / grid, grid), mu=mu)
 
 
-class FluxAdapter(CodecMixin, NetworkMixin):
+class FluxAdapter(CodecMixin, NetworkMixin, Predictor):
     """FLUX.1 behind the family contract."""
 
     network_attribute = "transformer"
+    parameterization = "flow"
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)
@@ -166,18 +167,12 @@ class FluxAdapter(CodecMixin, NetworkMixin):
         return {"text": self.t5(ids.to(self.device), output_hidden_states=False)[0], "pooled": pooled}
 
     @inference_mode
-    def predict_x0(
-        self,
-        x: torch.Tensor,
-        table: StepTable,
-        step: int,
-        cond: Embeddings,
-        uncond: Embeddings | None,
-        guidance: float,
+    def network_output(
+        self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
         windows: Sequence[Window],
     ) -> torch.Tensor:
-        sigma = table.noise[step]
-        x = x.to(self.device, torch.float32)  # (B, 16, h, w), x = (1 − σ)·x0 + σ·eps
+        """The transformer's velocity eps − x0 of (B, 16, h, w) latents x = (1 − σ)·x0 + σ·eps, packed and
+        unpacked around the call; a guidance-distilled one reads each item's `guidance`."""
         h, w = x.shape[-2:]
         if h % 2 or w % 2:
             raise RenderError(
@@ -185,13 +180,12 @@ class FluxAdapter(CodecMixin, NetworkMixin):
                 f"{h * self.latent_factor} px does not divide; make the canvas and sampler.tile size/stride "
                 f"multiples of {2 * self.latent_factor} px"
             )
-        inputs, context = guidance_batch(x, cond, uncond)
-        n = len(inputs)
+        n = len(x)
         t = torch.tensor(table.timesteps[step], dtype=torch.float32).to(self.dtype).expand(n).to(self.device) / 1000
-        embedded = torch.full((n,), guidance, device=self.device) if self.guidance_embeds else None
+        embedded = guidance.to(self.device, torch.float32) if self.guidance_embeds else None
         text = context["text"].to(self.dtype)
         v = self.transformer(
-            hidden_states=pack(inputs).to(self.dtype),
+            hidden_states=pack(x).to(self.dtype),
             timestep=t,
             guidance=embedded,
             pooled_projections=context["pooled"].to(self.dtype),
@@ -200,8 +194,7 @@ class FluxAdapter(CodecMixin, NetworkMixin):
             img_ids=image_ids(h // 2, w // 2, self.device),
             return_dict=False,
         )[0].float()
-        v = apply_guidance(unpack(v, h, w), uncond is not None, guidance)
-        return x - sigma * v
+        return unpack(v, h, w)
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> FluxAdapter:

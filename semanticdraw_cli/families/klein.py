@@ -24,8 +24,8 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import VAE_TILING_PIXELS, CodecMixin, TileCallback
-from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch
 from semanticdraw_cli.families.network import NetworkMixin
+from semanticdraw_cli.families.prediction import Predictor
 from semanticdraw_cli.families.flux import flow_table, set_flow_sigmas
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
@@ -33,7 +33,7 @@ from semanticdraw_cli.schedule import StepTable
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.families.base import Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -135,10 +135,11 @@ class KleinCodec:
         return np.stack(images)
 
 
-class KleinAdapter(CodecMixin, NetworkMixin):
+class KleinAdapter(CodecMixin, NetworkMixin, Predictor):
     """FLUX.2 [klein] behind the family contract."""
 
     network_attribute = "transformer"
+    parameterization = "flow"
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)
@@ -182,25 +183,18 @@ class KleinAdapter(CodecMixin, NetworkMixin):
         return {"text": states.permute(0, 2, 1, 3).reshape(b, length, layers * width)}
 
     @inference_mode
-    def predict_x0(
-        self,
-        x: torch.Tensor,
-        table: StepTable,
-        step: int,
-        cond: Embeddings,
-        uncond: Embeddings | None,
-        guidance: float,
+    def network_output(
+        self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
         windows: Sequence[Window],
     ) -> torch.Tensor:
-        sigma = table.noise[step]
-        x = x.to(self.device, torch.float32)  # (B, 128, h, w), x = (1 − σ)·x0 + σ·eps
-        inputs, context = guidance_batch(x, cond, uncond)
-        n, channels, h, w = inputs.shape
+        """The transformer's velocity eps − x0 of (B, 128, h, w) latents x = (1 − σ)·x0 + σ·eps, one token per
+        latent pixel."""
+        n, channels, h, w = x.shape
         text = context["text"].to(self.dtype)
         image_ids, text_ids = position_ids(h, w, text.shape[1], self.device)
         t = torch.tensor(table.timesteps[step], dtype=torch.float32).to(self.dtype).expand(n).to(self.device) / 1000
         v = self.transformer(
-            hidden_states=inputs.reshape(n, channels, h * w).permute(0, 2, 1).to(self.dtype),  # (n, h·w, 128)
+            hidden_states=x.reshape(n, channels, h * w).permute(0, 2, 1).to(self.dtype),  # (n, h·w, 128)
             timestep=t,
             guidance=None,
             encoder_hidden_states=text,
@@ -208,9 +202,7 @@ class KleinAdapter(CodecMixin, NetworkMixin):
             img_ids=image_ids,
             return_dict=False,
         )[0].float()
-        v = v.permute(0, 2, 1).reshape(n, channels, h, w)
-        v = apply_guidance(v, uncond is not None, guidance)
-        return x - sigma * v
+        return v.permute(0, 2, 1).reshape(n, channels, h, w)
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> KleinAdapter:

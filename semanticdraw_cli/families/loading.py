@@ -52,7 +52,7 @@ def is_single_file(checkpoint: str) -> bool:
 
 def refuse_other_family(target: str, family: str, source: str | None = None) -> dict | None:
     """The model_index.json at `target` (None when unreadable); RenderError when it holds another family."""
-    from semanticdraw_cli.families.registry import family_of_pipeline
+    from semanticdraw_cli.families.registry import families_of_pipeline
 
     config = checkpoint_config(target)
     name = config.get("_class_name") if config else None
@@ -62,10 +62,12 @@ def refuse_other_family(target: str, family: str, source: str | None = None) -> 
             "what to do: point to a diffusers folder whose model_index.json names its pipeline, e.g. "
             '"_class_name": "StableDiffusionPipeline"'
         )
-    found = family_of_pipeline(config) if config else None
-    if found is not None and found != family:
+    found = families_of_pipeline(config) if config else ()
+    if found and family not in found:
+        also = f" (or {', '.join(found[1:])})" if len(found) > 1 else ""
         raise RenderError(
-            f"{source or target!r} is a checkpoint of the {found} family, but model.family is {family}; set model.family: {found}"
+            f"{source or target!r} is a checkpoint of the {found[0]} family{also}, but model.family is {family}; "
+            f"set model.family: {found[0]}"
         )
     return config
 

@@ -11,6 +11,7 @@ import importlib
 from functools import cache
 from typing import TYPE_CHECKING
 
+from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 FAMILY_MODULES = (
     "semanticdraw_cli.families.sd15",
+    "semanticdraw_cli.families.sd2",
     "semanticdraw_cli.families.sdxl",
     "semanticdraw_cli.families.sd3",
     "semanticdraw_cli.families.flux",
@@ -38,6 +40,13 @@ def families() -> dict[str, FamilySpec]:
 
 def family(name: str) -> FamilySpec:
     return families()[name]
+
+
+def default_guidance(spec: FamilySpec) -> float:
+    """sampler.guidance when the scene names none: the default accelerator's, else the family's own scheduler's."""
+    if spec.accelerator in spec.accelerators:
+        return spec.accelerators[spec.accelerator].guidance
+    return defaults.SCHEDULERS[spec.own_scheduler].guidance
 
 
 @cache
@@ -57,17 +66,16 @@ def accelerator_family(name: str) -> str | None:
     return next((spec.name for spec in families().values() if name in spec.accelerators), None)
 
 
-def family_of_pipeline(config: dict) -> str | None:
-    """The family of a diffusers folder from its model_index.json: the pipeline class, else its parts."""
+def families_of_pipeline(config: dict) -> tuple[str, ...]:
+    """The families that could own a diffusers folder, from its model_index.json: those of its pipeline class
+    (several families may share one, e.g. sd15 and sd2), else those whose components it holds, most specific
+    first; () when none fits."""
     name = config.get("_class_name")
-    for spec in families().values():
-        if name == spec.pipeline_class:
-            return spec.name
-    by_parts = sorted(families().values(), key=lambda spec: -len(spec.components))  # most specific first
-    for spec in by_parts:
-        if all(part in config for part in spec.components):
-            return spec.name
-    return None
+    by_class = tuple(spec.name for spec in families().values() if name == spec.pipeline_class)
+    if by_class:
+        return by_class
+    fitting = [spec for spec in families().values() if all(part in config for part in spec.components)]
+    return tuple(spec.name for spec in sorted(fitting, key=lambda spec: -len(spec.components)))
 
 
 def load_adapter(model: Model, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:

@@ -24,6 +24,9 @@ def scheduler_kind(model, own_scheduler: str) -> str:
     checkpoint's own (`own_scheduler`, its class name): LCM when it ships LCMScheduler, else the family's."""
     if model.accelerator.scheduler is not None:
         return model.accelerator.scheduler
+    named = registry.accelerators().get(model.accelerator.name)
+    if named is not None:
+        return named.scheduler
     family = registry.family(model.family)
     if own_scheduler == "LCMScheduler" and "lcm" in family.schedulers:
         return "lcm"

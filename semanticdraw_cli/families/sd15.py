@@ -13,36 +13,38 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
-from semanticdraw_cli.families.conditioning import apply_guidance, guidance_batch, timestep
+from semanticdraw_cli.families.conditioning import timestep
 from semanticdraw_cli.families.network import NetworkMixin
+from semanticdraw_cli.families.prediction import Predictor, scheduler_parameterization
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.families.base import Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
     torch = lazy_module("torch")
 
 
-def load_pipeline(model: Model, dtype: torch.dtype):
-    """A diffusers StableDiffusionPipeline with its accelerator LoRA fused."""
+def load_pipeline(model: Model, dtype: torch.dtype, family: str = "sd15"):
+    """A diffusers StableDiffusionPipeline with its accelerator LoRA fused; `family`: whose presets and LoRAs."""
     from diffusers import StableDiffusionPipeline
 
     pipe, preset_dir = loading.load_family_pipeline(
-        StableDiffusionPipeline, model, "sd15", dtype, safety_checker=None, requires_safety_checker=False
+        StableDiffusionPipeline, model, family, dtype, safety_checker=None, requires_safety_checker=False
     )
     if getattr(pipe.unet.config, "addition_embed_type", None) == "text_time":
         raise RenderError(f"{model.checkpoint!r} is an SDXL checkpoint; set model.family: sdxl")
-    loading.fuse_accelerator(pipe, model.accelerator, preset_dir, "sd15")
+    loading.fuse_accelerator(pipe, model.accelerator, preset_dir, family)
     return pipe
 
 
-class SD15Adapter(CodecMixin, NetworkMixin):
-    """SD1.5 behind the family contract. LCM predicts x0 with its boundary condition."""
+class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
+    """SD1.5 behind the family contract: an epsilon or v-prediction UNet, as its scheduler config says. LCM
+    predicts x0 with its boundary condition."""
 
     cfg_guidance = True
 
@@ -52,12 +54,13 @@ class SD15Adapter(CodecMixin, NetworkMixin):
         self.text_encoder = pipe.text_encoder.eval()
         self.tokenizer = pipe.tokenizer
         self.scheduler_config = dict(pipe.scheduler.config)
+        self.parameterization = scheduler_parameterization(self.scheduler_config, model.checkpoint)
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
         self.codec = VaeCodec(pipe.vae.eval(), device, dtype, pipe.vae.config.scaling_factor)
         self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
-        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
+        self.boundary = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
         """Timesteps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
@@ -77,26 +80,13 @@ class SD15Adapter(CodecMixin, NetworkMixin):
         return {"text": hidden}
 
     @inference_mode
-    def predict_x0(
-        self,
-        x: torch.Tensor,
-        table: StepTable,
-        step: int,
-        cond: Embeddings,
-        uncond: Embeddings | None,
-        guidance: float,
+    def network_output(
+        self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
         windows: Sequence[Window],
     ) -> torch.Tensor:
-        t = table.timesteps[step]
-        a, s = table.signal[step], table.noise[step]
-        x = x.to(self.device, torch.float32)  # (B, C, h, w)
-        inputs, context = guidance_batch(x, cond, uncond)
-        eps = self.unet(
-            inputs.to(self.dtype), timestep(t, self.device), encoder_hidden_states=context["text"].to(self.dtype)
-        ).sample.float()
-        eps = apply_guidance(eps, uncond is not None, guidance)
-        x0 = (x - s * eps) / a
-        return self._lcm(x0, x, t) if self._lcm is not None else x0
+        """The UNet's eps or v of (B, C, h, w) latents."""
+        t = timestep(table.timesteps[step], self.device)
+        return self.unet(x.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Adapter:
@@ -115,6 +105,19 @@ SD15_SIZES = {
 
 def build_preset(name: str, folder: Path) -> None:
     """An SD1.5-layout pipeline (and its LCM accelerator LoRA) with seeded random weights."""
+    from diffusers import StableDiffusionPipeline
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(presets.SEED)
+        pipe = build_pipeline(name, folder, presets.sd_scheduler())
+        pipe.save_pretrained(folder)
+        presets.mark_unclipped_schedule(folder / "scheduler" / "scheduler_config.json")
+        presets.save_random_lora(pipe.unet, folder / "accelerators" / "lcm", StableDiffusionPipeline)
+
+
+def build_pipeline(name: str, folder: Path, scheduler):
+    """An SD1.5-layout StableDiffusionPipeline of random weights from the global generator (its tokenizer
+    written to `folder`), sampling with `scheduler`."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -127,46 +130,42 @@ def build_preset(name: str, folder: Path) -> None:
     else:  # the SD1.5 layout
         down = ("CrossAttnDownBlock2D",) * (depth - 1) + ("DownBlock2D",)
         up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (depth - 1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(presets.SEED)
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            layers_per_block=layers,
-            block_out_channels=unet_channels,
-            down_block_types=down,
-            up_block_types=up,
-            cross_attention_dim=text_width,
-            attention_head_dim=heads,
-            norm_num_groups=min(32, unet_channels[0] // 4 if name == "tiny" else 32),
-        )
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=vae_channels,
-            layers_per_block=1 if name == "tiny" else 2,
-            latent_channels=4,
-            norm_num_groups=min(32, vae_channels[0] // 2 if name == "tiny" else 32),
-            sample_size=512,
-            mid_block_add_attention=vae_attention,
-        )
-        text_encoder = CLIPTextModel(presets.clip_text_config(vocab, text_width, text_layers, max(1, text_width // 64) if name != "tiny" else 2))
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
-            unet=unet,
-            scheduler=presets.sd_scheduler(),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-        pipe.save_pretrained(folder)
-        presets.mark_unclipped_schedule(folder / "scheduler" / "scheduler_config.json")
-        presets.save_random_lora(pipe.unet, folder / "accelerators" / "lcm", StableDiffusionPipeline)
+    unet = UNet2DConditionModel(
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=layers,
+        block_out_channels=unet_channels,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=text_width,
+        attention_head_dim=heads,
+        norm_num_groups=min(32, unet_channels[0] // 4 if name == "tiny" else 32),
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=vae_channels,
+        layers_per_block=1 if name == "tiny" else 2,
+        latent_channels=4,
+        norm_num_groups=min(32, vae_channels[0] // 2 if name == "tiny" else 32),
+        sample_size=512,
+        mid_block_add_attention=vae_attention,
+    )
+    text_encoder = CLIPTextModel(presets.clip_text_config(vocab, text_width, text_layers, max(1, text_width // 64) if name != "tiny" else 2))
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return pipe
 
 
 SPEC = FamilySpec(

@@ -17,15 +17,16 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
-from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch
+from semanticdraw_cli.families.conditioning import clip_embeddings
 from semanticdraw_cli.families.network import NetworkMixin
+from semanticdraw_cli.families.prediction import Predictor
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.families.base import Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -56,10 +57,11 @@ def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None 
     return pipe
 
 
-class SD3Adapter(CodecMixin, NetworkMixin):
+class SD3Adapter(CodecMixin, NetworkMixin, Predictor):
     """SD3 behind the family contract."""
 
     cfg_guidance = True
+    parameterization = "flow"
     network_attribute = "transformer"
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
@@ -138,18 +140,11 @@ class SD3Adapter(CodecMixin, NetworkMixin):
         return {"text": torch.cat([clip, t5], dim=-2), "pooled": torch.cat(pooled, dim=-1)}
 
     @inference_mode
-    def predict_x0(
-        self,
-        x: torch.Tensor,
-        table: StepTable,
-        step: int,
-        cond: Embeddings,
-        uncond: Embeddings | None,
-        guidance: float,
+    def network_output(
+        self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
         windows: Sequence[Window],
     ) -> torch.Tensor:
-        sigma = table.noise[step]
-        x = x.to(self.device, torch.float32)  # (B, 16, h, w), x = (1 − σ)·x0 + σ·eps
+        """The MMDiT's velocity eps − x0 of (B, 16, h, w) latents x = (1 − σ)·x0 + σ·eps."""
         if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
             side = self.latent_factor * self.patch
             raise RenderError(
@@ -157,17 +152,14 @@ class SD3Adapter(CodecMixin, NetworkMixin):
                 f"{x.shape[-1] * self.latent_factor}×{x.shape[-2] * self.latent_factor} px does not divide; "
                 f"make the canvas and sampler.tile size/stride multiples of {side} px"
             )
-        inputs, context = guidance_batch(x, cond, uncond)
-        t = torch.full((len(inputs),), table.timesteps[step], device=self.device)
-        v = self.transformer(
-            hidden_states=inputs.to(self.dtype),
+        t = torch.full((len(x),), table.timesteps[step], device=self.device)
+        return self.transformer(
+            hidden_states=x.to(self.dtype),
             timestep=t,
             encoder_hidden_states=context["text"].to(self.dtype),
             pooled_projections=context["pooled"].to(self.dtype),
             return_dict=False,
         )[0].float()
-        v = apply_guidance(v, uncond is not None, guidance)
-        return x - sigma * v
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD3Adapter:

@@ -21,15 +21,16 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
-from semanticdraw_cli.families.conditioning import apply_guidance, clip_embeddings, guidance_batch, timestep
+from semanticdraw_cli.families.conditioning import clip_embeddings, timestep
 from semanticdraw_cli.families.network import NetworkMixin
+from semanticdraw_cli.families.prediction import Predictor, scheduler_parameterization
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 from semanticdraw_cli.schedule import StepTable
 
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.fusion import Embeddings
+    from semanticdraw_cli.families.base import Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -57,7 +58,7 @@ def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None 
     return pipe
 
 
-class SDXLAdapter(CodecMixin, NetworkMixin):
+class SDXLAdapter(CodecMixin, NetworkMixin, Predictor):
     """SDXL behind the family contract."""
 
     cfg_guidance = True
@@ -70,9 +71,7 @@ class SDXLAdapter(CodecMixin, NetworkMixin):
         self.tokenizer, self.tokenizer_2 = pipe.tokenizer, pipe.tokenizer_2
         self.scheduler_config = dict(pipe.scheduler.config)
         self.zero_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
-        self.prediction = self.scheduler_config.get("prediction_type", "epsilon")
-        if self.prediction not in ("epsilon", "v_prediction"):
-            raise RenderError(f"{model.checkpoint!r} predicts {self.prediction!r}; expected epsilon or v_prediction")
+        self.parameterization = scheduler_parameterization(self.scheduler_config, model.checkpoint)
         self.model = model
         self.device, self.dtype = device, dtype
         self.latent_channels = self.unet.config.in_channels
@@ -82,7 +81,7 @@ class SDXLAdapter(CodecMixin, NetworkMixin):
             vae, device, dtype, vae.config.scaling_factor, upcast=needs_vae_upcast(vae, dtype)
         )
         self.scheduler = schedules.scheduler_kind(model, type(pipe.scheduler).__name__)
-        self._lcm = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
+        self.boundary = schedules.LcmBoundary(self.scheduler_config) if self.scheduler == "lcm" else None
 
     def step_table(self, sampler: Sampler, canvas: Canvas) -> StepTable:
         """Steps `sampler.steps` of a `sampler.grid`-step schedule of the model's scheduler kind."""
@@ -115,33 +114,19 @@ class SDXLAdapter(CodecMixin, NetworkMixin):
         return self._time_ids[sizes]
 
     @inference_mode
-    def predict_x0(
-        self,
-        x: torch.Tensor,
-        table: StepTable,
-        step: int,
-        cond: Embeddings,
-        uncond: Embeddings | None,
-        guidance: float,
+    def network_output(
+        self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
         windows: Sequence[Window],
     ) -> torch.Tensor:
-        t = table.timesteps[step]
-        a, s = table.signal[step], table.noise[step]
-        x = x.to(self.device, torch.float32)  # (B, C, h, w) VP latents: exactly Euler's scaled model input
-        time_ids = self.time_ids(windows)
-        inputs, context = guidance_batch(x, cond, uncond)
-        if uncond is not None:
-            time_ids = torch.cat([time_ids, time_ids])
-        added = {"text_embeds": context["pooled"].to(self.dtype), "time_ids": time_ids.to(self.dtype)}
-        out = self.unet(
-            inputs.to(self.dtype),
-            timestep(t, self.device),
+        """The UNet's eps or v of (B, C, h, w) VP latents (exactly Euler's scaled model input), each item sized
+        as its window."""
+        added = {"text_embeds": context["pooled"].to(self.dtype), "time_ids": self.time_ids(windows).to(self.dtype)}
+        return self.unet(
+            x.to(self.dtype),
+            timestep(table.timesteps[step], self.device),
             encoder_hidden_states=context["text"].to(self.dtype),
             added_cond_kwargs=added,
         ).sample.float()
-        out = apply_guidance(out, uncond is not None, guidance)
-        x0 = a * x - s * out if self.prediction == "v_prediction" else (x - s * out) / a
-        return self._lcm(x0, x, t) if self._lcm is not None else x0
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLAdapter:

@@ -244,7 +244,7 @@ def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:
             steps, grid, guidance = spec.steps, spec.grid, spec.guidance
         else:  # `none` or a LoRA naming no scheduler: the checkpoint's own scheduler (e.g. a merged accelerator)
             steps, grid = family.own_scheduler_steps, family.own_scheduler_grid
-            guidance = family.accelerators[family.accelerator].guidance
+            guidance = registry.default_guidance(family)
         tile = (family.tile_size, family.tile_stride)
     steps, grid = _steps(c, d, steps, grid)
     b = c.section(d.get("bootstrap"), "sampler.bootstrap", KEYS["sampler.bootstrap"])

@@ -20,14 +20,8 @@ class Accelerator:
     lora: str | None = None  # hub id or path; set for every name but `none`
     weight_name: str | None = None  # file inside a hub repo with several LoRAs
     weight: float = 1.0
-    scheduler: str | None = None  # a key of defaults.SCHEDULERS; None: the checkpoint's own scheduler
-
-    def __post_init__(self) -> None:
-        from semanticdraw_cli.families.registry import accelerators
-
-        named = accelerators().get(self.name)
-        if self.scheduler is None and named is not None:  # a named accelerator samples with its own
-            object.__setattr__(self, "scheduler", named.scheduler)
+    # a key of defaults.SCHEDULERS; None: a named accelerator's own (the schema fills it in), else the checkpoint's
+    scheduler: str | None = None
 
 
 @dataclass(frozen=True)
