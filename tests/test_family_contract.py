@@ -74,7 +74,7 @@ def test_guidance_is_per_item_classifier_free_guidance_over_the_right_branches(l
     a swapped batch or one scale for all would land elsewhere."""
     scene, adapter = loaded
     channels, side = adapter.latent_channels, 64 // adapter.latent_factor
-    table = adapter.step_table(scene.sampler)
+    table = adapter.step_table(scene.sampler, scene.canvas)
     cond, uncond = adapter.encode_text(["a fox", "a cat"]), adapter.encode_text(["a red house", ""])
     x = torch.randn(2, channels, side, side, generator=torch.Generator().manual_seed(0))
     windows = [Window(0, 0, side, side)] * 2
