@@ -40,10 +40,10 @@ class RenderProgress:
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=self.output,
-            disable=not enabled or self.lines,
+            disable=not self.enabled or self.lines,
             transient=False,
         )
-        self.scenes_task = self.progress.add_task("scenes", total=scenes, visible=enabled and scenes > 1)
+        self.scenes_task = self.progress.add_task("scenes", total=scenes, visible=self.enabled and scenes > 1)
         self.task, self.label, self.name, self.phase, self.scene, self.seeds = None, "", "", "", "", []
         self.steps, self.scene_start, self.step_start, self.noted = 0, 0.0, 0.0, 0.0
 

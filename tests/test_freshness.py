@@ -1,0 +1,125 @@
+"""Which outputs are fresh: `render --changed` renders only images whose inputs changed, and trusts no report
+it cannot match with its PNG and the inputs of now."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from semanticdraw_cli import freshness, report
+from semanticdraw_cli.families import presets, registry
+from semanticdraw_cli.jobs import plan_call
+from semanticdraw_cli.scene.loader import load_scene
+
+from asset_builds import invoke, json_entries, write_mask, write_scenes
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """Two scenes rendered once into out/; each test works on a copy of the folder."""
+    folder = tmp_path_factory.mktemp("built")
+    scenes = write_scenes(folder)
+    result = invoke("render", *scenes, "-o", folder / "out", "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    return folder
+
+
+@pytest.fixture
+def copy(built, tmp_path) -> Path:
+    """A copy of the rendered folder elsewhere: keys name files relative to the scene, so it is still fresh."""
+    target = tmp_path / "checkout"
+    shutil.copytree(built, target)
+    return target
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Any model load fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(registry, "load_adapter", refuse)
+
+
+def render_changed(folder: Path, *extra: object):
+    scenes = sorted((folder / "scenes").glob("*.yaml"))
+    return invoke("render", *scenes, "-o", folder / "out", "--changed", "--device", "cpu", "--quiet", "--json", *extra)
+
+
+def verdicts(folder: Path, dtype: str | None = None) -> list[freshness.Verdict]:
+    scenes = [(str(path), load_scene(path)) for path in sorted((folder / "scenes").glob("*.yaml"))]
+    return freshness.judge(plan_call(scenes, folder / "out", True), "cpu", dtype)
+
+
+def test_nothing_changed_renders_nothing_and_loads_no_model(copy, no_model):
+    result = render_changed(copy)
+    assert result.exit_code == 0, result.output
+    entries = json_entries(result)
+    assert [(Path(e["png"]).name, e["skipped"]) for e in entries] == [("a-5.png", "unchanged"), ("b-5.png", "unchanged")]
+
+
+def test_touching_the_files_renders_nothing(copy, no_model):
+    for path in (copy / "scenes").iterdir():
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # mtime only
+    result = render_changed(copy)
+    assert result.exit_code == 0, result.output
+    assert all(entry.get("skipped") == "unchanged" for entry in json_entries(result))
+
+
+def test_editing_one_mask_renders_only_the_scene_that_reads_it(copy):
+    b_before = (copy / "out" / "b-5.png").stat().st_mtime_ns
+    write_mask(copy / "scenes" / "a.png", (0, 0, 64, 20))
+    result = render_changed(copy)
+    assert result.exit_code == 0, result.output
+    entries = {Path(entry["png"]).name: entry for entry in json_entries(result)}
+    assert "skipped" not in entries["a-5.png"] and entries["a-5.png"]["unet_calls"] > 0
+    assert entries["b-5.png"]["skipped"] == "unchanged"
+    assert (copy / "out" / "b-5.png").stat().st_mtime_ns == b_before
+    assert all(v.fresh for v in verdicts(copy))  # the new a-5 holds the key of the edited mask
+
+
+def test_a_changed_tool_version_dtype_or_preset_builder_makes_every_output_stale(copy, monkeypatch):
+    assert all(v.fresh for v in verdicts(copy))
+    assert [v.reasons for v in verdicts(copy, dtype="float16")] == [("dtype float32 -> float16",)] * 2
+    with monkeypatch.context() as patched:
+        patched.setattr(report, "__version__", "99.0")
+        assert [v.reasons for v in verdicts(copy)] == [("semanticdraw version 0.1.0 -> 99.0",)] * 2
+    with monkeypatch.context() as patched:
+        patched.setattr(presets, "PRESET_VERSION", presets.PRESET_VERSION + 1)
+        found = verdicts(copy)
+        assert all(len(v.reasons) == 1 and v.reasons[0].startswith("the model changed: checkpoint preset tiny")
+                   for v in found) and len(found) == 2
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "foreign", "other key", "png replaced", "png missing"])
+def test_a_damaged_or_foreign_output_is_stale_never_trusted(copy, damage):
+    out = copy / "out"
+    report_file, png = out / "a-5.json", out / "a-5.png"
+    if damage == "corrupt":
+        report_file.write_text('{"content_key": "')
+    elif damage == "foreign":
+        report_file.write_text(json.dumps({"seconds": {}, "unet_calls": 1}))
+    elif damage == "other key":  # a report copied from b next to a's picture
+        shutil.copyfile(out / "b-5.json", report_file)
+    elif damage == "png replaced":
+        shutil.copyfile(out / "b-5.png", png)
+    else:
+        png.unlink()
+    found = {v.image.png.name: v for v in verdicts(copy)}
+    assert found["b-5.png"].fresh
+    assert not found["a-5.png"].fresh
+    why = " ".join(found["a-5.png"].reasons)
+    expected = {"corrupt": "not a readable report", "foreign": "holds no content key",
+                "other key": "does not hold the content key", "png replaced": "does not hold the content key",
+                "png missing": "a-5.png is missing"}[damage]
+    assert expected in why
+
+
+def test_changed_with_a_shard_renders_only_that_share(copy, no_model):
+    result = render_changed(copy, "--shard", "2/2")
+    assert result.exit_code == 0, result.output
+    assert [Path(entry["png"]).name for entry in json_entries(result)] == ["b-5.png"]
