@@ -209,7 +209,7 @@ def model_free_stages(monkeypatch) -> None:
     def prepare(self, scene, seeds=None, on_phase=None):
         return SimpleNamespace(scene=scene, seeds=tuple(seeds), table=SimpleNamespace(steps=1))
 
-    def steps(self, prepared):
+    def steps(self, prepared, on_call=None):
         yield SimpleNamespace(stats=SimpleNamespace(step=0))
 
     def finish(self, prepared, final, states, on_phase=None):
