@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from semanticdraw_cli import content_key
 from semanticdraw_cli.devices import planned_target
 from semanticdraw_cli.file_hashes import HashCache
-from semanticdraw_cli.jobs import Job, JobPlan
+from semanticdraw_cli.jobs import JobPlan
 from semanticdraw_cli.outputs import PARAMS_KEY, PlannedImage
 from semanticdraw_cli.scene.safe_io import InputRefused, Kind, read_bytes
 
@@ -85,13 +85,16 @@ def stored_inputs(image: PlannedImage) -> tuple[dict | None, str | None]:
     return report, None
 
 
-def stale_plan(plan: JobPlan, verdicts: Sequence[Verdict]) -> JobPlan:
-    """The plan with only its stale images: each job keeps the seeds whose outputs are stale."""
+def stale_plan(plan: JobPlan, verdicts: Sequence[Verdict]) -> tuple[JobPlan, list[Verdict]]:
+    """(the plan with only the batches that hold a stale image, the fresh images of the other batches). A batch is
+    rendered whole, so that every image is the one a render from scratch gives, bit for bit: an image's pixels
+    may differ in float rounding with the batch it is rendered in."""
     stale = {(v.image.label, v.image.seed) for v in verdicts if not v.fresh}
-    jobs = tuple(Job(job.label, job.scene, seeds) for job in plan.jobs
-                 if (seeds := tuple(seed for seed in job.seeds if (job.label, seed) in stale)))
-    outputs = tuple(image for image in plan.outputs if (image.label, image.seed) in stale)
-    return JobPlan(jobs, plan.total, outputs)
+    jobs = tuple(job for job in plan.jobs if any((job.label, seed) in stale for seed in job.seeds))
+    kept = {(job.label, seed) for job in jobs for seed in job.seeds}
+    outputs = tuple(image for image in plan.outputs if (image.label, image.seed) in kept)
+    skipped = [v for v in verdicts if (v.image.label, v.image.seed) not in kept]
+    return JobPlan(jobs, plan.total, outputs), skipped
 
 
 def skipped_entry(found: Verdict) -> dict:

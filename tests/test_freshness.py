@@ -123,3 +123,18 @@ def test_changed_with_a_shard_renders_only_that_share(copy, no_model):
     result = render_changed(copy, "--shard", "2/2")
     assert result.exit_code == 0, result.output
     assert [Path(entry["png"]).name for entry in json_entries(result)] == ["b-5.png"]
+
+
+def test_a_stale_image_takes_its_whole_batch_so_its_pixels_are_those_of_a_render_from_scratch(tmp_path):
+    from scene_factory import make_scene, rect, region
+
+    from semanticdraw_cli.jobs import Job, JobPlan
+    from semanticdraw_cli.outputs import PlannedImage
+
+    scene = make_scene(64, 64, [region("a fox", rect(0, 0, 32, 32))])
+    images = [PlannedImage("a", "a", seed, tmp_path / f"a-{seed}.png", tmp_path / f"a-{seed}.json") for seed in (1, 2, 3)]
+    plan = JobPlan((Job("a", scene, (1, 2)), Job("a", scene, (3,))), 3, tuple(images))
+    found = [freshness.Verdict(image, "k", ("changed",) if image.seed == 2 else ()) for image in images]
+    stale, skipped = freshness.stale_plan(plan, found)
+    assert [job.seeds for job in stale.jobs] == [(1, 2)]
+    assert [image.seed for image in stale.outputs] == [1, 2] and [v.image.seed for v in skipped] == [3]

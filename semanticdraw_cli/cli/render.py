@@ -109,9 +109,8 @@ def render(
         called.update(plan=whole, skipped=[])
         if not changed:
             return whole
-        verdicts = freshness.judge(whole, device, dtype)  # before any model loads
-        called["skipped"] = [verdict for verdict in verdicts if verdict.fresh]
-        return freshness.stale_plan(whole, verdicts)
+        stale, called["skipped"] = freshness.stale_plan(whole, freshness.judge(whole, device, dtype))  # no model yet
+        return stale
 
     if launch.launched():  # one of several processes: the images are split between them (launch.py)
         if score or min_score is not None:
