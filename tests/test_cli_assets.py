@@ -8,21 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from asset_builds import invoke, write_mask, write_scenes
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("assets")
-    scenes = write_scenes(folder)
-    result = invoke("render", *scenes, "-o", folder / "out", "--quiet", "--device", "cpu", "--images", "2")
-    assert result.exit_code == 0, result.output
-    return folder
+from asset_builds import invoke, write_mask
 
 
 @pytest.fixture
-def copy(built, tmp_path) -> Path:
-    shutil.copytree(built, tmp_path / "work")
+def copy(rendered_assets, tmp_path) -> Path:
+    shutil.copytree(rendered_assets, tmp_path / "work")
     return tmp_path / "work"
 
 

@@ -15,24 +15,14 @@ from semanticdraw_cli.families import presets, registry
 from semanticdraw_cli.jobs import plan_call
 from semanticdraw_cli.scene.loader import load_scene
 
-from asset_builds import invoke, json_entries, write_mask, write_scenes
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """Two scenes rendered once into out/; each test works on a copy of the folder."""
-    folder = tmp_path_factory.mktemp("built")
-    scenes = write_scenes(folder)
-    result = invoke("render", *scenes, "-o", folder / "out", "--quiet", "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    return folder
+from asset_builds import invoke, json_entries, write_mask
 
 
 @pytest.fixture
-def copy(built, tmp_path) -> Path:
+def copy(rendered_assets, tmp_path) -> Path:
     """A copy of the rendered folder elsewhere: keys name files relative to the scene, so it is still fresh."""
     target = tmp_path / "checkout"
-    shutil.copytree(built, target)
+    shutil.copytree(rendered_assets, target)
     return target
 
 

@@ -11,26 +11,17 @@ from PIL import Image
 
 from semanticdraw_cli.families import registry
 
-from asset_builds import invoke, write_scenes
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("golden")
-    scenes = write_scenes(folder)
-    result = invoke("render", *scenes, "-o", folder / "out", "--quiet", "--device", "cpu")
-    assert result.exit_code == 0, result.output
-    return folder
+from asset_builds import invoke
 
 
 @pytest.fixture
-def copy(built, tmp_path, monkeypatch) -> Path:
+def copy(rendered_assets, tmp_path, monkeypatch) -> Path:
     """A copy of the rendered folder; every render below skips its images (--changed), so no model loads."""
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(registry, "load_adapter", refuse)
-    shutil.copytree(built, tmp_path / "work")
+    shutil.copytree(rendered_assets, tmp_path / "work")
     return tmp_path / "work"
 
 
