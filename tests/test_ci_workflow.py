@@ -57,7 +57,7 @@ def test_the_readme_workflow_renders_each_share_then_nothing(tmp_path, monkeypat
     assert made.exit_code == 0, made.output
     shutil.rmtree(tmp_path / "out")  # a runner without the outputs' cache
     monkeypatch.chdir(tmp_path)
-    for name, value in {"MIN_SCORE": "0", "CLIP": "tiny", "CI": "true"}.items():
+    for name, value in {"MIN_SCORE": "0", "CLIP": "tiny", "CI": "true", "DEVICE": "cpu"}.items():
         monkeypatch.setenv(name, value)
     for shard in matrix:
         for command in commands(shard):

@@ -37,7 +37,8 @@ def no_model(monkeypatch):
 
 def render_changed(folder: Path, *extra: object):
     scenes = sorted((folder / "scenes").glob("*.yaml"))
-    return invoke("render", *scenes, "-o", folder / "out", "--changed", "--device", "cpu", "--quiet", "--json", *extra)
+    device = [] if "--device" in extra else ["--device", "cpu"]
+    return invoke("render", *scenes, "-o", folder / "out", "--changed", *device, "--quiet", "--json", *extra)
 
 
 def verdicts(folder: Path, dtype: str | None = None) -> list[freshness.Verdict]:
@@ -128,3 +129,12 @@ def test_a_stale_image_takes_its_whole_batch_so_its_pixels_are_those_of_a_render
     stale, skipped = freshness.stale_plan(plan, found)
     assert [job.seeds for job in stale.jobs] == [(1, 2)]
     assert [image.seed for image in stale.outputs] == [1, 2] and [v.image.seed for v in skipped] == [3]
+
+
+def test_a_missing_device_is_refused_once_something_is_left_to_render(copy, no_model):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = render_changed(copy, "--device", "cuda")  # the images were rendered on the CPU: stale for cuda
+    assert result.exit_code == 2 and "--device cuda: CUDA is not available here" in result.output, result.output

@@ -92,7 +92,8 @@ def render(
     if json_:
         ctx.meta[JSON_KEY] = document
     shard_spec = parse_shard(shard)
-    _check_runtime_options(None if launch.launched() else device, dtype)  # a launch checks its devices itself
+    # a launch checks its devices itself; --changed checks the device's presence once there is something to render
+    _check_runtime_options(None if launch.launched() else device, dtype, present=not changed)
     if peak_tflops is not None and not peak_tflops > 0:
         _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
     _check_ci_options(progress, golden, tolerance, update_golden, output)
@@ -130,6 +131,8 @@ def render(
             _print_summary([], called["skipped"], quiet)
             return _goldens(called["plan"], golden, tolerance, update_golden, quiet)
         return _empty_share(shard, job_plan.total)
+    if changed:
+        _check_runtime_options(device, dtype)
 
     from semanticdraw_cli import job_loop
     from semanticdraw_cli.cli.progress import RenderProgress
