@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,32 +69,38 @@ def write_scenes(folder: Path, count: int) -> list[str]:
     return sorted(str(path) for path in folder.glob("*.yaml"))
 
 
-def cli(args: list[str], cwd: Path, probe: bool = False) -> tuple[float, subprocess.CompletedProcess]:
+def cli(args: list[str], cwd: Path, probe: bool = False) -> tuple[float, float, subprocess.CompletedProcess]:
+    """(wall seconds, CPU seconds of the process, the process) of one CLI call in a fresh process. The CPU
+    seconds are what the wall time would be on an idle machine (the call runs on one thread)."""
     command = [sys.executable, "-c", PROBE, *args] if probe else [sys.executable, "-m", "semanticdraw_cli", *args]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True, timeout=3600)
-    return time.perf_counter() - start, done
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done
 
 
 def unchanged_scenes(count: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
         scenes = write_scenes(work / "scenes", count)
-        seconds, first = cli(["render", *scenes, "-o", "out", "--device", "cpu", "--quiet"], work)
+        seconds, _, first = cli(["render", *scenes, "-o", "out", "--device", "cpu", "--quiet"], work)
         assert first.returncode == 0, first.stderr
         found = {"scenes": count, "first_render_seconds": seconds}
         for label, device in (("device_cpu", ["--device", "cpu"]), ("device_auto", [])):
             args = ["render", *scenes, "-o", "out", "--changed", "--quiet", "--json", *device]
-            times = []
+            times, cpu = [], []
             for _ in range(repeats):
-                seconds, done = cli(args, work)
+                seconds, cpu_seconds, done = cli(args, work)
                 assert done.returncode == 0, done.stderr
                 entries = json.loads(done.stdout)
                 assert len(entries) == count and all(entry.get("skipped") == "unchanged" for entry in entries)
                 times.append(seconds)
-            _, probed = cli(args, work, probe=True)
+                cpu.append(cpu_seconds)
+            _, _, probed = cli(args, work, probe=True)
             report = json.loads(probed.stderr.strip().splitlines()[-1])
-            found[label] = {"seconds": summary(times), "skipped": count, "rendered": 0,
+            found[label] = {"seconds": summary(times), "cpu_seconds": summary(cpu), "skipped": count, "rendered": 0,
                             "heavy_modules_imported": report["imported"], "exit_code": report["exit"]}
         return found
 
@@ -114,10 +121,11 @@ def checkpoint_keys(size: int) -> dict:
         rows = {}
         for label in ("first", "second"):
             hashes = HashCache(cache)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             content_key.scene_inputs(scene, hashes)
             hashes.save()
-            rows[label] = {"seconds": time.perf_counter() - start, "files_hashed": hashes.hashed}
+            rows[label] = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                           "files_hashed": hashes.hashed}
         return {"checkpoint_bytes": size, "sparse": True, **rows}
 
 
@@ -140,17 +148,22 @@ def summary(values: list[float]) -> dict:
 
 def table(result: dict) -> str:
     scenes = result["unchanged"]
-    lines = ["| measure | seconds |", "|---|---|"]
+    lines = ["| measure | CPU seconds | wall seconds |", "|---|---|---|"]
     for label, what in (("device_cpu", "--device cpu"), ("device_auto", "device left to choose")):
         row = scenes[label]
         imported = ", ".join(row["heavy_modules_imported"]) or "none"
+        wall, cpu = row["seconds"], row["cpu_seconds"]
         lines.append(f"| `render --changed`, {scenes['scenes']} unchanged scenes, {what} (imports: {imported}) | "
-                     f"{row['seconds']['median']:.2f} (median of {len(row['seconds']['all'])}, "
-                     f"{row['seconds']['min']:.2f}–{row['seconds']['max']:.2f}) |")
+                     f"{cpu['median']:.2f} ({cpu['min']:.2f}–{cpu['max']:.2f}) | {wall['median']:.2f} "
+                     f"({wall['min']:.2f}–{wall['max']:.2f}), median of {len(wall['all'])} |")
     keys = result["checkpoint"]
     gib = keys["checkpoint_bytes"] / 1024**3
-    lines.append(f"| content key, scene with a {gib:g} GiB local checkpoint, first time | {keys['first']['seconds']:.2f} |")
-    lines.append(f"| the same, second time (hash cache) | {keys['second']['seconds']:.4f} |")
+    for label, what in (("first", "first time"), ("second", "second time (hash cache)")):
+        lines.append(f"| content key, scene with a {gib:g} GiB local checkpoint, {what} | "
+                     f"{keys[label]['cpu_seconds']:.4f} | {keys[label]['seconds']:.4f} |")
+    load = result["machine"]
+    lines.append(f"\nLoad average {load['load_average_start'][0]:.1f} at the start, "
+                 f"{load['load_average_end'][0]:.1f} at the end, on {load['cores']} cores.")
     return "\n".join(lines)
 
 
