@@ -58,6 +58,17 @@ def test_a_missing_golden_exits_5(copy):
     assert result.exit_code == 5 and "no golden" in result.output and "--update-golden" in result.output
 
 
+def test_update_golden_never_writes_over_a_file_a_scene_reads(copy):
+    scenes = copy / "scenes"
+    (scenes / "a.png").rename(scenes / "a-5.png")  # the mask has the name of a's golden
+    (scenes / "a.yaml").write_text((scenes / "a.yaml").read_text().replace("a.png", "a-5.png"))
+    before = (scenes / "a-5.png").read_bytes()
+    result = invoke("render", scenes / "a.yaml", "-o", copy / "out", "--changed", "--golden", scenes, "--update-golden")
+    assert result.exit_code == 2, result.output
+    assert "a-5.png: the output would overwrite the mask of region 'sun'" in result.output
+    assert (scenes / "a-5.png").read_bytes() == before
+
+
 @pytest.mark.parametrize("args, named", [
     (["--tolerance", "1"], "--tolerance needs --golden DIR"),
     (["--update-golden"], "--update-golden needs --golden DIR"),

@@ -86,6 +86,7 @@ def render(
     """
     from semanticdraw_cli import freshness, launch
     from semanticdraw_cli.jobs import parse_shard, plan_call
+    from semanticdraw_cli.outputs import job_reads, refuse_overwriting_inputs
 
     document = JsonDocument()  # printed once when the command ends (cli.support.Commands), by one process
     document.silent = not launch.main_process()
@@ -108,6 +109,9 @@ def render(
         whole = plan_call([(str(path), scene) for path, scene in loaded], output, overwrite or changed, shard_spec,
                           processes)
         called.update(plan=whole, skipped=[])
+        if golden is not None and update_golden:  # a golden is never written over a file a scene reads
+            refuse_overwriting_inputs([golden / image.png.name for image in whole.outputs],
+                                      job_reads([job.as_output_job() for job in whole.jobs]))
         if not changed:
             return whole
         stale, called["skipped"] = freshness.stale_plan(whole, freshness.judge(whole, device, dtype))  # no model yet
