@@ -135,3 +135,9 @@ MIN_BACKGROUND_SCORE = None  # quality.min_background_score
 # Waiting, and saying so.
 HUB_PROBE_SECONDS = 3  # a hub id not cached: how long to wait for the hub before saying it cannot be reached
 PROGRESS_NOTE_SECONDS = 10  # without a terminal, a sampling step this long prints a line on its windows done
+
+# CI asset builds: content keys, freshness, goldens.
+FILE_HASH_CACHE = "file-hashes.json"  # under $SEMANTICDRAW_CACHE: sha256 of model files by path, size, mtime, inode
+GOLDEN_TOLERANCE = 1.0  # render --golden: the largest mean absolute difference (0-255) allowed in any region
+SSIM_STD = 1.5  # the Gaussian window of SSIM (Wang et al. 2004): 11 taps
+MAX_REPORT_BYTES = 64 * 1024 * 1024  # a NAME-SEED.json read back by `render --changed` and `check`

@@ -58,3 +58,20 @@ def pick_dtype(requested: str | None, device: torch.device, cuda_dtype: str = "f
     if cuda_dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return getattr(torch, cuda_dtype)
+
+
+def planned_target(requested_device: str | None, requested_dtype: str | None, cuda_dtype: str = "float16") -> tuple[str, str]:
+    """(device type, dtype name) a render will use, decided as `pick_device`/`pick_dtype` decide but without
+    checking that the device is here (`check` may judge GPU renders on a CPU machine); torch is imported only
+    when the choice is automatic and needs it."""
+    if requested_device and requested_device != "auto":
+        device_type = requested_device.partition(":")[0]
+    else:
+        device_type = pick_device(None).type
+    if requested_dtype and requested_dtype != "auto":
+        return device_type, requested_dtype
+    if device_type != "cuda":
+        return device_type, "float32"
+    if cuda_dtype == "bfloat16" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        return device_type, "float16"
+    return device_type, cuda_dtype

@@ -72,6 +72,7 @@ class Call:
     explain: Callable[[BaseException], tuple[int, str]]  # a failure -> (exit code, message)
     entry: Callable[[Any], dict]  # a RenderResult -> its entry in the --json summary
     debug: bool = False  # print the traceback of a failure on the process where it happened
+    progress: str = "auto"  # --progress: bars, lines, jsonl or none (cli.progress)
 
 
 _joined: list[bool] = []  # one entry once this process joined a process group
@@ -272,7 +273,7 @@ def _render_share(group: Group, call: Call, plan: jobs.JobPlan, mine: list[jobs.
 
     hooks = job_loop.Hooks(between_steps=stop_if_told, written=group.record, job_done=job_done)
     try:
-        with RenderProgress(enabled=group.is_main and not call.quiet, scenes=len(mine)) as progress:
+        with RenderProgress(enabled=group.is_main and not call.quiet, scenes=len(mine), mode=call.progress) as progress:
             job_loop.run(renderer, account, job_loop.planned_images(plan), progress, hooks)
     except _Stopped as stopped:
         _ignore_interrupts()

@@ -19,9 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import flops, masks as mask_math, outputs, speed, stages
+from semanticdraw_cli import content_key, flops, masks as mask_math, outputs, speed, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
+from semanticdraw_cli.file_hashes import HashCache
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
@@ -63,6 +64,7 @@ class Prepared:
     recomputed: dict[str, int]  # stage -> entries computed (not cached) by this prepare
     speed: dict[str, Any] = field(default_factory=dict)  # network levers, FLOPs per item, peak (speed.configure)
     warnings: tuple[str, ...] = ()  # e.g. regions too small for the latent grid, skipped (the report lists them)
+    key_inputs: dict[str, Any] = field(default_factory=dict)  # what the images' content keys share (content_key)
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,7 @@ class Renderer:
     dtype: str | None = None  # auto: the family's cuda_dtype on cuda, else float32
     peak_tflops: float | None = None  # the device's peak for the report; None: measured once per process
     cache: stages.StageCache = field(default_factory=stages.StageCache)
+    hashes: HashCache = field(default_factory=HashCache)  # model files' sha256, for content keys
     _adapters: dict[Hashable, FamilyAdapter] = field(default_factory=dict)
     _measured: speed.Measured = field(default_factory=speed.Measured)
 
@@ -118,6 +121,8 @@ class Renderer:
         if on_phase:
             on_phase("preparing masks", 0, None)
         timings: dict[str, float] = {}
+        key_inputs = content_key.scene_inputs(scene, self.hashes)  # what the pixels are made from, read first
+        self.hashes.save()
         # 1. Masks at canvas size (no model needed)
         start = time.perf_counter()
         canvas_masks = stages.canvas_masks(scene, self.cache)  # (R, H, W)
@@ -203,7 +208,7 @@ class Renderer:
         states = tuple(g.get_state() for g in generators)
         return Prepared(
             scene, seeds, adapter, table, setup, canvas_masks, picture, x, states, timings, recomputed, speed_info,
-            warnings,
+            warnings, key_inputs,
         )
 
     def steps(self, prepared: Prepared, on_call: CallCallback | None = None) -> Iterator[StepState]:
@@ -251,8 +256,10 @@ class Renderer:
                               {"network": info["network"], "flops": measured})
         if prepared.warnings:
             report["warnings"] = list(prepared.warnings)
+        target = (prepared.adapter.device.type, report["dtype"])
         return [
-            RenderResult(scene, seed, images[k], x[k].cpu(), {**report, "seed": seed, "image_index": seed - scene.sampler.seed})
+            RenderResult(scene, seed, images[k], x[k].cpu(), {**report, "seed": seed, "image_index": seed - scene.sampler.seed,
+                                                              **content_key.stamp(prepared.key_inputs, seed, *target)})
             for k, seed in enumerate(prepared.seeds)
         ]
 
@@ -378,7 +385,8 @@ def write_result(result: RenderResult, png: Path, report_path: Path) -> None:
 
     start = time.perf_counter()
     scene_yaml = yaml.safe_dump(scene_to_dict(result.scene), sort_keys=False)
-    params = {"seed": result.seed, "image_index": result.report["image_index"], "versions": result.report["versions"]}
+    params = {"seed": result.seed, "image_index": result.report["image_index"], "versions": result.report["versions"],
+              "content_key": result.report.get("content_key")}
     outputs.write_png(png, result.image, scene_yaml, params)
     result.report["seconds"]["save"] = time.perf_counter() - start
     result.report["seconds"]["total"] = sum(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import resource
+from functools import cache
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -20,14 +21,18 @@ VERSIONED = ("torch", "diffusers", "transformers")  # the libraries that decide 
 
 def versions() -> dict[str, str]:
     """Installed versions, read from package metadata without importing the packages."""
-    found = {"semanticdraw": __version__}
-    for name in VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    found["python"] = platform.python_version()
-    return found
+    return {"semanticdraw": __version__, **{name: installed_version(name) for name in VERSIONED},
+            "python": platform.python_version()}
+
+
+@cache
+def installed_version(name: str) -> str:
+    """A package's version from its metadata, read once per process (parsing it takes milliseconds, and
+    `render --changed` asks for every scene)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def peak_memory_bytes(device: torch.device) -> int:

@@ -68,7 +68,8 @@ def test_quiet_prints_nothing_with_or_without_a_terminal():
         assert output.getvalue() == ""
 
 
-def test_on_a_terminal_the_bar_shows_the_windows_of_the_step():
+def test_on_a_terminal_the_bar_shows_the_windows_of_the_step(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
     output, clock = io.StringIO(), Clock()
     progress = RenderProgress(True, 1, Console(file=output, force_terminal=True, width=200), clock)
     with progress:
@@ -77,6 +78,31 @@ def test_on_a_terminal_the_bar_shows_the_windows_of_the_step():
         progress.on_call(0, 3, 4)
         assert progress.progress.tasks[-1].description == "fox (seed 7): sampling, step 1: 3/4 windows"
     assert "fox (seed 7): sampling" in output.getvalue() and "step 1/2 in" not in output.getvalue()
+
+
+@pytest.mark.parametrize("ci", ["true", "TRUE", "1"])
+def test_on_a_terminal_under_ci_lines_replace_the_bars(monkeypatch, ci):
+    monkeypatch.setenv("CI", ci)
+    output, clock = io.StringIO(), Clock()
+    feed(RenderProgress(True, 1, Console(file=output, force_terminal=True, width=200), clock), clock)
+    assert output.getvalue().splitlines()[0] == "fox\\x1b[2J (seed 7): preparing masks"
+
+
+def test_jsonl_prints_one_json_event_per_phase_and_step():
+    output, clock = io.StringIO(), Clock()
+    feed(RenderProgress(True, 1, Console(file=output, force_terminal=True), clock, mode="jsonl"), clock)
+    events = [json.loads(line) for line in output.getvalue().splitlines()]
+    assert [(event["event"], event.get("phase") or event.get("step")) for event in events] == [
+        ("scene", None), ("phase", "preparing masks"), ("phase", "loading the model"), ("phase", "sampling"),
+        ("step", 1), ("windows", 2), ("step", 2), ("phase", "decoding"), ("phase", "writing"), ("done", None)]
+    assert all(event["scene"] == "fox\x1b[2J" and event["seeds"] == [7] for event in events)
+    assert events[4]["seconds"] == 2.0 and events[5]["windows_done"] == 2 and events[-1]["seconds"] == 22.4
+
+
+def test_progress_none_prints_nothing():
+    output, clock = io.StringIO(), Clock()
+    feed(RenderProgress(True, 1, Console(file=output, force_terminal=False), clock, mode="none"), clock)
+    assert output.getvalue() == ""
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ def test_every_command_has_help():
 
     from semanticdraw_cli.cli.app import app
 
-    for command in ("render", "validate", "preview", "import", "inspect", "watch", "score"):
+    for command in ("render", "validate", "preview", "import", "inspect", "watch", "score", "check", "compare"):
         result = CliRunner().invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output, command
 

@@ -130,6 +130,22 @@ def test_torchrun_with_a_shard_takes_the_share_then_splits_it(work, reference):
         assert np.array_equal(image, reference[f"shard/{name}"]), name
 
 
+def test_changed_under_a_launcher_renders_only_the_batch_of_the_stale_image(work, reference):
+    import shutil
+
+    shutil.copytree(work / "one", work / "changed")
+    (work / "changed" / "a-8.png").unlink()
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    args = ["render", "a.yaml", "b.yaml", *SMALL, "--changed", "-o", "changed", "--json", "-q"]
+    result = run([*launcher, "-m", "semanticdraw_cli", *args], work)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert [(Path(e["png"]).name, e.get("skipped")) for e in summary] == [  # a-8's batch (a 7-8) is rendered whole
+        ("a-9.png", "unchanged"), ("b-5.png", "unchanged"), ("a-7.png", None), ("a-8.png", None)]
+    for name, image in pixels(work / "changed").items():  # bit-equal to the render from scratch
+        assert np.array_equal(image, reference[name]), name
+
+
 def test_a_failing_job_ends_every_process_with_its_code_naming_process_and_job(work):
     scene_file(work, "bad.yaml", "nobody/no-such-model-xyz")  # a hub id: fails when loading, offline
     args = ["a.yaml", "bad.yaml", "--images", "2", *SMALL, "-o", "failed", "--json"]

@@ -15,14 +15,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from semanticdraw_cli import defaults
-from semanticdraw_cli.cli.support import DEBUG_KEY, JSON_KEY, AllowOutside, Commands, JsonDocument, debugging, explain
-from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
+from semanticdraw_cli.cli.support import DEBUG_KEY, AllowOutside, Commands
 from semanticdraw_cli.cli import options
+from semanticdraw_cli.cli.assets import check, compare
+from semanticdraw_cli.cli.render import render
 from semanticdraw_cli.cli.support import fail as _fail
 from semanticdraw_cli.cli.support import load_scenes as _load_scenes
-from semanticdraw_cli.cli.score import min_score_override as _min_score_override
-from semanticdraw_cli.cli.score import score, score_gate as _score_gate, scoring_clip as _scoring_clip
+from semanticdraw_cli.cli.score import score
 from semanticdraw_cli.cli.watch import WatchCommand, watch
 from semanticdraw_cli.errors import SceneError, printable, printable_lines, problem_lines
 app = typer.Typer(
@@ -55,156 +54,7 @@ def _main(
     ctx.meta[DEBUG_KEY] = debug
 
 
-def _summary_entry(result) -> dict:
-    """One image of the `--json` summary."""
-    entry = {"scene": str(result.scene.source), "seed": result.seed, "png": str(result.png), "report": str(result.json),
-             "seconds": result.report["seconds"]["total"], "network_calls": result.report["network_calls"]}
-    return entry | ({"scores": result.report["scores"]} if "scores" in result.report else {})
-
-
-@app.command()
-def render(
-    ctx: typer.Context,
-    scenes: Annotated[list[Path], typer.Argument(help="Scene files (.yaml, .psd, .ora).")],
-    output: options.Output = Path(defaults.OUTPUT_DIR),
-    seed: options.Seed = None,
-    images: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Images per scene, seeds seed..seed+N-1, in batches of sampler.max_batch.",
-            show_default=f"the scene's, else {defaults.IMAGES}",
-        ),
-    ] = None,
-    model: options.Model = None,
-    device: options.Device = None,
-    dtype: options.Dtype = None,
-    set_: options.Set = None,
-    plan: options.Plan = None,
-    compile_: Annotated[Optional[bool], typer.Option(
-        "--compile/--no-compile",
-        help="torch.compile the network: static shapes, CUDA graphs on CUDA [default: the scene's].",
-    )] = None,
-    peak_tflops: Annotated[Optional[float], typer.Option(
-        help="The device's peak TFLOP/s, for the report's share of it [default: measured once by a matrix product]."
-    )] = None,
-    shard: Annotated[Optional[str], typer.Option(help="Render only the K-th of N shares of the (scene, seed) jobs: K/N.")] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace existing outputs (else they are refused before any model loads).")
-    ] = False,
-    allow_outside: AllowOutside = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summary.")] = False,
-    json_: Annotated[
-        bool,
-        typer.Option("--json", help="Print one JSON document on stdout when the call ends: a list with one entry "
-                                    "per image written; on failure an object {error, exit_code, images, unfinished}."),
-    ] = False,
-    score: Annotated[Optional[bool], typer.Option("--score/--no-score", help="CLIP score per region into each report and the summary [default: on when a threshold is set].")] = None,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
-    model_clip: Annotated[Optional[str], typer.Option("--model-clip", help="CLIP checkpoint for scores: hub id, folder, or preset tiny.")] = None,
-) -> None:
-    """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report).
-
-    Every output file of the call is checked before any model loads: two scenes that would write the
-    same file, existing files (without --overwrite) and an output folder that cannot be written are
-    refused (exit 2). Under `accelerate launch` or `torchrun` the batches are split between the
-    processes, each on its own device (README: Many GPUs).
-    """
-    from semanticdraw_cli.jobs import parse_shard, plan_call
-
-    from semanticdraw_cli import launch
-
-    document = JsonDocument()  # printed once when the command ends (cli.support.Commands), by one process
-    document.silent = not launch.main_process()
-    if json_:
-        ctx.meta[JSON_KEY] = document
-    shard_spec = parse_shard(shard)
-
-    _check_runtime_options(None if launch.launched() else device, dtype)  # a launch checks its devices itself
-    if peak_tflops is not None and not peak_tflops > 0:
-        _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
-    overrides = options.scene_overrides(set_, seed=seed, images=images, plan=plan, model=model, compile_=compile_)
-    overrides += _min_score_override(min_score, score)
-
-    def load_and_plan(processes: int = 1):
-        loaded, problems = _load_scenes(scenes, overrides, allow_outside)
-        if problems:
-            _fail("\n".join(problems), 2)
-        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec, processes)
-
-    if launch.launched():  # one of several processes: the images are split between them (launch.py)
-        if score or min_score is not None:
-            _fail("--score and --min-score do not run under a launcher yet; render, then `semanticdraw score` "
-                  "the images", 2)
-        call = launch.Call(load_and_plan, output, device, dtype, quiet, explain, _summary_entry, debugging(ctx))
-        return _render_launched(call, document, shard)
-    if (hint := launch.single_process_hint()) and not quiet:
-        typer.echo(f"warning: {hint}", err=True)
-    job_plan = load_and_plan()
-    if not job_plan.jobs:
-        return _empty_share(shard, job_plan.total)
-
-    from semanticdraw_cli import job_loop
-    from semanticdraw_cli.cli.progress import RenderProgress
-    from semanticdraw_cli.render import Renderer
-
-    clip = _scoring_clip([job.scene for job in job_plan.jobs], score, model_clip, device)
-    renderer = Renderer(device=device, dtype=dtype, peak_tflops=peak_tflops)
-    account = job_loop.Account(job_plan.jobs, _summary_entry, document.images)
-    document.unfinished = account.left
-    hooks = job_loop.Hooks(
-        score=None if clip is None else lambda done: _score(done, clip),
-        warning=None if quiet else lambda job, warning: typer.echo(
-            f"warning: {printable(job.scene.source or job.scene.name)}: {printable_lines(warning)}", err=True),
-    )
-    try:
-        with RenderProgress(enabled=not quiet, scenes=len(job_plan.jobs)) as progress:
-            job_loop.run(renderer, account, job_loop.planned_images(job_plan), progress, hooks)
-    except KeyboardInterrupt:
-        _fail("interrupted; no partial files were written", 130)
-    if not quiet:
-        _print_summary(account.results)
-    if clip is not None:
-        _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in account.results])
-
-
-def _score(results: list, clip) -> None:
-    from semanticdraw_cli.score import score_results
-
-    score_results(results, clip)
-
-
-def _render_launched(call, document: JsonDocument, shard: str | None) -> None:
-    """This process's share of a launched render; the main process reports the whole launch."""
-    from semanticdraw_cli import launch
-
-    try:
-        outcome = launch.render(call)
-    except launch.LaunchFailure as failure:
-        if not failure.main:
-            document.silent = True
-            raise typer.Exit(code=failure.code) from None
-        left = failure.unfinished
-        document.images[:], document.unfinished = failure.images, lambda: left
-        _fail(failure.message, failure.code)
-    if outcome is None:
-        document.silent = True
-        return
-    document.images[:] = outcome.entries
-    if not outcome.plan.jobs:
-        return _empty_share(shard, outcome.plan.total)
-    if not call.quiet:
-        _print_summary(outcome.results)
-
-
-def _empty_share(shard: str | None, total: int) -> None:
-    typer.echo(f"--shard {shard}: this share is empty ({total} (scene, seed) jobs in all); nothing to render", err=True)
-
-
-def _print_summary(results: list) -> None:
-    """The summary table on stderr (the --json document goes to stdout when the command ends)."""
-    from semanticdraw_cli.cli.progress import print_summary
-
-    print_summary(results)
+app.command()(render)
 
 
 @app.command()
@@ -319,6 +169,8 @@ def import_layers(
 
 app.command("watch", cls=WatchCommand)(watch)
 app.command("score")(score)
+app.command("check")(check)
+app.command("compare")(compare)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The options `render` and `watch` share (a launched render is `render`), defined once, and the scene
+"""The options `render`, `check` and `watch` share (a launched render is `render`), defined once, and the scene
 overrides every command builds from its options in one place.
 
 A path typed on the command line (`--model ./dir`, `--set model.checkpoint=./dir`) means a path from the
@@ -26,6 +26,10 @@ Output = Annotated[Path, typer.Option(
     "-o", "--output", help="Folder for the images and their reports (created if missing).")]
 Seed = Annotated[Optional[int], typer.Option(
     help="Seed of the first image.", show_default=f"the scene's, else {defaults.SEED}")]
+Images = Annotated[Optional[int], typer.Option(
+    help="Images per scene, seeds seed..seed+N-1, in batches of sampler.max_batch.",
+    show_default=f"the scene's, else {defaults.IMAGES}")]
+Shard = Annotated[Optional[str], typer.Option(help="Only the K-th of N shares of the (scene, seed) jobs: K/N.")]
 Model = Annotated[Optional[str], typer.Option(
     help="Checkpoint: hub id, folder, .safetensors, or preset tiny|small|full-random. A path here is relative to "
          "the current folder (paths inside a scene file: to the scene's folder).", show_default="the scene's")]

@@ -3,8 +3,10 @@ and a summary table at the end; all on stderr, so that `--json` keeps stdout to 
 
 from __future__ import annotations
 
+import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -28,20 +30,21 @@ class RenderProgress:
     """
 
     def __init__(self, enabled: bool, scenes: int, output: Console | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, mode: str = "auto"):
         self.output, self.clock = output or console, clock
-        self.enabled, self.lines = enabled, enabled and not self.output.is_terminal
+        self.mode = progress_mode(mode if enabled else "none", self.output)
+        self.enabled, self.lines = self.mode != "none", self.mode in ("lines", "jsonl")
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=self.output,
-            disable=not enabled or self.lines,
+            disable=not self.enabled or self.lines,
             transient=False,
         )
-        self.scenes_task = self.progress.add_task("scenes", total=scenes, visible=enabled and scenes > 1)
-        self.task, self.label, self.name, self.phase = None, "", "", ""
+        self.scenes_task = self.progress.add_task("scenes", total=scenes, visible=self.enabled and scenes > 1)
+        self.task, self.label, self.name, self.phase, self.scene, self.seeds = None, "", "", "", "", []
         self.steps, self.scene_start, self.step_start, self.noted = 0, 0.0, 0.0, 0.0
 
     def __enter__(self) -> RenderProgress:
@@ -55,15 +58,18 @@ class RenderProgress:
         images = f"seed {seeds[0]}" if len(seeds) == 1 else f"{len(seeds)} images"
         self.name = f"{printable(name)} ({images})"  # plain lines
         self.label = f"{escape(printable(name))} ({images})"  # rich markup
+        self.scene, self.seeds = name, list(seeds)  # JSON events
         self.scene_start = self.clock()
+        self._event("scene", f"seeds {', '.join(map(str, seeds))}", only_json=True)
         self.on_phase("starting", 0, None)
 
     def on_step(self, done: int, total: int) -> None:
         now = self.clock()
         if self.lines and done > 0:
-            self._line(f"step {done}/{total} in {now - self.step_start:.1f} s")
+            self._event("step", f"step {done}/{total} in {now - self.step_start:.1f} s", step=done, steps=total,
+                        seconds=round(now - self.step_start, 3))
         elif self.lines:
-            self._line(f"sampling, {total} steps")
+            self._event("phase", f"sampling, {total} steps", phase="sampling", steps=total)
         self.steps, self.step_start, self.noted = total, now, now
         self.on_phase("sampling", done, total)
 
@@ -79,7 +85,9 @@ class RenderProgress:
         now = self.clock()
         if now - self.noted >= PROGRESS_NOTE_SECONDS and windows_done < windows:
             self.noted = now
-            self._line(f"step {step + 1}/{self.steps}: {windows_done}/{windows} windows in {now - self.step_start:.0f} s")
+            self._event("windows", f"step {step + 1}/{self.steps}: {windows_done}/{windows} windows in "
+                        f"{now - self.step_start:.0f} s", step=step + 1, windows_done=windows_done, windows=windows,
+                        seconds=round(now - self.step_start, 3))
 
     def on_phase(self, phase: str, done: int, total: int | None) -> None:
         """What runs now (model load, preset building, sampling, decoding), and its count when known."""
@@ -87,9 +95,10 @@ class RenderProgress:
             self.progress.update(self.task, completed=done, total=total)
             return
         if self.lines and phase not in ("starting", "sampling", "done"):  # sampling: a line per step instead
-            self._line(phase)
+            self._event("phase", phase, phase=phase)
         if self.lines and phase == "done":
-            self._line(f"done in {self.clock() - self.scene_start:.1f} s")
+            seconds = self.clock() - self.scene_start
+            self._event("done", f"done in {seconds:.1f} s", seconds=round(seconds, 3))
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.phase = phase
@@ -99,13 +108,29 @@ class RenderProgress:
         self.on_phase("done", 1, 1)
         self.progress.advance(self.scenes_task)
 
-    def _line(self, text: str) -> None:
-        self.output.file.write(f"{self.name}: {text}\n")
+    def _event(self, kind: str, text: str, only_json: bool = False, **fields: object) -> None:
+        """A plain line `NAME (seed S): text`, or with --progress jsonl one JSON object of the event."""
+        if self.mode == "jsonl":
+            line = json.dumps({"event": kind, "scene": self.scene, "seeds": self.seeds, **fields}, ensure_ascii=True)
+        elif only_json:
+            return
+        else:
+            line = f"{self.name}: {text}"
+        self.output.file.write(line + "\n")
         self.output.file.flush()
 
 
-def print_summary(results) -> None:
-    """One row per written image: the whole file name, its seed, seconds per phase, network work and its rate, CLIP scores if scored."""
+def progress_mode(requested: str, output: Console, environ: Mapping[str, str] = os.environ) -> str:
+    """`auto`: bars on a terminal, plain lines elsewhere and whenever CI=true (bars in a CI log are noise)."""
+    if requested != "auto":
+        return requested
+    in_ci = environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+    return "bars" if output.is_terminal and not in_ci else "lines"
+
+
+def print_summary(results, skipped: Sequence[tuple[str, int]] = ()) -> None:
+    """One row per written image: the whole file name, its seed, seconds per phase, network work and its rate, CLIP
+    scores if scored; then one per image `render --changed` skipped (file name, seed), marked `unchanged`."""
     from semanticdraw_cli.score import summary_cells
 
     table = Table(title="semanticdraw render", title_justify="left")
@@ -133,6 +158,8 @@ def print_summary(results) -> None:
             f"{result.report.get('flops', {}).get('tflops_per_second') or 0.0:.3g}",
             *score_cells,
         )
+    for name, seed in skipped:
+        table.add_row(escape(printable(name)), str(seed), "unchanged", *[""] * (len(table.columns) - 3))
     natural = console.measure(table, options=console.options.update_width(10_000)).maximum
     if natural <= console.width:
         console.print(table)

@@ -159,9 +159,9 @@ def load_scenes(
     return loaded, problems
 
 
-def check_runtime_options(device: str | None, dtype: str | None) -> None:
-    """--device (spelling and presence on this machine) and --dtype are checked before any scene or model
-    loads (exit 2)."""
+def check_runtime_options(device: str | None, dtype: str | None, present: bool = True) -> None:
+    """--device (spelling, and with `present` its presence on this machine) and --dtype are checked before any
+    scene or model loads (exit 2)."""
     import re
 
     from semanticdraw_cli.defaults import DTYPES
@@ -170,7 +170,7 @@ def check_runtime_options(device: str | None, dtype: str | None) -> None:
         fail(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}", 2)
     if device is not None and not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
         fail(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N", 2)
-    if device not in (None, "auto", "cpu"):
+    if present and device not in (None, "auto", "cpu"):
         from semanticdraw_cli.devices import device_problem
 
         problem = device_problem(device)
