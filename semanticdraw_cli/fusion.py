@@ -38,7 +38,9 @@ class FusionSetup:
     max_batch: int  # items per network call (out of memory halves it during a run)
     pairs_total: int  # every region on every grid window, for the report
     method: str = "semanticdraw"  # or "multidiffusion": average after each pair's full step
-    fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (masks.covers_every_pixel, no picture)
+    # Per step, where x0 leans towards the fill by the weight leak suppression took away: True everywhere (a
+    # picture painted over), False nowhere, or a (1, h, w) bool tensor (masks.uncovered); None: everywhere
+    pull_to_fill: tuple[torch.Tensor | bool, ...] | None = None
     pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
     variants: tuple[Hashable, ...] = ()  # the network variant per region (never mixed in a call); (): all the same
 
@@ -181,9 +183,9 @@ def _fusion_step(
     rolled back after the call.
 
     Latent pre-averaging: x0 = num/den. Where bootstrapping's leak suppression leaves den < 1, the result
-    is pulled towards the fill (white, or the picture painted over), unless `fill_uncovered_only`: when the
-    masks cover every pixel at every step (always with a background prompt) and there is no picture, the
-    authors' code normalises by den and fills only where den = 0.
+    is pulled towards the fill by the weight it lacks (`pull_to_fill`): everywhere when painting over a
+    picture, else only at pixels that no mask covers at this step; where the masks add up to 1 (everywhere
+    with a background prompt) the authors' code normalises by den and fills only where den = 0.
     """
     table, images = setup.table, len(x)
     a, s = table.signal[i], table.noise[i]
@@ -228,9 +230,11 @@ def _fusion_step(
             num[k, :, rows, cols] += w * x0_rv
             den[k, :, rows, cols] += w
     x0 = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)  # (N, C, h, w)
-    if not setup.fill_uncovered_only:
+    pull = True if setup.pull_to_fill is None else setup.pull_to_fill[i]
+    if pull is not False:
         covered = den.clamp(0.0, 1.0)
-        x0 = covered * x0 + (1.0 - covered) * setup.fill
+        pulled = covered * x0 + (1.0 - covered) * setup.fill
+        x0 = pulled if pull is True else torch.where(pull, pulled, x0)
     return renoise(x, x0, i, run.generators, table), x0, _stats(setup, i, count, pixels, images, run, before)
 
 

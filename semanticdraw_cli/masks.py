@@ -133,11 +133,17 @@ def with_background(quantized: np.ndarray) -> np.ndarray:
     return np.concatenate([background_mask(quantized)[:, None], quantized], axis=1)
 
 
-def covers_every_pixel(quantized: np.ndarray) -> bool:
-    """Whether the (n, R, h, w) per-step masks add up to at least 1 at every latent pixel of every step.
+def uncovered(quantized: np.ndarray) -> np.ndarray:
+    """(n, h, w) bool: the latent pixels where the (n, R, h, w) per-step masks add up to less than 1.
 
-    Then nothing is left for a fill to show through, and the sampler normalises by the summed weights
-    everywhere, as the authors' code does: always true with a background prompt (region 0 completes the
-    sum), and true without one when a region drawn under the others covers the canvas at every step.
+    Only there may a fill (white, without a background prompt) show through; where the masks add up to 1
+    the sampler normalises by the summed weights, as the authors' code does. A background prompt (region 0
+    completes the sum) leaves no pixel uncovered; so does a region drawn under the others over the canvas,
+    except at the soft edges of the regions on top while their masks are still growing.
     """
-    return bool((quantized.sum(axis=1) >= 1.0 - COVER_SUM_TOLERANCE).all())
+    return quantized.sum(axis=1) < 1.0 - COVER_SUM_TOLERANCE
+
+
+def covers_every_pixel(quantized: np.ndarray) -> bool:
+    """Whether the (n, R, h, w) per-step masks add up to at least 1 at every latent pixel of every step."""
+    return not uncovered(quantized).any()

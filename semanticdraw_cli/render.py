@@ -197,7 +197,7 @@ class Renderer:
             max_batch=1,  # a placeholder: step 7 sizes the batch
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
-            fill_uncovered_only=base is None and mask_math.covers_every_pixel(quantized),
+            pull_to_fill=None if base is not None else _pull_to_fill(mask_math.uncovered(quantized), device),
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(
@@ -295,6 +295,12 @@ class Renderer:
                 on_phase("writing", 0, None)
             write_results(results, out_dir)
         return results
+
+
+def _pull_to_fill(uncovered: np.ndarray, device: torch.device) -> tuple[torch.Tensor | bool, ...]:
+    """Per step: False where every pixel is covered (the sampler only normalises), else the (1, h, w) pixels
+    that no mask covers, on the device."""
+    return tuple(torch.from_numpy(step[None]).to(device) if step.any() else False for step in uncovered)
 
 
 class _CallCounter:

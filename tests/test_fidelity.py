@@ -123,7 +123,7 @@ def run(layout, plan: str, steps: int | None = None, bootstrap_steps: int = 1):
         leak_sensitivity=0.2,
         max_batch=8,
         pairs_total=len(grid) * regions,
-        fill_uncovered_only=True,  # a background prompt and no picture, as render sets it for this scene
+        pull_to_fill=(False,) * table.steps,  # a background prompt and no picture, as render sets it here
     )
     oracle = OracleDenoiser(constants(regions))
     generators = [torch.Generator("cpu").manual_seed(2024)]

@@ -88,12 +88,13 @@ def test_leak_suppression_drops_pixels_that_stayed_bootstrap_background(predicti
         torch.testing.assert_close(inside, torch.full_like(inside, -1.0), atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("prompt_background", [False, True])
-def test_weak_prediction_is_pulled_to_the_fill_only_without_a_background_prompt(prompt_background):
+@pytest.mark.parametrize("pull", ["everywhere", "nowhere", "where uncovered"])
+def test_weak_prediction_is_pulled_to_the_fill_only_where_no_mask_covers(pull):
     """Step 6 with leak weights near 0 (a prediction close to the bootstrap background).
 
-    Without a background prompt the small total weight lets the fill show through; with one the authors
-    normalise by the summed weights, so the prediction survives and the fill appears only where den = 0.
+    Where no mask covers a pixel (no background prompt) the small total weight lets the fill show through;
+    where the masks add up to 1 the authors normalise by the summed weights, so the prediction survives and
+    the fill appears only where den = 0. Painting over a picture pulls everywhere (`pull_to_fill` None).
     """
     mask = torch.zeros(8, 8)
     mask[2:6, 2:6] = 1.0
@@ -103,7 +104,10 @@ def test_weak_prediction_is_pulled_to_the_fill_only_without_a_background_prompt(
         def predict_x0(self, x, table, step, items):
             return weak[None].expand_as(x).clone()
 
-    setup = dataclasses.replace(setup_for(mask, bootstrap_steps=1), fill_uncovered_only=prompt_background)
+    top = torch.zeros(1, 8, 8, dtype=torch.bool)
+    top[:, :4] = True  # uncovered: the top half (of the region: rows 2-3)
+    per_step = {"everywhere": None, "nowhere": (False,) * TABLE.steps, "where uncovered": (top,) * TABLE.steps}[pull]
+    setup = dataclasses.replace(setup_for(mask, bootstrap_steps=1), pull_to_fill=per_step)
     _, x1, _ = next(iter(sample(Weak(), setup, torch.zeros(1, 4, 8, 8), [torch.Generator().manual_seed(0)])))
     generator = torch.Generator().manual_seed(0)
     torch.randn((4, 8, 8), generator=generator)  # the bootstrap eps
@@ -112,7 +116,8 @@ def test_weak_prediction_is_pulled_to_the_fill_only_without_a_background_prompt(
     torch.testing.assert_close(outside, torch.full_like(outside, -1.0), atol=1e-4, rtol=1e-4)  # den = 0: the fill
     weight = 2.0 * torch.sigmoid(torch.tensor(0.01 / 0.2)) - 1.0
     pulled = weight * weak[:, 2:6, 2:6] + (1.0 - weight) * -1.0
-    expected = weak[:, 2:6, 2:6] if prompt_background else pulled
+    expected = {"everywhere": pulled, "nowhere": weak[:, 2:6, 2:6],
+                "where uncovered": torch.cat([pulled[:, :2], weak[:, 4:6, 2:6]], dim=1)}[pull]
     torch.testing.assert_close(inside, expected, atol=1e-3, rtol=1e-4)
     assert (weak[:, 2:6, 2:6] - pulled).abs().mean() > 0.5  # the two rules are far apart here
 

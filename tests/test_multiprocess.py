@@ -225,3 +225,42 @@ def test_fewer_batches_than_processes_are_split_and_each_image_is_its_embedded_s
     for name, image in launched.items():
         assert np.array_equal(image, reference[name]), name
         assert "max_batch: 1" in Image.open(work / "split" / name).text["semanticdraw:scene"]
+
+
+@pytest.mark.parametrize("end", ["launcher killed", "ctrl-c"])
+def test_a_launch_whose_launcher_ends_reports_exactly_the_images_on_disk(work, end):
+    """Killing torchrun, or Ctrl-C (SIGINT to the whole foreground group), once an image is written: the
+    workers may finish their share or stop, but the main one prints one document, and every seed of the
+    call is either listed as written, with its files on disk, or listed as unfinished."""
+    import signal
+
+    scene_file(work, "ends.yaml", "tiny", images=4, max_batch=1)  # batches 7 | 8 for process 0, 9 | 10 for process 1
+    folder = f"ends-{end.split()[0]}"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [*launcher, "-m", "semanticdraw_cli", "render", "ends.yaml", *SMALL, "-o", folder, "--json"]
+    process = subprocess.Popen(command, cwd=work, env=environment(), text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        for line in process.stderr:  # the workers write through the launcher's stderr
+            if "ends.yaml (seed 7) written" in line:
+                break
+        if end == "ctrl-c":
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.kill()
+        out, _ = process.communicate(timeout=HANG_LIMIT)  # to the end: the launcher and its workers closed both
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    document = json.loads(out)  # exactly one document
+    if isinstance(document, dict):  # stopped: a failure, with what was written and what was left
+        assert document["exit_code"] in (1, 130), document
+        written, left = document["images"], [seed for job in document["unfinished"] for seed in job["seeds"]]
+    else:  # every process had finished its share
+        written, left = document, []
+    listed = sorted(Path(entry["png"]).name for entry in written)
+    assert listed == sorted(pixels(work / folder)) and "ends-7.png" in listed
+    assert sorted([int(name[5:-4]) for name in listed] + left) == [7, 8, 9, 10]
+    assert leftovers(work / folder) == []

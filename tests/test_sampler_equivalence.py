@@ -104,14 +104,24 @@ CAT = region("a cat", rect(16, 16, 64, 56), blur=0.0)  # on latent pixel edges: 
 MEADOW = region("a meadow", rect(0, 0, 1, 1, fractional=True), blur=0.0)  # drawn under the cat: covers the rest
 
 
-@pytest.mark.parametrize("background, under, fill_uncovered_only", [
-    (Background(), [], False),  # uncovered pixels: white fill, and leaked pixels lean to white
-    (Background(prompt="a meadow"), [], True),  # the authors' normalisation by the summed weights
-    (Background(), [MEADOW], True),  # no background prompt, but every pixel covered at every step: the same
-    (Background(prompt="a meadow", image_array=np.full((96, 128, 3), 90, np.uint8)), [], False),  # leans to the picture
+SOFT_CAT = region("a cat", rect(16, 16, 64, 56), blur=6.0)  # soft edges: partly covered while its mask grows
+
+
+def pulled_pixels(setup) -> str | int:
+    """How the sampler's x0 leans to the fill: "everywhere" (a picture), or the count of pixel-steps."""
+    if setup.pull_to_fill is None:
+        return "everywhere"
+    return sum(int(step.sum()) for step in setup.pull_to_fill if step is not False)
+
+
+@pytest.mark.parametrize("background, under, top, pulled", [
+    (Background(), [], CAT, 5 * (12 * 16 - 8 * 7)),  # 5 steps x the latent pixels outside the 8x7 cat: white fill
+    (Background(prompt="a meadow"), [], CAT, 0),  # the authors' normalisation by the summed weights
+    (Background(), [MEADOW], CAT, 0),  # no background prompt, but every pixel covered at every step: the same
+    (Background(prompt="a meadow", image_array=np.full((96, 128, 3), 90, np.uint8)), [], CAT, "everywhere"),
 ])
-def test_the_render_normalises_by_the_weights_where_the_masks_cover_every_pixel_and_there_is_no_picture(
-    renderer, monkeypatch, background, under, fill_uncovered_only
+def test_the_render_leans_to_the_fill_only_where_no_mask_covers_and_everywhere_over_a_picture(
+    renderer, monkeypatch, background, under, top, pulled
 ):
     from semanticdraw_cli import render as render_module
 
@@ -122,9 +132,26 @@ def test_the_render_normalises_by_the_weights_where_the_masks_cover_every_pixel_
         return original(denoiser, setup, x, generators)
 
     monkeypatch.setattr(render_module, "sample", recording_sample)
-    scene = make_scene(128, 96, [*under, CAT], background=background)
+    scene = make_scene(128, 96, [*under, top], background=background)
     renderer.render(scene)
-    assert [setup.fill_uncovered_only for setup in seen] == [fill_uncovered_only]
+    assert [pulled_pixels(setup) for setup in seen] == [pulled]
+
+
+def test_a_covering_region_under_a_soft_edged_one_leans_to_white_only_at_the_uncovered_edge(renderer, monkeypatch):
+    """The authors' README form with blurred regions on top: while the soft cat's mask grows, its edge is
+    covered neither by the cat nor by the meadow under it (kept at cover_alpha). Only those pixels may lean
+    to white; everything the masks cover is normalised."""
+    from semanticdraw_cli import render as render_module
+
+    seen, original = [], render_module.sample
+    monkeypatch.setattr(render_module, "sample", lambda d, s, x, g: seen.append(s) or original(d, s, x, g))
+    renderer.render(make_scene(128, 96, [MEADOW, SOFT_CAT]))
+    pulls = [step for step in seen[0].pull_to_fill if step is not False]
+    assert pulls, "a soft edge leaves pixels uncovered at the early steps"
+    for step in pulls:
+        rows, cols = step[0].nonzero(as_tuple=True)
+        assert 0 < len(rows) < 0.25 * 12 * 16  # a band, not the canvas
+        assert rows.min() >= 0 and rows.max() <= 9 and cols.min() >= 0 and cols.max() <= 10  # around the cat
 
 
 def test_a_background_given_as_a_covering_region_renders_as_the_background_prompt(renderer):
