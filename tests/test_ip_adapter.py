@@ -34,6 +34,12 @@ def picture(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def renderer():
+    """One renderer for the module: the tiny model loads once (the mixed-call test takes its own)."""
+    return Renderer(device="cpu", dtype="float32")
+
+
 def ddim_scene(regions, guidance: float = 7.5):
     """One window (the canvas is smaller than a tile), DDIM over 4 steps, no bootstrap, no accelerator."""
     scene = make_scene(128, 96, regions, steps=tuple(range(4)), grid=4, guidance=guidance, bootstrap=Bootstrap(0, 1.0, 0.2))
@@ -57,10 +63,12 @@ def pipeline_latent(adapter_file, picture, scene) -> torch.Tensor:
     ).images[0]
 
 
-def test_a_one_window_one_region_scene_with_a_reference_samples_as_diffusers_ip_adapter_pipeline(adapter_file, picture):
+def test_a_one_window_one_region_scene_with_a_reference_samples_as_diffusers_ip_adapter_pipeline(
+    adapter_file, picture, renderer
+):
+    """Loads diffusers' pipeline as the oracle (about 3 s of CPU here)."""
     reference = Reference(picture, WEIGHT, str(adapter_file))
     scene = ddim_scene([region("a red apple", rect(0, 0, 1, 1, fractional=True), reference=reference)])
-    renderer = Renderer(device="cpu", dtype="float32")
     ours = renderer.render(scene)[0].latent
     theirs = pipeline_latent(adapter_file, picture, scene)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
@@ -70,7 +78,8 @@ def test_a_one_window_one_region_scene_with_a_reference_samples_as_diffusers_ip_
 
 def test_items_without_a_reference_are_bit_equal_in_a_call_that_mixes_them(adapter_file, picture):
     """Two regions on one window in one call: the one without a reference predicts exactly what it predicts
-    when no region has one; the one with a reference predicts something else."""
+    on a network that never loaded the adapter; the one with a reference predicts something else. A fresh
+    renderer, so that the plain call runs before the adapter loads."""
     left, right = rect(0, 0, 0.5, 1, fractional=True), rect(0.5, 0, 0.5, 1, fractional=True)
     plain = ddim_scene([region("a red apple", left), region("a blue sea", right)])
     with_reference = dataclasses.replace(plain, regions=(
@@ -81,24 +90,24 @@ def test_items_without_a_reference_are_bit_equal_in_a_call_that_mixes_them(adapt
         setup = prepared.setup
         pairs = setup.plan[0]
         assert sorted(p.region for p in pairs) == [0, 1]  # both regions' items in the one call
-        x = prepared.x[:, :, :, :].expand(len(pairs), -1, -1, -1)
+        x = prepared.x.expand(len(pairs), -1, -1, -1)
         x0[name] = prepared.adapter.predict_x0(x, setup.table, 0, conditioning(setup, pairs))
     assert torch.equal(x0["mixed"][0], x0["plain"][0])
     assert (x0["mixed"][1] - x0["plain"][1]).abs().max() > 1e-3
 
 
-def test_a_reference_of_weight_zero_changes_nothing_bit_for_bit(adapter_file, picture):
+def test_a_reference_of_weight_zero_changes_nothing_bit_for_bit(adapter_file, picture, renderer):
     apple = region("a red apple", rect(0, 0, 1, 1, fractional=True))
     scene = ddim_scene([apple])
     weightless = ddim_scene([dataclasses.replace(apple, reference=Reference(picture, 0.0, str(adapter_file)))])
-    renderer = Renderer(device="cpu", dtype="float32")
     assert torch.equal(renderer.render(weightless)[0].latent, renderer.render(scene)[0].latent)
 
 
-def test_the_picture_is_encoded_once_per_content(adapter_file, picture, tmp_path):
+def test_the_picture_is_encoded_once_per_content(adapter_file, tmp_path, renderer):
+    picture = tmp_path / "own.png"
+    Image.fromarray(np.full((40, 56, 3), 90, np.uint8)).save(picture)
     reference = Reference(picture, WEIGHT, str(adapter_file))
     scene = ddim_scene([region("a red apple", rect(0, 0, 1, 1, fractional=True), reference=reference)])
-    renderer = Renderer(device="cpu", dtype="float32")
     assert renderer.prepare(scene).recomputed.get("reference") == 1
     assert "reference" not in renderer.prepare(dataclasses.replace(scene, name="again")).recomputed
     Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(edited := tmp_path / "edited.png")
