@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from semanticdraw_cli.families import ip_adapter, presets
+from semanticdraw_cli.families import ip_adapter, presets, registry
 from semanticdraw_cli.fusion import conditioning
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Model, Reference
@@ -114,3 +114,33 @@ def test_the_picture_is_encoded_once_per_content(adapter_file, tmp_path, rendere
     edited_scene = dataclasses.replace(scene, regions=(dataclasses.replace(scene.regions[0], reference=dataclasses.replace(reference, image=edited)),))
     recomputed = renderer.prepare(edited_scene).recomputed
     assert recomputed.get("reference") == 1 and "text" not in recomputed
+
+
+@pytest.mark.slow
+def test_sdxl_with_a_reference_samples_as_diffusers_sdxl_ip_adapter_pipeline(tmp_path, picture):
+    """SDXL's UNet takes the picture beside its size conditioning; guidance 3 runs the zero negative picture
+    through the image branch as the pipeline does. Loads diffusers' SDXL pipeline as the oracle."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    folder = presets.ensure_preset("sdxl", "tiny")
+    adapter = ip_adapter.build_random_adapter(UNet2DConditionModel.from_pretrained(folder, subfolder="unet"), tmp_path)
+    spec = registry.accelerators()["hyper"]
+    scene = make_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True),
+                                        reference=Reference(picture, WEIGHT, str(adapter)))],
+                       steps=tuple(range(spec.grid)), grid=spec.grid, guidance=3.0, bootstrap=Bootstrap(0, 1.0, 0.2))
+    scene = dataclasses.replace(scene, model=Model("sdxl", "tiny", Accelerator("hyper", spec.lora, spec.weight_name, 1.0)))
+    ours = Renderer(device="cpu", dtype="float32").render(scene)[0].latent
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    pipe.load_lora_weights(folder / "accelerators" / "hyper", adapter_name="accelerator")
+    pipe.fuse_lora(lora_scale=1.0, adapter_names=["accelerator"])
+    pipe.unload_lora_weights()
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.load_ip_adapter(str(tmp_path), subfolder="", weight_name=adapter.name, image_encoder_folder="image_encoder")
+    pipe.set_ip_adapter_scale(WEIGHT)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(
+        "a red apple", ip_adapter_image=Image.open(picture).convert("RGB"), height=96, width=128,
+        num_inference_steps=spec.grid, guidance_scale=3.0,
+        generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent",
+    ).images[0]
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
