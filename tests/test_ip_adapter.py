@@ -144,3 +144,21 @@ def test_sdxl_with_a_reference_samples_as_diffusers_sdxl_ip_adapter_pipeline(tmp
         generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent",
     ).images[0]
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_an_adapter_that_does_not_fit_the_unet_fails_at_load_naming_it(adapter_file, picture, tmp_path):
+    """A .bin adapter (its width unread by the scene checks) made for a wider UNet: exit 1 naming the file."""
+    from safetensors.torch import load_file
+
+    from semanticdraw_cli.errors import RenderError
+
+    (tmp_path / "image_encoder").symlink_to(adapter_file.parent / "image_encoder")
+    weights = load_file(adapter_file)
+    nested = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in weights.items():
+        part, name = key.split(".", 1)
+        nested[part][name] = torch.cat([value, value], dim=-1) if part == "ip_adapter" else value
+    torch.save(nested, wide := tmp_path / "wide-ip-adapter.bin")
+    scene = ddim_scene([region("a red apple", rect(0, 0, 1, 1, fractional=True), reference=Reference(picture, WEIGHT, str(wide)))])
+    with pytest.raises(RenderError, match="wide-ip-adapter.bin"):
+        Renderer(device="cpu", dtype="float32").prepare(scene)
