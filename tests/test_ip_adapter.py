@@ -42,7 +42,8 @@ def renderer():
 
 def ddim_scene(regions, guidance: float = 7.5):
     """One window (the canvas is smaller than a tile), DDIM over 4 steps, no bootstrap, no accelerator."""
-    scene = make_scene(128, 96, regions, steps=tuple(range(4)), grid=4, guidance=guidance, bootstrap=Bootstrap(0, 1.0, 0.2))
+    scene = make_scene(128, 96, regions, steps=tuple(range(4)), grid=4, guidance=guidance,
+                       bootstrap=Bootstrap(0, 1.0, 0.2))
     return dataclasses.replace(scene, model=Model("sd15", str(presets.ensure_preset("sd15", "tiny")), Accelerator("none")))
 
 
@@ -111,7 +112,8 @@ def test_the_picture_is_encoded_once_per_content(adapter_file, tmp_path, rendere
     assert renderer.prepare(scene).recomputed.get("reference") == 1
     assert "reference" not in renderer.prepare(dataclasses.replace(scene, name="again")).recomputed
     Image.fromarray(np.zeros((40, 56, 3), np.uint8)).save(edited := tmp_path / "edited.png")
-    edited_scene = dataclasses.replace(scene, regions=(dataclasses.replace(scene.regions[0], reference=dataclasses.replace(reference, image=edited)),))
+    edited_region = dataclasses.replace(scene.regions[0], reference=dataclasses.replace(reference, image=edited))
+    edited_scene = dataclasses.replace(scene, regions=(edited_region,))
     recomputed = renderer.prepare(edited_scene).recomputed
     assert recomputed.get("reference") == 1 and "text" not in recomputed
 
@@ -159,6 +161,7 @@ def test_an_adapter_that_does_not_fit_the_unet_fails_at_load_naming_it(adapter_f
         part, name = key.split(".", 1)
         nested[part][name] = torch.cat([value, value], dim=-1) if part == "ip_adapter" else value
     torch.save(nested, wide := tmp_path / "wide-ip-adapter.bin")
-    scene = ddim_scene([region("a red apple", rect(0, 0, 1, 1, fractional=True), reference=Reference(picture, WEIGHT, str(wide)))])
+    reference = Reference(picture, WEIGHT, str(wide))
+    scene = ddim_scene([region("a red apple", rect(0, 0, 1, 1, fractional=True), reference=reference)])
     with pytest.raises(RenderError, match="wide-ip-adapter.bin"):
         Renderer(device="cpu", dtype="float32").prepare(scene)

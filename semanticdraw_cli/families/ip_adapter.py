@@ -69,7 +69,8 @@ def attach(adapter, reference_adapter: str) -> None:
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise RenderError(
             f"could not load the IP-Adapter {reference_adapter!r} into the {adapter.model.family} model ({error}); "
-            f"check that it is an IP-Adapter for {adapter.model.family} with its {IMAGE_ENCODER_FOLDER}/ folder beside it"
+            f"check that it is an IP-Adapter for {adapter.model.family} with its {IMAGE_ENCODER_FOLDER}/ folder "
+            "beside it"
         ) from error
     from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 

@@ -61,7 +61,8 @@ def _reference_reads(scene: Scene, label: str) -> list[Read]:
     found = []
     for region in scene.regions:
         if region.reference is not None:
-            found.append(Read(absolute(region.reference.image), f"the reference picture of region {region.name!r} in {label}"))
+            role = f"the reference picture of region {region.name!r} in {label}"
+            found.append(Read(absolute(region.reference.image), role))
             if os.path.isabs(region.reference.adapter):
                 found.append(Read(Path(region.reference.adapter), f"the IP-Adapter of region {region.name!r} in {label}",
                                   model=True))

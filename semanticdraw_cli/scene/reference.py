@@ -16,13 +16,13 @@ from pathlib import Path
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.families import registry
+from semanticdraw_cli.families.ip_adapter import IMAGE_ENCODER_FOLDER
 from semanticdraw_cli.scene.checks import Checker, describe
 from semanticdraw_cli.scene.safe_io import PICTURE, InputRefused, check_file
 from semanticdraw_cli.scene.sources import path_field
 from semanticdraw_cli.scene.types import Model, Reference, Region
 
 KEYS = ("image", "weight", "adapter")
-IMAGE_ENCODER_FOLDER = "image_encoder"  # beside the weights file, as families.ip_adapter loads it
 HUB_FILE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/[A-Za-z0-9_.-]+\.(safetensors|bin)")
 ADAPTER_HINT = "an IP-Adapter weights file with its image_encoder/ folder beside it, or owner/repo/path/file.safetensors"
 MAX_HEADER_BYTES = 100 << 20  # a safetensors header past this is no IP-Adapter's
@@ -33,7 +33,8 @@ def reference_field(c: Checker, value: object, key: str, base: Path) -> Referenc
     if value is None:
         return None
     if not isinstance(value, dict):
-        c.add(key, f"expected a mapping {{image: ..., weight: {D.REFERENCE_WEIGHT}, adapter: ...}}, got {describe(value)}")
+        c.add(key, f"expected a mapping {{image: ..., weight: {D.REFERENCE_WEIGHT}, adapter: ...}}, "
+                   f"got {describe(value)}")
         return None
     d = c.section(value, key, KEYS)
     image, adapter = c.text(d, "image", f"{key}.image", None), c.text(d, "adapter", f"{key}.adapter", None)
@@ -68,7 +69,7 @@ def _adapter(c: Checker, text: str, base: Path, key: str) -> str | None:
         return None
     if not (local.parent / IMAGE_ENCODER_FOLDER / "config.json").is_file():
         c.add(key, f"no image encoder beside {local.name}: {local.parent / IMAGE_ENCODER_FOLDER} has no config.json",
-              hint="put the adapter's CLIP image encoder folder there (save_pretrained of CLIPVisionModelWithProjection)")
+              hint="put the adapter's CLIP image encoder there (a CLIPVisionModelWithProjection folder)")
         return None
     if local.name.endswith(".safetensors") and adapter_width(local) is None:
         c.add(key, f"{local} holds no IP-Adapter weights (no image_proj.* and ip_adapter.* tensors)", hint=ADAPTER_HINT)
@@ -98,7 +99,8 @@ def check_references(c: Checker, regions: Sequence[Region], model: Model) -> Non
         return
     if not registry.family(model.family).reference_pictures:
         having = " and ".join(name for name, spec in registry.families().items() if spec.reference_pictures)
-        c.add(keyed[0][0], f"the {model.family} family takes no reference pictures", hint=f"IP-Adapters work with {having}")
+        c.add(keyed[0][0], f"the {model.family} family takes no reference pictures",
+              hint=f"IP-Adapters work with {having}")
         return
     adapters = sorted({reference.adapter for _, reference in keyed})
     if len(adapters) > 1:
