@@ -47,6 +47,8 @@ MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized w
 LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the label colour
 
 LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA
+REFERENCE_WEIGHT = 0.6  # IP-Adapter scale of a region's reference picture (diffusers' examples use 0.5-0.7)
+MAX_REFERENCE_WEIGHT = 2.0  # beyond this the picture swamps the prompt
 # Names that mean a local file rather than a hub id; diffusers reads the first two as one-file checkpoints.
 CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".ckpt")
 WEIGHT_FILE_SUFFIXES = (*CHECKPOINT_FILE_SUFFIXES, ".bin")

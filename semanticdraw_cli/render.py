@@ -153,6 +153,9 @@ class Renderer:
         rows = stages.encode_texts(adapter, prompts + negatives, self.cache, self.model_key(scene))
         cond = stages.region_embeddings(scene, rows, prompts, strengths)
         uncond = stages.region_embeddings(scene, rows, negatives, strengths)
+        pictures = stages.reference_embeddings(scene, adapter, self.cache, self.model_key(scene))  # IP-Adapter keys
+        if pictures is not None:
+            cond, uncond = {**cond, **pictures[0]}, {**uncond, **pictures[1]}
         timings["encode"] = time.perf_counter() - start
         # 5. Plan: (window, region) pairs per step and their tile weights
         height, width = latent_masks.shape[-2:]

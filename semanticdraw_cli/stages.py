@@ -164,3 +164,41 @@ def region_embeddings(scene: Scene, rows: dict[str, dict], region_text: list[str
         weight = torch.tensor(strengths, device=value.device).view(-1, *[1] * (value.dim() - 1))
         lerped[key] = torch.lerp(value[:1], value, weight)  # row 0 is the background prompt
     return lerped
+
+
+def reference_embeddings(scene: Scene, adapter: FamilyAdapter, cache: StageCache, model_key: Hashable) -> tuple | None:
+    """(cond, uncond) per-region keys of the regions' reference pictures (a background prompt's row first, without
+    one): each picture's embedding and its weight; a region without a reference gets the blank embedding at
+    weight 0. None when no region has one. A picture is encoded once per model and adapter, keyed by its bytes."""
+    from semanticdraw_cli.families import ip_adapter
+
+    refs = [None] * (scene.background.prompt is not None) + [region.reference for region in scene.regions]
+    present = [ref for ref in refs if ref is not None]
+    if not present:
+        return None
+    ip_adapter.attach(adapter, present[0].adapter)
+    encoded = {
+        ref.image: cache.get("reference", (model_key, ref.adapter, str(ref.image), file_digest(ref.image)),
+                             lambda ref=ref: ip_adapter.encode_reference(adapter, reference_pixels(ref.image)))
+        for ref in present
+    }
+    blank = adapter.ip_blank[0]
+    weights = torch.tensor([ref.weight if ref is not None else 0.0 for ref in refs], device=adapter.device)
+    halves = []
+    for half in (0, 1):  # the picture's embedding, the unconditional one
+        rows = [encoded[ref.image][half][0] if ref is not None else blank for ref in refs]
+        halves.append({ip_adapter.IMAGE_KEY: torch.stack(rows), ip_adapter.WEIGHT_KEY: weights})
+    return tuple(halves)
+
+
+def reference_pixels(path: Path) -> np.ndarray:
+    """A reference picture as (H, W, 3) uint8 at its own size (the image encoder resizes it), read within the
+    picture byte limit."""
+    import io
+
+    from PIL import Image
+
+    from semanticdraw_cli.scene.safe_io import PICTURE, read_bytes
+
+    with Image.open(io.BytesIO(read_bytes(path, PICTURE))) as picture:
+        return np.asarray(picture.convert("RGB"))

@@ -347,7 +347,7 @@ def test_unquoted_hash_colour_gets_a_quoting_hint(tmp_path):
         ("canvas: {width: 20000, height: 48}", "canvas.width", f"limit of {d.MAX_CANVAS_SIDE}"),
         ("canvas: {width: 16384, height: 16384}", "canvas", f"limit of {d.MAX_CANVAS_PIXELS:,}"),
         ("version: 2", "version", "unsupported version 2"),
-        ("model: {family: sd2}", "model.family", "unknown value 'sd2'"),
+        ("model: {family: sd4}", "model.family", "unknown value 'sd4'"),
         ("model: {accelerator: lightning}", "model.accelerator", "for sdxl, not sd15"),
         ("model: {accelerator: turbo}", "model.accelerator", "unknown accelerator"),
         ("model: {drop_t5: true}", "model.drop_t5", "applies to sd3"),

@@ -152,3 +152,4 @@ class FamilySpec:
     device_presets: tuple[str, ...] = ()
     build_on_device: Callable[[str, torch.device, torch.dtype, frozenset[str]], dict] | None = None
     cuda_dtype: str = "float16"  # `--dtype auto` on CUDA; bfloat16 for models whose activations overflow float16
+    reference_pictures: bool = False  # regions may have a `reference` picture (IP-Adapter, families.ip_adapter)

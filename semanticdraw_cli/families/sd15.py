@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets, schedules
+from semanticdraw_cli.families import ip_adapter, loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
 from semanticdraw_cli.families.conditioning import timestep
@@ -50,6 +50,7 @@ class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)
+        self.pipe = pipe  # an IP-Adapter loads into it (families.ip_adapter)
         self.unet = pipe.unet.eval()
         self.text_encoder = pipe.text_encoder.eval()
         self.tokenizer = pipe.tokenizer
@@ -84,9 +85,12 @@ class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
         self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
         windows: Sequence[Window],
     ) -> torch.Tensor:
-        """The UNet's eps or v of (B, C, h, w) latents."""
+        """The UNet's eps or v of (B, C, h, w) latents; with an IP-Adapter, each item's picture at its weight."""
         t = timestep(table.timesteps[step], self.device)
-        return self.unet(x.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
+        added = ip_adapter.unet_inputs(self, context, x.shape[0]) or None
+        return self.unet(
+            x.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype), added_cond_kwargs=added
+        ).sample.float()
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Adapter:
@@ -186,4 +190,5 @@ SPEC = FamilySpec(
     load=load,
     build_preset=build_preset,
     presets=presets.PRESET_NAMES,
+    reference_pictures=True,
 )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets, schedules
+from semanticdraw_cli.families import ip_adapter, loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import clip_embeddings, timestep
@@ -65,6 +65,7 @@ class SDXLAdapter(CodecMixin, NetworkMixin, Predictor):
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)
+        self.pipe = pipe  # an IP-Adapter loads into it (families.ip_adapter)
         self.unet = pipe.unet.eval()
         self.text_encoder = pipe.text_encoder.eval()
         self.text_encoder_2 = pipe.text_encoder_2.eval()
@@ -121,6 +122,7 @@ class SDXLAdapter(CodecMixin, NetworkMixin, Predictor):
         """The UNet's eps or v of (B, C, h, w) VP latents (exactly Euler's scaled model input), each item sized
         as its window."""
         added = {"text_embeds": context["pooled"].to(self.dtype), "time_ids": self.time_ids(windows).to(self.dtype)}
+        added.update(ip_adapter.unet_inputs(self, context, x.shape[0]))
         return self.unet(
             x.to(self.dtype),
             timestep(table.timesteps[step], self.device),
@@ -268,4 +270,5 @@ SPEC = FamilySpec(
     presets=("tiny", "full-random"),
     device_presets=("full-random",),
     build_on_device=build_on_device,
+    reference_pictures=True,
 )

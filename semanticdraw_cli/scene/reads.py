@@ -48,11 +48,25 @@ def scene_reads(given: Path | None, scene: Scene | None = None) -> tuple[Read, .
             found.append(Read(absolute(region.mask.path), f"the {kind} of region {region.name!r} in {label}"))
     if scene.background.image is not None:
         found.append(Read(absolute(scene.background.image), f"the background picture of {label}"))
+    found.extend(_reference_reads(scene, label))
     accelerator = scene.model.accelerator
     for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora)):
         if value is not None and os.path.isabs(value) and os.path.exists(value):  # the loader made local paths absolute
             found.append(Read(Path(value), f"the model file ({key}) of {label}", model=True))
     return tuple(_first_of_each(found))
+
+
+def _reference_reads(scene: Scene, label: str) -> list[Read]:
+    """Each region's reference picture (watched), and its adapter file when local (read when it loads)."""
+    found = []
+    for region in scene.regions:
+        if region.reference is not None:
+            role = f"the reference picture of region {region.name!r} in {label}"
+            found.append(Read(absolute(region.reference.image), role))
+            if os.path.isabs(region.reference.adapter):
+                found.append(Read(Path(region.reference.adapter), f"the IP-Adapter of region {region.name!r} in {label}",
+                                  model=True))
+    return found
 
 
 def absolute(path: Path | str) -> Path:

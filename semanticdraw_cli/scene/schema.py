@@ -23,6 +23,7 @@ from semanticdraw_cli.scene.checks import nearest as _nearest
 from semanticdraw_cli.scene.checks import gib, mask_memory
 from semanticdraw_cli.scene.checks import show as _show
 from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
+from semanticdraw_cli.scene.reference import check_references, reference_field
 
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
@@ -38,7 +39,7 @@ KEYS = {
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
-    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score"),
+    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "reference"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -76,6 +77,7 @@ def build_scene(
     _family_multiple(c, model.family, canvas, sampler.tile)
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
+    check_references(c, regions, model)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
     if canvas is not None and regions and not c.problems:
         _mask_memory(c, canvas, len(regions), len(sampler.steps))
@@ -382,6 +384,7 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             prompt_strength=c.number(d, "prompt_strength", f"{key}.prompt_strength", fields["prompt_strength"],
                                      lo=0, hi=1),
             min_score=c.number(d, "min_score", f"{key}.min_score", None, lo=0, hi=D.MAX_CLIP_SCORE),
+            reference=reference_field(c, d.get("reference"), f"{key}.reference", base),
         ))
     return tuple(regions)
 

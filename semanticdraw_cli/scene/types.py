@@ -80,6 +80,15 @@ class Mask:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """An image prompt for one region's items (IP-Adapter)."""
+
+    image: Path  # the reference picture, any size (the adapter's image encoder resizes it)
+    weight: float  # the adapter's scale for this region's items; 0: no effect
+    adapter: str  # the IP-Adapter weights: a local file (its image_encoder/ folder beside it) or owner/repo/path/file
+
+
+@dataclass(frozen=True)
 class Region:
     name: str
     prompt: str
@@ -89,6 +98,7 @@ class Region:
     strength: float
     prompt_strength: float  # lerp from the background prompt's embedding (0) to this prompt's (1)
     min_score: float | None = None  # CLIP score gate of this region; None: quality.min_region_score
+    reference: Reference | None = None  # an image prompt for this region's items; None: none
 
 
 @dataclass(frozen=True)

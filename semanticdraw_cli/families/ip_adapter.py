@@ -1,0 +1,143 @@
+"""Image prompts per region (IP-Adapter, Ye et al. 2023) for the UNet families, through diffusers' loader.
+
+A region's `reference` picture is encoded once by the adapter's CLIP image encoder (`encode_reference`);
+its embedding travels as one more per-item key of the conditioning (`image`, with `image_weight`), so a
+call may mix items with and without a reference. diffusers' `IPAdapterAttnProcessor2_0` adds
+`scale · attention(image tokens)` to each cross-attention output; `ItemScale` makes that scale a per-item
+weight, and an item of weight 0 gets `h + 0·a`, which is `h` bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.lazy import inference_mode, lazy_module
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from semanticdraw_cli.families.base import Embeddings
+else:
+    torch = lazy_module("torch")
+
+IMAGE_ENCODER_FOLDER = "image_encoder"  # beside the adapter's weights file, as in h94/IP-Adapter's folders
+IMAGE_KEY, WEIGHT_KEY = "image", "image_weight"  # the per-item keys of `Conditioning.cond`
+
+
+class ItemScale:
+    """The scale diffusers' IP-Adapter processor reads, one value per item: the processor only compares
+    its scale with 0 (to skip the image branch) and multiplies the branch's output by it."""
+
+    def __init__(self, weights: torch.Tensor):
+        self.weights = weights  # (B, 1, 1): broadcasts over (B, tokens, channels)
+
+    def __eq__(self, other: object) -> bool:
+        return False  # never skipped: deciding would wait for the device; a weight of 0 adds exactly 0
+
+    __hash__ = object.__hash__
+
+    def __mul__(self, output: torch.Tensor) -> torch.Tensor:
+        return self.weights.to(output.dtype) * output
+
+    __rmul__ = __mul__
+
+
+def locate(adapter: str) -> tuple[str, str, str]:
+    """(local folder or hub repo, subfolder, weights file) of an adapter named as a local weights file or as
+    owner/repo/sub/folders/file (h94/IP-Adapter/models/ip-adapter_sd15.safetensors)."""
+    path = Path(adapter)
+    if path.is_absolute():
+        return str(path.parent), "", path.name
+    parts = adapter.split("/")
+    return "/".join(parts[:2]), "/".join(parts[2:-1]), parts[-1]
+
+
+def attach(adapter, reference_adapter: str) -> None:
+    """Load an IP-Adapter and its image encoder into the adapter's pipeline, once; another one replaces it."""
+    if getattr(adapter, "ip_adapter", None) == reference_adapter:
+        return
+    pipe = adapter.pipe
+    if getattr(adapter, "ip_adapter", None) is not None:
+        pipe.unload_ip_adapter()
+    folder, subfolder, weight_name = locate(reference_adapter)
+    try:
+        pipe.load_ip_adapter(folder, subfolder=subfolder, weight_name=weight_name,
+                             image_encoder_folder=IMAGE_ENCODER_FOLDER)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise RenderError(
+            f"could not load the IP-Adapter {reference_adapter!r} into the {adapter.model.family} model ({error}); "
+            f"check that it is an IP-Adapter for {adapter.model.family} with its {IMAGE_ENCODER_FOLDER}/ folder "
+            "beside it"
+        ) from error
+    from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
+
+    adapter.ip_processors = [p for p in pipe.unet.attn_processors.values() if isinstance(p, IPAdapterAttnProcessor2_0)]
+    adapter.ip_adapter = reference_adapter
+    adapter.ip_blank = encode_reference(adapter, None)[1]
+
+
+@inference_mode
+def encode_reference(adapter, rgb: np.ndarray | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the picture's embedding, the unconditional one), each (1, ...) float32, as diffusers' pipelines make
+    them: the projected image embedding and zeros, or for a Plus adapter the encoder's penultimate hidden
+    states of the picture and of a black one. `rgb` None: only the unconditional one matters."""
+    from diffusers.models.embeddings import ImageProjection
+    from PIL import Image
+
+    pipe = adapter.pipe
+    encoder = pipe.image_encoder
+    picture = Image.fromarray(rgb) if rgb is not None else Image.new("RGB", (8, 8))
+    pixels = pipe.feature_extractor(picture, return_tensors="pt").pixel_values.to(adapter.device, encoder.dtype)
+    if isinstance(pipe.unet.encoder_hid_proj.image_projection_layers[0], ImageProjection):
+        embedding = encoder(pixels).image_embeds.float()
+        return embedding, torch.zeros_like(embedding)
+    hidden = encoder(torch.cat([pixels, torch.zeros_like(pixels)]), output_hidden_states=True).hidden_states[-2]
+    return hidden[:1].float(), hidden[1:].float()
+
+
+def unet_inputs(adapter, context: Embeddings, batch: int) -> dict:
+    """The UNet's `added_cond_kwargs` entry of an attached IP-Adapter ({} without one), with each item's weight
+    set on the processors; items of a scene without references get the blank embedding at weight 0."""
+    if getattr(adapter, "ip_adapter", None) is None:
+        return {}
+    embeds = context.get(IMAGE_KEY)
+    if embeds is None:
+        embeds = adapter.ip_blank.expand(batch, *adapter.ip_blank.shape[1:])
+        weights = torch.zeros(batch, device=adapter.device)
+    else:
+        weights = context[WEIGHT_KEY]
+    scale = ItemScale(weights.view(-1, 1, 1))
+    for processor in adapter.ip_processors:
+        processor.scale = [scale]
+    return {"image_embeds": [embeds.unsqueeze(1).to(adapter.dtype)]}  # (B, 1 picture, ...)
+
+
+def build_random_adapter(unet, folder: Path, image_embed_dim: int = 16, seed: int = 0) -> Path:
+    """A seeded random IP-Adapter for `unet` (weights file `ip-adapter.safetensors`) with a small CLIP image
+    encoder in `image_encoder/` beside it, laid out as the published ones, so tests load it the real way."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    cross = unet.config.cross_attention_dim
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = CLIPVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                                  image_size=32, patch_size=8, projection_dim=image_embed_dim)
+        CLIPVisionModelWithProjection(config).save_pretrained(folder / IMAGE_ENCODER_FOLDER)
+        weights = {
+            "image_proj.proj.weight": torch.randn(4 * cross, image_embed_dim) / image_embed_dim**0.5,
+            "image_proj.proj.bias": torch.zeros(4 * cross),
+            "image_proj.norm.weight": torch.ones(cross),
+            "image_proj.norm.bias": torch.zeros(cross),
+        }
+        cross_attentions = [name for name in unet.attn_processors if not name.endswith("attn1.processor")]
+        for index, name in enumerate(cross_attentions):  # diffusers numbers them 1, 3, 5, ...
+            hidden = unet.get_submodule(name.removesuffix(".processor")).to_k.weight.shape[0]
+            for part in ("to_k_ip", "to_v_ip"):
+                weights[f"ip_adapter.{2 * index + 1}.{part}.weight"] = torch.randn(hidden, cross) / cross**0.5
+    path = folder / "ip-adapter.safetensors"
+    save_file({key: value.contiguous() for key, value in weights.items()}, path)
+    return path
