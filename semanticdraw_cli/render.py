@@ -26,6 +26,7 @@ from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.report import build_report
+from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import tile_grid
@@ -153,7 +154,7 @@ class Renderer:
         height, width = latent_masks.shape[-2:]
         factor = adapter.latent_factor
         tile, stride = scene.sampler.tile.size // factor, scene.sampler.tile.stride // factor
-        grid = tile_grid(height, width, tile, stride)
+        grid = tile_grid(height, width, tile, stride, wrap_axes(scene.canvas.wrap))
         mode = "reference" if scene.sampler.method == "multidiffusion" else scene.sampler.plan
         plan_key = (stages.array_digest(quantized), grid, mode, tile, str(device))
         steps_plan, weights = self.cache.get("plan", plan_key, lambda: planned_steps(quantized, grid, mode, tile, device))
@@ -238,7 +239,7 @@ class Renderer:
         timings = dict(prepared.timings)
         start = time.perf_counter()
         on_tile = (lambda done, total: on_phase("decoding", done, total)) if on_phase else None
-        images = prepared.adapter.decode(x, on_tile=on_tile)  # (N, H, W, 3)
+        images = prepared.adapter.decode(x, on_tile=on_tile, wrap=wrap_axes(scene.canvas.wrap))  # (N, H, W, 3)
         if prepared.picture is not None:
             images = blend_over_background(images, prepared.picture, prepared.canvas_masks)
         timings["decode"] = time.perf_counter() - start

@@ -23,13 +23,14 @@ from semanticdraw_cli.scene.checks import nearest as _nearest
 from semanticdraw_cli.scene.checks import gib, mask_memory
 from semanticdraw_cli.scene.checks import show as _show
 from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
+from semanticdraw_cli.scene import composition
 
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
 PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
-    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
-    "canvas": ("width", "height"),
+    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "hires"),
+    "canvas": ("width", "height", "wrap"),
     "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
@@ -74,6 +75,8 @@ def build_scene(
         "prompt_strength": c.number(d, "prompt_strength", "defaults.prompt_strength", D.PROMPT_STRENGTH, lo=0, hi=1),
     }
     _family_multiple(c, model.family, canvas, sampler.tile)
+    canvas = composition.with_wrap(c, top.get("canvas"), canvas, sampler.tile.size)
+    hires = composition.hires(c, top, canvas, sampler, registry.family(model.family).pixel_multiple)
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
@@ -82,7 +85,7 @@ def build_scene(
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
-    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality)
+    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, hires)
 
 
 def _canvas(c: _Checker, top: dict) -> Canvas | None:
