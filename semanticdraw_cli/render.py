@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import flops, masks as mask_math, outputs, speed, stages
+from semanticdraw_cli import flops, hires, masks as mask_math, outputs, speed, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
@@ -275,6 +275,11 @@ class Renderer:
         if out_dir is not None:
             out_dir = Path(out_dir)
             outputs.plan_render([(str(scene.source or scene.name), scene, seeds)], out_dir, overwrite)
+        if scene.hires is not None:  # two passes (hires.py), written as one
+            results = hires.render_passes(self, scene, seeds, on_step, on_phase, on_call)
+            if out_dir is not None:
+                write_results(results, out_dir)
+            return results
         prepared = self.prepare(scene, seeds, on_phase)
         if on_step:
             on_step(0, prepared.table.steps)  # the model is ready: sampling starts
