@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from semanticdraw_cli.scene.types import Canvas, Mask, Scene
 if TYPE_CHECKING:
     from semanticdraw_cli.render import CallCallback, PhaseCallback, Renderer, RenderResult, StepCallback
 
+PassRunner = Callable[[Scene, list[int]], "list[RenderResult] | None"]  # renders one pass; None: abandoned
 FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bicubic": Image.Resampling.BICUBIC,
            "nearest": Image.Resampling.NEAREST}
 SUMMED = ("network_calls", "batch_items", "latent_pixels", "pairs_active", "pairs_total", "oom_halvings",
@@ -92,19 +94,28 @@ def render_passes(
 
     if on_step:
         on_step(0, total)
-    first = _one_pass(renderer, first_scene, seeds, stepped, on_phase, on_call)
-    results = []
-    for result in first:
-        start = time.perf_counter()
-        picture = resize(result.image, scene.canvas, scene.hires.upscaler)
-        upscale = time.perf_counter() - start
-        if second_steps:
-            second = _one_pass(renderer, pass_two_scene(scene, picture), [result.seed], stepped, on_phase, on_call)[0]
-        else:
-            second = _unchanged(renderer, scene, result, picture)
-        second.report = combined_report(scene, result.report, second.report, upscale)
-        results.append(replace(second, scene=scene))
-    return results
+
+    def run(pass_scene: Scene, pass_seeds: list[int]) -> list[RenderResult]:
+        return _one_pass(renderer, pass_scene, pass_seeds, stepped, on_phase, on_call)
+
+    return [second_pass(renderer, scene, result, run) for result in run(first_scene, seeds)]
+
+
+def second_pass(renderer: Renderer, scene: Scene, first: RenderResult, run: PassRunner) -> RenderResult | None:
+    """Upscale one pass-1 image and paint over it; `run(scene, seeds)` renders a pass (None: abandoned).
+    The result is the hires scene's image, with the report of both passes."""
+    start = time.perf_counter()
+    picture = resize(first.image, scene.canvas, scene.hires.upscaler)
+    upscale = time.perf_counter() - start
+    if pass_two_steps(scene.hires.steps, scene.hires.strength):
+        second = run(pass_two_scene(scene, picture), [first.seed])
+        if second is None:
+            return None
+        second = second[0]
+    else:
+        second = _unchanged(renderer, scene, first, picture)
+    second.report = combined_report(scene, first.report, second.report, upscale)
+    return replace(second, scene=scene)
 
 
 def _one_pass(renderer: Renderer, scene: Scene, seeds: list[int], on_step, on_phase, on_call) -> list[RenderResult]:
