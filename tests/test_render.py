@@ -156,15 +156,16 @@ def wrapped_scene(tmp_path, x: int, y: int):
 
 def test_a_wrapped_render_is_roll_equivariant_and_tiles_without_a_seam(renderer, tmp_path):
     """On tiny with a deterministic sampler: rolling the masks and the initial noise by whole strides (4
-    latent px down, 8 right) rolls the final latent; the picture's wrap seams are no larger than the
-    largest difference between neighbouring interior columns (rows)."""
+    latent px down, 8 right) rolls the final latent (4.8e-7 at most, measured); the picture's wrap seams
+    differ no more than the median pair of neighbouring interior rows (columns) does (measured: 17.2
+    against 20.3 for rows, 15.7 against 19.9 for columns, mean levels per pixel)."""
     prepared = renderer.prepare(wrapped_scene(tmp_path, 100, 40))  # the fox crosses both edges
     shifted = renderer.prepare(wrapped_scene(tmp_path, 100 + 64, 40 + 32))
     shifted = dataclasses.replace(shifted, x=torch.roll(prepared.x, (4, 8), dims=(-2, -1)))
     (_, (result,)), (_, (moved,)) = run(renderer, prepared), run(renderer, shifted)
-    torch.testing.assert_close(moved.latent, torch.roll(result.latent, (4, 8), dims=(-2, -1)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(moved.latent, torch.roll(result.latent, (4, 8), dims=(-2, -1)), atol=1e-6, rtol=0)
     image = result.image.astype(int)
     for axis in (0, 1):
         steps = np.abs(np.diff(image, axis=axis)).mean(axis=(1 - axis, 2))  # neighbour differences per line pair
         seam = np.abs(image.take(0, axis=axis) - image.take(-1, axis=axis)).mean()
-        assert seam <= steps.max(), (axis, seam, steps.max())
+        assert seam <= np.median(steps), (axis, seam, np.median(steps))
