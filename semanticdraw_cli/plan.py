@@ -39,7 +39,9 @@ def plan_step(step_masks: np.ndarray, grid: Sequence[Window], mode: str, tile_si
             Pair(v, r) for r, mask in enumerate(step_masks) for v in region_windows(mask, tile_size)
         )
     height, width = step_masks.shape[-2:]
-    return tuple(Pair(v, r) for v in grid for r, mask in enumerate(step_masks) if mask[window_index(v, height, width)].any())
+    return tuple(
+        Pair(v, r) for v in grid for r, mask in enumerate(step_masks) if mask[window_index(v, height, width)].any()
+    )
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:

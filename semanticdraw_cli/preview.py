@@ -68,8 +68,8 @@ def hires_line(scene: Scene) -> str | None:
     if scene.hires is None:
         return None
     small = pass_one_canvas(scene.canvas, scene.hires.scale, family(scene.model.family).pixel_multiple)
-    return (f"hires: pass 1 at {small.width}×{small.height}, upscaled ×{scene.hires.scale:g} ({scene.hires.upscaler}), "
-            f"pass 2 at strength {scene.hires.strength:g}")
+    return (f"hires: pass 1 at {small.width}×{small.height}, upscaled ×{scene.hires.scale:g} "
+            f"({scene.hires.upscaler}), pass 2 at strength {scene.hires.strength:g}")
 
 
 def draw_layout(scene: Scene) -> Image.Image:
