@@ -113,3 +113,11 @@ def test_bad_hires_or_wrap_exits_2_naming_it(tmp_path, change, key, message):
     result = runner.invoke(app, ["validate", str(path)])
     assert result.exit_code == 2, result.output
     assert key in result.output and message in result.output and "Traceback" not in result.output
+
+
+def test_each_image_of_a_hires_render_paints_over_its_own_first_pass(tmp_path, renderer):
+    scene = load_scene(write_scene(tmp_path, 0.4), ["sampler.images=2"])
+    results = renderer.render(scene)
+    assert [r.seed for r in results] == [5, 6] and [r.report["image_index"] for r in results] == [0, 1]
+    assert all(r.image.shape == (96, 128, 3) and r.scene == scene for r in results)
+    assert np.abs(results[0].image.astype(int) - results[1].image).mean() > 1
