@@ -5,8 +5,9 @@ them). Pass 2 upscales each image and paints over it at full size: the upscaled 
 `background.image` of a render with every region at its full-size mask, whose schedule starts
 `strength` of the way from its end (the last ceil(strength × n) of its n steps) and which bootstraps
 nothing (pass 1 decided the layout). Pixels no region touches keep the upscaled pass 1 exactly;
-strength 0 runs no pass 2 and gives the upscaled pass 1 itself. One image and one report per seed,
-with both passes' seconds and network calls.
+strength 0 runs no pass 2 and gives the upscaled pass 1 itself. With a background picture of its own,
+the scene keeps that picture exactly where no region lies. One image and one report per seed, with both
+passes' seconds and network calls.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def second_pass(renderer: Renderer, scene: Scene, first: RenderResult, run: Pass
     """Upscale one pass-1 image and paint over it; `run(scene, seeds)` renders a pass (None: abandoned).
     The result is the hires scene's image, with the report of both passes."""
     start = time.perf_counter()
-    picture = resize(first.image, scene.canvas, scene.hires.upscaler)
+    picture = kept_background(scene, resize(first.image, scene.canvas, scene.hires.upscaler), renderer.cache)
     upscale = time.perf_counter() - start
     if pass_two_steps(scene.hires.steps, scene.hires.strength):
         second = run(pass_two_scene(scene, picture), [first.seed])
@@ -116,6 +117,16 @@ def second_pass(renderer: Renderer, scene: Scene, first: RenderResult, run: Pass
         second = _unchanged(renderer, scene, first, picture)
     second.report = combined_report(scene, first.report, second.report, upscale)
     return replace(second, scene=scene)
+
+
+def kept_background(scene: Scene, upscaled: np.ndarray, cache: stages.StageCache) -> np.ndarray:
+    """The upscaled pass 1, with a scene's own background picture where no region lies: pixels no region
+    touches come back exactly from the picture, not from its down- and upscaled copy."""
+    original = stages.background_pixels(scene, cache)
+    if original is None:
+        return upscaled
+    uncovered = stages.canvas_masks(scene, cache).sum(axis=0) <= 0  # (H, W)
+    return np.where(uncovered[..., None], original, upscaled)
 
 
 def _one_pass(renderer: Renderer, scene: Scene, seeds: list[int], on_step, on_phase, on_call) -> list[RenderResult]:

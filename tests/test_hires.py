@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from semanticdraw_cli import hires
 from semanticdraw_cli.cli.app import app
-from semanticdraw_cli.render import Renderer
+from semanticdraw_cli.render import Renderer, region_masks
 from semanticdraw_cli.scene.loader import load_scene
 
 pytestmark = pytest.mark.slow
@@ -121,3 +121,17 @@ def test_each_image_of_a_hires_render_paints_over_its_own_first_pass(tmp_path, r
     assert [r.seed for r in results] == [5, 6] and [r.report["image_index"] for r in results] == [0, 1]
     assert all(r.image.shape == (96, 128, 3) and r.scene == scene for r in results)
     assert np.abs(results[0].image.astype(int) - results[1].image).mean() > 1
+
+
+def test_a_background_picture_comes_back_exactly_where_no_region_lies(tmp_path, renderer):
+    original = np.random.default_rng(2).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(original).save(tmp_path / "base.png")
+    text = write_scene(tmp_path, 0.4).read_text().replace("background: {prompt: a green field}",
+                                                          "background: {image: base.png}")
+    (tmp_path / "over.yaml").write_text(text)
+    scene = load_scene(tmp_path / "over.yaml")
+    (result,) = renderer.render(scene)
+    uncovered = region_masks(scene).sum(axis=0) <= 0
+    assert 0.2 < uncovered.mean() < 0.9
+    assert (result.image[uncovered] == original[uncovered]).all()
+    assert (result.image[~uncovered] != original[~uncovered]).any(axis=-1).mean() > 0.5
