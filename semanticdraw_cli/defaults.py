@@ -87,6 +87,13 @@ MULTIDIFFUSION_GUIDANCE = 7.5
 MULTIDIFFUSION_TILE_SIZE = 512
 MULTIDIFFUSION_TILE_STRIDE = 64
 
+WRAPS = ("none", "x", "y", "both")  # canvas.wrap: the edges windows, masks and the VAE's decoding wrap around
+WRAP = "none"
+HIRES_SCALE = 2.0  # hires.scale: canvas side / pass-1 side
+HIRES_STRENGTH = 0.35  # hires.strength: pass 2 runs the last ceil(strength × steps) of its steps
+HIRES_UPSCALERS = ("lanczos", "bicubic", "nearest")  # Pillow's resampling filters of the same names
+HIRES_UPSCALER = "lanczos"
+
 SEED = 2024
 IMAGES = 1
 BOOTSTRAP_STEPS = 1  # steps that use mask-centering bootstrapping

@@ -7,6 +7,7 @@ in variance-preserving form, x_i = a_i·x0 + s_i·eps, for every family.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -16,6 +17,7 @@ from semanticdraw_cli.batching import Batching, Item, chunks, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.schedule import StepTable, draw, renoise
+from semanticdraw_cli.tiles import Window, window_index
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,21 @@ def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
     dy = height // 2 - (int(rows[0]) + int(rows[-1]) + 1) // 2
     dx = width // 2 - (int(cols[0]) + int(cols[-1]) + 1) // 2
     return dy, dx
+
+
+def at(window: Window, canvas: torch.Tensor) -> tuple:
+    """Index of a window into the last two dims of `canvas`: its slices, or the modulo indices of a window
+    that crosses the edge of a wrapped canvas, as tensors on the canvas's device (`t[..., rows, cols]`)."""
+    index = window_index(window, *canvas.shape[-2:])
+    if isinstance(index[0], slice):
+        return index
+    return _wrapped_index(window, *canvas.shape[-2:], canvas.device)
+
+
+@functools.lru_cache(maxsize=4096)
+def _wrapped_index(window: Window, height: int, width: int, device: torch.device) -> tuple:
+    """A crossing window's modulo indices on the device, copied there once (no copy inside the step loop)."""
+    return tuple(torch.from_numpy(i).to(device) for i in window_index(window, height, width))
 
 
 def gather(embeddings: Embeddings | None, regions: list[int]) -> Embeddings | None:
@@ -124,7 +141,7 @@ def _centring_shifts(setup: FusionSetup) -> dict[tuple[int, int], tuple[int, int
     steps = min(setup.bootstrap_steps, setup.table.steps)
     masks = setup.masks[:steps].cpu() > 0  # (steps, R, h, w)
     return {
-        (i, j): centring_shift(masks[i, pair.region, pair.window.slices[0], pair.window.slices[1]])
+        (i, j): centring_shift(masks[i, pair.region][at(pair.window, masks)])
         for i in range(steps)
         for j, pair in enumerate(setup.plan[i])
     }
@@ -206,11 +223,11 @@ def _fusion_step(
         pairs = [setup.plan[i][j] for _, j in chunk]
         inputs, shifts = [], []
         for (k, j), pair in zip(chunk, pairs):
-            rows, cols = pair.window.slices
-            x_rv = x[k, :, rows, cols]
+            rows, cols = at(pair.window, x)
+            x_rv = x[k][:, rows, cols]
             if bootstrapping:
-                m = masks[pair.region, rows, cols]
-                x_rv = m * x_rv + (1.0 - m) * bg[k, :, rows, cols]
+                m = masks[pair.region][rows, cols]
+                x_rv = m * x_rv + (1.0 - m) * bg[k][:, rows, cols]
                 shift = run.shifts[i, j]
                 x_rv = torch.roll(x_rv, shift, dims=(-2, -1))
                 shifts.append(shift)
@@ -219,16 +236,16 @@ def _fusion_step(
         count += len(pairs)
         pixels += sum(p.window.height * p.window.width for p in pairs)
         for n, ((k, j), pair) in enumerate(zip(chunk, pairs)):
-            rows, cols = pair.window.slices
-            w = masks[pair.region, rows, cols][None]  # (1, wh, ww)
+            rows, cols = at(pair.window, x)
+            w = masks[pair.region][rows, cols][None]  # (1, wh, ww)
             x0_rv = x0[n]
             if bootstrapping:
                 x0_rv = torch.roll(x0_rv, (-shifts[n][0], -shifts[n][1]), dims=(-2, -1))
-                leak = (x0_rv - bg[k, :, rows, cols]).pow(2).mean(dim=0, keepdim=True)
+                leak = (x0_rv - bg[k][:, rows, cols]).pow(2).mean(dim=0, keepdim=True)
                 w = w * (2.0 * torch.sigmoid(leak / setup.leak_sensitivity) - 1.0)
             w = w * setup.weights[i][j]
-            num[k, :, rows, cols] += w * x0_rv
-            den[k, :, rows, cols] += w
+            num[k][:, rows, cols] += w * x0_rv
+            den[k][:, rows, cols] += w
     x0 = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)  # (N, C, h, w)
     pull = True if setup.pull_to_fill is None else setup.pull_to_fill[i]
     if pull is not False:
@@ -261,12 +278,12 @@ def _multidiffusion_step(
     before = replace(run.batching)
     for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants):
         pairs = [setup.plan[i][j] for _, j in chunk]
-        inputs = [x[k, :, p.window.slices[0], p.window.slices[1]] for (k, _), p in zip(chunk, pairs)]
+        inputs = [x[k][(slice(None), *at(p.window, x))] for (k, _), p in zip(chunk, pairs)]
         x0 = _predict(denoiser, setup, i, inputs, pairs, run).float()
         count += len(pairs)
         pixels += sum(p.window.height * p.window.width for p in pairs)
         for n, ((k, j), pair) in enumerate(zip(chunk, pairs)):
-            rows, cols = pair.window.slices
+            rows, cols = at(pair.window, x)
             if table.stochastic and last:
                 stepped = x0[n]
             elif table.stochastic:
@@ -274,10 +291,10 @@ def _multidiffusion_step(
             else:
                 eps = (inputs[n] - table.signal[i] * x0[n]) / table.noise[i]
                 stepped = table.signal[i + 1] * x0[n] + table.noise[i + 1] * eps
-            w = masks[pair.region, rows, cols][None] * setup.weights[i][j]
-            num[k, :, rows, cols] += w * stepped
-            x0_num[k, :, rows, cols] += w * x0[n]
-            den[k, :, rows, cols] += w
+            w = masks[pair.region][rows, cols][None] * setup.weights[i][j]
+            num[k][:, rows, cols] += w * stepped
+            x0_num[k][:, rows, cols] += w * x0[n]
+            den[k][:, rows, cols] += w
     fill = setup.fill.expand_as(x)  # uncovered pixels follow the fill deterministically
     passthrough = table.signal[i + 1] * fill + table.noise[i + 1] * (x - table.signal[i] * fill) / table.noise[i]
     x0 = torch.where(den > 0, x0_num / den.clamp_min(1e-12), fill)  # the mean prediction, for previews

@@ -17,8 +17,8 @@ from typing import Any
 
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.jobs import Job, JobPlan
-from semanticdraw_cli.outputs import PlannedImage
-from semanticdraw_cli.render import Renderer, RenderResult, write_result
+from semanticdraw_cli.outputs import PlannedImage, write_result
+from semanticdraw_cli.render import Renderer, RenderResult
 
 
 @dataclass

@@ -31,15 +31,18 @@ def gaussian_kernel(std: float) -> np.ndarray:
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:
-    """Separable Gaussian blur with reflected edges; std in pixels, 0 leaves the mask as it is."""
+def gaussian_blur(mask: np.ndarray, std: float, wrap: tuple[bool, bool] = (False, False)) -> np.ndarray:
+    """Separable Gaussian blur with reflected edges, circular along the axes `wrap` (rows, columns) names;
+    std in pixels, 0 leaves the mask as it is."""
     if std <= 0:
         return mask.astype(np.float32, copy=True)
     kernel = gaussian_kernel(std)
     radius = len(kernel) // 2
     out = mask.astype(np.float32)
     for axis in (0, 1):
-        if out.shape[axis] <= radius:  # too small to reflect: pad by edge values instead
+        if wrap[axis]:  # a circular canvas: the far edge continues at the near one
+            pad_mode = "wrap"
+        elif out.shape[axis] <= radius:  # too small to reflect: pad by edge values instead
             pad_mode = "edge"
         else:
             pad_mode = "reflect"
@@ -55,13 +58,15 @@ def gaussian_blur(mask: np.ndarray, std: float) -> np.ndarray:
 
 
 def prepare_masks(
-    raw: np.ndarray, blurs: Sequence[float], strengths: Sequence[float], cover_alpha: float
+    raw: np.ndarray, blurs: Sequence[float], strengths: Sequence[float], cover_alpha: float,
+    wrap: tuple[bool, bool] = (False, False),
 ) -> np.ndarray:
-    """Rasterized region masks -> z-ordered, blurred, strength-scaled masks, still at canvas size."""
+    """Rasterized region masks -> z-ordered, blurred (circular along `wrap`'s axes), strength-scaled masks,
+    still at canvas size."""
     ordered = apply_z_order(raw, cover_alpha)  # (R, H, W)
     out = np.empty_like(ordered)
     for r, (blur, strength) in enumerate(zip(blurs, strengths, strict=True)):
-        out[r] = np.clip(gaussian_blur(ordered[r], blur) * strength, 0.0, 1.0)
+        out[r] = np.clip(gaussian_blur(ordered[r], blur, wrap) * strength, 0.0, 1.0)
     return out
 
 

@@ -17,12 +17,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.scene.reads import Read, scene_reads
+
+if TYPE_CHECKING:
+    from semanticdraw_cli.render import RenderResult
 
 SCENE_KEY = "semanticdraw:scene"  # PNG text chunk holding the resolved scene as YAML
 PARAMS_KEY = "semanticdraw:params"  # PNG text chunk holding seed, image index, versions as JSON
@@ -300,3 +303,28 @@ def _process_alive(pid: int) -> bool:
 
 def _reason(error: OSError) -> str:
     return error.strerror or str(error)
+
+
+def write_results(results: list[RenderResult], out_dir: Path) -> None:
+    """PNG (scene embedded) and JSON report per image, as NAME-SEED.png and NAME-SEED.json."""
+    for result in results:
+        write_result(result, *output_paths(out_dir, result.scene.name, result.seed))
+
+
+def write_result(result: RenderResult, png: Path, report_path: Path) -> None:
+    """One image's PNG (scene embedded) and JSON report, each replaced atomically; the save time lands in the report."""
+    import yaml
+
+    from semanticdraw_cli.scene.dicts import scene_to_dict
+
+    start = time.perf_counter()
+    scene_yaml = yaml.safe_dump(scene_to_dict(result.scene), sort_keys=False)
+    params = {"seed": result.seed, "image_index": result.report["image_index"], "versions": result.report["versions"],
+              "content_key": result.report.get("content_key")}
+    write_png(png, result.image, scene_yaml, params)
+    result.report["seconds"]["save"] = time.perf_counter() - start
+    result.report["seconds"]["total"] = sum(
+        value for key, value in result.report["seconds"].items() if key not in ("steps", "total")
+    )
+    write_json(report_path, result.report)
+    result.png, result.json = png, report_path

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semanticdraw_cli.lazy import lazy_module
-from semanticdraw_cli.tiles import Window, centred_window
+from semanticdraw_cli.tiles import Window, centred_window, window_index
 
 if TYPE_CHECKING:
     import torch
@@ -38,7 +38,10 @@ def plan_step(step_masks: np.ndarray, grid: Sequence[Window], mode: str, tile_si
         return tuple(
             Pair(v, r) for r, mask in enumerate(step_masks) for v in region_windows(mask, tile_size)
         )
-    return tuple(Pair(v, r) for v in grid for r, mask in enumerate(step_masks) if mask[v.slices].any())
+    height, width = step_masks.shape[-2:]
+    return tuple(
+        Pair(v, r) for v in grid for r, mask in enumerate(step_masks) if mask[window_index(v, height, width)].any()
+    )
 
 
 def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
@@ -80,8 +83,8 @@ def pair_weights(pairs: Sequence[Pair], height: int, width: int, regions: int) -
     """Tile weights T per pair: 1 / (windows of the same region covering the pixel), so they sum to 1."""
     counts = np.zeros((regions, height, width), np.float32)
     for pair in pairs:
-        counts[pair.region][pair.window.slices] += 1.0
-    return [1.0 / counts[pair.region][pair.window.slices] for pair in pairs]
+        counts[pair.region][window_index(pair.window, height, width)] += 1.0
+    return [1.0 / counts[pair.region][window_index(pair.window, height, width)] for pair in pairs]
 
 
 def planned_steps(

@@ -7,6 +7,8 @@ import colorsys
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from semanticdraw_cli.families.registry import family
+from semanticdraw_cli.scene.composition import pass_one_canvas, wrap_axes
 from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
 from semanticdraw_cli.scene.types import Scene
 
@@ -45,8 +47,29 @@ def region_colours(scene: Scene) -> list[tuple[int, int, int]]:
 
 
 def draw_preview(scene: Scene) -> Image.Image:
-    """The layout at canvas size, top left, with a legend panel to its right (taller when the legend is)."""
-    return _with_legend(draw_layout(scene), scene)
+    """The layout at canvas size, top left, with a legend panel to its right (taller when the legend is); a
+    wrapped canvas twice along each wrapped axis, so its seams show."""
+    return _with_legend(tiled(draw_layout(scene), scene.canvas.wrap), scene)
+
+
+def tiled(layout: Image.Image, wrap: str) -> Image.Image:
+    """The layout repeated twice along each wrapped axis (`canvas.wrap`): 2×2 for both."""
+    rows, cols = wrap_axes(wrap)
+    width, height = layout.size
+    out = Image.new("RGB", (width * (1 + cols), height * (1 + rows)))
+    for top in range(0, out.height, height):
+        for left in range(0, out.width, width):
+            out.paste(layout, (left, top))
+    return out
+
+
+def hires_line(scene: Scene) -> str | None:
+    """The legend's line for a hires scene: the first pass's size, the scale and the strength."""
+    if scene.hires is None:
+        return None
+    small = pass_one_canvas(scene.canvas, scene.hires.scale, family(scene.model.family).pixel_multiple)
+    return (f"hires: pass 1 at {small.width}×{small.height}, upscaled ×{scene.hires.scale:g} "
+            f"({scene.hires.upscaler}), pass 2 at strength {scene.hires.strength:g}")
 
 
 def draw_layout(scene: Scene) -> Image.Image:
@@ -102,6 +125,8 @@ def _with_legend(layout: Image.Image, scene: Scene) -> Image.Image:
     entries = [(colour, f"{r.name}: {r.prompt}") for colour, r in zip(region_colours(scene), scene.regions)]
     if scene.background.prompt:
         entries.insert(0, (NEUTRAL, f"background: {scene.background.prompt}"))
+    if hires_line(scene):
+        entries.append((DIVIDER, hires_line(scene)))
     texts = [_fit_text(text, font, MAX_LEGEND_CHARS * size / 2) for _, text in entries]
     panel = int(3 * pad + size + max(font.getlength(text) for text in texts))
     image = Image.new("RGB", (width + panel, max(height, 2 * pad + len(entries) * row)), PANEL)

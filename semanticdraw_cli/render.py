@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import content_key, flops, masks as mask_math, outputs, speed, stages
+from semanticdraw_cli import content_key, flops, hires, masks as mask_math, outputs, speed, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.file_hashes import HashCache
@@ -27,6 +27,7 @@ from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.report import build_report
+from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import tile_grid
@@ -161,7 +162,7 @@ class Renderer:
         height, width = latent_masks.shape[-2:]
         factor = adapter.latent_factor
         tile, stride = scene.sampler.tile.size // factor, scene.sampler.tile.stride // factor
-        grid = tile_grid(height, width, tile, stride)
+        grid = tile_grid(height, width, tile, stride, wrap_axes(scene.canvas.wrap))
         mode = "reference" if scene.sampler.method == "multidiffusion" else scene.sampler.plan
         plan_key = (stages.array_digest(quantized), grid, mode, tile, str(device))
         steps_plan, weights = self.cache.get("plan", plan_key, lambda: planned_steps(quantized, grid, mode, tile, device))
@@ -246,7 +247,7 @@ class Renderer:
         timings = dict(prepared.timings)
         start = time.perf_counter()
         on_tile = (lambda done, total: on_phase("decoding", done, total)) if on_phase else None
-        images = prepared.adapter.decode(x, on_tile=on_tile)  # (N, H, W, 3)
+        images = prepared.adapter.decode(x, on_tile=on_tile, wrap=wrap_axes(scene.canvas.wrap))  # (N, H, W, 3)
         if prepared.picture is not None:
             images = blend_over_background(images, prepared.picture, prepared.canvas_masks)
         timings["decode"] = time.perf_counter() - start
@@ -284,6 +285,11 @@ class Renderer:
         if out_dir is not None:
             out_dir = Path(out_dir)
             outputs.plan_render([(str(scene.source or scene.name), scene, seeds)], out_dir, overwrite)
+        if scene.hires is not None:  # two passes (hires.py), written as one
+            results = hires.render_passes(self, scene, seeds, on_step, on_phase, on_call)
+            if out_dir is not None:
+                outputs.write_results(results, out_dir)
+            return results
         prepared = self.prepare(scene, seeds, on_phase)
         if on_step:
             on_step(0, prepared.table.steps)  # the model is ready: sampling starts
@@ -296,7 +302,7 @@ class Renderer:
         if out_dir is not None:
             if on_phase:
                 on_phase("writing", 0, None)
-            write_results(results, out_dir)
+            outputs.write_results(results, out_dir)
         return results
 
 
@@ -378,28 +384,3 @@ def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks
     alpha = np.clip(canvas_masks.sum(axis=0), 0.0, 1.0)[None, ..., None]  # (1, H, W, 1)
     mixed = alpha * images.astype(np.float32) + (1.0 - alpha) * original[None].astype(np.float32)
     return np.where(alpha > 0, np.clip(np.rint(mixed), 0, 255), original[None]).astype(np.uint8)
-
-
-def write_results(results: list[RenderResult], out_dir: Path) -> None:
-    """PNG (scene embedded) and JSON report per image, as NAME-SEED.png and NAME-SEED.json."""
-    for result in results:
-        write_result(result, *outputs.output_paths(out_dir, result.scene.name, result.seed))
-
-
-def write_result(result: RenderResult, png: Path, report_path: Path) -> None:
-    """One image's PNG (scene embedded) and JSON report, each replaced atomically; the save time lands in the report."""
-    import yaml
-
-    from semanticdraw_cli.scene.dicts import scene_to_dict
-
-    start = time.perf_counter()
-    scene_yaml = yaml.safe_dump(scene_to_dict(result.scene), sort_keys=False)
-    params = {"seed": result.seed, "image_index": result.report["image_index"], "versions": result.report["versions"],
-              "content_key": result.report.get("content_key")}
-    outputs.write_png(png, result.image, scene_yaml, params)
-    result.report["seconds"]["save"] = time.perf_counter() - start
-    result.report["seconds"]["total"] = sum(
-        value for key, value in result.report["seconds"].items() if key not in ("steps", "total")
-    )
-    outputs.write_json(report_path, result.report)
-    result.png, result.json = png, report_path

@@ -20,6 +20,7 @@ import numpy as np
 
 from semanticdraw_cli import masks as mask_math
 from semanticdraw_cli.lazy import lazy_module
+from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.types import Mask, Scene
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ def canvas_masks(scene: Scene, cache: StageCache) -> np.ndarray:
         [region.blur for region in scene.regions],
         [region.strength for region in scene.regions],
         scene.sampler.cover_alpha,
+        wrap_axes(scene.canvas.wrap),
     )
 
 

@@ -1,8 +1,14 @@
-"""The tile grid over a large latent canvas: fixed-size windows, the last one clamped to the edge."""
+"""The tile grid over a large latent canvas: fixed-size windows, the last one clamped to the edge.
+
+On a wrapped axis (`canvas.wrap`) the latent is circular: windows start every stride over the whole
+length, and one that passes the far edge continues at the near one (`window_index`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -37,14 +43,34 @@ def starts(length: int, size: int, stride: int) -> list[int]:
     return offsets
 
 
-def tile_grid(height: int, width: int, size: int, stride: int) -> tuple[Window, ...]:
-    """Windows of `size` (clipped to the canvas) every `stride` latent pixels, row by row."""
+def wrapped_starts(length: int, size: int, stride: int) -> list[int]:
+    """Window offsets along a circular axis: every `stride` from 0 to the end; the last ones cross the edge."""
+    if size >= length and stride >= length:
+        return [0]
+    return list(range(0, length, stride))
+
+
+def tile_grid(
+    height: int, width: int, size: int, stride: int, wrap: tuple[bool, bool] = (False, False)
+) -> tuple[Window, ...]:
+    """Windows of `size` (clipped to the canvas) every `stride` latent pixels, row by row; `wrap`: (rows,
+    columns) circular, as `canvas.wrap` says."""
     win_h, win_w = min(size, height), min(size, width)
     return tuple(
         Window(top, left, win_h, win_w)
-        for top in starts(height, win_h, stride)
-        for left in starts(width, win_w, stride)
+        for top in (wrapped_starts if wrap[0] else starts)(height, win_h, stride)
+        for left in (wrapped_starts if wrap[1] else starts)(width, win_w, stride)
     )
+
+
+def window_index(window: Window, height: int, width: int) -> tuple[slice, slice] | tuple[np.ndarray, np.ndarray]:
+    """Where a window lies on an (height, width) canvas: its slices when inside, else the (h, 1) and (1, w)
+    modulo indices of a window that crosses an edge of a circular canvas (`t[..., rows, cols]` reads it)."""
+    if window.bottom <= height and window.right <= width:
+        return window.slices
+    rows = np.arange(window.top, window.bottom) % height
+    cols = np.arange(window.left, window.right) % width
+    return np.ix_(rows, cols)
 
 
 def centred_window(box: tuple[int, int, int, int], height: int, width: int, size: int) -> Window:

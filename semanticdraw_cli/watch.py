@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semanticdraw_cli import outputs
+from semanticdraw_cli import hires, outputs
 from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError, problem_lines
 from semanticdraw_cli.preview import draw_preview
-from semanticdraw_cli.render import Prepared, Renderer, StepState, blend_over_background, write_result
+from semanticdraw_cli.outputs import write_result
+from semanticdraw_cli.render import Prepared, Renderer, RenderResult, StepState, blend_over_background
+from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.scene.loader import load_scene
@@ -178,10 +180,14 @@ class WatchLoop:
                 self._emit(Event("layout", number, outputs=(layout_path,)))
 
         try:  # a file the scene names may be rewritten (or gone) since it loaded: wait for the next save
-            prepared = self.renderer.prepare(scene, [scene.sampler.seed], on_phase=self._phase)
-            if layout.done():
-                show_layout()
-            states = self._sample(prepared, number, png, show_layout)
+            if scene.hires is not None:  # two passes (hires.py): pass 1, upscaled, is the first picture shown
+                prepared, result = self._hires(scene, number, png, layout, show_layout)
+                states = None if result is None else [result]
+            else:
+                prepared = self.renderer.prepare(scene, [scene.sampler.seed], on_phase=self._phase)
+                if layout.done():
+                    show_layout()
+                states = self._sample(prepared, number, png, show_layout)
         except (MaskError, FileNotFoundError) as error:
             self._invalid((str(Problem(str(self.options.scene), "", str(error), hint=getattr(error, "hint", None))),))
             return
@@ -190,7 +196,7 @@ class WatchLoop:
         seconds.update(prepared.timings)
         if states is None:
             return
-        result = self.renderer.finish(prepared, states[-1], states)[0]
+        result = states[0] if scene.hires is not None else self.renderer.finish(prepared, states[-1], states)[0]
         seconds["denoise"], seconds["decode"] = result.report["seconds"]["denoise"], result.report["seconds"]["decode"]
         result.report["watch"] = {"render": number, "changed": [str(f) for f in changed], "recomputed": prepared.recomputed}
         start = time.perf_counter()
@@ -200,6 +206,26 @@ class WatchLoop:
         seconds["total"] = time.perf_counter() - started
         self._emit(Event("rendered", number, files=changed, recomputed=dict(prepared.recomputed), seconds=seconds,
                          outputs=(png, report, *kept)))
+
+    def _hires(self, scene: Scene, number: int, latest: Path, layout: futures.Future, show_layout: Callable[[], None]
+               ) -> tuple[Prepared, RenderResult | None]:
+        """Both passes of a hires scene: (the last pass's Prepared, the image; None when abandoned). Pass 1,
+        upscaled, replaces NAME-latest.png as soon as it is done."""
+        prepared = None
+
+        def run(pass_scene: Scene, seeds: list[int]) -> list[RenderResult] | None:
+            nonlocal prepared
+            prepared = self.renderer.prepare(pass_scene, seeds, on_phase=self._phase)
+            if layout.done():
+                show_layout()
+            states = self._sample(prepared, number, latest, show_layout)
+            return None if states is None else self.renderer.finish(prepared, states[-1], states)
+
+        first = run(hires.pass_one_scene(scene, self.renderer.cache), [scene.sampler.seed])
+        if first is None:
+            return prepared, None
+        _write_picture(latest, Image.fromarray(hires.resize(first[0].image, scene.canvas, scene.hires.upscaler)))
+        return prepared, hires.second_pass(self.renderer, scene, first[0], run)
 
     def _sample(
         self, prepared: Prepared, number: int, latest: Path, after_first_step: Callable[[], None]
@@ -269,7 +295,7 @@ def watch_outputs(out_dir: Path, name: str) -> tuple[Path, Path, Path]:
 
 def _x0_picture(prepared: Prepared, state: StepState) -> np.ndarray:
     """The first image's fused clean-latent estimate, decoded (and over the background picture), (H, W, 3) uint8."""
-    pixels = prepared.adapter.decode(state.x0[:1])  # (1, H, W, 3)
+    pixels = prepared.adapter.decode(state.x0[:1], wrap=wrap_axes(prepared.scene.canvas.wrap))  # (1, H, W, 3)
     if prepared.picture is not None:
         pixels = blend_over_background(pixels, prepared.picture, prepared.canvas_masks)
     return pixels[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -33,3 +34,18 @@ def test_untiled_decode_reports_each_image(codec):
     calls = []
     codec.decode(torch.zeros(3, 4, 8, 8), on_tile=lambda done, total: calls.append((done, total)))
     assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("wrap, dims", [((False, True), (0, 3)), ((True, False), (2, 0)), ((True, True), (1, 2))])
+def test_a_wrapped_decode_rolls_with_its_latent_and_leaves_the_layers_as_they_were(codec, wrap, dims):
+    """Circular padding along the wrapped axes: rolling the latent by k rolls the picture by 8k (up to one
+    level of rounding), which zero padding does not; afterwards the decoder decodes as before."""
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    plain = codec.decode(latent)
+    picture = codec.decode(latent, wrap=wrap)[0].astype(int)
+    rolled = codec.decode(torch.roll(latent, dims, dims=(-2, -1)), wrap=wrap)[0].astype(int)
+    shift = (8 * dims[0], 8 * dims[1])
+    assert abs(rolled - np.roll(picture, shift, axis=(0, 1))).max() <= 1
+    zero_padded = codec.decode(torch.roll(latent, dims, dims=(-2, -1)))[0].astype(int)
+    assert abs(zero_padded - np.roll(plain[0].astype(int), shift, axis=(0, 1))).max() > 8
+    assert (codec.decode(latent) == plain).all()

@@ -2,13 +2,15 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
 from semanticdraw_cli.fusion import FusionSetup, centring_shift, sample
+from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.schedule import StepTable
 from semanticdraw_cli.plan import Pair
-from semanticdraw_cli.tiles import Window
+from semanticdraw_cli.tiles import Window, tile_grid
 
 TABLE = StepTable(timesteps=(999, 500), signal=(0.1, 0.7, 1.0), noise=(0.99, 0.7, 0.0), mask_levels=(0.99, 0.7, 0.0),
                   stochastic=True)
@@ -129,3 +131,45 @@ def test_last_stochastic_step_returns_the_clean_fused_x0():
     stats, final, _ = results[-1]
     assert torch.equal(final, torch.full_like(final, 3.0))
     assert stats.batch_items == 2 and stats.network_calls == 1  # two images share one batch
+
+
+class WindowFunction:
+    """x0 as a fixed non-linear function of each window's content and its region: what a network is to
+    the sampler. Rolls inside the window make the result depend on where each pixel sits in its window."""
+
+    def predict_x0(self, x, table, step, items):
+        region = items.cond["id"].view(-1, 1, 1, 1)  # (B, 1, 1, 1)
+        return torch.tanh(x) * (1.0 + 0.1 * region) + 0.05 * x.roll(1, dims=-1) - 0.02 * x.roll(2, dims=-2)
+
+
+def wrapped_run(quantized: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """The final latent of a deterministic render on a canvas that wraps both ways (tile 8, stride 4)."""
+    steps, regions = quantized.shape[:2]
+    grid = tile_grid(*quantized.shape[-2:], 8, 4, wrap=(True, True))
+    plan, weights = planned_steps(quantized, grid, "default", 8, torch.device("cpu"))
+    table = StepTable(timesteps=(900, 500, 200), signal=(0.2, 0.6, 0.9, 1.0), noise=(0.98, 0.8, 0.44, 0.0),
+                      mask_levels=(0.98, 0.8, 0.44, 0.0), stochastic=False)
+    setup = FusionSetup(
+        table=table, masks=torch.from_numpy(quantized), plan=plan, weights=weights,
+        cond={"id": torch.arange(regions, dtype=torch.float32)[:, None]}, uncond=None, guidance=torch.ones(regions),
+        fill=torch.zeros(1, 4, 1, 1), white=torch.ones(1, 4, 1, 1), base=None, bootstrap_steps=0,
+        bootstrap_mix=1.0, leak_sensitivity=0.2, max_batch=5, pairs_total=len(grid) * regions,
+    )
+    *_, (_, final, _) = sample(WindowFunction(), setup, x, [torch.Generator().manual_seed(0)])
+    return final
+
+
+def test_a_wrapped_canvas_is_equivariant_under_rolls_of_the_masks_and_the_noise():
+    """Rolling the masks and the initial noise by whole strides rolls the result: no edge is special."""
+    rng = np.random.default_rng(3)
+    height, width = 16, 24
+    masks = np.zeros((3, 2, height, width), np.float32)  # (n, R, h, w)
+    masks[:, 0, 10:16, 18:24] = masks[:, 0, 0:3, 0:4] = 1.0  # region 0 crosses the corner
+    masks[:, 1] = rng.random((height, width)) > 0.6
+    x = torch.randn(1, 4, height, width, generator=torch.Generator().manual_seed(1))
+    shift = (4, 8)  # latent pixels, whole strides
+    rolled = wrapped_run(np.roll(masks, shift, axis=(-2, -1)), torch.roll(x, shift, dims=(-2, -1)))
+    expected = torch.roll(wrapped_run(masks, x), shift, dims=(-2, -1))
+    torch.testing.assert_close(rolled, expected, atol=1e-6, rtol=0)
+    assert rolled.abs().mean() > 0.1  # the regions painted something
+

@@ -135,3 +135,13 @@ def test_unreached_regions_are_those_empty_at_every_step():
     quantized[2, 0, 1, 1] = 1.0  # region 0 reaches a pixel at the last step only
     quantized[0, 2] = 0.5
     assert mask_math.unreached_regions(quantized) == [1]
+
+
+def test_blur_is_circular_along_a_wrapped_axis_only():
+    mask = np.zeros((12, 12), np.float32)
+    mask[:, 0] = 1.0  # a line on the left edge
+    wrapped = mask_math.gaussian_blur(mask, 1.5, wrap=(False, True))
+    assert wrapped[:, -1].min() > 0.1  # it bleeds across to the right edge
+    moved = mask_math.gaussian_blur(np.roll(mask, 6, axis=1), 1.5, wrap=(False, True))
+    assert np.allclose(wrapped, np.roll(moved, -6, axis=1))
+    assert mask_math.gaussian_blur(mask, 1.5)[:, -1].max() == 0.0  # reflected edges: nothing reaches the far side

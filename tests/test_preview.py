@@ -14,6 +14,7 @@ from semanticdraw_cli.preview import (
     NEUTRAL,
     draw_layout,
     draw_preview,
+    hires_line,
     legend_font_size,
     region_colour,
     region_colours,
@@ -155,3 +156,33 @@ def test_preview_of_a_10000_character_prompt(tmp_path):
     """)
     image = draw_preview(scene)  # the legend cuts the prompt with a few measurements
     assert image.height >= 192 and image.width > 256
+
+
+def test_a_wrapped_layout_is_shown_twice_along_each_wrapped_axis(tmp_path):
+    text = """\
+        canvas: {width: 96, height: 64, wrap: WRAP}
+        sampler: {tile: {size: 64, stride: 32}}
+        regions:
+          - {prompt: a fox, mask: {rect: [80, 8, 32, 24]}}
+        """
+    for wrap, (rows, cols) in {"x": (1, 2), "y": (2, 1), "both": (2, 2)}.items():
+        scene = scene_from(tmp_path, text.replace("WRAP", wrap))
+        picture, layout = np.asarray(draw_preview(scene)), np.asarray(draw_layout(scene))
+        tiles = picture[:64 * rows, :96 * cols]
+        assert (tiles == np.tile(layout, (rows, cols, 1))).all()
+        assert picture.shape[1] > 96 * cols  # the legend beside the tiles
+    assert (layout[8:32, :16] != NEUTRAL).any(axis=-1).all()  # the fox came back at the left edge
+    assert (np.asarray(draw_layout(dataclasses.replace(scene, canvas=dataclasses.replace(scene.canvas, wrap="y"))))
+            [8:32, :16] == NEUTRAL).all()  # not on a canvas that wraps only its rows
+
+
+def test_the_legend_of_a_hires_scene_gives_the_first_pass_size(tmp_path):
+    scene = scene_from(tmp_path, """\
+        canvas: {width: 1536, height: 1208}
+        hires: {scale: 1.5, strength: 0.3}
+        regions:
+          - {prompt: a fox, mask: {rect: [0, 0, 64, 64]}}
+        """)
+    assert hires_line(scene) == "hires: pass 1 at 1024×808, upscaled ×1.5 (lanczos), pass 2 at strength 0.3"
+    plain = draw_preview(dataclasses.replace(scene, hires=None))
+    assert draw_preview(scene).height > plain.height or draw_preview(scene).width > plain.width  # one more line

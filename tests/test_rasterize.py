@@ -304,3 +304,18 @@ def test_load_rgb_returns_pixels_and_resizes_same_aspect(tmp_path):
 def test_load_rgb_puts_transparency_over_white(tmp_path):
     Image.new("RGBA", (64, 48), (0, 0, 0, 0)).save(tmp_path / "clear.png")
     assert load_rgb(tmp_path / "clear.png", CANVAS).min() == 255
+
+
+@pytest.mark.parametrize("mask", [Mask("rect", coords=(90, 50, 20, 20)), Mask("ellipse", coords=(95, 55, 10, 8)),
+                                  Mask("polygon", coords=(90, 50, 110, 50, 100, 70))])
+def test_a_shape_past_the_edge_of_a_wrapped_canvas_comes_back_at_the_other_edge(mask):
+    """On a canvas that wraps both ways a shape is the same shape wherever it lies: what passes the right
+    (bottom) edge is drawn at the left (top), as if the canvas were rolled under it."""
+    wrapped = rasterize_mask(mask, Canvas(100, 64, "both"))
+    big = rasterize_mask(mask, Canvas(200, 128))  # the same shape on a canvas large enough to hold it
+    folded = big[:64, :100] + big[64:, :100] + big[:64, 100:] + big[64:, 100:]
+    assert np.allclose(wrapped, np.clip(folded, 0, 1), atol=1e-6)
+    assert wrapped[:, :5].sum() > 0 and rasterize_mask(mask, Canvas(100, 64))[:, :5].sum() == 0
+    if mask.kind == "rect":  # fractions move by whole canvases too
+        fraction = Mask("rect", coords=(0.9, 50 / 64, 0.2, 20 / 64), fractional=True)
+        assert np.allclose(rasterize_mask(fraction, Canvas(100, 64, "both")), wrapped, atol=1e-5)

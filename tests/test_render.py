@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -135,3 +136,36 @@ def test_a_region_smaller_than_the_latent_grid_is_skipped_with_a_warning(rendere
         "regions[0] (dot): no latent pixel at any step (the region is smaller than the 8-pixel latent grid), "
         "so the sampler skips it and it paints nothing"]
     assert result.report["network_calls"] == 0 and result.image.shape == (64, 64, 3)
+
+
+WRAPPED = """\
+canvas: {{width: 128, height: 64, wrap: both}}
+model: {{checkpoint: tiny, accelerator: none}}
+sampler: {{steps: 2, guidance: 1, seed: 4, bootstrap: {{steps: 0}}, tile: {{size: 64, stride: 32}}}}
+background: {{prompt: a blue sky}}
+regions:
+  - {{prompt: a red fox, mask: {{rect: [{x}, {y}, 48, 40]}}, blur: 0}}
+"""
+
+
+def wrapped_scene(tmp_path, x: int, y: int):
+    path = tmp_path / f"wrapped-{x}-{y}.yaml"
+    path.write_text(WRAPPED.format(x=x, y=y))
+    return load_scene(path)
+
+
+def test_a_wrapped_render_is_roll_equivariant_and_tiles_without_a_seam(renderer, tmp_path):
+    """On tiny with a deterministic sampler: rolling the masks and the initial noise by whole strides (4
+    latent px down, 8 right) rolls the final latent (4.8e-7 at most, measured); the picture's wrap seams
+    differ no more than the median pair of neighbouring interior rows (columns) does (measured: 17.2
+    against 20.3 for rows, 15.7 against 19.9 for columns, mean levels per pixel)."""
+    prepared = renderer.prepare(wrapped_scene(tmp_path, 100, 40))  # the fox crosses both edges
+    shifted = renderer.prepare(wrapped_scene(tmp_path, 100 + 64, 40 + 32))
+    shifted = dataclasses.replace(shifted, x=torch.roll(prepared.x, (4, 8), dims=(-2, -1)))
+    (_, (result,)), (_, (moved,)) = run(renderer, prepared), run(renderer, shifted)
+    torch.testing.assert_close(moved.latent, torch.roll(result.latent, (4, 8), dims=(-2, -1)), atol=1e-6, rtol=0)
+    image = result.image.astype(int)
+    for axis in (0, 1):
+        steps = np.abs(np.diff(image, axis=axis)).mean(axis=(1 - axis, 2))  # neighbour differences per line pair
+        seam = np.abs(image.take(0, axis=axis) - image.take(-1, axis=axis)).mean()
+        assert seam <= np.median(steps), (axis, seam, np.median(steps))

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from semanticdraw_cli.tiles import Window, centred_window, starts, tile_grid
+from semanticdraw_cli.tiles import Window, centred_window, starts, tile_grid, window_index
 
 
 def test_irworobongdo_canvas_has_three_windows():
@@ -44,3 +44,17 @@ def test_centred_window_stays_on_canvas():
     assert centred_window((0, 0, 2, 2), 96, 160, 96) == Window(0, 0, 96, 96)
     assert centred_window((90, 150, 96, 160), 96, 160, 96) == Window(0, 64, 96, 96)
     assert centred_window((40, 70, 50, 90), 96, 160, 48) == Window(21, 56, 48, 48)
+
+
+def test_a_wrapped_axis_has_windows_every_stride_that_cross_the_far_edge():
+    grid = tile_grid(8, 24, 8, 4, wrap=(False, True))
+    assert sorted({w.left for w in grid}) == [0, 4, 8, 12, 16, 20]  # no window flush with the edge
+    assert {w.top for w in grid} == {0} and all(w.width == 8 for w in grid)
+    assert tile_grid(8, 24, 8, 4) == tile_grid(8, 24, 8, 4, wrap=(False, False))
+
+
+def test_a_window_across_the_edge_indexes_the_canvas_modulo_its_size():
+    canvas = np.arange(6 * 10).reshape(6, 10)
+    rows, cols = window_index(Window(4, 7, 4, 5), 6, 10)
+    assert canvas[rows, cols].tolist() == [[r * 10 + c for c in (7, 8, 9, 0, 1)] for r in (4, 5, 0, 1)]
+    assert window_index(Window(1, 2, 4, 5), 6, 10) == Window(1, 2, 4, 5).slices  # inside: plain slices

@@ -367,3 +367,29 @@ def test_a_model_path_typed_on_the_command_line_is_read_from_the_current_folder(
     result = CliRunner().invoke(app, ["watch", "scenes/scene.yaml", "--model", "./models/mine", "-o", "out"])
     assert result.exit_code == 0, result.output
     assert loaded[0].model.checkpoint == str(tmp_path / "models" / "mine")
+
+
+def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does(tmp_path, renderer):
+    """Pass 1 upscaled replaces NAME-latest.png before pass 2's steps; the image is `render`'s."""
+    scene = tmp_path / "big.yaml"
+    scene.write_text("canvas: {width: 128, height: 96}\nmodel: {checkpoint: tiny}\n"
+                     "sampler: {steps: [0, 25], seed: 3, tile: {size: 48, stride: 24}}\n"
+                     "hires: {scale: 2, strength: 0.5}\nbackground: {prompt: a blue sky}\n"
+                     "regions:\n  - {prompt: a red fox, mask: {rect: [16, 16, 56, 48]}}\n")
+    latest = tmp_path / "out" / "big-latest.png"
+    shown = []  # per step event of render 1: the size of NAME-latest.png then, or None
+
+    def on_event(event) -> None:
+        if event.kind == "step" and event.render == 1:
+            shown.append(Image.open(latest).size if latest.exists() else None)
+
+    watch = Session(scene, renderer, listener=on_event)
+    try:
+        watch.ready()
+    finally:
+        watch.close()
+    assert shown == [None, None, (128, 96)]  # pass 1's two steps, then pass 2's one over the upscale
+    result = CliRunner().invoke(app, ["render", str(scene), "-o", str(tmp_path / "cli"), "-q", "--device", "cpu",
+                                      "--dtype", "float32"])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "cli" / "big-3.png")), np.asarray(Image.open(latest)))

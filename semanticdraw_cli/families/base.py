@@ -91,8 +91,12 @@ class FamilyAdapter(Denoiser, Protocol):
     def white_latent(self) -> torch.Tensor:
         """(1, C, 1, 1) latent of a white picture, computed once per VAE."""
 
-    def decode(self, latents: torch.Tensor, on_tile: Callable[[int, int], None] | None = None) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, H, W, 3) uint8 pictures; `on_tile(done, total)` after each decoder pass."""
+    def decode(
+        self, latents: torch.Tensor, on_tile: Callable[[int, int], None] | None = None,
+        wrap: tuple[bool, bool] = (False, False),
+    ) -> np.ndarray:
+        """(N, C, h, w) latents -> (N, H, W, 3) uint8 pictures; `on_tile(done, total)` after each decoder pass;
+        `wrap`: (rows, columns) circular, decoded with circular padding (`canvas.wrap`)."""
 
     # The speed levers: `families.network.NetworkMixin` implements these for every family.
     network: torch.nn.Module  # the denoiser network, eager (as loaded, with any fused levers)

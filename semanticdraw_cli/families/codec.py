@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,36 @@ else:
 
 VAE_TILING_PIXELS = 1024 * 1024  # decode with the VAE's own tiling above this many pixels
 TileCallback = Callable[[int, int], None]  # (decoder passes done, passes in all)
+NO_WRAP = (False, False)  # (rows, columns) circular: `canvas.wrap`
+
+
+@contextmanager
+def circular_padding(module: torch.nn.Module, wrap: tuple[bool, bool]) -> Iterator[None]:
+    """While inside, the module's padded Conv2d layers pad circularly along the wrapped axes (rows,
+    columns) and with zeros along the others, so a decoded wrapped canvas tiles without a seam; restored
+    after. One forward per layer rather than `padding_mode`, which is circular on both axes or neither."""
+    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.padding_mode == "zeros"
+             and isinstance(m.padding, tuple) and any(m.padding)] if any(wrap) else []
+    for conv in convs:
+        conv.forward = _circular_forward(conv, wrap)
+    try:
+        yield
+    finally:
+        for conv in convs:
+            del conv.forward  # the class's forward again
+
+
+def _circular_forward(conv: torch.nn.Conv2d, wrap: tuple[bool, bool]) -> Callable:
+    pad_h, pad_w = conv.padding
+    circular = (pad_w, pad_w, 0, 0) if wrap[1] else (0, 0, 0, 0)
+    circular = circular[:2] + ((pad_h, pad_h) if wrap[0] else (0, 0))
+    zeros = (0 if wrap[0] else pad_h, 0 if wrap[1] else pad_w)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        padded = torch.nn.functional.pad(x, circular, mode="circular")
+        return torch.nn.functional.conv2d(padded, conv.weight, conv.bias, conv.stride, zeros, conv.dilation, conv.groups)
+
+    return forward
 
 
 def needs_vae_upcast(vae, dtype: torch.dtype) -> bool:
@@ -66,13 +97,16 @@ class VaeCodec:
         return self._white
 
     @inference_mode
-    def decode(self, latents: torch.Tensor, on_tile: TileCallback | None = None) -> np.ndarray:
-        """(N, C, h, w) latents -> (N, H, W, 3) uint8; tiled decoding for large canvases.
+    def decode(
+        self, latents: torch.Tensor, on_tile: TileCallback | None = None, wrap: tuple[bool, bool] = NO_WRAP
+    ) -> np.ndarray:
+        """(N, C, h, w) latents -> (N, H, W, 3) uint8; tiled decoding for large canvases, except on a wrapped
+        canvas (`wrap`: rows, columns), decoded whole with circular padding.
 
         `on_tile(done, total)` is called after each decoder pass (one per tile, or one per image untiled).
         """
         height, width = latents.shape[-2] * self.factor, latents.shape[-1] * self.factor
-        tiled = height * width > VAE_TILING_PIXELS
+        tiled = height * width > VAE_TILING_PIXELS and not any(wrap)
         self.vae.enable_tiling() if tiled else self.vae.disable_tiling()
         total = len(latents) * (self._tiles(*latents.shape[-2:]) if tiled else 1)
         done = 0
@@ -87,7 +121,8 @@ class VaeCodec:
             images = []
             for latent in latents:
                 z = latent[None].to(self.device, self._vae_dtype()) / self.scaling + self.shift
-                image = self.vae.decode(z).sample.float()
+                with circular_padding(self.vae.decoder, wrap):
+                    image = self.vae.decode(z).sample.float()
                 if not torch.isfinite(image).all():
                     raise RenderError("the VAE produced NaN/inf pixels; try --dtype float32")
                 image = ((image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0)
@@ -122,5 +157,7 @@ class CodecMixin:
         return self.codec.white()
 
     @inference_mode
-    def decode(self, latents: torch.Tensor, on_tile: TileCallback | None = None) -> np.ndarray:
-        return self.codec.decode(latents, on_tile)
+    def decode(
+        self, latents: torch.Tensor, on_tile: TileCallback | None = None, wrap: tuple[bool, bool] = NO_WRAP
+    ) -> np.ndarray:
+        return self.codec.decode(latents, on_tile, wrap)

@@ -23,7 +23,7 @@ import numpy as np
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
-from semanticdraw_cli.families.codec import VAE_TILING_PIXELS, CodecMixin, TileCallback
+from semanticdraw_cli.families.codec import NO_WRAP, VAE_TILING_PIXELS, CodecMixin, TileCallback, circular_padding
 from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.families.prediction import Predictor
 from semanticdraw_cli.families.flux import flow_table, set_flow_sigmas
@@ -118,15 +118,19 @@ class KleinCodec:
         return self._white
 
     @inference_mode
-    def decode(self, latents: torch.Tensor, on_tile: TileCallback | None = None) -> np.ndarray:
-        """(N, 128, h, w) -> (N, 16h, 16w, 3) uint8; tiled decoding for large canvases; `on_tile` per image."""
+    def decode(
+        self, latents: torch.Tensor, on_tile: TileCallback | None = None, wrap: tuple[bool, bool] = NO_WRAP
+    ) -> np.ndarray:
+        """(N, 128, h, w) -> (N, 16h, 16w, 3) uint8; tiled decoding for large canvases, except on a wrapped
+        canvas (`wrap`: rows, columns), decoded whole with circular padding; `on_tile` per image."""
         pixels = latents.shape[-2] * latents.shape[-1] * self.factor**2
-        self.vae.enable_tiling() if pixels > VAE_TILING_PIXELS else self.vae.disable_tiling()
+        self.vae.enable_tiling() if pixels > VAE_TILING_PIXELS and not any(wrap) else self.vae.disable_tiling()
         mean, std = self._stats()
         images = []
         for done, latent in enumerate(latents, start=1):
             z = unpatchify(latent[None].to(self.device).float() * std + mean)
-            image = self.vae.decode(z.to(self.dtype)).sample.float()
+            with circular_padding(self.vae.decoder, wrap):
+                image = self.vae.decode(z.to(self.dtype)).sample.float()
             if not torch.isfinite(image).all():
                 raise RenderError("the VAE produced NaN/inf pixels; try --dtype float32")
             images.append(((image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy())

@@ -11,11 +11,15 @@ import difflib
 import math
 import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem
+
+if TYPE_CHECKING:
+    from semanticdraw_cli.scene.types import Canvas
 
 
 class Checker:
@@ -189,3 +193,12 @@ def mask_memory(width: int, height: int, regions: int, steps: int, latent_factor
 
 def gib(size: int) -> str:
     return f"{size / 1024**3:,.1f} GiB"
+
+
+def check_mask_memory(c: Checker, canvas: Canvas, regions: int, steps: int) -> None:
+    """Refuse a scene whose masks alone would exhaust memory (canvas × regions × steps), naming the numbers."""
+    need = mask_memory(canvas.width, canvas.height, regions, steps)
+    if need > D.MAX_MASK_BYTES:
+        c.add("regions", f"{regions} regions on a {canvas.width}x{canvas.height} canvas with {steps} steps need about "
+              f"{gib(need)} for their masks, over the limit of {gib(D.MAX_MASK_BYTES)}",
+              hint="use fewer regions or a smaller canvas")

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from semanticdraw_cli.errors import Problem, SceneError
-from semanticdraw_cli.scene.types import Region, Scene
+from semanticdraw_cli.scene.types import Hires, Region, Scene
 from semanticdraw_cli.scene.schema import build_scene
 from semanticdraw_cli.scene.yaml_text import apply_overrides, deep_copy
 
@@ -30,7 +30,8 @@ def scene_to_dict(scene: Scene) -> dict:
     }
     return {
         "version": scene.version,
-        "canvas": {"width": scene.canvas.width, "height": scene.canvas.height},
+        "canvas": {"width": scene.canvas.width, "height": scene.canvas.height,
+                   **({"wrap": scene.canvas.wrap} if scene.canvas.wrap != "none" else {})},
         "model": {"family": m.family, "checkpoint": m.checkpoint, "accelerator": accelerator, "drop_t5": m.drop_t5,
                   "offload": m.offload, **({"text_tokens": m.text_tokens} if m.text_tokens is not None else {})},
         "sampler": {
@@ -53,6 +54,7 @@ def scene_to_dict(scene: Scene) -> dict:
         ],
         "quality": {"min_region_score": scene.quality.min_region_score,
                     "min_background_score": scene.quality.min_background_score},
+        **({"hires": _hires_to_dict(scene.hires)} if scene.hires is not None else {}),
     }
 
 
@@ -73,6 +75,13 @@ def _reference_to_dict(region: Region) -> dict:
     """The region's `reference` entry; none without one, so scenes without references read as before."""
     ref = region.reference
     return {} if ref is None else {"reference": {"image": str(ref.image), "weight": ref.weight, "adapter": ref.adapter}}
+
+
+def _hires_to_dict(hires: Hires) -> dict:
+    """Pass 2's steps as indices when they index the sampler's grid, else as the plain count they came from."""
+    plain = hires.steps == tuple(range(hires.grid))
+    return {"scale": hires.scale, "strength": hires.strength, "steps": hires.grid if plain else list(hires.steps),
+            "upscaler": hires.upscaler}
 
 
 def _mask_to_dict(region: Region) -> dict:

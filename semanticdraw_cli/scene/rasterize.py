@@ -22,6 +22,8 @@ from semanticdraw_cli.errors import MaskError
 from semanticdraw_cli.scene.safe_io import PICTURE, InputRefused, read_bytes
 from semanticdraw_cli.scene.types import Canvas, Mask
 
+POSITIONS = {"rect": (0, 1), "ellipse": (0, 1)}  # coords that are positions (x, y); a polygon's are all
+
 SUB_ROWS = 4  # vertical samples per pixel row; horizontal coverage is exact
 _SPAN_BUDGET = 1 << 22  # cells (sub-rows × columns or × edges) processed at once, bounds memory
 _PIL_LOCK = threading.Lock()  # Image.MAX_IMAGE_PIXELS is process-wide; change it under a lock
@@ -35,6 +37,8 @@ def rasterize_mask(mask: Mask, canvas: Canvas) -> np.ndarray:
         return _label_mask(mask.path, mask.color, canvas)
     if mask.kind == "array":
         return _array_mask(mask.array, canvas)
+    if canvas.wrap != "none":
+        return _wrapped_shape(mask, canvas)
     coords = _pixel_coords(mask, canvas)
     if mask.kind == "rect":
         x, y, w, h = coords
@@ -192,6 +196,26 @@ def _array_mask(array: np.ndarray | None, canvas: Canvas) -> np.ndarray:
 
 
 # --- shapes ------------------------------------------------------------------------------------
+
+
+def _wrapped_shape(mask: Mask, canvas: Canvas) -> np.ndarray:
+    """A shape on a circular canvas: what passes an edge comes back at the other (copies one canvas away)."""
+    from semanticdraw_cli.scene.composition import wrap_axes
+
+    rows, cols = wrap_axes(canvas.wrap)
+    plain = Canvas(canvas.width, canvas.height)
+    span = (1.0, 1.0) if mask.fractional else (float(canvas.width), float(canvas.height))
+    out = np.zeros((canvas.height, canvas.width), np.float32)
+    for dy in (-1, 0, 1) if rows else (0,):
+        for dx in (-1, 0, 1) if cols else (0,):
+            moved = [
+                v + (dx * span[0] if i % 2 == 0 else dy * span[1])
+                if i in POSITIONS.get(mask.kind, range(len(mask.coords))) else v
+                for i, v in enumerate(mask.coords)
+            ]
+            np.maximum(out, rasterize_mask(Mask(mask.kind, coords=tuple(moved), fractional=mask.fractional), plain),
+                       out=out)
+    return out
 
 
 def _pixel_coords(mask: Mask, canvas: Canvas) -> tuple[float, ...]:

@@ -20,17 +20,18 @@ from semanticdraw_cli.scene.checks import Checker as _Checker
 from semanticdraw_cli.scene.checks import describe as _describe
 from semanticdraw_cli.scene.checks import is_int as _is_int
 from semanticdraw_cli.scene.checks import nearest as _nearest
-from semanticdraw_cli.scene.checks import gib, mask_memory
+from semanticdraw_cli.scene.checks import check_mask_memory
 from semanticdraw_cli.scene.checks import show as _show
 from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
 from semanticdraw_cli.scene.reference import check_references, reference_field
+from semanticdraw_cli.scene import composition
 
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
 PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
-    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
-    "canvas": ("width", "height"),
+    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "hires"),
+    "canvas": ("width", "height", "wrap"),
     "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
@@ -75,16 +76,18 @@ def build_scene(
         "prompt_strength": c.number(d, "prompt_strength", "defaults.prompt_strength", D.PROMPT_STRENGTH, lo=0, hi=1),
     }
     _family_multiple(c, model.family, canvas, sampler.tile)
+    canvas = composition.with_wrap(c, top.get("canvas"), canvas, sampler.tile.size)
+    hires = composition.hires(c, top, canvas, sampler, registry.family(model.family).pixel_multiple)
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     check_references(c, regions, model)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
     if canvas is not None and regions and not c.problems:
-        _mask_memory(c, canvas, len(regions), len(sampler.steps))
+        check_mask_memory(c, canvas, len(regions), len(sampler.steps))
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
-    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality)
+    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, hires)
 
 
 def _canvas(c: _Checker, top: dict) -> Canvas | None:
@@ -220,15 +223,6 @@ def _check_name(c: _Checker, text: str, key: str) -> None:
 def looks_local(text: str) -> bool:
     """Text that names a local path even when nothing is there: ./x, ../x, /x, ~/x, or a weights file."""
     return text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES)
-
-
-def _mask_memory(c: _Checker, canvas: Canvas, regions: int, steps: int) -> None:
-    """Refuse a scene whose masks alone would exhaust memory (canvas × regions × steps), naming the numbers."""
-    need = mask_memory(canvas.width, canvas.height, regions, steps)
-    if need > D.MAX_MASK_BYTES:
-        c.add("regions", f"{regions} regions on a {canvas.width}x{canvas.height} canvas with {steps} steps need about "
-              f"{gib(need)} for their masks, over the limit of {gib(D.MAX_MASK_BYTES)}",
-              hint="use fewer regions or a smaller canvas")
 
 
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:

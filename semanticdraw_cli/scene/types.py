@@ -12,6 +12,7 @@ import numpy as np
 class Canvas:
     width: int  # pixels, multiple of 8
     height: int
+    wrap: str = "none"  # none | x | y | both: windows, masks and decoding wrap around these edges (seamless tiles)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,17 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Hires:
+    """A second pass: render at canvas/scale, upscale, paint over it at full size with every region."""
+
+    scale: float  # canvas side / pass-1 side, >= 1
+    strength: float  # share of pass 2's steps run, from the end of its schedule; 0: the upscaled pass 1
+    steps: tuple[int, ...]  # pass 2's step indices into a `grid`-step schedule (the sampler's by default)
+    grid: int
+    upscaler: str  # a key of defaults.HIRES_UPSCALERS
+
+
+@dataclass(frozen=True)
 class Scene:
     name: str  # output file stem
     canvas: Canvas
@@ -128,3 +140,4 @@ class Scene:
     source: Path | None = None  # the file it was loaded from; relative paths resolved against it
     version: int = 1
     quality: Quality = Quality()
+    hires: Hires | None = None  # a second, full-size pass over the upscaled first (hires.py)
