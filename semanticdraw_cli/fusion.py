@@ -15,6 +15,7 @@ import torch
 from semanticdraw_cli.batching import Batching, Item, chunks, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
+from semanticdraw_cli.region_noise import RegionNoise
 from semanticdraw_cli.schedule import StepTable, draw, renoise
 
 
@@ -41,6 +42,7 @@ class FusionSetup:
     fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (masks.covers_every_pixel, no picture)
     pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
     variants: tuple[Hashable, ...] = ()  # the network variant per region (never mixed in a call); (): all the same
+    region_noise: RegionNoise | None = None  # regions with their own seed: their bootstrap noise (region_noise)
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,8 @@ def _fusion_step(
         mix = min(max(setup.bootstrap_mix - i, 0.0), 1.0)
         base = setup.base if setup.base is not None else x
         eps = draw(run.generators, tuple(x.shape[1:]), x.device)
+        if setup.region_noise is not None:
+            eps = setup.region_noise.compose(eps, i)
         # noised_i(m·white + (1 − m)·base); with no background image, base is the canvas latent itself
         bg = a * (mix * setup.white + (1.0 - mix) * base) + s * eps  # (N, C, h, w)
     num = torch.zeros_like(x)  # (N, C, h, w)

@@ -25,6 +25,7 @@ from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
+from semanticdraw_cli.region_noise import INITIAL, guidance_scales, region_noise
 from semanticdraw_cli.report import build_report
 from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.schedule import StepTable, initial_latents
@@ -168,13 +169,14 @@ class Renderer:
         timings["encode"] += time.perf_counter() - start
         seeds = tuple(seeds if seeds is not None else image_seeds(scene))
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        x = initial_latents((adapter.latent_channels, height, width), generators, table, base).to(device)
-        # No unconditional branch at guidance <= 1, except that the reference plan always doubles the
+        noise = region_noise(scene, latent_masks, seeds)
+        compose = (lambda eps: noise.compose(eps, INITIAL)) if noise is not None else None
+        x = initial_latents((adapter.latent_channels, height, width), generators, table, base, compose).to(device)
+        # No unconditional branch while every scale is <= 1, except that the reference plan always doubles the
         # batch as the authors' code does (at scale 1 that gives the same prediction, at twice the cost).
         # A model without classifier-free guidance (FLUX.1-dev's guidance embedding) never has one.
-        cfg = adapter.cfg_guidance
-        use_guidance = cfg and (scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference")
-        scale = max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance
+        cfg, scales = adapter.cfg_guidance, guidance_scales(scene)
+        use_guidance = cfg and (max(scales) > 1.0 or scene.sampler.plan == "reference")
         setup = FusionSetup(
             table=table,
             masks=torch.from_numpy(quantized).to(device),
@@ -182,7 +184,7 @@ class Renderer:
             weights=weights,
             cond=cond,
             uncond=uncond if use_guidance else None,
-            guidance=torch.full((quantized.shape[1],), scale, device=device),  # one scale per region, for now
+            guidance=torch.tensor([max(g, 1.0) if cfg else g for g in scales], device=device),  # (R,)
             fill=base if base is not None else white,
             white=white,
             base=base,
@@ -193,6 +195,7 @@ class Renderer:
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
             fill_uncovered_only=base is None and mask_math.covers_every_pixel(quantized),
+            region_noise=noise,
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(

@@ -47,7 +47,8 @@ def scene_to_dict(scene: Scene) -> dict:
         },
         "regions": [
             {"name": r.name, "prompt": r.prompt, "negative": r.negative, "blur": r.blur, "strength": r.strength,
-             "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r), "min_score": r.min_score}
+             "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r), "min_score": r.min_score,
+             **_region_sampling(r)}
             for r in scene.regions
         ],
         "quality": {"min_region_score": scene.quality.min_region_score,
@@ -66,6 +67,12 @@ def build_from_dict(
     data = deep_copy(data)
     overridden, override_problems = apply_overrides(data, overrides, file)
     return build_scene(data, source, lines, overridden, [*problems, *override_problems], allow_outside)
+
+
+def _region_sampling(region: Region) -> dict:
+    """A region's own seed and guidance scale, written only when set (older scenes' dicts stay as they were)."""
+    own = {"seed": region.seed, "guidance": region.guidance}
+    return {key: value for key, value in own.items() if value is not None}
 
 
 def _mask_to_dict(region: Region) -> dict:

@@ -38,7 +38,8 @@ KEYS = {
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
-    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score"),
+    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score",
+                  "seed", "guidance"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -382,6 +383,8 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             prompt_strength=c.number(d, "prompt_strength", f"{key}.prompt_strength", fields["prompt_strength"],
                                      lo=0, hi=1),
             min_score=c.number(d, "min_score", f"{key}.min_score", None, lo=0, hi=D.MAX_CLIP_SCORE),
+            seed=c.integer(d, "seed", f"{key}.seed", None, lo=0, hi=D.MAX_SEED),
+            guidance=c.number(d, "guidance", f"{key}.guidance", None, lo=0),
         ))
     return tuple(regions)
 

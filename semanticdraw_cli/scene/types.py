@@ -89,6 +89,8 @@ class Region:
     strength: float
     prompt_strength: float  # lerp from the background prompt's embedding (0) to this prompt's (1)
     min_score: float | None = None  # CLIP score gate of this region; None: quality.min_region_score
+    seed: int | None = None  # the initial and bootstrap noise where this region lies on top; None: the image's
+    guidance: float | None = None  # this region's guidance scale; None: sampler.guidance
 
 
 @dataclass(frozen=True)
