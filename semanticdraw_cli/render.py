@@ -370,7 +370,7 @@ def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks
 def write_results(results: list[RenderResult], out_dir: Path) -> None:
     """PNG (scene embedded) and JSON report per image, as NAME-SEED.png and NAME-SEED.json."""
     for result in results:
-        write_result(result, *outputs.output_paths(out_dir, result.scene.name, result.seed))
+        write_result(result, *outputs.output_paths(out_dir, result.scene.name, result.seed, result.scene.variant))
 
 
 def write_result(result: RenderResult, png: Path, report_path: Path) -> None:

@@ -101,6 +101,7 @@ def render(
     score: Annotated[Optional[bool], typer.Option("--score/--no-score", help="CLIP score per region into each report and the summary [default: on when a threshold is set].")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
     model_clip: Annotated[Optional[str], typer.Option("--model-clip", help="CLIP checkpoint for scores: hub id, folder, or preset tiny.")] = None,
+    variants: options.Variants = "pick",
 ) -> None:
     """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report).
 
@@ -129,7 +130,7 @@ def render(
         loaded, problems = _load_scenes(scenes, overrides, allow_outside)
         if problems:
             _fail("\n".join(problems), 2)
-        return plan_call([(str(path), scene) for path, scene in loaded], output, overwrite, shard_spec, processes)
+        return plan_call(_expand_variants(loaded, variants), output, overwrite, shard_spec, processes)
 
     if launch.launched():  # one of several processes: the images are split between them (launch.py)
         if score or min_score is not None:
@@ -165,6 +166,18 @@ def render(
         _print_summary(account.results)
     if clip is not None:
         _score_gate([(str(r.png or r.scene.name), r.report["scores"]) for r in account.results])
+
+
+def _expand_variants(loaded: list, mode: str) -> list:
+    """(path, scene) -> (label, scene) per image of a scene with `{a|b}` prompt variants (variants.py)."""
+    from semanticdraw_cli import variants as prompt_variants
+
+    if mode not in prompt_variants.MODES:
+        _fail(f"--variants {mode!r}: expected one of {', '.join(prompt_variants.MODES)}", 2)
+    try:
+        return prompt_variants.expand([(str(path), scene) for path, scene in loaded], mode)
+    except SceneError as error:
+        _fail("\n".join(problem_lines(error.problems)), 2)
 
 
 def _score(results: list, clip) -> None:

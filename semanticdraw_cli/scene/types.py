@@ -120,3 +120,4 @@ class Scene:
     source: Path | None = None  # the file it was loaded from; relative paths resolved against it
     version: int = 1
     quality: Quality = Quality()
+    variant: int | None = None  # `--variants all`: this combination's index K, written as NAME-SEED-vK
