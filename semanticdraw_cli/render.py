@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import flops, masks as mask_math, outputs, speed, stages
+from semanticdraw_cli import flops, masks as mask_math, outputs, reroll, speed, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
@@ -142,6 +142,8 @@ class Renderer:
         )
         if scene.background.prompt is not None:
             quantized = mask_math.with_background(quantized)
+        if scene.reroll is not None:  # only the re-rolled regions are sampled; the rest comes from the image
+            canvas_masks, quantized = reroll.only_rerolled(scene, canvas_masks, quantized)
         timings["masks"] += time.perf_counter() - start
         # 4. Prompts: each distinct text encoded once per model
         start = time.perf_counter()
@@ -160,7 +162,7 @@ class Renderer:
         steps_plan, weights = self.cache.get("plan", plan_key, lambda: planned_steps(quantized, grid, mode, tile, device))
         # 6. Latents: background picture, white fill, one seeded CPU generator per image
         start = time.perf_counter()
-        picture = stages.background_pixels(scene, self.cache)  # (H, W, 3) uint8 or None
+        picture = stages.background_pixels(reroll.painted_over(scene), self.cache)  # (H, W, 3) uint8 or None
         base = None
         if picture is not None:
             picture_key = (self.model_key(scene), stages.array_digest(picture))

@@ -102,6 +102,8 @@ def render(
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
     model_clip: Annotated[Optional[str], typer.Option("--model-clip", help="CLIP checkpoint for scores: hub id, folder, or preset tiny.")] = None,
     variants: options.Variants = "pick",
+    from_: Annotated[Optional[Path], typer.Option("--from", help="With --reroll: the earlier render (PNG) to keep the rest of.")] = None,
+    reroll: Annotated[Optional[str], typer.Option("--reroll", help="Re-render only these regions (NAME[,NAME...]) of --from's image and keep every other pixel; --seed then seeds them.")] = None,
 ) -> None:
     """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report).
 
@@ -123,8 +125,15 @@ def render(
     _check_runtime_options(None if launch.launched() else device, dtype)  # a launch checks its devices itself
     if peak_tflops is not None and not peak_tflops > 0:
         _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
-    overrides = options.scene_overrides(set_, seed=seed, images=images, plan=plan, model=model, compile_=compile_)
+    sampler_seed = seed if reroll is None else None  # a re-roll's --seed seeds the re-rolled regions
+    overrides = options.scene_overrides(set_, seed=sampler_seed, images=images, plan=plan, model=model, compile_=compile_)
     overrides += _min_score_override(min_score, score)
+    if reroll is not None:
+        from semanticdraw_cli.cli.reroll import reroll_overrides
+
+        overrides = reroll_overrides(scenes, from_, reroll, seed, overrides, allow_outside)
+    elif from_ is not None:
+        _fail("--from names the image a re-roll keeps the rest of: add --reroll NAME", 2)
 
     def load_and_plan(processes: int = 1):
         loaded, problems = _load_scenes(scenes, overrides, allow_outside)

@@ -53,6 +53,7 @@ def scene_to_dict(scene: Scene) -> dict:
         ],
         "quality": {"min_region_score": scene.quality.min_region_score,
                     "min_background_score": scene.quality.min_background_score},
+        **({"reroll": {"from": str(scene.reroll.image), "regions": list(scene.reroll.regions)}} if scene.reroll else {}),
     }
 
 

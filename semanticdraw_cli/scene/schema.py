@@ -23,12 +23,13 @@ from semanticdraw_cli.scene.checks import nearest as _nearest
 from semanticdraw_cli.scene.checks import gib, mask_memory
 from semanticdraw_cli.scene.checks import show as _show
 from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
+from semanticdraw_cli.scene.reroll_fields import reroll_section
 
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
 PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
-    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
+    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "reroll"),
     "canvas": ("width", "height"),
     "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
@@ -38,8 +39,7 @@ KEYS = {
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
-    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score",
-                  "seed", "guidance"),
+    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "seed", "guidance"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -78,12 +78,13 @@ def build_scene(
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
+    reroll = reroll_section(c, top.get("reroll"), base, regions, canvas)
     if canvas is not None and regions and not c.problems:
         _mask_memory(c, canvas, len(regions), len(sampler.steps))
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
-    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality)
+    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, reroll=reroll)
 
 
 def _canvas(c: _Checker, top: dict) -> Canvas | None:

@@ -110,6 +110,14 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class Reroll:
+    """Re-render only `regions` over `image` (an earlier render of this scene); every other pixel is kept."""
+
+    image: Path
+    regions: tuple[str, ...]  # region names
+
+
+@dataclass(frozen=True)
 class Scene:
     name: str  # output file stem
     canvas: Canvas
@@ -120,4 +128,5 @@ class Scene:
     source: Path | None = None  # the file it was loaded from; relative paths resolved against it
     version: int = 1
     quality: Quality = Quality()
+    reroll: Reroll | None = None  # `render --from IMAGE --reroll NAME`: keep the rest of IMAGE
     variant: int | None = None  # `--variants all`: this combination's index K, written as NAME-SEED-vK
