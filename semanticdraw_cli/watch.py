@@ -62,6 +62,7 @@ class Event:
     problems: tuple[str, ...] = ()
     outputs: tuple[Path, ...] = ()
     text: str = ""
+    regions: tuple[str, ...] = ()  # rendered: the scene's region names (the page's re-roll buttons)
 
 
 Listener = Callable[[Event], None]
@@ -219,7 +220,7 @@ class WatchLoop:
         seconds["write"] = time.perf_counter() - start
         seconds["total"] = time.perf_counter() - started
         self._emit(Event("rendered", number, files=changed, recomputed=dict(prepared.recomputed), seconds=seconds,
-                         outputs=(png, report, *kept)))
+                         outputs=(png, report, *kept), regions=tuple(region.name for region in scene.regions)))
 
     def _sample(
         self, prepared: Prepared, number: int, latest: Path, after_first_step: Callable[[], None]

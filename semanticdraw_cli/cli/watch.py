@@ -106,6 +106,7 @@ def _start_server(port: int, loop):
     except OSError as error:
         fail(f"--serve {port}: cannot listen on 127.0.0.1:{port} ({error.strerror or error}); choose another port", 2)
     loop.listen(server.publish)
+    server.on_reroll = loop.reroll
     typer.echo(f"page: {server.url}", err=True)
     return server
 
