@@ -15,7 +15,7 @@ import torch
 from semanticdraw_cli.batching import Batching, Item, chunks, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
-from semanticdraw_cli.region_noise import RegionNoise
+from semanticdraw_cli.region_sampling import RegionNoise
 from semanticdraw_cli.schedule import StepTable, draw, renoise
 
 
@@ -42,7 +42,7 @@ class FusionSetup:
     fill_uncovered_only: bool = False  # True: x0 = num/den wherever den > 0 (masks.covers_every_pixel, no picture)
     pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
     variants: tuple[Hashable, ...] = ()  # the network variant per region (never mixed in a call); (): all the same
-    region_noise: RegionNoise | None = None  # regions with their own seed: their bootstrap noise (region_noise)
+    region_noise: RegionNoise | None = None  # regions with their own seed: their bootstrap noise (region_sampling)
 
 
 @dataclass(frozen=True)

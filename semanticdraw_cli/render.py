@@ -25,7 +25,7 @@ from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
-from semanticdraw_cli.region_noise import INITIAL, guidance_scales, region_noise
+from semanticdraw_cli.region_sampling import INITIAL, guidance_scales, region_noise
 from semanticdraw_cli.report import build_report
 from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.schedule import StepTable, initial_latents

@@ -1,6 +1,6 @@
 """Re-roll: sample only the named regions over an earlier image and keep every other pixel of it exactly.
 
-The paint-over mechanism (DESIGN §10): the earlier image is the picture painted over, so the canvas starts
+The paint-over mechanism (`background.image`'s): the earlier image is the picture painted over, so the canvas starts
 from its latent and uncovered area is filled from it; the other regions' (and the background prompt's)
 per-step masks are emptied, so the plan holds no pair of theirs and no network call is spent on them; the
 blend over the picture then gives back every pixel outside the re-rolled regions' blurred masks. Prompt

@@ -53,7 +53,7 @@ def initial_latents(
 ) -> torch.Tensor:
     """Pure noise per image (its own seeded CPU generator), or the background image noised to step 0.
 
-    `compose` replaces part of the drawn noise (regions with their own seed, `region_noise`)."""
+    `compose` replaces part of the drawn noise (regions with their own seed, `region_sampling`)."""
     eps = torch.stack([torch.randn(shape, generator=g) for g in generators])  # (N, C, h, w)
     if compose is not None:
         eps = compose(eps)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from semanticdraw_cli.region_noise import INITIAL, guidance_scales, region_noise
+from semanticdraw_cli.region_sampling import INITIAL, guidance_scales, region_noise
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene.types import Background
 from scene_factory import make_scene, rect, region

@@ -1,6 +1,6 @@
 """Per-region seeds and guidance scales: what a region's own `seed` and `guidance` change in a render.
 
-DESIGN §10: a region's noise is drawn from its seed at canvas size and composed by the z-ordered masks,
+A region's noise is drawn from its seed at canvas size and composed by the z-ordered masks,
 so a region's seed moves only what lies under it at step 0. Each draw is seeded afresh from (region seed,
 image index, step), never from a generator shared between draws: a region's noise does not depend on
 the batching, on the plan or on the other regions' seeds. Without any region seed nothing is composed and
