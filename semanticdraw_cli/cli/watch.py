@@ -94,7 +94,7 @@ def _read_keys(loop) -> None:
     from semanticdraw_cli.watch_reroll import read_keys
 
     say = lambda text: typer.echo(text, err=True)  # noqa: E731
-    threading.Thread(target=read_keys, args=(sys.stdin, loop.reroll, say), daemon=True,
+    threading.Thread(target=read_keys, args=(sys.stdin, lambda names: loop.reroll(names), say), daemon=True,
                      name="semanticdraw-keys").start()
 
 
