@@ -74,6 +74,7 @@ def test_region_seed_moves_its_region_and_not_the_far_side(renderer):
     assert changed[:, 80:].mean() < changed[:, :48].mean()
 
 
+@pytest.mark.slow
 def test_region_noise_of_an_image_does_not_depend_on_the_images_batched_with_it(renderer):
     scene = two_regions(seed_left=11)
     together, alone = renderer.prepare(scene, [7, 8]).x, renderer.prepare(scene, [8]).x

@@ -28,7 +28,7 @@ def pixels(png: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def first(tmp_path_factory):
     """A scene and its plain render, shared: (folder, scene file, image)."""
     folder = tmp_path_factory.mktemp("reroll")
@@ -61,15 +61,31 @@ def test_reroll_keeps_every_pixel_outside_the_region_and_inspect_renders_it_agai
     assert np.array_equal(pixels(folder / "shown" / "shown-7.png"), after)
 
 
-def test_an_unknown_region_exits_2_naming_it(first):
-    folder, scene, image = first
+@pytest.fixture()
+def drawn(tmp_path):
+    """A scene and a picture that embeds it, written without a render: (folder, scene file, image)."""
+    import yaml
+
+    from semanticdraw_cli.outputs import write_png
+    from semanticdraw_cli.scene.dicts import scene_to_dict
+
+    scene = tmp_path / "harbour.yaml"
+    scene.write_text(SCENE)
+    image = tmp_path / "harbour-7.png"
+    scene_yaml = yaml.safe_dump(scene_to_dict(load_scene(scene)), sort_keys=False)
+    write_png(image, np.zeros((96, 128, 3), np.uint8), scene_yaml, {"seed": 7, "image_index": 0})
+    return tmp_path, scene, image
+
+
+def test_an_unknown_region_exits_2_naming_it(drawn):
+    folder, scene, image = drawn
     result = run(str(scene), "--from", str(image), "--reroll", "boat,ship", "-o", str(folder / "x"))
     assert result.exit_code == 2
     assert "'ship'" in result.output and "boat, tower" in result.output
 
 
-def test_an_image_of_another_scene_exits_2_naming_what_differs(first):
-    folder, _, image = first
+def test_an_image_of_another_scene_exits_2_naming_what_differs(drawn):
+    folder, _, image = drawn
     other = folder / "other.yaml"
     other.write_text(SCENE.replace("a lighthouse", "a windmill"))
     result = run(str(other), "--from", str(image), "--reroll", "boat", "-o", str(folder / "x"))
@@ -77,8 +93,8 @@ def test_an_image_of_another_scene_exits_2_naming_what_differs(first):
     assert "regions[1].prompt" in result.output and "another scene" in result.output
 
 
-def test_reroll_without_from_exits_2(first):
-    folder, scene, _ = first
+def test_reroll_without_from_exits_2(drawn):
+    folder, scene, _ = drawn
     result = run(str(scene), "--reroll", "boat", "-o", str(folder / "x"))
     assert result.exit_code == 2 and "--from" in result.output
 
