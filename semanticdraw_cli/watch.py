@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semanticdraw_cli import outputs
+from semanticdraw_cli import outputs, variants
 from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError, problem_lines
 from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.render import Prepared, Renderer, StepState, blend_over_background, write_result
@@ -166,6 +166,8 @@ class WatchLoop:
                                    allow_outside=self.options.allow_outside)
             except SceneError as refused:
                 error = refused
+        if error is None and variants.has_variants(scene):  # the image's own pick of `{a|b}` (render's default)
+            scene = variants.picked_scene(scene, scene.sampler.seed)
         if error is not None:
             if first:
                 raise error

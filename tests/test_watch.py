@@ -397,3 +397,15 @@ def test_the_terminal_keys_reroll_and_explain_themselves():
     asked, said = [], []
     read_keys(["r fox,tree\n", "\n", "x\n"], asked.append, said.append)
     assert asked == [["fox", "tree"]] and len(said) == 1 and "r NAME" in said[0]
+
+
+def test_prompt_variants_are_picked_as_render_picks_them(scene_file, session):
+    from semanticdraw_cli import variants
+    from semanticdraw_cli.scene.loader import load_scene
+
+    save(scene_file, SCENE.replace("a tall tree", "'a {tall|short|bent} tree'"))
+    watch = session()
+    watch.ready()
+    picked = variants.picked_scene(load_scene(scene_file), 3).regions[1].prompt
+    embedded = (watch.out / "scene-latest.png").read_bytes().decode("latin-1")
+    assert "{tall" not in embedded and f"prompt: {picked}" in embedded
