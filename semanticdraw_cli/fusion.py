@@ -16,6 +16,7 @@ import torch
 from semanticdraw_cli.batching import Batching, Item, chunks, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
+from semanticdraw_cli.region_sampling import RegionNoise
 from semanticdraw_cli.schedule import StepTable, draw, renoise
 from semanticdraw_cli.tiles import Window, window_index
 
@@ -45,6 +46,7 @@ class FusionSetup:
     pull_to_fill: tuple[torch.Tensor | bool, ...] | None = None
     pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
     variants: tuple[Hashable, ...] = ()  # the network variant per region (never mixed in a call); (): all the same
+    region_noise: RegionNoise | None = None  # regions with their own seed: their bootstrap noise (region_sampling)
 
 
 @dataclass(frozen=True)
@@ -212,6 +214,8 @@ def _fusion_step(
         mix = min(max(setup.bootstrap_mix - i, 0.0), 1.0)
         base = setup.base if setup.base is not None else x
         eps = draw(run.generators, tuple(x.shape[1:]), x.device)
+        if setup.region_noise is not None:
+            eps = setup.region_noise.compose(eps, i)
         # noised_i(m·white + (1 − m)·base); with no background image, base is the canvas latent itself
         bg = a * (mix * setup.white + (1.0 - mix) * base) + s * eps  # (N, C, h, w)
     num = torch.zeros_like(x)  # (N, C, h, w)

@@ -53,8 +53,9 @@ class PlannedImage:
 Job = tuple[str, Any, Sequence[int]]  # (the scene as given, Scene, seeds)
 
 
-def output_paths(out_dir: Path, name: str, seed: int) -> tuple[Path, Path]:
-    return out_dir / f"{name}-{seed}.png", out_dir / f"{name}-{seed}.json"
+def output_paths(out_dir: Path, name: str, seed: int, variant: int | None = None) -> tuple[Path, Path]:
+    stem = f"{name}-{seed}" if variant is None else f"{name}-{seed}-v{variant}"
+    return out_dir / f"{stem}.png", out_dir / f"{stem}.json"
 
 
 def plan_render(
@@ -234,7 +235,7 @@ def read_embedded(path: Path) -> tuple[str, dict[str, Any]]:
 
 def _planned(jobs: Sequence[Job], out_dir: Path) -> list[PlannedImage]:
     return [
-        PlannedImage(label, _source(scene), seed, *output_paths(out_dir, scene.name, seed))
+        PlannedImage(label, _source(scene), seed, *output_paths(out_dir, scene.name, seed, scene.variant))
         for label, scene, seeds in jobs
         for seed in seeds
     ]
@@ -308,7 +309,7 @@ def _reason(error: OSError) -> str:
 def write_results(results: list[RenderResult], out_dir: Path) -> None:
     """PNG (scene embedded) and JSON report per image, as NAME-SEED.png and NAME-SEED.json."""
     for result in results:
-        write_result(result, *output_paths(out_dir, result.scene.name, result.seed))
+        write_result(result, *output_paths(out_dir, result.scene.name, result.seed, result.scene.variant))
 
 
 def write_result(result: RenderResult, png: Path, report_path: Path) -> None:

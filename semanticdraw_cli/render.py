@@ -19,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import content_key, flops, hires, masks as mask_math, outputs, speed, stages
+from semanticdraw_cli import content_key, flops, hires, masks as mask_math, outputs, reroll, speed, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.file_hashes import HashCache
 from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
+from semanticdraw_cli.region_sampling import INITIAL, guidance_scales, region_noise
 from semanticdraw_cli.report import build_report
 from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.types import Scene
@@ -147,6 +148,8 @@ class Renderer:
         )
         if scene.background.prompt is not None:
             quantized = mask_math.with_background(quantized)
+        if scene.reroll is not None:  # only the re-rolled regions are sampled; the rest comes from the image
+            canvas_masks, quantized = reroll.only_rerolled(scene, canvas_masks, quantized)
         timings["masks"] += time.perf_counter() - start
         # 4. Prompts: each distinct text encoded once per model
         start = time.perf_counter()
@@ -168,7 +171,7 @@ class Renderer:
         steps_plan, weights = self.cache.get("plan", plan_key, lambda: planned_steps(quantized, grid, mode, tile, device))
         # 6. Latents: background picture, white fill, one seeded CPU generator per image
         start = time.perf_counter()
-        picture = stages.background_pixels(scene, self.cache)  # (H, W, 3) uint8 or None
+        picture = stages.background_pixels(reroll.painted_over(scene), self.cache)  # (H, W, 3) uint8 or None
         base = None
         if picture is not None:
             picture_key = (self.model_key(scene), stages.array_digest(picture))
@@ -177,13 +180,14 @@ class Renderer:
         timings["encode"] += time.perf_counter() - start
         seeds = tuple(seeds if seeds is not None else image_seeds(scene))
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        x = initial_latents((adapter.latent_channels, height, width), generators, table, base).to(device)
-        # No unconditional branch at guidance <= 1, except that the reference plan always doubles the
+        noise = region_noise(scene, latent_masks, seeds)
+        compose = (lambda eps: noise.compose(eps, INITIAL)) if noise is not None else None
+        x = initial_latents((adapter.latent_channels, height, width), generators, table, base, compose).to(device)
+        # No unconditional branch while every scale is <= 1, except that the reference plan always doubles the
         # batch as the authors' code does (at scale 1 that gives the same prediction, at twice the cost).
         # A model without classifier-free guidance (FLUX.1-dev's guidance embedding) never has one.
-        cfg = adapter.cfg_guidance
-        use_guidance = cfg and (scene.sampler.guidance > 1.0 or scene.sampler.plan == "reference")
-        scale = max(scene.sampler.guidance, 1.0) if cfg else scene.sampler.guidance
+        cfg, scales = adapter.cfg_guidance, guidance_scales(scene)
+        use_guidance = cfg and (max(scales) > 1.0 or scene.sampler.plan == "reference")
         setup = FusionSetup(
             table=table,
             masks=torch.from_numpy(quantized).to(device),
@@ -191,7 +195,7 @@ class Renderer:
             weights=weights,
             cond=cond,
             uncond=uncond if use_guidance else None,
-            guidance=torch.full((quantized.shape[1],), scale, device=device),  # one scale per region, for now
+            guidance=torch.tensor([max(g, 1.0) if cfg else g for g in scales], device=device),  # (R,)
             fill=base if base is not None else white,
             white=white,
             base=base,
@@ -202,6 +206,7 @@ class Renderer:
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
             pull_to_fill=None if base is not None else _pull_to_fill(mask_math.uncovered(quantized), device),
+            region_noise=noise,
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(

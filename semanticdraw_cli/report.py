@@ -58,6 +58,7 @@ def build_report(
         "method": scene.sampler.method,
         "plan": scene.sampler.plan,
         "images_in_batch": len(seeds),
+        "prompts": _prompts(scene),  # as rendered: `{a|b}` variants resolved (variants.py)
         "seconds": {
             "load": timings["load"],
             "encode": timings["encode"],
@@ -82,3 +83,9 @@ def build_report(
         "peak_memory_bytes": peak_memory_bytes(adapter.device),
         "versions": versions(),
     }
+
+
+def _prompts(scene: Scene) -> dict[str, str]:
+    """Each region's prompt by name, and the background prompt when there is one."""
+    prompts = {region.name: region.prompt for region in scene.regions}
+    return prompts | ({"(background)": scene.background.prompt} if scene.background.prompt is not None else {})

@@ -8,7 +8,7 @@ never a scheduler's internal counter shared across windows or regions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -48,10 +48,15 @@ def draw(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: 
 
 
 def initial_latents(
-    shape: tuple[int, int, int], generators: Sequence[torch.Generator], table: StepTable, base: torch.Tensor | None
+    shape: tuple[int, int, int], generators: Sequence[torch.Generator], table: StepTable, base: torch.Tensor | None,
+    compose: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Pure noise per image (its own seeded CPU generator), or the background image noised to step 0."""
+    """Pure noise per image (its own seeded CPU generator), or the background image noised to step 0.
+
+    `compose` replaces part of the drawn noise (regions with their own seed, `region_sampling`)."""
     eps = torch.stack([torch.randn(shape, generator=g) for g in generators])  # (N, C, h, w)
+    if compose is not None:
+        eps = compose(eps)
     if base is None:
         return table.init_scale * eps if table.init_scale != 1.0 else eps
     return table.signal[0] * base.cpu() + table.noise[0] * eps

@@ -51,6 +51,7 @@ figcaption, #status { color: #aaa; margin-top: 6px; } pre { color: #bbb; } #prob
   <figure><div class="frame"><img id="layout" alt="layout" hidden><span class="waiting" id="layout-waiting">
     waiting for the layout</span></div><figcaption>layout</figcaption></figure>
 </main>
+<p id="rerolls"></p>
 <pre id="problems"></pre>
 <pre id="timings"></pre>
 <p id="status">connecting</p>
@@ -70,6 +71,17 @@ source.onmessage = (message) => {
   byId("timings").textContent = shown.timings;
   byId("problems").textContent = shown.problems;
   document.title = shown.title;
+  const buttons = byId("rerolls");
+  if (buttons.dataset.regions !== JSON.stringify(shown.regions)) {
+    buttons.dataset.regions = JSON.stringify(shown.regions);
+    buttons.replaceChildren(...shown.regions.map((name) => {
+      const button = document.createElement("button");
+      button.textContent = "re-roll " + name;
+      button.onclick = () => fetch("/reroll", {method: "POST", headers: {"Content-Type": "application/json"},
+                                              body: JSON.stringify({regions: [name]})});
+      return button;
+    }));
+  }
 };
 </script>
 </body></html>
@@ -86,7 +98,8 @@ class PageServer:
         self._closed = False
         self._shown: dict[str, Any] = {"image": None, "layout": None, "image_version": 0, "layout_version": 0,
                                        "caption": "waiting for the first render", "timings": "",
-                                       "title": "semanticdraw watch", "problems": ""}
+                                       "title": "semanticdraw watch", "problems": "", "regions": []}
+        self.on_reroll: Callable[[list[str]], None] | None = None  # the page's re-roll button (watch.WatchLoop.reroll)
         handler = type("_TimedHandler", (_Handler,), {"timeout": timeout})  # socket timeout per connection
         self.httpd = _BoundedServer((HOST, port), handler, max_connections)  # OSError when the port is taken
         self.httpd.daemon_threads = True
@@ -111,7 +124,7 @@ class PageServer:
                          caption=f"render {event.render}: {Path(event.outputs[0]).name}, "
                                  f"image in {seconds.get('total', 0.0):.2f} s",
                          timings="\n".join(f"{phase:>8} {value:7.3f} s" for phase, value in seconds.items()),
-                         title=f"semanticdraw watch: render {event.render}", problems="")
+                         title=f"semanticdraw watch: render {event.render}", problems="", regions=list(event.regions))
         elif event.kind == "abandoned":
             self._update(caption=f"render {event.render} abandoned after step {event.step} for a newer save")
         elif event.kind == "invalid":
@@ -206,6 +219,25 @@ class _Handler(BaseHTTPRequestHandler):
             self._stream(page)
         else:
             self.send_error(HTTPStatus.NOT_FOUND)
+
+    def do_POST(self) -> None:  # noqa: N802 (the http.server name)
+        """`/reroll` with a JSON body {"regions": [NAME, ...]}. Only as JSON: a page elsewhere cannot send that
+        type to this machine without a preflight, which this server never grants."""
+        page: PageServer = self.server.page  # type: ignore[attr-defined]
+        if self.headers.get("Host", "").rsplit(":", 1)[0] not in LOCAL_NAMES:
+            return self.send_error(HTTPStatus.FORBIDDEN, "only this machine may use this page")
+        if self.path != "/reroll" or page.on_reroll is None:
+            return self.send_error(HTTPStatus.NOT_FOUND)
+        if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+            return self.send_error(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "send application/json")
+        try:
+            names = json.loads(self.rfile.read(min(int(self.headers.get("Content-Length", 0)), 65536)))["regions"]
+        except (ValueError, KeyError, TypeError):
+            names = None
+        if not isinstance(names, list) or not names or not all(isinstance(name, str) for name in names):
+            return self.send_error(HTTPStatus.BAD_REQUEST, 'expected {"regions": [NAME, ...]}')
+        page.on_reroll(names)
+        self._send(b"{}", "application/json")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the http.server signature)
         """Quiet: the terminal belongs to the watch loop's lines."""

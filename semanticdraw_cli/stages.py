@@ -22,6 +22,7 @@ from semanticdraw_cli import masks as mask_math
 from semanticdraw_cli.lazy import lazy_module
 from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.types import Mask, Scene
+from semanticdraw_cli.variants import plain
 
 if TYPE_CHECKING:
     import torch
@@ -134,11 +135,11 @@ def background_pixels(scene: Scene, cache: StageCache) -> np.ndarray | None:
 
 def region_texts(scene: Scene) -> tuple[list[str], list[str], list[float]]:
     """(prompts, negatives, prompt strengths) per region; with a background prompt it is region 0."""
-    prompts = [region.prompt for region in scene.regions]
+    prompts = [plain(region.prompt) for region in scene.regions]
     negatives = [region.negative for region in scene.regions]
     strengths = [region.prompt_strength for region in scene.regions]
     if scene.background.prompt is not None:
-        prompts = [scene.background.prompt, *prompts]
+        prompts = [plain(scene.background.prompt), *prompts]
         negatives = [scene.background.negative, *negatives]
         strengths = [1.0, *strengths]
     return prompts, negatives, strengths

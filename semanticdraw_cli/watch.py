@@ -16,14 +16,14 @@ from concurrent import futures
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from semanticdraw_cli import hires, outputs
+from semanticdraw_cli import hires, outputs, variants
 from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError, problem_lines
 from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.outputs import write_result
@@ -32,6 +32,7 @@ from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.types import Scene
 from semanticdraw_cli.scene.loader import load_scene
+from semanticdraw_cli.watch_reroll import RerollRequests
 from semanticdraw_cli.watched import FileWatcher, absolute, contents, scene_inputs, signatures
 
 KINDS = (
@@ -46,7 +47,7 @@ KINDS = (
     "invalid",  # a save left the scene invalid; `problems`; the last good image stays
 )
 
-OUTPUT_NAME = re.compile(r".+-(latest\.png|latest\.json|layout\.png|\d{4,}\.png)")  # what the loop writes
+OUTPUT_NAME = re.compile(r".+-(latest\.png|latest\.json|layout\.png|reroll-base\.png|\d{4,}\.png)")  # what the loop writes
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class Event:
     problems: tuple[str, ...] = ()
     outputs: tuple[Path, ...] = ()
     text: str = ""
+    regions: tuple[str, ...] = ()  # rendered: the scene's region names (the page's re-roll buttons)
 
 
 Listener = Callable[[Event], None]
@@ -92,6 +94,13 @@ class WatchLoop:
         self._problems: tuple[str, ...] = ()  # of the last load; () when it loaded
         self._watcher = FileWatcher(self._saved, self._armed)
         self._drawing = futures.ThreadPoolExecutor(1, thread_name_prefix="semanticdraw-layout")
+        self._rerolls = RerollRequests()
+        self._name: str | None = None  # the scene's name at the last render: its NAME-latest.png is re-rolled
+
+    def reroll(self, names: Sequence[str]) -> None:
+        """Re-render only these regions of the latest image and keep the rest (render --reroll). Safe from any thread."""
+        self._rerolls.pending = tuple(names)
+        self._wake.set()
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)
@@ -126,10 +135,13 @@ class WatchLoop:
         if self._stop.is_set():
             return
         started = time.perf_counter()
+        out = self.options.out_dir
+        if self._rerolls.pending and not (self._name and self._rerolls.copy_latest(watch_outputs(out, self._name)[0], out, self._name)):
+            self._rerolls.pending = ()  # nothing rendered yet to re-roll
         while True:  # read again while a writer is still at work: an editor saving in place can outlast a burst
             before = signatures(self._files)
             current = contents(self._files)
-            if current == self._contents and not (first or self._problems):
+            if current == self._contents and not (first or self._problems or self._rerolls.pending):
                 return
             try:
                 scene, error = load_scene(self.options.scene, self.options.overrides,
@@ -147,6 +159,17 @@ class WatchLoop:
                                                   scene_reads(self.options.scene, scene))
             except outputs.OutputError as refused:
                 error = refused
+        if error is None and self._rerolls.pending:
+            extra, problem = self._rerolls.overrides(scene, out)
+            if problem is not None:
+                return self._emit(Event("invalid", self.renders, problems=(problem,)))
+            try:
+                scene = load_scene(self.options.scene, [*self.options.overrides, *extra],
+                                   allow_outside=self.options.allow_outside)
+            except SceneError as refused:
+                error = refused
+        if error is None and variants.has_variants(scene):  # the image's own pick of `{a|b}` (render's default)
+            scene = variants.picked_scene(scene, scene.sampler.seed)
         if error is not None:
             if first:
                 raise error
@@ -168,7 +191,7 @@ class WatchLoop:
         self._watcher.watch(self._files, everything=True)
 
     def _render(self, scene: Scene, changed: tuple[Path, ...], seconds: dict[str, float], started: float) -> None:
-        self.renders += 1
+        self.renders, self._name = self.renders + 1, scene.name
         number, out = self.renders, self.options.out_dir
         self._emit(Event("started", number, files=changed))
         png, report, layout_path = watch_outputs(out, scene.name)
@@ -205,7 +228,7 @@ class WatchLoop:
         seconds["write"] = time.perf_counter() - start
         seconds["total"] = time.perf_counter() - started
         self._emit(Event("rendered", number, files=changed, recomputed=dict(prepared.recomputed), seconds=seconds,
-                         outputs=(png, report, *kept)))
+                         outputs=(png, report, *kept), regions=tuple(region.name for region in scene.regions)))
 
     def _hires(self, scene: Scene, number: int, latest: Path, layout: futures.Future, show_layout: Callable[[], None]
                ) -> tuple[Prepared, RenderResult | None]:

@@ -646,3 +646,28 @@ def test_the_fast_yaml_loader_reads_what_the_python_one_reads():
         assert fast == python and fast.lines == python.lines, path.name
         assert yaml_text._plain(fast, "", lines := {}, []) == yaml_text._plain(python, "", other := {}, [])
         assert lines == other, path.name
+
+
+def test_a_region_seed_and_guidance_load_and_round_trip(tmp_path):
+    from semanticdraw_cli.scene.dicts import scene_to_dict
+
+    text = MINIMAL.replace("mask: {rect: [0, 0, 32, 48]}}", "mask: {rect: [0, 0, 32, 48]}, seed: 12, guidance: 4.5}")
+    scene = load_scene(write(tmp_path, text))
+    assert (scene.regions[0].seed, scene.regions[0].guidance) == (12, 4.5)
+    assert {"seed": 12, "guidance": 4.5}.items() <= scene_to_dict(scene)["regions"][0].items()
+    assert "seed" not in scene_to_dict(load_scene(write(tmp_path, MINIMAL)))["regions"][0]  # unset: not written
+
+
+@pytest.mark.parametrize("field, words", [("seed: -1", "between 0 and"), ("guidance: -2", "at least 0"),
+                                          ("seed: soon", "whole number")])
+def test_a_bad_region_seed_or_guidance_is_named(tmp_path, field, words):
+    text = MINIMAL.replace("mask: {rect: [0, 0, 32, 48]}}", f"mask: {{rect: [0, 0, 32, 48]}}, {field}}}")
+    problem = only(problems_of(write(tmp_path, text)), f"regions[0].{field.split(':')[0]}")
+    assert words in problem.message
+
+
+def test_a_reroll_section_names_a_region_the_scene_has(tmp_path):
+    text = MINIMAL + "reroll: {from: nothere.png, regions: [sky]}\n"
+    problems = problems_of(write(tmp_path, text))
+    assert "not found" in only(problems, "reroll.from").message
+    assert "'sky'" in only(problems, "reroll.regions").message

@@ -205,3 +205,24 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path):
         port = taken.getsockname()[1]
         result = CliRunner().invoke(app, ["watch", str(scene), "-o", str(tmp_path / "out"), "--serve", str(port)])
     assert result.exit_code == 2 and f"--serve {port}: cannot listen" in result.output  # before any model loads
+
+
+def post(server: PageServer, body: bytes, content_type: str = "application/json", host: str = "127.0.0.1"):
+    connection = http.client.HTTPConnection(*server.httpd.server_address, timeout=WAIT)
+    connection.request("POST", "/reroll", body=body,
+                       headers={"Host": f"{host}:{server.httpd.server_address[1]}", "Content-Type": content_type})
+    return connection.getresponse()
+
+
+def test_the_reroll_button_posts_json_and_only_json_reaches_the_loop(page, tmp_path):
+    asked = []
+    page.on_reroll = asked.append
+    event = Event("rendered", 1, seconds={"total": 0.5}, outputs=(picture(tmp_path / "x.png", 9),), regions=("fox", "tree"))
+    page.publish(event)
+    assert page.shown()["regions"] == ["fox", "tree"]
+    assert "re-roll " in get(page, "/").read().decode()
+    assert post(page, b'{"regions": ["fox"]}').status == 200
+    assert post(page, b'{"regions": ["tree"]}', content_type="text/plain").status == 415  # a form elsewhere
+    assert post(page, b'{"regions": ["tree"]}', host="attacker.example").status == 403
+    assert post(page, b'{"regions": "tree"}').status == 400
+    assert asked == [["fox"]]

@@ -393,3 +393,45 @@ def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does
                                       "--dtype", "float32"])
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "cli" / "big-3.png")), np.asarray(Image.open(latest)))
+
+
+def test_a_reroll_redraws_only_that_region_and_an_unknown_name_is_named(scene_file, session):
+    from semanticdraw_cli.render import region_masks
+    from semanticdraw_cli.scene.loader import load_scene
+
+    watch = session()
+    watch.ready()
+    latest = watch.out / "scene-latest.png"
+    with Image.open(latest) as image:
+        before = np.asarray(image.convert("RGB"))
+    watch.loop.reroll(["fox"])
+    second = watch.wait("rendered", 2)
+    with Image.open(latest) as image:
+        after = np.asarray(image.convert("RGB"))
+    fox = region_masks(load_scene(scene_file))[0] > 0  # (H, W)
+    assert np.array_equal(after[~fox], before[~fox])
+    assert (after[fox] != before[fox]).any(axis=-1).mean() > 0.5
+    assert "reroll:" in latest.read_bytes().decode("latin-1") and second.recomputed.get("picture") == 1
+    watch.loop.reroll(["wolf"])
+    problem = watch.wait("invalid")
+    assert "'wolf'" in problem.problems[0] and "fox, tree" in problem.problems[0]
+
+
+def test_the_terminal_keys_reroll_and_explain_themselves():
+    from semanticdraw_cli.watch_reroll import read_keys
+
+    asked, said = [], []
+    read_keys(["r fox,tree\n", "\n", "x\n"], asked.append, said.append)
+    assert asked == [["fox", "tree"]] and len(said) == 1 and "r NAME" in said[0]
+
+
+def test_prompt_variants_are_picked_as_render_picks_them(scene_file, session):
+    from semanticdraw_cli import variants
+    from semanticdraw_cli.scene.loader import load_scene
+
+    save(scene_file, SCENE.replace("a tall tree", "'a {tall|short|bent} tree'"))
+    watch = session()
+    watch.ready()
+    picked = variants.picked_scene(load_scene(scene_file), 3).regions[1].prompt
+    embedded = (watch.out / "scene-latest.png").read_bytes().decode("latin-1")
+    assert "{tall" not in embedded and f"prompt: {picked}" in embedded

@@ -52,3 +52,8 @@ def scene_overrides(set_: list[str] | None, **options: object) -> list[str]:
         if value is not None:
             overrides.append(f"{OVERRIDE_KEYS[option]}={value}")
     return command_line_paths(overrides)
+
+
+Variants = Annotated[str, typer.Option(
+    "--variants", help="Prompts with {a|b|c}: pick one option per image from its seed, or render all combinations "
+                       "(at most 1024 per seed) as NAME-SEED-vK.png.")]

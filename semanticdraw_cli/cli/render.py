@@ -16,7 +16,7 @@ from semanticdraw_cli.cli.support import JSON_KEY, AllowOutside, JsonDocument, d
 from semanticdraw_cli.cli.support import check_runtime_options as _check_runtime_options
 from semanticdraw_cli.cli.support import fail as _fail
 from semanticdraw_cli.cli.support import load_scenes as _load_scenes
-from semanticdraw_cli.errors import printable, printable_lines
+from semanticdraw_cli.errors import SceneError, printable, printable_lines, problem_lines
 
 PROGRESS_MODES = ("auto", "bars", "lines", "jsonl", "none")
 
@@ -76,6 +76,9 @@ def render(
     score: Annotated[Optional[bool], typer.Option("--score/--no-score", help="CLIP score per region into each report and the summary [default: on when a threshold is set].")] = None,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Exit 3 when a region's CLIP score (0-100) is below X (sets quality.min_region_score).")] = None,
     model_clip: Annotated[Optional[str], typer.Option("--model-clip", help="CLIP checkpoint for scores: hub id, folder, or preset tiny.")] = None,
+    variants: options.Variants = "pick",
+    from_: Annotated[Optional[Path], typer.Option("--from", help="With --reroll: the earlier render (PNG) to keep the rest of.")] = None,
+    reroll: Annotated[Optional[str], typer.Option("--reroll", help="Re-render only these regions (NAME[,NAME...]) of --from's image and keep every other pixel; --seed then seeds them.")] = None,
 ) -> None:
     """Render scenes to NAME-SEED.png (scene embedded) and NAME-SEED.json (timing report).
 
@@ -98,16 +101,22 @@ def render(
     if peak_tflops is not None and not peak_tflops > 0:
         _fail(f"--peak-tflops {peak_tflops}: expected a positive number of TFLOP/s", 2)
     _check_ci_options(progress, golden, tolerance, update_golden, output)
-    overrides = options.scene_overrides(set_, seed=seed, images=images, plan=plan, model=model, compile_=compile_)
+    sampler_seed = seed if reroll is None else None  # a re-roll's --seed seeds the re-rolled regions
+    overrides = options.scene_overrides(set_, seed=sampler_seed, images=images, plan=plan, model=model, compile_=compile_)
     overrides += _min_score_override(min_score, score)
+    if reroll is not None:
+        from semanticdraw_cli.cli.reroll import reroll_overrides
+
+        overrides = reroll_overrides(scenes, from_, reroll, seed, overrides, allow_outside)
+    elif from_ is not None:
+        _fail("--from names the image a re-roll keeps the rest of: add --reroll NAME", 2)
     called: dict = {}  # the whole plan of this call, and the images --changed skips
 
     def load_and_plan(processes: int = 1):
         loaded, problems = _load_scenes(scenes, overrides, allow_outside)
         if problems:
             _fail("\n".join(problems), 2)
-        whole = plan_call([(str(path), scene) for path, scene in loaded], output, overwrite or changed, shard_spec,
-                          processes)
+        whole = plan_call(_expand_variants(loaded, variants), output, overwrite or changed, shard_spec, processes)
         called.update(plan=whole, skipped=[])
         if golden is not None and update_golden:  # a golden is never written over a file a scene reads
             refuse_overwriting_inputs([golden / image.png.name for image in whole.outputs],
@@ -201,6 +210,18 @@ def _goldens(plan, golden: Path | None, tolerance: float | None, update_golden: 
         raise Failure(message, goldens.GOLDEN_EXIT_CODE)
     if not quiet:
         typer.echo(f"goldens: {len(checks)} image(s) within the tolerance of their golden", err=True)
+
+
+def _expand_variants(loaded: list, mode: str) -> list:
+    """(path, scene) -> (label, scene) per image of a scene with `{a|b}` prompt variants (variants.py)."""
+    from semanticdraw_cli import variants as prompt_variants
+
+    if mode not in prompt_variants.MODES:
+        _fail(f"--variants {mode!r}: expected one of {', '.join(prompt_variants.MODES)}", 2)
+    try:
+        return prompt_variants.expand([(str(path), scene) for path, scene in loaded], mode)
+    except SceneError as error:
+        _fail("\n".join(problem_lines(error.problems)), 2)
 
 
 def _score(results: list, clip) -> None:

@@ -60,7 +60,8 @@ def watch(
     by content), and a save during a render abandons it for the newer one. NAME-latest.png and
     NAME-latest.json are replaced after each render, NAME-layout.png as soon as a save is seen. A save
     that leaves the scene invalid prints its problems and keeps the last image. Renders the scene's
-    first image (its seed). Ctrl-C stops (exit 130).
+    first image (its seed). Type `r NAME[,NAME...]` and Enter to re-roll those regions of the latest
+    image and keep the rest (as render --reroll). Ctrl-C stops (exit 130).
     """
     check_runtime_options(device, dtype)
     overrides = options.scene_overrides(set_, seed=seed, plan=plan, model=model)  # every reload reads these
@@ -75,6 +76,7 @@ def watch(
     settings = WatchOptions(scene, output, tuple(overrides), allow_outside, keep, preview_steps)
     loop = WatchLoop(settings, Renderer(device=device, dtype=dtype), [TerminalLines(quiet)])
     server = _start_server(serve, loop) if serve is not None else None
+    _read_keys(loop)
     try:
         loop.run()
     except KeyboardInterrupt:
@@ -82,6 +84,18 @@ def watch(
     finally:
         if server is not None:
             server.close()
+
+
+def _read_keys(loop) -> None:
+    """The terminal's `r NAME[,NAME...]` (then Enter) re-rolls regions, in a thread that ends with the command."""
+    import sys
+    import threading
+
+    from semanticdraw_cli.watch_reroll import read_keys
+
+    say = lambda text: typer.echo(text, err=True)  # noqa: E731
+    threading.Thread(target=read_keys, args=(sys.stdin, lambda names: loop.reroll(names), say), daemon=True,
+                     name="semanticdraw-keys").start()
 
 
 def _start_server(port: int, loop):
@@ -92,6 +106,7 @@ def _start_server(port: int, loop):
     except OSError as error:
         fail(f"--serve {port}: cannot listen on 127.0.0.1:{port} ({error.strerror or error}); choose another port", 2)
     loop.listen(server.publish)
+    server.on_reroll = loop.reroll
     typer.echo(f"page: {server.url}", err=True)
     return server
 

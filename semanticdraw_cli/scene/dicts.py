@@ -49,12 +49,13 @@ def scene_to_dict(scene: Scene) -> dict:
         "regions": [
             {"name": r.name, "prompt": r.prompt, "negative": r.negative, "blur": r.blur, "strength": r.strength,
              "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r), "min_score": r.min_score,
-             **_reference_to_dict(r)}
+             **_reference_to_dict(r), **_region_sampling(r)}
             for r in scene.regions
         ],
         "quality": {"min_region_score": scene.quality.min_region_score,
                     "min_background_score": scene.quality.min_background_score},
         **({"hires": _hires_to_dict(scene.hires)} if scene.hires is not None else {}),
+        **({"reroll": {"from": str(scene.reroll.image), "regions": list(scene.reroll.regions)}} if scene.reroll else {}),
     }
 
 
@@ -82,6 +83,12 @@ def _hires_to_dict(hires: Hires) -> dict:
     plain = hires.steps == tuple(range(hires.grid))
     return {"scale": hires.scale, "strength": hires.strength, "steps": hires.grid if plain else list(hires.steps),
             "upscaler": hires.upscaler}
+
+
+def _region_sampling(region: Region) -> dict:
+    """A region's own seed and guidance scale, written only when set (older scenes' dicts stay as they were)."""
+    own = {"seed": region.seed, "guidance": region.guidance}
+    return {key: value for key, value in own.items() if value is not None}
 
 
 def _mask_to_dict(region: Region) -> dict:

@@ -49,6 +49,8 @@ def scene_reads(given: Path | None, scene: Scene | None = None) -> tuple[Read, .
     if scene.background.image is not None:
         found.append(Read(absolute(scene.background.image), f"the background picture of {label}"))
     found.extend(_reference_reads(scene, label))
+    if scene.reroll is not None:
+        found.append(Read(absolute(scene.reroll.image), f"the image {label} re-rolls regions of"))
     accelerator = scene.model.accelerator
     for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora)):
         if value is not None and os.path.isabs(value) and os.path.exists(value):  # the loader made local paths absolute

@@ -25,12 +25,14 @@ from semanticdraw_cli.scene.checks import show as _show
 from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
 from semanticdraw_cli.scene.reference import check_references, reference_field
 from semanticdraw_cli.scene import composition
+from semanticdraw_cli.scene.reroll_fields import reroll_section
 
 FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
 PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
-    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "hires"),
+    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "hires",
+         "reroll"),
     "canvas": ("width", "height", "wrap"),
     "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
@@ -40,7 +42,8 @@ KEYS = {
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
-    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "reference"),
+    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "reference",
+                  "seed", "guidance"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -82,12 +85,13 @@ def build_scene(
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     check_references(c, regions, model)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
+    reroll = reroll_section(c, top.get("reroll"), base, regions, canvas)
     if canvas is not None and regions and not c.problems:
         check_mask_memory(c, canvas, len(regions), len(sampler.steps))
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
-    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, hires)
+    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, hires, reroll=reroll)
 
 
 def _canvas(c: _Checker, top: dict) -> Canvas | None:
@@ -379,6 +383,8 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
                                      lo=0, hi=1),
             min_score=c.number(d, "min_score", f"{key}.min_score", None, lo=0, hi=D.MAX_CLIP_SCORE),
             reference=reference_field(c, d.get("reference"), f"{key}.reference", base),
+            seed=c.integer(d, "seed", f"{key}.seed", None, lo=0, hi=D.MAX_SEED),
+            guidance=c.number(d, "guidance", f"{key}.guidance", None, lo=0),
         ))
     return tuple(regions)
 

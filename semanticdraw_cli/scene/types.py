@@ -100,6 +100,8 @@ class Region:
     prompt_strength: float  # lerp from the background prompt's embedding (0) to this prompt's (1)
     min_score: float | None = None  # CLIP score gate of this region; None: quality.min_region_score
     reference: Reference | None = None  # an image prompt for this region's items; None: none
+    seed: int | None = None  # the initial and bootstrap noise where this region lies on top; None: the image's
+    guidance: float | None = None  # this region's guidance scale; None: sampler.guidance
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,14 @@ class Hires:
 
 
 @dataclass(frozen=True)
+class Reroll:
+    """Re-render only `regions` over `image` (an earlier render of this scene); every other pixel is kept."""
+
+    image: Path
+    regions: tuple[str, ...]  # region names
+
+
+@dataclass(frozen=True)
 class Scene:
     name: str  # output file stem
     canvas: Canvas
@@ -141,3 +151,5 @@ class Scene:
     version: int = 1
     quality: Quality = Quality()
     hires: Hires | None = None  # a second, full-size pass over the upscaled first (hires.py)
+    reroll: Reroll | None = None  # `render --from IMAGE --reroll NAME`: keep the rest of IMAGE
+    variant: int | None = None  # `--variants all`: this combination's index K, written as NAME-SEED-vK
