@@ -193,6 +193,7 @@ class Renderer:
             pairs_total=len(grid) * quantized.shape[1],
             method=scene.sampler.method,
             fill_uncovered_only=base is None and mask_math.covers_every_pixel(quantized),
+            controls=stages.control_setup(scene, adapter, self.cache, table.steps),
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(

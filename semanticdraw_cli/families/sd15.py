@@ -14,6 +14,7 @@ from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
 from semanticdraw_cli.families.conditioning import timestep
+from semanticdraw_cli.families.controlnet import UNetControl
 from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.families.prediction import Predictor, scheduler_parameterization
 from semanticdraw_cli.lazy import inference_mode, lazy_module
@@ -22,7 +23,7 @@ from semanticdraw_cli.schedule import StepTable
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.families.base import Embeddings
+    from semanticdraw_cli.families.base import ControlInput, Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -42,7 +43,7 @@ def load_pipeline(model: Model, dtype: torch.dtype, family: str = "sd15"):
     return pipe
 
 
-class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
+class SD15Adapter(CodecMixin, NetworkMixin, UNetControl, Predictor):
     """SD1.5 behind the family contract: an epsilon or v-prediction UNet, as its scheduler config says. LCM
     predicts x0 with its boundary condition."""
 
@@ -82,11 +83,13 @@ class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
     @inference_mode
     def network_output(
         self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
-        windows: Sequence[Window],
+        windows: Sequence[Window], controls: Sequence[ControlInput] = (),
     ) -> torch.Tensor:
-        """The UNet's eps or v of (B, C, h, w) latents."""
+        """The UNet's eps or v of (B, C, h, w) latents, with the residuals of the call's ControlNets."""
         t = timestep(table.timesteps[step], self.device)
-        return self.unet(x.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype)).sample.float()
+        x, text = x.to(self.dtype), context["text"].to(self.dtype)
+        residuals = self.control_residuals(x, t, text, controls)
+        return self.unet(x, t, encoder_hidden_states=text, **residuals).sample.float()
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Adapter:
@@ -186,4 +189,5 @@ SPEC = FamilySpec(
     load=load,
     build_preset=build_preset,
     presets=presets.PRESET_NAMES,
+    control_class="ControlNetModel",
 )

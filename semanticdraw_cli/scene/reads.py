@@ -48,11 +48,26 @@ def scene_reads(given: Path | None, scene: Scene | None = None) -> tuple[Read, .
             found.append(Read(absolute(region.mask.path), f"the {kind} of region {region.name!r} in {label}"))
     if scene.background.image is not None:
         found.append(Read(absolute(scene.background.image), f"the background picture of {label}"))
+    found += control_reads(scene, label)
     accelerator = scene.model.accelerator
     for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora)):
         if value is not None and os.path.isabs(value) and os.path.exists(value):  # the loader made local paths absolute
             found.append(Read(Path(value), f"the model file ({key}) of {label}", model=True))
     return tuple(_first_of_each(found))
+
+
+def control_reads(scene: Scene, label: str) -> list[Read]:
+    """The control pictures (watched) and ControlNets given as local folders (model files) of every entry."""
+    owners = [("control", scene.control)] + [(f"region {r.name!r}", r.control) for r in scene.regions]
+    found = []
+    for owner, entries in owners:
+        for n, entry in enumerate(entries):
+            where = f"control[{n}] of {owner} in {label}" if owner != "control" else f"control[{n}] of {label}"
+            if entry.image is not None:
+                found.append(Read(absolute(entry.image), f"the control picture ({where})"))
+            if os.path.isabs(entry.model) and os.path.exists(entry.model):
+                found.append(Read(Path(entry.model), f"the ControlNet ({where})", model=True))
+    return found
 
 
 def absolute(path: Path | str) -> Path:

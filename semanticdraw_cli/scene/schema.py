@@ -11,6 +11,7 @@ from pathlib import Path
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.families import registry
+from semanticdraw_cli.scene import controls
 from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
 from semanticdraw_cli.scene.safe_io import exists
 from semanticdraw_cli.scene.types import (
@@ -28,7 +29,7 @@ FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().valu
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
 PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
-    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality"),
+    "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "control"),
     "canvas": ("width", "height"),
     "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
@@ -38,7 +39,7 @@ KEYS = {
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
-    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score"),
+    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "control"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -77,12 +78,13 @@ def build_scene(
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
+    regions, control = controls.attach(c, top, regions, base, canvas, model.family)
     if canvas is not None and regions and not c.problems:
         _mask_memory(c, canvas, len(regions), len(sampler.steps))
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
-    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality)
+    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, control)
 
 
 def _canvas(c: _Checker, top: dict) -> Canvas | None:

@@ -80,6 +80,18 @@ class Mask:
 
 
 @dataclass(frozen=True)
+class Control:
+    """A ControlNet entry: a structure picture (pose, depth, lines) at canvas size that holds the layout."""
+
+    model: str  # hub id, local folder (absolute), or a preset name (tiny, small)
+    image: Path | None  # the control picture; None: from a layered drawing's `control` layer (image_array)
+    weight: float = 1.0  # scale of the ControlNet's residuals
+    start: float = 0.0  # share of the steps before the ControlNet acts
+    end: float = 1.0  # share of the steps after which it stops
+    image_array: np.ndarray | None = field(default=None, compare=False, repr=False)  # (H, W, 3) uint8, layered files
+
+
+@dataclass(frozen=True)
 class Region:
     name: str
     prompt: str
@@ -89,6 +101,7 @@ class Region:
     strength: float
     prompt_strength: float  # lerp from the background prompt's embedding (0) to this prompt's (1)
     min_score: float | None = None  # CLIP score gate of this region; None: quality.min_region_score
+    control: tuple[Control, ...] = ()  # ControlNet entries for this region's pairs only
 
 
 @dataclass(frozen=True)
@@ -118,3 +131,4 @@ class Scene:
     source: Path | None = None  # the file it was loaded from; relative paths resolved against it
     version: int = 1
     quality: Quality = Quality()
+    control: tuple[Control, ...] = ()  # ControlNet entries for every pair (the whole canvas)

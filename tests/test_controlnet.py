@@ -1,0 +1,82 @@
+"""ControlNets of the UNet families on their tiny presets: parity with diffusers' ControlNet pipelines, weight 0
+is no control, and a ControlNet of another family refused when it loads, naming it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import controlnet, presets
+from semanticdraw_cli.render import Renderer
+from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Control, Model, Tile
+from scene_factory import make_scene, rect, region
+
+pytestmark = pytest.mark.slow
+WIDTH, HEIGHT = 128, 96
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    return Renderer(device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory):
+    """A control picture with structure: white lines on black, at canvas size."""
+    pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
+    pixels[::12] = 255
+    pixels[:, ::20] = 255
+    path = tmp_path_factory.mktemp("control") / "edges.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def one_region(family: str, control: tuple[Control, ...], steps: int = 4, guidance: float = 7.5, **sampler):
+    scene = make_scene(WIDTH, HEIGHT, [region("a red apple", rect(0, 0, 1, 1, fractional=True))],
+                       steps=tuple(range(steps)), grid=steps, guidance=guidance, bootstrap=Bootstrap(0, 1.0, 0.2),
+                       tile=Tile(768, 384), **sampler)
+    return dataclasses.replace(scene, model=Model(family, "tiny", Accelerator("none")), control=control)
+
+
+def test_sd15_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges):
+    """One window, one region, DDIM over 4 steps at guidance 7.5: our calls with the ControlNet's residuals
+    give the latent of StableDiffusionControlNetPipeline with the same ControlNet, picture and weight."""
+    from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline
+
+    scene = one_region("sd15", (Control("tiny", edges, weight=0.8, start=0.0, end=0.75),))
+    ours = renderer.render(scene)[0].latent
+    folder = presets.ensure_preset("sd15", "tiny")
+    net = ControlNetModel.from_pretrained(controlnet.preset_folder("sd15", "tiny"))
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(folder, controlnet=net, safety_checker=None,
+                                                             requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe("a red apple", image=Image.open(edges), height=HEIGHT, width=WIDTH, num_inference_steps=4,
+                  guidance_scale=7.5, controlnet_conditioning_scale=0.8, control_guidance_start=0.0,
+                  control_guidance_end=0.75, generator=torch.Generator("cpu").manual_seed(scene.sampler.seed),
+                  output_type="latent").images[0]
+    without = renderer.render(one_region("sd15", ()))[0].latent
+    assert (ours - without).abs().max() > 1e-3  # the control changed the picture
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_weight_zero_is_no_control_bit_for_bit(renderer, edges, family):
+    plain = renderer.render(one_region(family, (), steps=2, guidance=1.0))[0].latent
+    zero = renderer.render(one_region(family, (Control("tiny", edges, weight=0.0),), steps=2, guidance=1.0))[0].latent
+    full = renderer.render(one_region(family, (Control("tiny", edges, weight=1.0),), steps=2, guidance=1.0))[0].latent
+    assert torch.equal(plain, zero)
+    assert not torch.equal(plain, full)
+
+
+def test_a_controlnet_of_another_family_is_refused_naming_it(renderer, edges):
+    """The sdxl tiny ControlNet reads 2048-wide text and size ids; loading it for sd15 names the folder."""
+    folder = str(controlnet.preset_folder("sdxl", "tiny"))
+    renderer.render(one_region("sdxl", (Control("tiny", edges),), steps=1, guidance=1.0))  # builds it
+    with pytest.raises(RenderError, match=r"ControlNet '.*sdxl-controlnet-tiny.*' is made for another family"):
+        renderer.prepare(one_region("sd15", (Control(folder, edges),), steps=1))
