@@ -12,6 +12,7 @@ from PIL import Image
 
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import controlnet, presets
+from semanticdraw_cli.fusion import sample
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Control, Model, Tile
 from scene_factory import make_scene, rect, region
@@ -80,3 +81,43 @@ def test_a_controlnet_of_another_family_is_refused_naming_it(renderer, edges):
     renderer.render(one_region("sdxl", (Control("tiny", edges),), steps=1, guidance=1.0))  # builds it
     with pytest.raises(RenderError, match=r"ControlNet '.*sdxl-controlnet-tiny.*' is made for another family"):
         renderer.prepare(one_region("sd15", (Control(folder, edges),), steps=1))
+
+
+class ItemRecorder:
+    """The adapter's x0 of every item, one item per call, keyed by (step, window, region row)."""
+
+    def __init__(self, adapter, setup):
+        self.adapter, self.rows, self.x0 = adapter, setup.cond["text"], {}
+
+    def predict_x0(self, x, table, step, items):
+        out = self.adapter.predict_x0(x, table, step, items)
+        row = next(r for r in range(len(self.rows)) if torch.equal(items.cond["text"][0], self.rows[r]))
+        self.x0[step, items.windows[0], row] = out[0]
+        return out
+
+
+def item_x0(renderer, scene) -> dict:
+    prepared = renderer.prepare(scene)
+    recorder = ItemRecorder(prepared.adapter, prepared.setup)
+    generators = [torch.Generator().set_state(state) for state in prepared.generator_states]
+    list(sample(recorder, prepared.setup, prepared.x, generators))
+    return recorder.x0
+
+
+def test_a_regions_control_changes_only_that_regions_items(renderer, edges):
+    """Two regions over three windows, one item per call: with a ControlNet on the right region, the left
+    region's items compute bit-equal x0 from the same inputs (the first step; later steps start from a canvas
+    the control changed), and the right region's differ."""
+    regions = [region("a red apple", rect(0, 0, 64, 96)), region("a green pear", rect(64, 0, 64, 96))]
+    scene = make_scene(WIDTH, HEIGHT, regions, steps=(0,), grid=2, guidance=1.0, bootstrap=Bootstrap(1, 1.0, 0.2),
+                       tile=Tile(96, 16), max_batch=1)
+    scene = dataclasses.replace(scene, model=Model("sd15", "tiny", Accelerator("none")))
+    controlled = dataclasses.replace(scene, regions=(regions[0], dataclasses.replace(regions[1], control=(
+        Control("tiny", edges),))))
+    plain, with_control = item_x0(renderer, scene), item_x0(renderer, controlled)
+    assert plain.keys() == with_control.keys()
+    assert len({key[1] for key in plain}) >= 2
+    first = [key for key in plain if key[0] == 0]
+    assert {key[2] for key in first} == {0, 1}
+    for key in first:
+        assert torch.equal(plain[key], with_control[key]) == (key[2] == 0), key
