@@ -66,6 +66,24 @@ def test_sd15_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, e
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+def test_sdxl_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges):
+    """Euler trailing over 4 steps at guidance 3: the ControlNet reads the same size ids and pooled text as the UNet."""
+    from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
+
+    scene = one_region("sdxl", (Control("tiny", edges, weight=1.3, start=0.25),), guidance=3.0)
+    ours = renderer.render(scene)[0].latent
+    net = ControlNetModel.from_pretrained(controlnet.preset_folder("sdxl", "tiny"))
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(presets.ensure_preset("sdxl", "tiny"), controlnet=net)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe("a red apple", image=Image.open(edges), height=HEIGHT, width=WIDTH, num_inference_steps=4,
+                  guidance_scale=3.0, controlnet_conditioning_scale=1.3, control_guidance_start=0.25,
+                  generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent").images[0]
+    without = renderer.render(one_region("sdxl", (), guidance=3.0))[0].latent
+    assert (ours - without).abs().max() > 1e-3
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("family", ["sd15", "sdxl"])
 def test_weight_zero_is_no_control_bit_for_bit(renderer, edges, family):
     plain = renderer.render(one_region(family, (), steps=2, guidance=1.0))[0].latent
