@@ -155,3 +155,23 @@ def test_preview_of_a_10000_character_prompt(tmp_path):
     """)
     image = draw_preview(scene)  # the legend cuts the prompt with a few measurements
     assert image.height >= 192 and image.width > 256
+
+
+def test_control_pictures_stand_beside_the_layout_a_regions_dimmed_outside_it(tmp_path):
+    Image.new("RGB", (256, 192), (200, 100, 50)).save(tmp_path / "pose.png")
+    Image.new("RGB", (256, 192), (250, 250, 250)).save(tmp_path / "edges.png")
+    scene = scene_from(tmp_path, """\
+        canvas: {width: 256, height: 192}
+        control: [{model: tiny, image: pose.png}]
+        regions:
+          - {name: under, prompt: a, mask: {rect: [120, 8, 80, 80]}, control: [{model: tiny, image: edges.png}]}
+    """)
+    plain = draw_preview(dataclasses.replace(scene, control=(), regions=(
+        dataclasses.replace(scene.regions[0], control=()),)))
+    px = np.asarray(draw_preview(scene)).astype(int)
+    assert px.shape[1] == plain.size[0] + 2 * (256 + 2)
+    assert np.array_equal(px[:, :256], np.asarray(plain)[:, :256])  # the layout itself is unchanged
+    assert tuple(px[100, 258 + 10]) == (200, 100, 50)  # the whole canvas's picture, as drawn
+    region = 2 * 258
+    assert tuple(px[20, region + 140]) == (250, 250, 250)  # the region's picture inside its region
+    assert tuple(px[150, region + 20]) == (75, 75, 75)  # and dimmed outside it
