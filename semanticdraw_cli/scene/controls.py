@@ -15,6 +15,7 @@ from pathlib import Path
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.families import registry
 from semanticdraw_cli.scene.checks import Checker, describe
+from semanticdraw_cli.scene.control_layers import FromLayer
 from semanticdraw_cli.scene.rasterize import load_rgb
 from semanticdraw_cli.scene.safe_io import exists
 from semanticdraw_cli.scene.sources import check_picture, path_field
@@ -26,9 +27,8 @@ HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 EXAMPLE = "control: [{model: lllyasviel/control_v11p_sd15_canny, image: edges.png, weight: 1.0}]"
 
 
-def parse(c: Checker, value: object, key: str, base: Path, canvas: Canvas | None, family: str,
-          layered: bool = False) -> tuple[Control, ...]:
-    """The entries of one `control:` list (absent: none); `layered`: a drawing's `control` layer may give the picture."""
+def parse(c: Checker, value: object, key: str, base: Path, canvas: Canvas | None, family: str) -> tuple[Control, ...]:
+    """The entries of one `control:` list (absent: none); a drawing's `control` layer may give an entry's picture."""
     if value is None:
         return ()
     if not isinstance(value, list):
@@ -39,7 +39,7 @@ def parse(c: Checker, value: object, key: str, base: Path, canvas: Canvas | None
         c.add(key, f"the {family} family has no ControlNet support", hint="use " + ", ".join(having))
         return ()
     return tuple(entry for i, raw in enumerate(value)
-                 if (entry := _entry(c, raw, f"{key}[{i}]", base, canvas, layered)) is not None)
+                 if (entry := _entry(c, raw, f"{key}[{i}]", base, canvas)) is not None)
 
 
 def attach(c: Checker, top: dict, regions: tuple[Region, ...], base: Path, canvas: Canvas | None,
@@ -58,17 +58,18 @@ def _with(region: Region, entries: tuple[Control, ...]) -> Region:
     return replace(region, control=entries) if entries else region
 
 
-def _entry(c: Checker, raw: object, key: str, base: Path, canvas: Canvas | None, layered: bool) -> Control | None:
+def _entry(c: Checker, raw: object, key: str, base: Path, canvas: Canvas | None) -> Control | None:
     if not isinstance(raw, dict):
         c.add(key, f"expected a mapping {{model: ..., image: ...}}, got {describe(raw)}", hint=EXAMPLE)
         return None
     d = c.section(raw, key, KEYS)
     model = _model(c, d.get("model"), f"{key}.model", base)
-    image = c.text(d, "image", f"{key}.image", None)
+    from_layer = isinstance(d.get("image"), FromLayer)  # a drawing's control layer: pixels attached after loading
+    image = None if from_layer else c.text(d, "image", f"{key}.image", None)
     path = path_field(c, image, base, f"{key}.image") if image else None
     if path is not None:
         check_picture(c, f"{key}.image", path, canvas, lambda: load_rgb(path, canvas, "control picture"))
-    elif not image and not layered:
+    elif not image and not from_layer:
         c.add(f"{key}.image", "missing", hint="the control picture (edges, depth, pose) at canvas size")
     weight = c.number(d, "weight", f"{key}.weight", D.CONTROL_WEIGHT, lo=0, hi=D.MAX_CONTROL_WEIGHT)
     start = c.number(d, "start", f"{key}.start", 0.0, lo=0, hi=1)
