@@ -58,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--preset", default="small")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="only the first N of the scene's steps (all: none)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     from semanticdraw_cli.render import Renderer
 
     workload = run.Workload("control", args.preset, 640, 384, (), (), tile=run.tile(384, 192), dtype=args.dtype)
     renderer = Renderer(device=args.device, dtype=args.dtype)
-    scenes = rows(run.build_scene(workload, run.Method("semanticdraw")), args.preset)
+    scene = run.build_scene(workload, run.Method("semanticdraw"))
+    if args.steps:  # the cost ratios are per step; fewer steps make the run fit a busy machine
+        scene = dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, steps=scene.sampler.steps[:args.steps]))
+    scenes = rows(scene, args.preset)
     method = run.Method("semanticdraw")
     for name, scene in scenes.items():
         run.measure(renderer, [scene], method)  # warm-up: loads the model and the ControlNet, builds presets
@@ -76,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             run.log(f"  {name}: denoise {runs[name][-1]['denoise']:.3f} s")
     share = region_share(renderer, scenes["region"])
     base = statistics.median(r["denoise"] for r in runs["none"])
-    result = {"workload": "control", "machine": run.machine(workload, renderer), "region_share_of_items": share,
+    result = {"workload": "control", "machine": run.machine(workload, renderer), "steps": list(scene.sampler.steps),
+              "region_share_of_items": share,
               "targets": {"global": GLOBAL_TARGET, "region": 1 + REGION_SLOPE * share}, "rows": []}
     for name, measured in runs.items():
         denoise = statistics.median(r["denoise"] for r in measured)

@@ -1,5 +1,5 @@
 """ControlNets for the UNet families (sd15, sdxl): loading one per reference, the tiny presets, and the residuals
-a call's items add to the UNet (architecture.md §3, "ControlNet").
+a call's items add to the UNet (architecture.md §4.2).
 
 A ControlNet runs on the same batch as the UNet, each item with its own crop of its control picture
 (`base.ControlInput`); its residuals are scaled per item by the entry's weight and summed over the
