@@ -52,7 +52,7 @@ def test_sd15_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, e
     scene = one_region("sd15", (Control("tiny", edges, weight=0.8, start=0.0, end=0.75),))
     ours = renderer.render(scene)[0].latent
     folder = presets.ensure_preset("sd15", "tiny")
-    net = ControlNetModel.from_pretrained(controlnet.preset_folder("sd15", "tiny"))
+    net = ControlNetModel.from_pretrained(controlnet.ensure_preset("sd15", "tiny"))
     pipe = StableDiffusionControlNetPipeline.from_pretrained(folder, controlnet=net, safety_checker=None,
                                                              requires_safety_checker=False)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -72,7 +72,7 @@ def test_sdxl_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, e
 
     scene = one_region("sdxl", (Control("tiny", edges, weight=1.3, start=0.25),), guidance=3.0)
     ours = renderer.render(scene)[0].latent
-    net = ControlNetModel.from_pretrained(controlnet.preset_folder("sdxl", "tiny"))
+    net = ControlNetModel.from_pretrained(controlnet.ensure_preset("sdxl", "tiny"))
     pipe = StableDiffusionXLControlNetPipeline.from_pretrained(presets.ensure_preset("sdxl", "tiny"), controlnet=net)
     pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
     pipe.set_progress_bar_config(disable=True)
@@ -95,8 +95,7 @@ def test_weight_zero_is_no_control_bit_for_bit(renderer, edges, family):
 
 def test_a_controlnet_of_another_family_is_refused_naming_it(renderer, edges):
     """The sdxl tiny ControlNet reads 2048-wide text and size ids; loading it for sd15 names the folder."""
-    folder = str(controlnet.preset_folder("sdxl", "tiny"))
-    renderer.render(one_region("sdxl", (Control("tiny", edges),), steps=1, guidance=1.0))  # builds it
+    folder = str(controlnet.ensure_preset("sdxl", "tiny"))
     with pytest.raises(RenderError, match=r"ControlNet '.*sdxl-controlnet-tiny.*' is made for another family"):
         renderer.prepare(one_region("sd15", (Control(folder, edges),), steps=1))
 
@@ -151,3 +150,20 @@ def test_editing_a_control_picture_recomputes_only_the_picture(renderer, tmp_pat
     second = renderer.prepare(scene)
     assert second.recomputed == {"control": 1}
     assert first.setup.controls.pictures[0].max() == 0 and second.setup.controls.pictures[0].min() == 1
+
+
+def test_render_with_another_familys_controlnet_exits_1_naming_it(renderer, edges, tmp_path):
+    """Valid as a scene (a local folder that exists), refused when it loads: exit 1, the folder named, no traceback."""
+    from typer.testing import CliRunner
+
+    from semanticdraw_cli.cli.app import app
+
+    folder = controlnet.ensure_preset("sdxl", "tiny")
+    scene = tmp_path / "scene.yaml"
+    scene.write_text(f"canvas: {{width: {WIDTH}, height: {HEIGHT}}}\nmodel: {{family: sd15, checkpoint: tiny}}\n"
+                     f"control: [{{model: {folder}, image: {edges}}}]\n"
+                     "regions: [{prompt: a fox, mask: {rect: [0, 0, 64, 96]}}]\n")
+    result = CliRunner().invoke(app, ["render", str(scene), "-o", str(tmp_path / "out"), "--quiet", "--allow-outside"])
+    assert result.exit_code == 1, result.output
+    assert "sdxl-controlnet-tiny" in result.output and "made for another family" in result.output
+    assert "Traceback" not in result.output

@@ -31,6 +31,12 @@ def preset_folder(family: str, name: str) -> Path:
     return presets.cache_root() / "presets" / f"{family}-controlnet-{name}-v{presets.PRESET_VERSION}"
 
 
+def ensure_preset(family: str, name: str) -> Path:
+    """The folder of a preset ControlNet, built on first use (a `ControlNetModel` with config.json and weights)."""
+    return presets.build_cached(preset_folder(family, name), lambda staging: build_unet_preset(family, name, staging),
+                                marker="config.json")
+
+
 def build_unet_preset(family: str, name: str, folder: Path) -> None:
     """A ControlNet of the family preset `name`'s UNet layout, seeded random weights (output convolutions too)."""
     from diffusers import ControlNetModel, UNet2DConditionModel
@@ -51,11 +57,7 @@ def load_unet_controlnet(reference: str, family: str, unet, device: torch.device
     the file named when it is not made for this UNet (another family's)."""
     from diffusers import ControlNetModel
 
-    source = reference
-    if reference in CONTROL_PRESETS:
-        folder = preset_folder(family, reference)
-        source = str(presets.build_cached(folder, lambda staging: build_unet_preset(family, reference, staging),
-                                          marker="config.json"))
+    source = str(ensure_preset(family, reference)) if reference in CONTROL_PRESETS else reference
     try:
         config = ControlNetModel.load_config(source)
     except (OSError, ValueError) as error:
