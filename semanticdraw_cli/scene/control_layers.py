@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import Problem
-from semanticdraw_cli.scene.layered_files import Document, Layer
-from semanticdraw_cli.scene.types import Scene
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from semanticdraw_cli.scene.layered_files import Document, Layer
+    from semanticdraw_cli.scene.types import Scene
 
 CONTROL_NAME = "control"
 
