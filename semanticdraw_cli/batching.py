@@ -39,14 +39,16 @@ class Batching:
 
 
 def chunks(items: Sequence[Item], pairs: Sequence[Pair], size: int,
-           variants: Sequence[Hashable] = ()) -> Iterator[list[Item]]:
+           variants: Sequence[Hashable] = (), extra_key: Callable[[Pair], Hashable] | None = None) -> Iterator[list[Item]]:
     """Items in batches of at most `size`. Only what forces separate calls splits a batch: another window shape,
-    or another network variant (`variants`, per region; empty: one network). Prompts, guidance scales and
-    whatever else differs per item travel as per-item tensors in one call."""
+    another network variant (`variants`, per region; empty: one network), or other extra networks (`extra_key`
+    of a pair: the ControlNets it runs through). Prompts, guidance scales and whatever else differs per item
+    travel as per-item tensors in one call."""
     by_call: dict[tuple, list[Item]] = {}
     for item in items:
         pair = pairs[item[1]]
-        key = (pair.window.height, pair.window.width, variants[pair.region] if variants else None)
+        key = (pair.window.height, pair.window.width, variants[pair.region] if variants else None,
+               extra_key(pair) if extra_key else None)
         by_call.setdefault(key, []).append(item)
     for group in by_call.values():
         for start in range(0, len(group), size):

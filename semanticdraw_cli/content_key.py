@@ -116,7 +116,7 @@ def source_identity(scene: Scene, source: str, hashes: HashCache) -> dict[str, A
     """A preset: its name and builder version; a local file or folder: its files' sha256 (cached by path, size,
     mtime); a hub id: the commit the local Hugging Face cache resolves it to (None when not cached)."""
     from semanticdraw_cli.families.presets import PRESET_VERSION, is_preset
-    from semanticdraw_cli.scene.schema import looks_local
+    from semanticdraw_cli.scene.sources import looks_local
 
     if is_preset(source):
         return {"preset": source, "builder": PRESET_VERSION}

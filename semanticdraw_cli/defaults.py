@@ -137,6 +137,8 @@ CLIP_CHECKPOINT = "openai/clip-vit-large-patch14"  # the CLIP of the usual CLIP 
 CLIP_PRESETS = ("tiny",)  # --model-clip tiny: random weights built locally, for tests (the numbers mean nothing)
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's; pixels outside a region are filled with it
 SCORE_MASK_THRESHOLD = 0.5  # a pixel counts for the region whose render mask is strongest there, if at least this
+CONTROL_WEIGHT = 1.0  # control[].weight: the ControlNet residuals at full strength, as trained
+MAX_CONTROL_WEIGHT = 10  # control[].weight; past 2 a ControlNet mostly burns the picture
 MAX_CLIP_SCORE = 100  # score = max(100 * cosine, 0)
 MIN_REGION_SCORE = None  # quality.min_region_score: no gate unless a scene or --min-score sets one
 MIN_BACKGROUND_SCORE = None  # quality.min_background_score

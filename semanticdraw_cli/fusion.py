@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from semanticdraw_cli import control
 from semanticdraw_cli.batching import Batching, Item, chunks, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
@@ -47,6 +48,7 @@ class FusionSetup:
     pad_batches: bool = False  # pad every call to max_batch items: one static shape for a compiled network
     variants: tuple[Hashable, ...] = ()  # the network variant per region (never mixed in a call); (): all the same
     region_noise: RegionNoise | None = None  # regions with their own seed: their bootstrap noise (region_sampling)
+    controls: control.ControlSetup | None = None  # ControlNet entries and the regions that use them; None: none
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,10 @@ def variant(setup: FusionSetup, region: int) -> Hashable:
     return setup.variants[region] if setup.variants else None
 
 
-def conditioning(setup: FusionSetup, pairs: Sequence[Pair]) -> Conditioning:
-    """What one call receives for these pairs (all of one variant): each item's region's rows."""
+def conditioning(setup: FusionSetup, pairs: Sequence[Pair], step: int = 0,
+                 shifts: Sequence[tuple[int, int]] = ()) -> Conditioning:
+    """What one call receives for these pairs (all of one variant and one set of ControlNets at `step`): each
+    item's region's rows, and its control crops rolled by its bootstrap `shifts`."""
     regions = [p.region for p in pairs]
     return Conditioning(
         cond=gather(setup.cond, regions),
@@ -110,6 +114,7 @@ def conditioning(setup: FusionSetup, pairs: Sequence[Pair]) -> Conditioning:
         guidance=torch.stack([setup.guidance[r] for r in regions]),
         windows=[p.window for p in pairs],
         variant=variant(setup, regions[0]),
+        controls=control.inputs(setup.controls, step, pairs, shifts),
     )
 
 
@@ -150,14 +155,16 @@ def _centring_shifts(setup: FusionSetup) -> dict[tuple[int, int], tuple[int, int
 
 
 def _predict(
-    denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair], run: _Run
+    denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair], run: _Run,
+    shifts: list[tuple[int, int]] | None = None,
 ) -> torch.Tensor:
     """x0 of the items in calls of at most the batch size; a call that runs out of memory is retried in halves."""
     batching, outputs, start = run.batching, [], 0
     while start < len(inputs):
         end = min(start + batching.size, len(inputs))
         try:
-            out = _call(denoiser, setup, step, inputs[start:end], pairs[start:end], batching)
+            out = _call(denoiser, setup, step, inputs[start:end], pairs[start:end], batching,
+                        shifts[start:end] if shifts else [])
         except torch.cuda.OutOfMemoryError:
             if end - start == 1:
                 raise
@@ -173,12 +180,12 @@ def _predict(
 
 
 def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair],
-          batching: Batching) -> torch.Tensor:
+          batching: Batching, shifts: list[tuple[int, int]]) -> torch.Tensor:
     """One network call; padded with copies of the last item to the batch size when shapes must stay static."""
     count, extra = len(inputs), padding(len(inputs), batching)
-    inputs, pairs = inputs + inputs[-1:] * extra, pairs + pairs[-1:] * extra
+    inputs, pairs, shifts = inputs + inputs[-1:] * extra, pairs + pairs[-1:] * extra, shifts + shifts[-1:] * extra
     batching.padded, batching.calls = batching.padded + extra, batching.calls + 1
-    x0 = denoiser.predict_x0(torch.stack(inputs), setup.table, step, conditioning(setup, pairs))
+    x0 = denoiser.predict_x0(torch.stack(inputs), setup.table, step, conditioning(setup, pairs, step, shifts))
     return x0[:count] if extra else x0
 
 
@@ -223,7 +230,7 @@ def _fusion_step(
     items: list[Item] = [(k, j) for k in range(images) for j in range(len(setup.plan[i]))]
     count = pixels = 0
     before = replace(run.batching)
-    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants):
+    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants, control.call_key(setup.controls, i)):
         pairs = [setup.plan[i][j] for _, j in chunk]
         inputs, shifts = [], []
         for (k, j), pair in zip(chunk, pairs):
@@ -236,7 +243,7 @@ def _fusion_step(
                 x_rv = torch.roll(x_rv, shift, dims=(-2, -1))
                 shifts.append(shift)
             inputs.append(x_rv)
-        x0 = _predict(denoiser, setup, i, inputs, pairs, run).float()
+        x0 = _predict(denoiser, setup, i, inputs, pairs, run, shifts).float()
         count += len(pairs)
         pixels += sum(p.window.height * p.window.width for p in pairs)
         for n, ((k, j), pair) in enumerate(zip(chunk, pairs)):
@@ -280,7 +287,7 @@ def _multidiffusion_step(
     items: list[Item] = [(k, j) for k in range(images) for j in range(pair_count)]
     count = pixels = 0
     before = replace(run.batching)
-    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants):
+    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants, control.call_key(setup.controls, i)):
         pairs = [setup.plan[i][j] for _, j in chunk]
         inputs = [x[k][(slice(None), *at(p.window, x))] for (k, _), p in zip(chunk, pairs)]
         x0 = _predict(denoiser, setup, i, inputs, pairs, run).float()

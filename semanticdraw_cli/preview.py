@@ -20,6 +20,8 @@ FILL_OVER_PICTURE, FILL_OVER_NEUTRAL = 0.5, 0.75  # opacity of a region's fill
 PANEL, DIVIDER = (24, 24, 24), (96, 96, 96)  # the legend panel beside the layout, and the line between them
 MIN_FONT = 14  # legend text height in pixels, at least
 MAX_LEGEND_CHARS = 80  # a legend line is cut (with "...") at about this many characters
+CONTROL_GAP = 2  # pixels of divider between the layout and each control picture
+CONTROL_OUTSIDE = 0.3  # brightness of a region's control picture outside the region
 
 
 def region_colour(index: int) -> tuple[int, int, int]:
@@ -47,9 +49,9 @@ def region_colours(scene: Scene) -> list[tuple[int, int, int]]:
 
 
 def draw_preview(scene: Scene) -> Image.Image:
-    """The layout at canvas size, top left, with a legend panel to its right (taller when the legend is); a
-    wrapped canvas twice along each wrapped axis, so its seams show."""
-    return _with_legend(tiled(draw_layout(scene), scene.canvas.wrap), scene)
+    """The layout at canvas size, top left (a wrapped canvas twice along each wrapped axis, so its seams show),
+    then each control picture, with a legend panel to their right (taller when the legend is)."""
+    return _with_legend(_with_controls(tiled(draw_layout(scene), scene.canvas.wrap), scene), scene)
 
 
 def tiled(layout: Image.Image, wrap: str) -> Image.Image:
@@ -70,6 +72,37 @@ def hires_line(scene: Scene) -> str | None:
     small = pass_one_canvas(scene.canvas, scene.hires.scale, family(scene.model.family).pixel_multiple)
     return (f"hires: pass 1 at {small.width}×{small.height}, upscaled ×{scene.hires.scale:g} "
             f"({scene.hires.upscaler}), pass 2 at strength {scene.hires.strength:g}")
+
+
+def control_pictures(scene: Scene) -> list[np.ndarray]:
+    """Each ControlNet entry's picture at canvas size, (H, W, 3) uint8, whole-canvas entries first; a region's
+    picture dimmed outside the region, where its ControlNet does not act."""
+    pictures = [_control_picture(entry, scene) for entry in scene.control]
+    for region in scene.regions:
+        if region.control:
+            inside = rasterize_mask(region.mask, scene.canvas)[..., None]  # (H, W, 1)
+            keep = CONTROL_OUTSIDE + (1.0 - CONTROL_OUTSIDE) * inside
+            pictures += [np.round(_control_picture(e, scene) * keep).astype(np.uint8) for e in region.control]
+    return pictures
+
+
+def _control_picture(entry, scene: Scene) -> np.ndarray:
+    if entry.image_array is not None:
+        return entry.image_array
+    return load_rgb(entry.image, scene.canvas, "control picture")
+
+
+def _with_controls(layout: Image.Image, scene: Scene) -> Image.Image:
+    """`layout`, then the control pictures side by side to its right, each after a divider line."""
+    pictures = control_pictures(scene)
+    if not pictures:
+        return layout
+    width, height = layout.size
+    image = Image.new("RGB", (width + len(pictures) * (width + CONTROL_GAP), height), DIVIDER)
+    image.paste(layout, (0, 0))
+    for k, picture in enumerate(pictures):
+        image.paste(Image.fromarray(picture, "RGB"), ((k + 1) * (width + CONTROL_GAP), 0))
+    return image
 
 
 def draw_layout(scene: Scene) -> Image.Image:

@@ -207,6 +207,7 @@ class Renderer:
             method=scene.sampler.method,
             pull_to_fill=None if base is not None else _pull_to_fill(mask_math.uncovered(quantized), device),
             region_noise=noise,
+            controls=stages.control_setup(scene, adapter, self.cache, table.steps),
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(

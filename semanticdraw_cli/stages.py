@@ -205,3 +205,45 @@ def reference_pixels(path: Path) -> np.ndarray:
 
     with Image.open(io.BytesIO(read_bytes(path, PICTURE))) as picture:
         return np.asarray(picture.convert("RGB"))
+
+
+def control_pixels(scene: Scene, entry, cache: StageCache) -> np.ndarray:
+    """A control picture at canvas size, (H, W, 3) uint8, cached by its bytes (or a layer's pixels)."""
+    from semanticdraw_cli.scene.rasterize import load_rgb
+
+    if entry.image_array is not None:
+        return entry.image_array
+    key = (str(entry.image), file_digest(entry.image) if entry.image.is_file() else None, scene.canvas)
+    return cache.get("control", key, lambda: load_rgb(entry.image, scene.canvas, "control picture"))
+
+
+def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps: int) -> Any:
+    """The sampler's `control.ControlSetup`: whole-canvas entries for every region row, a region's own for its row;
+    each ControlNet loaded once per adapter. None when no entry acts (weight 0 is no control)."""
+    from semanticdraw_cli.control import ControlSetup, active_steps
+
+    shared = [e for e in scene.control if e.weight > 0]
+    own = [[e for e in region.control if e.weight > 0] for region in scene.regions]
+    entries = shared + [e for row in own for e in row]
+    if not entries:
+        return None
+    for reference in dict.fromkeys(e.model for e in entries):
+        adapter.controlnet(reference)
+    device = adapter.device
+    pictures = tuple(
+        torch.from_numpy(control_pixels(scene, e, cache)).to(device).permute(2, 0, 1).float() / 255.0 for e in entries
+    )
+    rows, first = [], len(shared)
+    for row in own:
+        rows.append(tuple(range(len(shared))) + tuple(range(first, first + len(row))))
+        first += len(row)
+    if scene.background.prompt is not None:
+        rows.insert(0, tuple(range(len(shared))))
+    return ControlSetup(
+        models=tuple(e.model for e in entries),
+        pictures=pictures,
+        weights=torch.tensor([e.weight for e in entries], dtype=torch.float32, device=device),
+        steps=tuple(active_steps(e.start, e.end, steps) for e in entries),
+        rows=tuple(rows),
+        factor=adapter.latent_factor,
+    )

@@ -186,3 +186,23 @@ def test_the_legend_of_a_hires_scene_gives_the_first_pass_size(tmp_path):
     assert hires_line(scene) == "hires: pass 1 at 1024×808, upscaled ×1.5 (lanczos), pass 2 at strength 0.3"
     plain = draw_preview(dataclasses.replace(scene, hires=None))
     assert draw_preview(scene).height > plain.height or draw_preview(scene).width > plain.width  # one more line
+
+
+def test_control_pictures_stand_beside_the_layout_a_regions_dimmed_outside_it(tmp_path):
+    Image.new("RGB", (256, 192), (200, 100, 50)).save(tmp_path / "pose.png")
+    Image.new("RGB", (256, 192), (250, 250, 250)).save(tmp_path / "edges.png")
+    scene = scene_from(tmp_path, """\
+        canvas: {width: 256, height: 192}
+        control: [{model: tiny, image: pose.png}]
+        regions:
+          - {name: under, prompt: a, mask: {rect: [120, 8, 80, 80]}, control: [{model: tiny, image: edges.png}]}
+    """)
+    plain = draw_preview(dataclasses.replace(scene, control=(), regions=(
+        dataclasses.replace(scene.regions[0], control=()),)))
+    px = np.asarray(draw_preview(scene)).astype(int)
+    assert px.shape[1] == plain.size[0] + 2 * (256 + 2)
+    assert np.array_equal(px[:, :256], np.asarray(plain)[:, :256])  # the layout itself is unchanged
+    assert tuple(px[100, 258 + 10]) == (200, 100, 50)  # the whole canvas's picture, as drawn
+    region = 2 * 258
+    assert tuple(px[20, region + 140]) == (250, 250, 250)  # the region's picture inside its region
+    assert tuple(px[150, region + 20]) == (75, 75, 75)  # and dimmed outside it

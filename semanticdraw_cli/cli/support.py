@@ -115,7 +115,7 @@ def from_current_folder(value: str) -> str:
     or hub id stays as it is. (Paths written in a scene file stay relative to the scene's folder.)"""
     import os
 
-    from semanticdraw_cli.scene.schema import looks_local
+    from semanticdraw_cli.scene.sources import looks_local
 
     if looks_local(value) or os.path.exists(os.path.expanduser(value)):
         return os.path.abspath(os.path.expanduser(value))

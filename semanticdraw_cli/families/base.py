@@ -47,6 +47,17 @@ class Conditioning:
     guidance: torch.Tensor  # (B,) float32 guidance scale per item, on the compute device
     windows: Sequence[Window]  # where each item lies on the canvas (size conditioning)
     variant: Hashable = None  # the network variant every item of the call needs; None: the network as loaded
+    controls: tuple[ControlInput, ...] = ()  # the ControlNets every item of the call runs through, in order
+
+
+@dataclass(frozen=True)
+class ControlInput:
+    """One ControlNet's input to a call: every item of the call uses this ControlNet, each with its own crop
+    of its control picture (the item's window, in pixels) and its own weight."""
+
+    model: str  # the ControlNet's reference (hub id, local folder or preset name) as the scene gives it
+    image: torch.Tensor  # (B, 3, h·f, w·f) float32 in [0, 1], each item's crop of its control picture
+    scale: torch.Tensor  # (B,) float32 weight of the ControlNet's residuals per item, on the compute device
 
 
 class Denoiser(Protocol):
@@ -157,3 +168,4 @@ class FamilySpec:
     build_on_device: Callable[[str, torch.device, torch.dtype, frozenset[str]], dict] | None = None
     cuda_dtype: str = "float16"  # `--dtype auto` on CUDA; bfloat16 for models whose activations overflow float16
     reference_pictures: bool = False  # regions may have a `reference` picture (IP-Adapter, families.ip_adapter)
+    control_class: str | None = None  # the diffusers ControlNet class the family's adapter runs; None: no ControlNet

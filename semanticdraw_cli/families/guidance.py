@@ -7,6 +7,7 @@ applies to the raw output, before `families.prediction` turns it into x0.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.lazy import lazy_module
@@ -14,7 +15,7 @@ from semanticdraw_cli.lazy import lazy_module
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.families.base import Conditioning, Embeddings
+    from semanticdraw_cli.families.base import Conditioning, ControlInput, Embeddings
 else:
     torch = lazy_module("torch")
 
@@ -26,6 +27,15 @@ def guidance_batch(x: torch.Tensor, items: Conditioning) -> tuple[torch.Tensor, 
         return x, items.cond, items.guidance, windows
     context = {key: torch.cat([items.uncond[key], items.cond[key]]) for key in items.cond}
     return torch.cat([x, x]), context, torch.cat([items.guidance, items.guidance]), windows + windows
+
+
+def control_batch(items: Conditioning) -> tuple[ControlInput, ...]:
+    """The call's ControlNet inputs, doubled like the items when there is an unconditional branch: both
+    branches see the same control picture, as in diffusers' ControlNet pipelines."""
+    if items.uncond is None:
+        return items.controls
+    return tuple(replace(c, image=torch.cat([c.image, c.image]), scale=torch.cat([c.scale, c.scale]))
+                 for c in items.controls)
 
 
 def combine(out: torch.Tensor, items: Conditioning) -> torch.Tensor:

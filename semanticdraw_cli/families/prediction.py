@@ -56,6 +56,7 @@ class Predictor:
         """(B, C, h, w) noisy latents -> (B, C, h, w) float32 x0 estimates, each item guided by its own scale."""
         x = x.to(self.device, torch.float32)
         inputs, context, scale, windows = guidance.guidance_batch(x, items)
-        out = guidance.combine(self.network_output(inputs, table, step, context, scale, windows), items)
+        extra = {"controls": guidance.control_batch(items)} if items.controls else {}
+        out = guidance.combine(self.network_output(inputs, table, step, context, scale, windows, **extra), items)
         x0 = to_x0(self.parameterization, out, x, table.signal[step], table.noise[step])
         return self.boundary(x0, x, table.timesteps[step]) if self.boundary is not None else x0

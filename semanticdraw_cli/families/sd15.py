@@ -14,6 +14,7 @@ from semanticdraw_cli.families import ip_adapter, loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec
 from semanticdraw_cli.families.conditioning import timestep
+from semanticdraw_cli.families.controlnet import UNetControl
 from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.families.prediction import Predictor, scheduler_parameterization
 from semanticdraw_cli.lazy import inference_mode, lazy_module
@@ -22,7 +23,7 @@ from semanticdraw_cli.schedule import StepTable
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.families.base import Embeddings
+    from semanticdraw_cli.families.base import ControlInput, Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -42,7 +43,7 @@ def load_pipeline(model: Model, dtype: torch.dtype, family: str = "sd15"):
     return pipe
 
 
-class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
+class SD15Adapter(CodecMixin, NetworkMixin, UNetControl, Predictor):
     """SD1.5 behind the family contract: an epsilon or v-prediction UNet, as its scheduler config says. LCM
     predicts x0 with its boundary condition."""
 
@@ -83,14 +84,15 @@ class SD15Adapter(CodecMixin, NetworkMixin, Predictor):
     @inference_mode
     def network_output(
         self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
-        windows: Sequence[Window],
+        windows: Sequence[Window], controls: Sequence[ControlInput] = (),
     ) -> torch.Tensor:
-        """The UNet's eps or v of (B, C, h, w) latents; with an IP-Adapter, each item's picture at its weight."""
+        """The UNet's eps or v of (B, C, h, w) latents, with the residuals of the call's ControlNets; with an
+        IP-Adapter, each item's picture at its weight."""
         t = timestep(table.timesteps[step], self.device)
+        x, text = x.to(self.dtype), context["text"].to(self.dtype)
         added = ip_adapter.unet_inputs(self, context, x.shape[0]) or None
-        return self.unet(
-            x.to(self.dtype), t, encoder_hidden_states=context["text"].to(self.dtype), added_cond_kwargs=added
-        ).sample.float()
+        residuals = self.control_residuals(x, t, text, controls)
+        return self.unet(x, t, encoder_hidden_states=text, added_cond_kwargs=added, **residuals).sample.float()
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SD15Adapter:
@@ -191,4 +193,5 @@ SPEC = FamilySpec(
     build_preset=build_preset,
     presets=presets.PRESET_NAMES,
     reference_pictures=True,
+    control_class="ControlNetModel",
 )

@@ -22,6 +22,7 @@ from semanticdraw_cli.families import ip_adapter, loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import clip_embeddings, timestep
+from semanticdraw_cli.families.controlnet import UNetControl
 from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.families.prediction import Predictor, scheduler_parameterization
 from semanticdraw_cli.lazy import inference_mode, lazy_module
@@ -30,7 +31,7 @@ from semanticdraw_cli.schedule import StepTable
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.families.base import Embeddings
+    from semanticdraw_cli.families.base import ControlInput, Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -58,7 +59,7 @@ def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None 
     return pipe
 
 
-class SDXLAdapter(CodecMixin, NetworkMixin, Predictor):
+class SDXLAdapter(CodecMixin, NetworkMixin, UNetControl, Predictor):
     """SDXL behind the family contract."""
 
     cfg_guidance = True
@@ -117,18 +118,15 @@ class SDXLAdapter(CodecMixin, NetworkMixin, Predictor):
     @inference_mode
     def network_output(
         self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
-        windows: Sequence[Window],
+        windows: Sequence[Window], controls: Sequence[ControlInput] = (),
     ) -> torch.Tensor:
         """The UNet's eps or v of (B, C, h, w) VP latents (exactly Euler's scaled model input), each item sized
-        as its window."""
+        as its window, with the residuals of the call's ControlNets."""
         added = {"text_embeds": context["pooled"].to(self.dtype), "time_ids": self.time_ids(windows).to(self.dtype)}
         added.update(ip_adapter.unet_inputs(self, context, x.shape[0]))
-        return self.unet(
-            x.to(self.dtype),
-            timestep(table.timesteps[step], self.device),
-            encoder_hidden_states=context["text"].to(self.dtype),
-            added_cond_kwargs=added,
-        ).sample.float()
+        x, t, text = x.to(self.dtype), timestep(table.timesteps[step], self.device), context["text"].to(self.dtype)
+        residuals = self.control_residuals(x, t, text, controls, added)
+        return self.unet(x, t, encoder_hidden_states=text, added_cond_kwargs=added, **residuals).sample.float()
 
 
 def load(model: Model, device: torch.device, dtype: torch.dtype) -> SDXLAdapter:
@@ -271,4 +269,5 @@ SPEC = FamilySpec(
     device_presets=("full-random",),
     build_on_device=build_on_device,
     reference_pictures=True,
+    control_class="ControlNetModel",
 )

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from semanticdraw_cli.errors import Problem, SceneError
+from semanticdraw_cli.scene import controls
 from semanticdraw_cli.scene.types import Hires, Region, Scene
 from semanticdraw_cli.scene.schema import build_scene
 from semanticdraw_cli.scene.yaml_text import apply_overrides, deep_copy
@@ -49,13 +50,15 @@ def scene_to_dict(scene: Scene) -> dict:
         "regions": [
             {"name": r.name, "prompt": r.prompt, "negative": r.negative, "blur": r.blur, "strength": r.strength,
              "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r), "min_score": r.min_score,
-             **_reference_to_dict(r), **_region_sampling(r)}
+             **_reference_to_dict(r), **_region_sampling(r),
+             **({"control": controls.to_dicts(r.control)} if r.control else {})}
             for r in scene.regions
         ],
         "quality": {"min_region_score": scene.quality.min_region_score,
                     "min_background_score": scene.quality.min_background_score},
         **({"hires": _hires_to_dict(scene.hires)} if scene.hires is not None else {}),
         **({"reroll": {"from": str(scene.reroll.image), "regions": list(scene.reroll.regions)}} if scene.reroll else {}),
+        **({"control": controls.to_dicts(scene.control)} if scene.control else {}),
     }
 
 

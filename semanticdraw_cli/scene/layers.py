@@ -19,6 +19,7 @@ from PIL import Image
 
 from semanticdraw_cli import defaults
 from semanticdraw_cli.errors import Problem, SceneError
+from semanticdraw_cli.scene import control_layers
 from semanticdraw_cli.scene.layered_files import Document, Layer, read_document
 from semanticdraw_cli.outputs import atomic_path, check_output_name, prepare_folder, refuse_overwriting_inputs
 from semanticdraw_cli.scene.reads import scene_reads
@@ -72,14 +73,17 @@ def load_layered_scene(
         raise SceneError([Problem(str(source), "", f"settings must be a mapping (model, sampler, ...), not {what}")])
     problems = _settings_problems(settings, source, path) + _override_problems(overrides, source)
     try:
-        document = read_document(path)
+        document, controls = control_layers.split(read_document(path), split_name)
         split = _split_layers(str(path), document)
     except SceneError as error:
         raise SceneError(problems + error.problems) from None
     problems += _unknown_region_names(settings, source, split)
     try:
         overrides_left = [o for o in overrides if not _fixed(o)]
-        scene = _from_dict(_scene_dict(settings, document, split), source, overrides_left, allow_outside)
+        data = _scene_dict(settings, document, split)
+        picked, control_problems = control_layers.mark(data, controls, split_name, str(path))
+        problems += control_problems
+        scene = _from_dict(data, source, overrides_left, allow_outside)
     except SceneError as error:
         raise SceneError(problems + [_translate(p, split, settings) for p in error.problems]) from None
     if split.background is not None and scene.background.image is not None:
@@ -87,6 +91,7 @@ def load_layered_scene(
     if problems:
         raise SceneError(problems)
     name = source.stem if explicit and settings_file is not None else path.stem
+    scene = control_layers.attach(scene, picked, lambda layer: _over_white(layer, document.width, document.height))
     return _attach_pixels(scene, document, split, name, path)
 
 

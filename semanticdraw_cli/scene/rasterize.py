@@ -50,14 +50,14 @@ def rasterize_mask(mask: Mask, canvas: Canvas) -> np.ndarray:
     raise ValueError(f"unknown mask kind {mask.kind!r}")  # a bug: the loader only builds the kinds above
 
 
-def load_rgb(path: Path, canvas: Canvas) -> np.ndarray:
-    """A background picture at canvas size, (H, W, 3) uint8; resized (Lanczos) when only the size differs."""
+def load_rgb(path: Path, canvas: Canvas, what: str = "background image") -> np.ndarray:
+    """A background (or control) picture at canvas size, (H, W, 3) uint8; resized (Lanczos) when only the size differs."""
     image = _open_image(path)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")  # transparent parts over white, as a painter would see them
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     image = image.convert("RGB")
-    image = _fit(image, path, canvas, Image.Resampling.LANCZOS, "background image")
+    image = _fit(image, path, canvas, Image.Resampling.LANCZOS, what)
     return np.asarray(image, dtype=np.uint8).copy()
 
 

@@ -51,6 +51,7 @@ def scene_reads(given: Path | None, scene: Scene | None = None) -> tuple[Read, .
     found.extend(_reference_reads(scene, label))
     if scene.reroll is not None:
         found.append(Read(absolute(scene.reroll.image), f"the image {label} re-rolls regions of"))
+    found += control_reads(scene, label)
     accelerator = scene.model.accelerator
     for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora)):
         if value is not None and os.path.isabs(value) and os.path.exists(value):  # the loader made local paths absolute
@@ -68,6 +69,19 @@ def _reference_reads(scene: Scene, label: str) -> list[Read]:
             if os.path.isabs(region.reference.adapter):
                 found.append(Read(Path(region.reference.adapter), f"the IP-Adapter of region {region.name!r} in {label}",
                                   model=True))
+
+
+def control_reads(scene: Scene, label: str) -> list[Read]:
+    """The control pictures (watched) and ControlNets given as local folders (model files) of every entry."""
+    owners = [("control", scene.control)] + [(f"region {r.name!r}", r.control) for r in scene.regions]
+    found = []
+    for owner, entries in owners:
+        for n, entry in enumerate(entries):
+            where = f"control[{n}] of {owner} in {label}" if owner != "control" else f"control[{n}] of {label}"
+            if entry.image is not None:
+                found.append(Read(absolute(entry.image), f"the control picture ({where})"))
+            if os.path.isabs(entry.model) and os.path.exists(entry.model):
+                found.append(Read(Path(entry.model), f"the ControlNet ({where})", model=True))
     return found
 
 

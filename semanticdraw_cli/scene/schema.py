@@ -11,6 +11,7 @@ from pathlib import Path
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.families import registry
+from semanticdraw_cli.scene import controls
 from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
 from semanticdraw_cli.scene.safe_io import exists
 from semanticdraw_cli.scene.types import (
@@ -22,7 +23,7 @@ from semanticdraw_cli.scene.checks import is_int as _is_int
 from semanticdraw_cli.scene.checks import nearest as _nearest
 from semanticdraw_cli.scene.checks import check_mask_memory
 from semanticdraw_cli.scene.checks import show as _show
-from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
+from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, looks_local, mask_source, path_field
 from semanticdraw_cli.scene.reference import check_references, reference_field
 from semanticdraw_cli.scene import composition
 from semanticdraw_cli.scene.reroll_fields import reroll_section
@@ -32,7 +33,7 @@ HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
 PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "hires",
-         "reroll"),
+         "reroll", "control"),
     "canvas": ("width", "height", "wrap"),
     "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
     "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
@@ -43,7 +44,7 @@ KEYS = {
     "background": ("prompt", "negative", "image"),
     "defaults": ("negative", "blur", "strength", "prompt_strength"),
     "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "reference",
-                  "seed", "guidance"),
+                  "seed", "guidance", "control"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -85,13 +86,15 @@ def build_scene(
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     check_references(c, regions, model)
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
+    regions, control = controls.attach(c, top, regions, base, canvas, model.family)
     reroll = reroll_section(c, top.get("reroll"), base, regions, canvas)
     if canvas is not None and regions and not c.problems:
         check_mask_memory(c, canvas, len(regions), len(sampler.steps))
     if c.problems:
         raise SceneError(c.problems)
     name = source.stem if source is not None else "scene"
-    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, hires, reroll=reroll)
+    return Scene(name, canvas, model, sampler, background, regions, source, D.SCENE_VERSION, quality, hires,
+                 reroll=reroll, control=control)
 
 
 def _canvas(c: _Checker, top: dict) -> Canvas | None:
@@ -222,11 +225,6 @@ def _check_name(c: _Checker, text: str, key: str) -> None:
     kinds = ("a preset (" + ", ".join(presets) + "), " if presets else "") + "a hub id (owner/name)"
     hint = (f"did you mean {close[0]!r}? " if close else "") + "a local folder is written ./name"
     c.add(key, f"{text!r} is neither {kinds} nor an existing path", hint=hint)
-
-
-def looks_local(text: str) -> bool:
-    """Text that names a local path even when nothing is there: ./x, ../x, /x, ~/x, or a weights file."""
-    return text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES)
 
 
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:

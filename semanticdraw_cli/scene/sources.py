@@ -122,3 +122,8 @@ def _color(c: Checker, value: object, key: str) -> tuple[int, int, int] | None:
     else:
         c.add(key, f"expected \"#rrggbb\" or [r, g, b] (0-255), got {describe(value)}")
     return None
+
+
+def looks_local(text: str) -> bool:
+    """Text that names a local path even when nothing is there: ./x, ../x, /x, ~/x, or a weights file."""
+    return text.startswith(("/", "./", "../", "~")) or text.endswith(D.WEIGHT_FILE_SUFFIXES)

@@ -90,6 +90,18 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Control:
+    """A ControlNet entry: a structure picture (pose, depth, lines) at canvas size that holds the layout."""
+
+    model: str  # hub id, local folder (absolute), or a preset name (tiny, small)
+    image: Path | None  # the control picture; None: from a layered drawing's `control` layer (image_array)
+    weight: float = 1.0  # scale of the ControlNet's residuals
+    start: float = 0.0  # share of the steps before the ControlNet acts
+    end: float = 1.0  # share of the steps after which it stops
+    image_array: np.ndarray | None = field(default=None, compare=False, repr=False)  # (H, W, 3) uint8, layered files
+
+
+@dataclass(frozen=True)
 class Region:
     name: str
     prompt: str
@@ -102,6 +114,7 @@ class Region:
     reference: Reference | None = None  # an image prompt for this region's items; None: none
     seed: int | None = None  # the initial and bootstrap noise where this region lies on top; None: the image's
     guidance: float | None = None  # this region's guidance scale; None: sampler.guidance
+    control: tuple[Control, ...] = ()  # ControlNet entries for this region's pairs only
 
 
 @dataclass(frozen=True)
@@ -153,3 +166,4 @@ class Scene:
     hires: Hires | None = None  # a second, full-size pass over the upscaled first (hires.py)
     reroll: Reroll | None = None  # `render --from IMAGE --reroll NAME`: keep the rest of IMAGE
     variant: int | None = None  # `--variants all`: this combination's index K, written as NAME-SEED-vK
+    control: tuple[Control, ...] = ()  # ControlNet entries for every pair (the whole canvas)

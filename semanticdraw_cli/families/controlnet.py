@@ -1,0 +1,112 @@
+"""ControlNets for the UNet families (sd15, sdxl): loading one per reference, the tiny presets, and the residuals
+a call's items add to the UNet (architecture.md §4.2).
+
+A ControlNet runs on the same batch as the UNet, each item with its own crop of its control picture
+(`base.ControlInput`); its residuals are scaled per item by the entry's weight and summed over the
+ControlNets of the call, as diffusers' MultiControlNet sums them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import presets
+from semanticdraw_cli.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import torch
+
+    from semanticdraw_cli.families.base import ControlInput
+else:
+    torch = lazy_module("torch")
+
+CONTROL_PRESETS = ("tiny", "small")  # `control[].model` names built from the family preset of the same name
+RESIDUAL_STD = 0.02  # the random presets' zero-initialised output convolutions get this std, so control shows
+
+
+def preset_folder(family: str, name: str) -> Path:
+    return presets.cache_root() / "presets" / f"{family}-controlnet-{name}-v{presets.PRESET_VERSION}"
+
+
+def ensure_preset(family: str, name: str) -> Path:
+    """The folder of a preset ControlNet, built on first use (a `ControlNetModel` with config.json and weights)."""
+    return presets.build_cached(preset_folder(family, name), lambda staging: build_unet_preset(family, name, staging),
+                                marker="config.json")
+
+
+def build_unet_preset(family: str, name: str, folder: Path) -> None:
+    """A ControlNet of the family preset `name`'s UNet layout, seeded random weights (output convolutions too)."""
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(presets.ensure_preset(family, name) / "unet")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(presets.SEED + 1)
+        net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 32, 32))
+        zero_initialised = [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]
+        for module in zero_initialised:
+            for parameter in module.parameters():
+                torch.nn.init.normal_(parameter, std=RESIDUAL_STD)
+    net.save_pretrained(folder)
+
+
+def load_unet_controlnet(reference: str, family: str, unet, device: torch.device, dtype: torch.dtype):
+    """The ControlNetModel of `reference` (a preset name, local folder or hub id) on the device, refused with
+    the file named when it is not made for this UNet (another family's)."""
+    from diffusers import ControlNetModel
+
+    source = str(ensure_preset(family, reference)) if reference in CONTROL_PRESETS else reference
+    try:
+        config = ControlNetModel.load_config(source)
+    except (OSError, ValueError) as error:
+        raise RenderError(f"cannot read the ControlNet {reference!r}: {error}\nwhat to do: give a local folder "
+                          "with config.json and weights, or a hub id that is in the cache (HF_HUB_OFFLINE)") from None
+    _refuse_other_family(reference, family, config, unet.config)
+    try:
+        net = ControlNetModel.from_pretrained(source, torch_dtype=dtype)
+    except (OSError, ValueError) as error:
+        raise RenderError(f"cannot load the ControlNet {reference!r}: {error}") from None
+    return net.to(device).eval()
+
+
+def _refuse_other_family(reference: str, family: str, config: dict, unet_config) -> None:
+    kind = config.get("_class_name")
+    if kind != "ControlNetModel":
+        raise RenderError(f"the ControlNet {reference!r} is a {kind}, not a ControlNetModel for {family}\n"
+                          f"what to do: use a ControlNet trained for {family}")
+    for key in ("cross_attention_dim", "addition_embed_type"):
+        theirs, ours = config.get(key), getattr(unet_config, key, None)
+        if theirs != ours:
+            raise RenderError(f"the ControlNet {reference!r} is made for another family ({key} {theirs}, the "
+                              f"{family} UNet's is {ours})\nwhat to do: use a ControlNet trained for {family}")
+
+
+class UNetControl:
+    """ControlNet residuals for a UNet adapter (`self.unet`, `self.model`, `self.device`, `self.dtype`)."""
+
+    def controlnet(self, reference: str):
+        """The loaded ControlNet of `reference`, loaded once per adapter."""
+        loaded = self.__dict__.setdefault("_controlnets", {})
+        if reference not in loaded:
+            loaded[reference] = load_unet_controlnet(reference, self.model.family, self.unet, self.device, self.dtype)
+        return loaded[reference]
+
+    def control_residuals(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, controls: Sequence[ControlInput],
+                          added: dict | None = None) -> dict:
+        """The UNet's extra keyword arguments: each ControlNet's down and mid residuals, scaled per item, summed."""
+        if not controls:
+            return {}
+        down, mid = None, None
+        for control in controls:
+            d, m = self.controlnet(control.model)(
+                x, t, encoder_hidden_states=text, controlnet_cond=control.image.to(self.dtype),
+                added_cond_kwargs=added, return_dict=False,
+            )
+            scale = control.scale.to(self.dtype).view(-1, 1, 1, 1)
+            d, m = [r * scale for r in d], m * scale
+            down = d if down is None else [a + b for a, b in zip(down, d)]
+            mid = m if mid is None else mid + m
+        return {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+
