@@ -69,6 +69,7 @@ def _reference_reads(scene: Scene, label: str) -> list[Read]:
             if os.path.isabs(region.reference.adapter):
                 found.append(Read(Path(region.reference.adapter), f"the IP-Adapter of region {region.name!r} in {label}",
                                   model=True))
+    return found
 
 
 def control_reads(scene: Scene, label: str) -> list[Read]:
