@@ -48,6 +48,10 @@ def scene_reads(given: Path | None, scene: Scene | None = None) -> tuple[Read, .
             found.append(Read(absolute(region.mask.path), f"the {kind} of region {region.name!r} in {label}"))
     if scene.background.image is not None:
         found.append(Read(absolute(scene.background.image), f"the background picture of {label}"))
+    for region in scene.regions:
+        for lora in region.loras:
+            if lora.sha256 is not None:  # a local file: watched, since `watch` re-renders when a LoRA changes
+                found.append(Read(absolute(lora.lora), f"the LoRA of region {region.name!r} in {label}"))
     accelerator = scene.model.accelerator
     for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora)):
         if value is not None and os.path.isabs(value) and os.path.exists(value):  # the loader made local paths absolute

@@ -12,6 +12,7 @@ from semanticdraw_cli import defaults as D
 from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.families import registry
 from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
+from semanticdraw_cli.scene import loras as region_loras
 from semanticdraw_cli.scene.safe_io import exists
 from semanticdraw_cli.scene.types import (
     Accelerator, Background, Bootstrap, Canvas, Mask, Model, Quality, Region, Sampler, Scene, Tile,
@@ -37,8 +38,8 @@ KEYS = {
     "sampler.bootstrap": ("steps", "mix", "leak_sensitivity"),
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
-    "defaults": ("negative", "blur", "strength", "prompt_strength"),
-    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score"),
+    "defaults": ("negative", "blur", "strength", "prompt_strength", "loras"),
+    "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "loras"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -72,10 +73,12 @@ def build_scene(
         "blur": c.number(d, "blur", "defaults.blur", D.BLUR, lo=0, hi=D.MAX_BLUR),
         "strength": c.number(d, "strength", "defaults.strength", D.STRENGTH, lo=0, hi=1),
         "prompt_strength": c.number(d, "prompt_strength", "defaults.prompt_strength", D.PROMPT_STRENGTH, lo=0, hi=1),
+        "loras": region_loras.parse(c, d.get("loras"), "defaults.loras", base, ()),
     }
     _family_multiple(c, model.family, canvas, sampler.tile)
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
+    region_loras.check(c, regions, model.family, region_loras.network_config(model.family, model.checkpoint))
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
     if canvas is not None and regions and not c.problems:
         _mask_memory(c, canvas, len(regions), len(sampler.steps))
@@ -382,6 +385,7 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             prompt_strength=c.number(d, "prompt_strength", f"{key}.prompt_strength", fields["prompt_strength"],
                                      lo=0, hi=1),
             min_score=c.number(d, "min_score", f"{key}.min_score", None, lo=0, hi=D.MAX_CLIP_SCORE),
+            loras=region_loras.parse(c, d.get("loras"), f"{key}.loras", base, fields["loras"]),
         ))
     return tuple(regions)
 

@@ -80,6 +80,16 @@ class Mask:
 
 
 @dataclass(frozen=True)
+class RegionLora:
+    """A LoRA applied to one region's network calls only (at `weight`), on top of the accelerator."""
+
+    lora: str  # hub id, or an absolute path to a .safetensors file
+    weight: float = 1.0
+    weight_name: str | None = None  # file inside a hub repo holding several LoRAs
+    sha256: str | None = None  # of the local file, read when the scene loads; None for a hub id
+
+
+@dataclass(frozen=True)
 class Region:
     name: str
     prompt: str
@@ -89,6 +99,7 @@ class Region:
     strength: float
     prompt_strength: float  # lerp from the background prompt's embedding (0) to this prompt's (1)
     min_score: float | None = None  # CLIP score gate of this region; None: quality.min_region_score
+    loras: tuple[RegionLora, ...] = ()  # applied to this region's pairs only; weight 0 entries are kept but do nothing
 
 
 @dataclass(frozen=True)
