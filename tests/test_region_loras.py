@@ -17,6 +17,7 @@ from semanticdraw_cli.scene.loras import file_digest
 from semanticdraw_cli.scene.types import RegionLora
 from semanticdraw_cli.tiles import tile_grid
 
+pytestmark = pytest.mark.slow
 WEIGHT = 0.7
 
 
