@@ -47,7 +47,6 @@ MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized w
 LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the label colour
 
 LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA, and of a region's LoRA without a weight
-MAX_LORA_WEIGHT = 10.0  # |weight| of a region's LoRA; beyond it a LoRA only breaks the picture
 MAX_REGION_LORAS = 16  # distinct LoRA files of one scene's regions: each stays loaded beside the network
 MAX_LORA_BYTES = 4 * 1024**3  # one region LoRA file (hashed whole; only its header is read when validating)
 MAX_LORA_HEADER_BYTES = 64 * 1024 * 1024  # a .safetensors header: the names and shapes of its tensors

@@ -53,7 +53,7 @@ def parse(c: Checker, value: object, key: str, base: Path, inherited: tuple[Regi
         if not lora or not lora.strip():
             c.add(f"{entry}.lora", "missing", hint="a .safetensors file beside the scene, or a hub id (owner/name)")
             continue
-        weight = c.number(d, "weight", f"{entry}.weight", D.LORA_WEIGHT, lo=-D.MAX_LORA_WEIGHT, hi=D.MAX_LORA_WEIGHT)
+        weight = c.number(d, "weight", f"{entry}.weight", D.LORA_WEIGHT)
         weight_name = c.text(d, "weight_name", f"{entry}.weight_name", None)
         expected = c.text(d, "sha256", f"{entry}.sha256", None)
         found.append(_entry(c, lora, weight, weight_name, expected, base, f"{entry}.lora"))
