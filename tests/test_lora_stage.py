@@ -4,7 +4,6 @@ file loads again, alone; the report records each region's LoRAs with their hashe
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
@@ -93,10 +92,11 @@ def test_an_edited_lora_loads_again_alone_and_the_report_records_its_hash(render
     first = renderer.prepare(scene)
     assert first.speed["loras"] == [{"region": "fox", "lora": str(tmp_path / "fox.safetensors"), "weight": 0.9,
                                      "weight_name": None, "sha256": scene.regions[0].loras[0].sha256}]
-    again = renderer.prepare(dataclasses.replace(scene, name="same"))
-    assert "lora" not in again.recomputed  # cached: nothing re-read
+    reweighted = renderer.prepare(scene_at(tmp_path, lora_file, "[{lora: fox.safetensors, weight: 0.5}]"))
+    assert "lora" not in reweighted.recomputed  # another weight is another variant of the loaded adapter
+    assert reweighted.setup.variants[1] == ((first.setup.variants[1][0][0], 0.5),)
     make_lora("sd15", tmp_path / "fox.safetensors", seed=5, scale=0.2)
     edited = renderer.prepare(load_scene(tmp_path / "scene.yaml"))
-    assert edited.recomputed == {"lora": 1}  # the LoRA alone: no mask, text or plan
+    assert edited.recomputed == {"lora": 1}  # the LoRA alone: no mask, text or plan (as `watch` re-prepares)
     assert len(edited.adapter.network.peft_config) == 1  # the old file's adapter was deleted
     assert edited.setup.variants[1] != first.setup.variants[1]
