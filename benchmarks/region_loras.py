@@ -1,6 +1,6 @@
 """Issue 22: what region LoRAs cost, and grouping against mixed-adapter batches, measured side by side.
 
-    python benchmarks/region_loras.py --preset small --threads 2 --repeats 3 --out benchmarks/results/region-loras-cpu-small-MACHINE.json
+    python benchmarks/region_loras.py --preset small --threads 1 --repeats 3 --out benchmarks/results/region-loras-cpu-small-MACHINE.json
 
 A 4-region scene (plus a background prompt) rendered with no LoRA, with 2 regions carrying different LoRAs,
 and with 4 different LoRAs. Each LoRA row runs two ways:
