@@ -46,9 +46,12 @@ MAX_PROBLEMS_LISTED = 50  # problems printed per file (the rest counted in one l
 MASK_RESIZE_ASPECT_TOLERANCE = 0.01  # a mask image of another size is resized when aspects match this well
 LABEL_COLOR_TOLERANCE = 8  # max per-channel difference that still counts as the label colour
 
-LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA
+LORA_WEIGHT = 1.0  # strength of a fused accelerator LoRA, and of a region's LoRA without a weight
 REFERENCE_WEIGHT = 0.6  # IP-Adapter scale of a region's reference picture (diffusers' examples use 0.5-0.7)
 MAX_REFERENCE_WEIGHT = 2.0  # beyond this the picture swamps the prompt
+MAX_REGION_LORAS = 16  # distinct LoRA files of one scene's regions: each stays loaded beside the network
+MAX_LORA_BYTES = 4 * 1024**3  # one region LoRA file (hashed whole; only its header is read when validating)
+MAX_LORA_HEADER_BYTES = 64 * 1024 * 1024  # a .safetensors header: the names and shapes of its tensors
 # Names that mean a local file rather than a hub id; diffusers reads the first two as one-file checkpoints.
 CHECKPOINT_FILE_SUFFIXES = (".safetensors", ".ckpt")
 WEIGHT_FILE_SUFFIXES = (*CHECKPOINT_FILE_SUFFIXES, ".bin")

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semanticdraw_cli import content_key, flops, hires, masks as mask_math, outputs, reroll, speed, stages
+from semanticdraw_cli import content_key, flops, hires, lora_stage, masks as mask_math, outputs, reroll, speed, stages
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.file_hashes import HashCache
@@ -161,6 +161,9 @@ class Renderer:
         if pictures is not None:
             cond, uncond = {**cond, **pictures[0]}, {**uncond, **pictures[1]}
         timings["encode"] = time.perf_counter() - start
+        start = time.perf_counter()  # 4b. Region LoRAs: each loaded once per model; a variant per mask row
+        variants, loras = lora_stage.region_variants(scene, adapter, self.cache, self.model_key(scene))
+        timings["load"] += time.perf_counter() - start
         # 5. Plan: (window, region) pairs per step and their tile weights
         height, width = latent_masks.shape[-2:]
         factor = adapter.latent_factor
@@ -208,12 +211,14 @@ class Renderer:
             pull_to_fill=None if base is not None else _pull_to_fill(mask_math.uncovered(quantized), device),
             region_noise=noise,
             controls=stages.control_setup(scene, adapter, self.cache, table.steps),
+            variants=variants,
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed
         setup, speed_timings, speed_info = speed.configure(
             adapter, setup, scene.sampler, len(seeds), self._measured, self.model_key(scene), self.peak_tflops
         )
         timings.update(speed_timings)
+        speed_info = {**speed_info, "loras": loras}
         recomputed = {stage: len(keys) for stage, keys in self.cache.recomputed.items()}
         states = tuple(g.get_state() for g in generators)
         return Prepared(
@@ -262,8 +267,9 @@ class Renderer:
         info = prepared.speed
         plans = [prepared.setup.plan[state.stats.step] for state in step_states]
         measured = flops.summary(plans, len(prepared.seeds), info["item_flops"], timings["denoise"], *info["peak"])
+        loras = {"loras": info["loras"]} if info.get("loras") else {}  # each region's LoRAs, with file hashes
         report = build_report(scene, timings, step_reports, prepared.adapter, list(prepared.seeds),
-                              {"network": info["network"], "flops": measured})
+                              {"network": info["network"], "flops": measured, **loras})
         if prepared.warnings:
             report["warnings"] = list(prepared.warnings)
         target = (prepared.adapter.device.type, report["dtype"])

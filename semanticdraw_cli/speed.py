@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from semanticdraw_cli import batching, defaults, flops
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.network import Levers
-from semanticdraw_cli.fusion import FusionSetup, conditioning
+from semanticdraw_cli.fusion import FusionSetup, conditioning, variant
 from semanticdraw_cli.lazy import lazy_module
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Measured:
 
     item_bytes: dict[Hashable, int] = field(default_factory=dict)  # (model, guided, (h, w)) -> CUDA bytes per item
     item_flops: dict[Hashable, int] = field(default_factory=dict)  # (model, guided, (h, w)) -> FLOPs of one item
-    warm: set[Hashable] = field(default_factory=set)  # (model, guided, levers, (h, w), batch) compiled already
+    warm: set[Hashable] = field(default_factory=set)  # (model, guided, levers, (h, w), batch, variant) compiled
 
 
 def levers(sampler: Sampler, device: torch.device) -> Levers:
@@ -55,6 +55,16 @@ def shapes(plans: tuple[tuple[Pair, ...], ...]) -> dict[tuple[int, int], Pair]:
         for pair in pairs:
             found.setdefault((pair.window.height, pair.window.width), pair)
     return dict(sorted(found.items(), key=lambda item: -item[0][0] * item[0][1]))
+
+
+def variant_shapes(setup: FusionSetup) -> dict[tuple, Pair]:
+    """Each (window height, width, network variant) of the plan with one pair that has it: another LoRA set
+    changes the network's modules, so a compiled network is warmed up for each."""
+    found: dict[tuple, Pair] = {}
+    for pairs in setup.plan:
+        for pair in pairs:
+            found.setdefault((pair.window.height, pair.window.width, variant(setup, pair.region)), pair)
+    return found
 
 
 def configure(
@@ -125,7 +135,7 @@ def item_flops(denoiser: Denoiser, setup: FusionSetup, found: dict[tuple[int, in
 def warm_up(denoiser: Denoiser, setup: FusionSetup, found: dict[tuple[int, int], Pair], measured: Measured,
             key: tuple) -> float:
     """Seconds spent compiling (and capturing CUDA graphs for) every window shape at the render's batch size."""
-    todo = {(*key, shape, setup.max_batch): pair for shape, pair in found.items()}
+    todo = {(*key, (h, w), setup.max_batch, v): pair for (h, w, v), pair in variant_shapes(setup).items()}
     todo = {warm: pair for warm, pair in todo.items() if warm not in measured.warm}
     if not todo:
         return 0.0

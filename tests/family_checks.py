@@ -133,14 +133,18 @@ def assert_close_in_float16(ours: torch.Tensor, theirs: torch.Tensor) -> None:
 
 
 def ddim_pipeline_latent(folder: Path, prompt: str, width: int, height: int, steps: int, guidance: float,
-                         seed: int) -> torch.Tensor:
+                         seed: int, lora: Path | None = None, lora_weight: float = 1.0) -> torch.Tensor:
     """The clean latent diffusers' StableDiffusionPipeline samples from a checkpoint folder with DDIM over
-    `steps` steps (empty negative), as the oracle for families that load through that pipeline (sd15, sd2)."""
+    `steps` steps (empty negative), as the oracle for families that load through that pipeline (sd15, sd2);
+    with `lora` loaded at `lora_weight`."""
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
+    if lora is not None:
+        pipe.load_lora_weights(str(lora), adapter_name="lora")
+        pipe.set_adapters(["lora"], [lora_weight])
     return pipe(
         prompt, height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
         generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",

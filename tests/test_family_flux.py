@@ -198,3 +198,21 @@ def test_custom_lora_is_fused_and_a_foreign_one_refused(tmp_path):
     lcm = presets.ensure_preset("sd15", "tiny") / "accelerators" / "lcm"
     with pytest.raises(RenderError, match="does not fit a flux model"):
         flux.load_pipeline(Model("flux", "tiny", Accelerator("lora", str(lcm))), torch.float32)
+
+
+def test_a_full_canvas_region_with_a_lora_equals_the_pipeline_with_it_loaded(renderer, tmp_path):
+    from lora_files import make_lora
+    from semanticdraw_cli.scene.loras import file_digest
+    from semanticdraw_cli.scene.types import RegionLora
+
+    lora = make_lora("flux", tmp_path / "style.safetensors", scale=0.2)
+    apple = region("a red apple", WHOLE, loras=(RegionLora(str(lora), 0.6, None, file_digest(lora)),))
+    scene = flux_scene(128, 96, [apple])
+    ours = renderer.render(scene)[0].latent
+    pipe = pipeline()
+    pipe.load_lora_weights(str(lora), adapter_name="region")
+    pipe.set_adapters(["region"], [0.6])
+    theirs = pipe("a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=0.0, output_type="latent",
+                  max_sequence_length=flux.T5_TOKENS, generator=torch.Generator("cpu").manual_seed(scene.sampler.seed),
+                  ).images
+    torch.testing.assert_close(ours, unpacked(theirs, 96, 128), atol=1e-4, rtol=1e-4)

@@ -46,12 +46,15 @@ def base_folder(tmp_path_factory):
     return folder
 
 
-def pipeline_latent(adapter, folder, side, seed, guidance, tokens=klein.TEXT_TOKENS):
-    """Flux2KleinPipeline's clean latent, in our (normalised, patchified) space."""
+def pipeline_latent(adapter, folder, side, seed, guidance, tokens=klein.TEXT_TOKENS, lora=None, lora_weight=1.0):
+    """Flux2KleinPipeline's clean latent, in our (normalised, patchified) space; with `lora` loaded at `lora_weight`."""
     from diffusers import Flux2KleinPipeline
 
     pipe = Flux2KleinPipeline.from_pretrained(folder)
     pipe.set_progress_bar_config(disable=True)
+    if lora is not None:
+        pipe.load_lora_weights(str(lora), adapter_name="region")
+        pipe.set_adapters(["region"], [lora_weight])
     latent = pipe(prompt="a red apple", height=side, width=side, num_inference_steps=4, guidance_scale=guidance,
                   max_sequence_length=tokens, output_type="latent", generator=torch.Generator("cpu").manual_seed(seed),
                   ).images
@@ -137,3 +140,17 @@ def test_missing_text_encoder_says_what_to_do(tmp_path):
     (folder / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(RenderError, match="has no text_encoder(?s:.*)needs its Qwen3 text encoder"):
         klein.load_pipeline(Model("klein", str(folder), Accelerator("none")), torch.float32)
+
+
+def test_a_full_canvas_region_with_a_lora_equals_the_pipeline_with_it_loaded(renderer, tmp_path):
+    from lora_files import make_lora
+    from semanticdraw_cli.scene.loras import file_digest
+    from semanticdraw_cli.scene.types import RegionLora
+
+    lora = make_lora("klein", tmp_path / "style.safetensors", scale=0.2)
+    scene = klein_scene(128)
+    apple = dataclasses.replace(scene.regions[0], loras=(RegionLora(str(lora), 0.6, None, file_digest(lora)),))
+    result = renderer.render(dataclasses.replace(scene, regions=(apple,)))[0]
+    theirs, _ = pipeline_latent(renderer.adapter(scene)[0], presets.ensure_preset("klein", "tiny"), 128,
+                                scene.sampler.seed, scene.sampler.guidance, lora=lora, lora_weight=0.6)
+    torch.testing.assert_close(result.latent, theirs, atol=1e-4, rtol=1e-4)

@@ -50,3 +50,20 @@ def test_a_v_prediction_checkpoint_samples_as_the_pipeline(tmp_path):
     ours = Renderer(device="cpu", dtype="float32").render(scene)[0].latent
     theirs = ddim_pipeline_latent(folder, "a red apple", 128, 96, 4, 7.5, scene.sampler.seed)
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_full_canvas_region_with_a_lora_samples_as_the_pipeline_with_it_loaded(tmp_path):
+    """A region's LoRA (a PEFT adapter on the UNet, at its weight) is what diffusers' pipeline does with it loaded."""
+    from lora_files import make_lora
+    from semanticdraw_cli.scene.loras import file_digest
+    from semanticdraw_cli.scene.types import RegionLora
+
+    lora = make_lora("sd15", tmp_path / "style.safetensors", scale=0.2)
+    scene = make_scene(128, 96, [region("a red apple", rect(0, 0, 1, 1, fractional=True),
+                                        loras=(RegionLora(str(lora), 0.8, None, file_digest(lora)),))],
+                       steps=tuple(range(4)), grid=4, guidance=7.5, bootstrap=Bootstrap(0, 1.0, 0.2))
+    scene = dataclasses.replace(scene, model=Model("sd15", "tiny", Accelerator("none")))
+    ours = Renderer(device="cpu", dtype="float32").render(scene)[0].latent
+    theirs = ddim_pipeline_latent(presets.ensure_preset("sd15", "tiny"), "a red apple", 128, 96, 4, 7.5,
+                                  scene.sampler.seed, lora=lora, lora_weight=0.8)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

@@ -41,6 +41,20 @@ def test_single_region_equals_diffusers_pipeline_with_v_prediction(renderer, gui
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
+def test_a_full_canvas_region_with_a_lora_equals_the_pipeline_with_it_loaded(renderer, tmp_path):
+    from lora_files import make_lora
+    from semanticdraw_cli.scene.loras import file_digest
+    from semanticdraw_cli.scene.types import RegionLora
+
+    lora = make_lora("sd2", tmp_path / "style.safetensors", scale=0.2)
+    scene = sd2_scene(steps=tuple(range(4)), grid=4, guidance=7.5)
+    with_lora = dataclasses.replace(scene.regions[0], loras=(RegionLora(str(lora), 0.6, None, file_digest(lora)),))
+    ours = renderer.render(dataclasses.replace(scene, regions=(with_lora,)))[0].latent
+    theirs = ddim_pipeline_latent(presets.ensure_preset("sd2", "tiny"), "a red apple", 128, 96, 4, 7.5,
+                                  scene.sampler.seed, lora=lora, lora_weight=0.6)
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
 def test_a_family_without_a_named_accelerator_validates_with_its_own_scheduler(tmp_path):
     path = tmp_path / "scene.yaml"
     path.write_text("canvas: {width: 64, height: 64}\nmodel: {family: sd2}\n"

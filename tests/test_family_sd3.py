@@ -180,3 +180,22 @@ def test_no_small_preset_for_the_newer_families(family):
     with pytest.raises(RenderError, match=f"the {family} family has the presets tiny, full-random, not 'small'"):
         presets.ensure_preset(family, "small")
     assert not list(presets.cache_root().glob(f"presets/*{family}-small*"))  # no half-built folder left
+
+
+def test_a_full_canvas_region_with_a_lora_equals_the_pipeline_with_it_loaded(renderer, tmp_path):
+    """A region LoRA (a PEFT adapter beside the fused Flash LoRA) is the pipeline with the LoRA loaded."""
+    from lora_files import make_lora
+    from semanticdraw_cli.scene.loras import file_digest
+    from semanticdraw_cli.scene.types import RegionLora
+
+    lora = make_lora("sd3", tmp_path / "style.safetensors", scale=0.2)
+    apple = region("a red apple", rect(0, 0, 1, 1, fractional=True),
+                   loras=(RegionLora(str(lora), 0.6, None, file_digest(lora)),))
+    scene = sd3_scene(128, 96, [apple], bootstrap=Bootstrap(0, 1.0, 0.2))
+    ours = renderer.render(scene)[0].latent
+    pipe = pipeline(False)
+    pipe.load_lora_weights(str(lora), adapter_name="region")
+    pipe.set_adapters(["region"], [0.6])
+    theirs = pipe("a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=0.0,
+                  generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent").images[0]
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

@@ -190,3 +190,22 @@ def test_real_sdxl_lightning_equals_pipeline_on_gpu(tmp_path):
     theirs = pipe("a lighthouse at dusk", num_inference_steps=4, guidance_scale=1.0, output_type="latent",
                   generator=torch.Generator("cpu").manual_seed(scene.sampler.seed)).images[0]
     assert_close_in_float16(result.latent, theirs.float().cpu())
+
+
+def test_a_full_canvas_region_with_a_lora_equals_the_pipeline_with_it_loaded(renderer, tmp_path):
+    """A region LoRA (a PEFT adapter beside the fused Lightning LoRA) is the pipeline with the LoRA loaded."""
+    from lora_files import make_lora
+    from semanticdraw_cli.scene.loras import file_digest
+    from semanticdraw_cli.scene.types import RegionLora
+
+    lora = make_lora("sdxl", tmp_path / "style.safetensors", scale=0.2)
+    fox = region("a red apple", rect(0, 0, 1, 1, fractional=True),
+                 loras=(RegionLora(str(lora), 0.6, None, file_digest(lora)),))
+    scene = sdxl_scene(128, 96, [fox], "lightning", bootstrap=Bootstrap(0, 1.0, 0.2))
+    ours = renderer.render(scene)[0].latent
+    pipe = pipeline("lightning")
+    pipe.load_lora_weights(str(lora), adapter_name="region")
+    pipe.set_adapters(["region"], [0.6])
+    theirs = pipe("a red apple", height=96, width=128, num_inference_steps=4, guidance_scale=1.0,
+                  generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent").images[0]
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import guidance
+from semanticdraw_cli.families import guidance, region_loras
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ class Predictor:
     def predict_x0(self, x: torch.Tensor, table: StepTable, step: int, items: Conditioning) -> torch.Tensor:
         """(B, C, h, w) noisy latents -> (B, C, h, w) float32 x0 estimates, each item guided by its own scale."""
         x = x.to(self.device, torch.float32)
+        region_loras.activate(self, items.variant)  # the call's LoRA set: the batcher never mixes two in a call
         inputs, context, scale, windows = guidance.guidance_batch(x, items)
         extra = {"controls": guidance.control_batch(items)} if items.controls else {}
         out = guidance.combine(self.network_output(inputs, table, step, context, scale, windows, **extra), items)

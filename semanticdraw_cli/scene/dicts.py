@@ -51,7 +51,8 @@ def scene_to_dict(scene: Scene) -> dict:
             {"name": r.name, "prompt": r.prompt, "negative": r.negative, "blur": r.blur, "strength": r.strength,
              "prompt_strength": r.prompt_strength, "mask": _mask_to_dict(r), "min_score": r.min_score,
              **_reference_to_dict(r), **_region_sampling(r),
-             **({"control": controls.to_dicts(r.control)} if r.control else {})}
+             **({"control": controls.to_dicts(r.control)} if r.control else {}),
+             **({"loras": [vars(lora) for lora in r.loras]} if r.loras else {})}
             for r in scene.regions
         ],
         "quality": {"min_region_score": scene.quality.min_region_score,

@@ -52,6 +52,10 @@ def scene_reads(given: Path | None, scene: Scene | None = None) -> tuple[Read, .
     if scene.reroll is not None:
         found.append(Read(absolute(scene.reroll.image), f"the image {label} re-rolls regions of"))
     found += control_reads(scene, label)
+    for region in scene.regions:
+        for lora in region.loras:
+            if lora.sha256 is not None:  # a local file: watched, since `watch` re-renders when a LoRA changes
+                found.append(Read(absolute(lora.lora), f"the LoRA of region {region.name!r} in {label}"))
     accelerator = scene.model.accelerator
     for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora)):
         if value is not None and os.path.isabs(value) and os.path.exists(value):  # the loader made local paths absolute

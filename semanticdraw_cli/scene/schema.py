@@ -13,6 +13,7 @@ from semanticdraw_cli.errors import Problem, SceneError
 from semanticdraw_cli.families import registry
 from semanticdraw_cli.scene import controls
 from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
+from semanticdraw_cli.scene import loras as region_loras
 from semanticdraw_cli.scene.safe_io import exists
 from semanticdraw_cli.scene.types import (
     Accelerator, Background, Bootstrap, Canvas, Mask, Model, Quality, Region, Sampler, Scene, Tile,
@@ -42,9 +43,9 @@ KEYS = {
     "sampler.bootstrap": ("steps", "mix", "leak_sensitivity"),
     "sampler.tile": ("size", "stride"),
     "background": ("prompt", "negative", "image"),
-    "defaults": ("negative", "blur", "strength", "prompt_strength"),
+    "defaults": ("negative", "blur", "strength", "prompt_strength", "loras"),
     "regions[]": ("name", "prompt", "negative", "blur", "strength", "prompt_strength", "mask", "min_score", "reference",
-                  "seed", "guidance", "control"),
+                  "seed", "guidance", "control", "loras"),
     "mask": MASK_KEYS,
     "quality": ("min_region_score", "min_background_score"),
 }
@@ -78,6 +79,7 @@ def build_scene(
         "blur": c.number(d, "blur", "defaults.blur", D.BLUR, lo=0, hi=D.MAX_BLUR),
         "strength": c.number(d, "strength", "defaults.strength", D.STRENGTH, lo=0, hi=1),
         "prompt_strength": c.number(d, "prompt_strength", "defaults.prompt_strength", D.PROMPT_STRENGTH, lo=0, hi=1),
+        "loras": region_loras.parse(c, d.get("loras"), "defaults.loras", base, ()),
     }
     _family_multiple(c, model.family, canvas, sampler.tile)
     canvas = composition.with_wrap(c, top.get("canvas"), canvas, sampler.tile.size)
@@ -85,6 +87,7 @@ def build_scene(
     background = _background(c, c.section(top.get("background"), "background", KEYS["background"]), fields, base, canvas)
     regions = _regions(c, top.get("regions"), fields, base, canvas)
     check_references(c, regions, model)
+    region_loras.check(c, regions, model.family, region_loras.network_config(model.family, model.checkpoint))
     quality = _quality(c, c.section(top.get("quality"), "quality", KEYS["quality"]))
     regions, control = controls.attach(c, top, regions, base, canvas, model.family)
     reroll = reroll_section(c, top.get("reroll"), base, regions, canvas)
@@ -383,6 +386,7 @@ def _regions(c: _Checker, value: object, fields: dict, base: Path, canvas: Canva
             reference=reference_field(c, d.get("reference"), f"{key}.reference", base),
             seed=c.integer(d, "seed", f"{key}.seed", None, lo=0, hi=D.MAX_SEED),
             guidance=c.number(d, "guidance", f"{key}.guidance", None, lo=0),
+            loras=region_loras.parse(c, d.get("loras"), f"{key}.loras", base, fields["loras"]),
         ))
     return tuple(regions)
 

@@ -102,6 +102,16 @@ class Control:
 
 
 @dataclass(frozen=True)
+class RegionLora:
+    """A LoRA applied to one region's network calls only (at `weight`), on top of the accelerator."""
+
+    lora: str  # hub id, or an absolute path to a .safetensors file
+    weight: float = 1.0
+    weight_name: str | None = None  # file inside a hub repo holding several LoRAs
+    sha256: str | None = None  # of the local file, read when the scene loads; None for a hub id
+
+
+@dataclass(frozen=True)
 class Region:
     name: str
     prompt: str
@@ -115,6 +125,7 @@ class Region:
     seed: int | None = None  # the initial and bootstrap noise where this region lies on top; None: the image's
     guidance: float | None = None  # this region's guidance scale; None: sampler.guidance
     control: tuple[Control, ...] = ()  # ControlNet entries for this region's pairs only
+    loras: tuple[RegionLora, ...] = ()  # applied to this region's pairs only; weight 0 entries are kept but do nothing
 
 
 @dataclass(frozen=True)
