@@ -22,7 +22,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from semanticdraw_cli.render import Renderer, region_masks, write_results  # noqa: E402
+from semanticdraw_cli.outputs import write_results  # noqa: E402
+from semanticdraw_cli.render import Renderer, region_masks  # noqa: E402
 from semanticdraw_cli.scene.loader import load_scene  # noqa: E402
 from semanticdraw_cli.scene.types import Reroll  # noqa: E402
 
