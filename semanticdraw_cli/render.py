@@ -163,7 +163,8 @@ class Renderer:
         timings["encode"] = time.perf_counter() - start
         start = time.perf_counter()  # 4b. Region LoRAs: each loaded once per model; a variant per mask row
         variants, loras = lora_stage.region_variants(scene, adapter, self.cache, self.model_key(scene))
-        timings["load"] += time.perf_counter() - start
+        if loras:  # without region LoRAs nothing loads: a cached model's load stays 0
+            timings["load"] += time.perf_counter() - start
         # 5. Plan: (window, region) pairs per step and their tile weights
         height, width = latent_masks.shape[-2:]
         factor = adapter.latent_factor

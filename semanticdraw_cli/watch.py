@@ -99,7 +99,7 @@ class WatchLoop:
 
     def reroll(self, names: Sequence[str]) -> None:
         """Re-render only these regions of the latest image and keep the rest (render --reroll). Safe from any thread."""
-        self._rerolls.pending = tuple(names)
+        self._rerolls.ask(names)
         self._wake.set()
 
     def listen(self, listener: Listener) -> None:
@@ -136,12 +136,13 @@ class WatchLoop:
             return
         started = time.perf_counter()
         out = self.options.out_dir
-        if self._rerolls.pending and not (self._name and self._rerolls.copy_latest(watch_outputs(out, self._name)[0], out, self._name)):
-            self._rerolls.pending = ()  # nothing rendered yet to re-roll
+        rerolled = self._rerolls.take()  # taken once, with the copy: a request during this cycle waits for the next
+        if rerolled and not (self._name and self._rerolls.copy_latest(watch_outputs(out, self._name)[0], out, self._name)):
+            rerolled = ()  # nothing rendered yet to re-roll
         while True:  # read again while a writer is still at work: an editor saving in place can outlast a burst
             before = signatures(self._files)
             current = contents(self._files)
-            if current == self._contents and not (first or self._problems or self._rerolls.pending):
+            if current == self._contents and not (first or self._problems or rerolled):
                 return
             try:
                 scene, error = load_scene(self.options.scene, self.options.overrides,
@@ -159,8 +160,8 @@ class WatchLoop:
                                                   scene_reads(self.options.scene, scene))
             except outputs.OutputError as refused:
                 error = refused
-        if error is None and self._rerolls.pending:
-            extra, problem = self._rerolls.overrides(scene, out)
+        if error is None and rerolled:
+            extra, problem = self._rerolls.overrides(scene, out, rerolled)
             if problem is not None:
                 return self._emit(Event("invalid", self.renders, problems=(problem,)))
             try:

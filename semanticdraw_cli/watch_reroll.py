@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ class RerollRequests:
 
     pending: tuple[str, ...] = ()
     seeds: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # asked from any thread, taken by the loop
+
+    def ask(self, names: Sequence[str]) -> None:
+        with self.lock:
+            self.pending = tuple(names)
 
     def base(self, out_dir: Path, name: str) -> Path:
         return out_dir / f"{name}{BASE_SUFFIX}"
@@ -35,9 +41,14 @@ class RerollRequests:
         shutil.copyfile(latest, self.base(out_dir, name))
         return True
 
-    def overrides(self, scene: Scene, out_dir: Path) -> tuple[list[str], str | None]:
-        """(the overrides of the pending re-roll, a problem naming an unknown region or None); clears it."""
-        names, self.pending = self.pending, ()
+    def take(self) -> tuple[str, ...]:
+        """The regions asked for so far, once: a request that comes later waits for the next cycle."""
+        with self.lock:
+            names, self.pending = self.pending, ()
+        return names
+
+    def overrides(self, scene: Scene, out_dir: Path, names: tuple[str, ...]) -> tuple[list[str], str | None]:
+        """(the overrides of a re-roll of `names`, a problem naming an unknown region or None)."""
         known = [region.name for region in scene.regions]
         unknown = [name for name in names if name not in known]
         if unknown:
