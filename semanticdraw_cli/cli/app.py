@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from semanticdraw_cli.cli.support import DEBUG_KEY, AllowOutside, Commands
+from semanticdraw_cli.cli.support import DEBUG_KEY, AllowOutside, Commands, embedded_or_fail
 from semanticdraw_cli.cli import options
 from semanticdraw_cli.cli.assets import check, compare
 from semanticdraw_cli.cli.render import render
@@ -23,7 +23,7 @@ from semanticdraw_cli.cli.support import fail as _fail
 from semanticdraw_cli.cli.support import load_scenes as _load_scenes
 from semanticdraw_cli.cli.score import score
 from semanticdraw_cli.cli.watch import WatchCommand, watch
-from semanticdraw_cli.errors import SceneError, printable, printable_lines, problem_lines
+from semanticdraw_cli.errors import printable, printable_lines
 app = typer.Typer(
     cls=Commands,
     help="Render large images from regional prompts with few-step diffusion models (SemanticDraw).",
@@ -63,15 +63,9 @@ def inspect(
     json_: Annotated[bool, typer.Option("--json", help="Print scene and parameters as JSON.")] = False,
 ) -> None:
     """Print the scene embedded in a rendered PNG, so the image can be reproduced."""
-    from semanticdraw_cli.outputs import read_embedded
     from semanticdraw_cli.scene.yaml_text import parse_yaml
 
-    try:
-        scene_yaml, params = read_embedded(image)
-    except SceneError as error:
-        _fail("\n".join(problem_lines(error.problems)), 2)
-    except KeyError:
-        _fail(f"{image}: no embedded scene (not written by semanticdraw render?)", 2)
+    scene_yaml, params = embedded_or_fail(image)
     if json_:
         scene = parse_yaml(scene_yaml, str(image))[0]  # checked by read_embedded; dates print as text
         typer.echo(json.dumps({"scene": scene, "params": params}, indent=2, default=str))

@@ -11,8 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from semanticdraw_cli.cli.support import fail, load_scenes
-from semanticdraw_cli.errors import SceneError, problem_lines
+from semanticdraw_cli.cli.support import embedded_or_fail, fail, load_scenes
 
 FREE_SAMPLER_KEYS = ("seed", "images")  # an image is one seed of a scene's images
 LISTED = 5  # differing fields named before "and N more"
@@ -53,15 +52,9 @@ def reroll_overrides(scenes: list[Path], image: Path | None, names_text: str, se
 
 def _embedded(image: Path) -> tuple[dict, int]:
     """The scene dict and seed embedded in a rendered PNG; exit 2 when it holds none."""
-    from semanticdraw_cli.outputs import read_embedded
     from semanticdraw_cli.scene.yaml_text import parse_yaml
 
-    try:
-        scene_yaml, params = read_embedded(image)
-    except SceneError as error:
-        fail("\n".join(problem_lines(error.problems)), 2)
-    except KeyError:
-        fail(f"--from {image}: no embedded scene (not written by semanticdraw render?)", 2)
+    scene_yaml, params = embedded_or_fail(image, "--from ")
     return parse_yaml(scene_yaml, str(image))[0], int(params["seed"])
 
 

@@ -110,6 +110,19 @@ def fail(message: str, code: int) -> NoReturn:
     raise Failure(message, code)
 
 
+def embedded_or_fail(image: Path, what: str = "") -> tuple[str, dict]:
+    """The scene YAML and parameters embedded in a rendered PNG (`outputs.read_embedded`); exit 2 naming
+    `what` and the image when it holds none or a bad one."""
+    from semanticdraw_cli.outputs import read_embedded
+
+    try:
+        return read_embedded(image)
+    except SceneError as error:
+        fail("\n".join(problem_lines(error.problems)), 2)
+    except KeyError:
+        fail(f"{what}{image}: no embedded scene (not written by semanticdraw render?)", 2)
+
+
 def from_current_folder(value: str) -> str:
     """A model path typed on the command line, made absolute against the current folder; a preset name
     or hub id stays as it is. (Paths written in a scene file stay relative to the scene's folder.)"""

@@ -89,7 +89,7 @@ def readable_source(source: str) -> str:
     This also lets a cached hub LoRA load offline: there diffusers refuses a hub id without `weight_name`
     ("you must specify a `weight_name`"), which read like a LoRA that does not fit.
     """
-    if not is_hub_id(source) or (offline := why_offline()) is None:
+    if not is_hub_id(source) or why_offline() is None:
         return source
     from huggingface_hub import snapshot_download
 
