@@ -33,6 +33,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from semanticdraw_cli.report import cpu_name  # noqa: E402
 HEAVY = ("torch", "diffusers", "transformers")
 PROBE = (  # runs the CLI, then says which heavy modules the process imported
     "import json, runpy, sys\n"
@@ -130,12 +133,7 @@ def checkpoint_keys(size: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     label = f"{cpu}-{os.cpu_count()}c"
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "load_average_start": os.getloadavg(),

@@ -28,6 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from semanticdraw_cli.report import cpu_name  # noqa: E402
 IMAGES = 8
 CANVAS = ["--set", "canvas.width=1024", "--set", "canvas.height=1024"]  # 4 windows: the render outweighs the start
 RENDER = ["render", str(ROOT / "scenes" / "two-subjects.yaml"), "--model", "tiny", "--images", str(IMAGES), *CANVAS,
@@ -96,12 +99,7 @@ def run_once(config: dict, folder: Path) -> dict:
 def machine() -> dict:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     label = gpu or f"{cpu}-{os.cpu_count()}c"
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from semanticdraw_cli.outputs import write_results  # noqa: E402
 from semanticdraw_cli.render import Renderer, region_masks  # noqa: E402
+from semanticdraw_cli.report import cpu_name  # noqa: E402
 from semanticdraw_cli.scene.loader import load_scene  # noqa: E402
 from semanticdraw_cli.scene.types import Reroll  # noqa: E402
 
@@ -31,15 +31,6 @@ from semanticdraw_cli.scene.types import Reroll  # noqa: E402
 def with_seed(scene, name: str, seed: int):
     regions = tuple(dataclasses.replace(r, seed=seed) if r.name == name else r for r in scene.regions)
     return dataclasses.replace(scene, regions=regions)
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), else the machine type."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def timed(renderer: Renderer, scene) -> tuple[float, list]:

@@ -42,6 +42,7 @@ from PIL import Image  # noqa: E402
 from semanticdraw_cli.families import presets  # noqa: E402
 from semanticdraw_cli.scene.rasterize import rasterize_mask  # noqa: E402
 from semanticdraw_cli.render import Renderer  # noqa: E402
+from semanticdraw_cli.report import cpu_name  # noqa: E402
 from semanticdraw_cli.scene.types import Canvas  # noqa: E402
 from semanticdraw_cli.scene.loader import load_scene, scene_to_dict  # noqa: E402
 from semanticdraw_cli.watch import WatchLoop, WatchOptions  # noqa: E402
@@ -148,12 +149,7 @@ def watch_session(scene: Path, out: Path, device: str, dtype: str, repeats: int)
 
 
 def machine(device: str, dtype: str) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else None
     label = gpu or f"{cpu}-{os.cpu_count()}c"
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "device": device, "dtype": dtype,

@@ -6,6 +6,7 @@ import platform
 import resource
 from functools import cache
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from semanticdraw_cli import __version__
@@ -26,6 +27,15 @@ def versions() -> dict[str, str]:
 
 
 @cache
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo), else what `platform` knows of it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def installed_version(name: str) -> str:
     """A package's version from its metadata, read once per process (parsing it takes milliseconds, and
     `render --changed` asks for every scene)."""
