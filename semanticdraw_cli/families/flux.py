@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import loading, presets, schedules
+from semanticdraw_cli.families import ip_adapter, loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.network import NetworkMixin
@@ -115,6 +115,7 @@ class FluxAdapter(CodecMixin, NetworkMixin, Predictor):
 
     def __init__(self, pipe, model: Model, device: torch.device, dtype: torch.dtype):
         loading.place(pipe, model.offload, device)
+        self.pipe, self.model = pipe, model  # an IP-Adapter loads into it (families.ip_adapter)
         self.transformer = pipe.transformer.eval()
         self.clip, self.clip_tokenizer = pipe.text_encoder.eval(), pipe.tokenizer
         self.t5 = pipe.text_encoder_2.eval() if pipe.text_encoder_2 is not None else None
@@ -184,6 +185,7 @@ class FluxAdapter(CodecMixin, NetworkMixin, Predictor):
         t = torch.tensor(table.timesteps[step], dtype=torch.float32).to(self.dtype).expand(n).to(self.device) / 1000
         embedded = guidance.to(self.device, torch.float32) if self.guidance_embeds else None
         text = context["text"].to(self.dtype)
+        pictures = ip_adapter.image_embeds(self, context, n)  # a region's reference picture, per item
         v = self.transformer(
             hidden_states=pack(x).to(self.dtype),
             timestep=t,
@@ -192,6 +194,7 @@ class FluxAdapter(CodecMixin, NetworkMixin, Predictor):
             encoder_hidden_states=text,
             txt_ids=torch.zeros(text.shape[1], 3, device=self.device),
             img_ids=image_ids(h // 2, w // 2, self.device),
+            joint_attention_kwargs=None if pictures is None else {"ip_adapter_image_embeds": pictures},
             return_dict=False,
         )[0].float()
         return unpack(v, h, w)
@@ -305,4 +308,5 @@ SPEC = FamilySpec(
     device_presets=("full-random",),
     build_on_device=build_on_device,
     cuda_dtype="bfloat16",
+    reference_pictures=True,
 )
