@@ -103,3 +103,45 @@ def test_a_valid_reference_reaches_the_scene_its_dict_and_its_reads(tmp_path, sd
     roles = {read.path: (read.role, read.model) for read in scene_reads(path, scene)}
     assert roles[tmp_path / "look.png"] == (f"the reference picture of region 'fox' in {path}", False)
     assert roles[adapter][1] is True  # read when the model loads, not watched
+
+
+def fake_flux_adapter(folder: Path, width: int) -> Path:
+    """An IP-Adapter-shaped weights file in XLabs' FLUX.1 layout for a transformer of text width `width`."""
+    from safetensors.numpy import save_file
+
+    (folder / "image_encoder").mkdir(parents=True, exist_ok=True)
+    (folder / "image_encoder" / "config.json").write_text("{}")
+    path = folder / "ip_adapter.safetensors"
+    save_file({"ip_adapter_proj_model.proj.weight": np.zeros((4 * width, 8), np.float32),
+               "double_blocks.0.processor.ip_adapter_double_stream_k_proj.weight": np.zeros((4, width), np.float32)},
+              str(path))
+    return path
+
+
+def flux_width() -> int:
+    folder = presets.ensure_preset("flux", "tiny")
+    return json.loads((folder / "transformer" / "config.json").read_text())["joint_attention_dim"]
+
+
+def test_flux_takes_an_xlabs_layout_adapter_and_refuses_a_unet_one_before_loading(tmp_path, sd15_width):
+    width = flux_width()
+    fake_flux_adapter(tmp_path / "xlabs", width)
+    path = scene_file(tmp_path, "{image: look.png, adapter: ./xlabs/ip_adapter.safetensors}", family="flux")
+    assert load_scene(path).regions[0].reference.adapter == str(tmp_path / "xlabs" / "ip_adapter.safetensors")
+    fake_adapter(tmp_path / "ipa", width)  # a UNet's adapter, even of the same width
+    refused(scene_file(tmp_path, "{image: look.png, adapter: ./ipa/ip-adapter.safetensors}", family="flux"),
+            "regions[0].reference.adapter", "for a UNet of cross-attention width", "(flux) has a FLUX.1 transformer",
+            "use an IP-Adapter made for flux")
+    refused(scene_file(tmp_path, "{image: look.png, adapter: ./xlabs/ip_adapter.safetensors}"),
+            "regions[0].reference.adapter", f"for a FLUX.1 transformer of text width {width}",
+            f"(sd15) has a UNet of cross-attention width {sd15_width}")
+
+
+def test_the_tiny_adapter_goes_with_the_tiny_model_preset(tmp_path):
+    path = scene_file(tmp_path, "{image: look.png, adapter: tiny}", family="flux")
+    assert load_scene(path).regions[0].reference.adapter == "tiny"
+    assert scene_from_dict(scene_to_dict(load_scene(path)), path).regions[0].reference.adapter == "tiny"
+    small = scene_file(tmp_path, "{image: look.png, adapter: tiny}")
+    small.write_text(small.read_text().replace("checkpoint: tiny", "checkpoint: small"))
+    refused(small, "regions[0].reference.adapter", "tiny is a random IP-Adapter for the tiny model preset",
+            "model.checkpoint is 'small'")

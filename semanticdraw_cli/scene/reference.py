@@ -2,8 +2,10 @@
 
 Everything checkable without loading a model is checked here, so a bad reference exits 2 before any
 model loads: the picture, the weight, the adapter file and its `image_encoder/` folder, one adapter per
-scene, a family that takes reference pictures, and, where the checkpoint's UNet config can be read
-(a local folder or a built preset), that the adapter was made for a UNet of its cross-attention width.
+scene, a family that takes reference pictures, and, where the checkpoint's network config can be read
+(a local folder or a built preset), that the adapter was made for its kind of network (a UNet, or a FLUX.1
+transformer in XLabs' layout) and its text width. A preset adapter (`tiny`) goes with the model preset of
+the same name.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.families import registry
-from semanticdraw_cli.families.ip_adapter import IMAGE_ENCODER_FOLDER
+from semanticdraw_cli.families.ip_adapter import IMAGE_ENCODER_FOLDER, PRESETS
 from semanticdraw_cli.scene.checks import Checker, describe
 from semanticdraw_cli.scene.safe_io import PICTURE, InputRefused, check_file
 from semanticdraw_cli.scene.sources import path_field
@@ -24,7 +26,9 @@ from semanticdraw_cli.scene.types import Model, Reference, Region
 
 KEYS = ("image", "weight", "adapter")
 HUB_FILE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*/[A-Za-z0-9_.-]+\.(safetensors|bin)")
-ADAPTER_HINT = "an IP-Adapter weights file with its image_encoder/ folder beside it, or owner/repo/path/file.safetensors"
+ADAPTER_HINT = ("an IP-Adapter weights file with its image_encoder/ folder beside it, owner/repo/path/file.safetensors, "
+                "or tiny (a random one for the tiny model preset)")
+NETWORKS = {"unet": "a UNet of cross-attention width", "transformer": "a FLUX.1 transformer of text width"}
 MAX_HEADER_BYTES = 100 << 20  # a safetensors header past this is no IP-Adapter's
 
 
@@ -56,6 +60,8 @@ def reference_field(c: Checker, value: object, key: str, base: Path) -> Referenc
 def _adapter(c: Checker, text: str, base: Path, key: str) -> str | None:
     """A local adapter file made absolute (checked: a weights file, IP-Adapter keys, its image encoder), or a
     hub file reference kept as it is (fetched when the model loads)."""
+    if text in PRESETS:
+        return text
     local = path_field(c, text, base, key, confine=False)
     if local is None:
         return None
@@ -71,25 +77,33 @@ def _adapter(c: Checker, text: str, base: Path, key: str) -> str | None:
         c.add(key, f"no image encoder beside {local.name}: {local.parent / IMAGE_ENCODER_FOLDER} has no config.json",
               hint="put the adapter's CLIP image encoder there (a CLIPVisionModelWithProjection folder)")
         return None
-    if local.name.endswith(".safetensors") and adapter_width(local) is None:
-        c.add(key, f"{local} holds no IP-Adapter weights (no image_proj.* and ip_adapter.* tensors)", hint=ADAPTER_HINT)
+    if local.name.endswith(".safetensors") and adapter_network(local) is None:
+        c.add(key, f"{local} holds no IP-Adapter weights (no image_proj.* and ip_adapter.* tensors, nor XLabs' "
+                   "ip_adapter_proj_model.* and double_blocks.*)", hint=ADAPTER_HINT)
         return None
     return str(local)
 
 
-def adapter_width(path: Path) -> int | None:
-    """The cross-attention width an IP-Adapter .safetensors file was made for, read from its header alone;
-    None when the file is no IP-Adapter."""
+def adapter_network(path: Path) -> tuple[str, int] | None:
+    """(the kind of network an IP-Adapter .safetensors file was made for, "unet" or "transformer", and the width
+    of the text states its image tokens sit beside), read from the file's header alone; None when the file is no
+    IP-Adapter. diffusers numbers a UNet's adapter layers from 1 and a FLUX.1 transformer's from 0."""
     try:
         with open(path, "rb") as file:
             (size,) = struct.unpack("<Q", file.read(8))
             header = json.loads(file.read(size)) if size <= MAX_HEADER_BYTES else {}
     except (OSError, ValueError, struct.error):
         return None
-    first = header.get("ip_adapter.1.to_k_ip.weight", {})
-    if not any(name.startswith("image_proj.") for name in header) or len(first.get("shape", ())) != 2:
+    projections = ("image_proj.", "ip_adapter_proj_model.")
+    if not isinstance(header, dict) or not any(name.startswith(projections) for name in header):
         return None
-    return int(first["shape"][1])
+    for kind, key in (("unet", "ip_adapter.1.to_k_ip.weight"), ("transformer", "ip_adapter.0.to_k_ip.weight"),
+                      ("transformer", "double_blocks.0.processor.ip_adapter_double_stream_k_proj.weight")):
+        entry = header.get(key)
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if isinstance(shape, list) and len(shape) == 2 and isinstance(shape[1], int):
+            return kind, shape[1]
+    return None
 
 
 def check_references(c: Checker, regions: Sequence[Region], model: Model) -> None:
@@ -98,7 +112,7 @@ def check_references(c: Checker, regions: Sequence[Region], model: Model) -> Non
     if not keyed:
         return
     if not registry.family(model.family).reference_pictures:
-        having = " and ".join(name for name, spec in registry.families().items() if spec.reference_pictures)
+        having = ", ".join(name for name, spec in registry.families().items() if spec.reference_pictures)
         c.add(keyed[0][0], f"the {model.family} family takes no reference pictures",
               hint=f"IP-Adapters work with {having}")
         return
@@ -107,26 +121,35 @@ def check_references(c: Checker, regions: Sequence[Region], model: Model) -> Non
         c.add(keyed[0][0], f"{len(adapters)} different adapters ({', '.join(adapters)}); a scene uses one",
               hint="give every reference the same adapter")
         return
-    width, wanted = _local_width(adapters[0]), unet_width(model)
-    if width is not None and wanted is not None and width != wanted:
-        c.add(f"{keyed[0][0]}.adapter", f"{adapters[0]} is an IP-Adapter for a UNet of cross-attention width {width}; "
-              f"model.checkpoint ({model.family}) has width {wanted}", hint=f"use an IP-Adapter made for {model.family}")
+    if adapters[0] in PRESETS:
+        if model.checkpoint != adapters[0]:
+            c.add(f"{keyed[0][0]}.adapter", f"{adapters[0]} is a random IP-Adapter for the {adapters[0]} model preset; "
+                  f"model.checkpoint is {model.checkpoint!r}", hint=f"use model.checkpoint: {adapters[0]}, or an "
+                  f"IP-Adapter file made for {model.family}")
+        return
+    made, wanted = _local_network(adapters[0]), network_width(model)
+    if made is not None and wanted is not None and made != wanted:
+        c.add(f"{keyed[0][0]}.adapter", f"{adapters[0]} is an IP-Adapter for {NETWORKS[made[0]]} {made[1]}; "
+              f"model.checkpoint ({model.family}) has {NETWORKS[wanted[0]]} {wanted[1]}",
+              hint=f"use an IP-Adapter made for {model.family}")
 
 
-def _local_width(adapter: str) -> int | None:
+def _local_network(adapter: str) -> tuple[str, int] | None:
     path = Path(adapter)
-    return adapter_width(path) if path.is_absolute() and path.name.endswith(".safetensors") else None
+    return adapter_network(path) if path.is_absolute() and path.name.endswith(".safetensors") else None
 
 
-def unet_width(model: Model) -> int | None:
-    """The checkpoint's UNet cross-attention width when its config is on disk (a local folder or a built
-    preset); None otherwise (checked when the adapter loads)."""
+def network_width(model: Model) -> tuple[str, int] | None:
+    """("unet", its cross-attention width) or ("transformer", its text width) of the checkpoint's network when
+    its config is on disk (a local folder or a built preset); None otherwise (checked when the adapter loads)."""
     from semanticdraw_cli.families import presets
 
     folder = Path(model.checkpoint)
     if presets.is_preset(model.checkpoint):
         folder = presets.preset_folder(model.family, model.checkpoint)
-    try:
-        return int(json.loads((folder / "unet" / "config.json").read_text())["cross_attention_dim"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    for kind, key in (("unet", "cross_attention_dim"), ("transformer", "joint_attention_dim")):
+        try:
+            return kind, int(json.loads((folder / kind / "config.json").read_text())[key])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
