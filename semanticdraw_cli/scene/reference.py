@@ -59,7 +59,7 @@ def reference_field(c: Checker, value: object, key: str, base: Path) -> Referenc
 
 def _adapter(c: Checker, text: str, base: Path, key: str) -> str | None:
     """A local adapter file made absolute (checked: a weights file, IP-Adapter keys, its image encoder), or a
-    hub file reference kept as it is (fetched when the model loads)."""
+    hub file reference or preset name kept as it is (fetched or built when the model loads)."""
     if text in PRESETS:
         return text
     local = path_field(c, text, base, key, confine=False)
