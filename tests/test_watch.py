@@ -435,3 +435,73 @@ def test_prompt_variants_are_picked_as_render_picks_them(scene_file, session):
     picked = variants.picked_scene(load_scene(scene_file), 3).regions[1].prompt
     embedded = (watch.out / "scene-latest.png").read_bytes().decode("latin-1")
     assert "{tall" not in embedded and f"prompt: {picked}" in embedded
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def lines_picture(path: Path, every: int) -> Path:
+    """A 64×64 control picture: white lines every `every` rows on black."""
+    picture = np.zeros((64, 64, 3), np.uint8)
+    picture[::every] = 255
+    Image.fromarray(picture).save(path)
+    return path
+
+
+def seeing_controlnet(folder: Path) -> Path:
+    """The tiny sd15 ControlNet with He-initialised picture convolutions, saved as a local folder. The preset's
+    picture embedding is nearly constant (default init fades the picture through its layers): a black control
+    picture made white moves its 64×64 image by at most one level; this one's pictures show."""
+    import torch
+    from diffusers import ControlNetModel
+
+    from semanticdraw_cli.families import controlnet
+
+    net = ControlNetModel.from_pretrained(controlnet.ensure_preset("sd15", "tiny"))
+    embedding = net.controlnet_cond_embedding
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        for convolution in (embedding.conv_in, *embedding.blocks):
+            torch.nn.init.kaiming_normal_(convolution.weight, nonlinearity="relu")
+    net.save_pretrained(folder)
+    return folder
+
+
+def test_a_control_picture_edit_renders_once_without_encoding_prompts(scene_file, session):
+    """Issue 23: a saved control picture is one render, its prompts from the cache; then a prompt edit is the next."""
+    seeing_controlnet(scene_file.parent / "controlnet")
+    control = lines_picture(scene_file.parent / "edges.png", 8)
+    controlled = SCENE + "control: [{model: ./controlnet, image: edges.png}]\n"
+    save(scene_file, controlled)
+    watch = session()
+    watch.ready()
+    before = pixels(watch.out / "scene-latest.png")
+    lines_picture(control, 5)  # rewritten in place
+    second = watch.wait("rendered", 2)
+    assert second.files == (control,) and second.recomputed == {"control": 1}
+    assert (pixels(watch.out / "scene-latest.png") != before).any(axis=-1).mean() > 0.05  # 12 % of the pixels here
+    save(scene_file, controlled.replace("a tall tree", "a fir tree"))
+    third = watch.wait("rendered", 3)  # the next render is the prompt edit's: the picture's save rendered once
+    assert third.files == (scene_file,) and third.recomputed == {"text": 1}
+
+
+def test_a_reference_picture_edit_re_encodes_only_that_picture(scene_file, session):
+    from diffusers import UNet2DConditionModel
+
+    from semanticdraw_cli.families import ip_adapter, presets
+
+    unet = UNet2DConditionModel.from_pretrained(presets.ensure_preset("sd15", "tiny"), subfolder="unet")
+    ip_adapter.build_random_adapter(unet, scene_file.parent / "ipa")
+    look = scene_file.parent / "look.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(look)
+    reference = "reference: {image: look.png, weight: 0.6, adapter: ./ipa/ip-adapter.safetensors}"
+    save(scene_file, SCENE.replace("mask: fox.png}", f"mask: fox.png, {reference}}}"))
+    watch = session()
+    watch.ready()
+    before = pixels(watch.out / "scene-latest.png")
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(look)
+    second = watch.wait("rendered", 2)
+    assert second.files == (look,) and second.recomputed == {"reference": 1}  # no prompt encoded again
+    assert (pixels(watch.out / "scene-latest.png") != before).any(axis=-1).mean() > 0.05  # 30 % here
