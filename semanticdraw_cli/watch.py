@@ -42,6 +42,7 @@ KINDS = (
     "phase",  # something slow runs, e.g. the model loads; `text` says what
     "layout",  # NAME-layout.png was written; `outputs`: it
     "step",  # a sampling step is done; `outputs`: NAME-latest.png when --preview-steps replaced it
+    "first_pass",  # a hires scene's pass 1, upscaled, replaced NAME-latest.png (`outputs`); pass 2 follows
     "abandoned",  # a newer save (or stop()) ended the render after `step` of `steps`
     "rendered",  # NAME-latest.png and .json are replaced; `seconds`, `recomputed`, `outputs`
     "invalid",  # a save left the scene invalid; `problems`; the last good image stays
@@ -249,6 +250,7 @@ class WatchLoop:
         if first is None:
             return prepared, None
         _write_picture(latest, Image.fromarray(hires.resize(first[0].image, scene.canvas, scene.hires.upscaler)))
+        self._emit(Event("first_pass", number, outputs=(latest,)))
         return prepared, hires.second_pass(self.renderer, scene, first[0], run)
 
     def _sample(

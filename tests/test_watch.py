@@ -370,7 +370,7 @@ def test_a_model_path_typed_on_the_command_line_is_read_from_the_current_folder(
 
 
 def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does(tmp_path, renderer):
-    """Pass 1 upscaled replaces NAME-latest.png before pass 2's steps; the image is `render`'s."""
+    """Pass 1 upscaled replaces NAME-latest.png before pass 2's steps, and is an event; the image is `render`'s."""
     scene = tmp_path / "big.yaml"
     scene.write_text("canvas: {width: 128, height: 96}\nmodel: {checkpoint: tiny}\n"
                      "sampler: {steps: [0, 25], seed: 3, tile: {size: 48, stride: 24}}\n"
@@ -380,7 +380,7 @@ def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does
     shown = []  # per step event of render 1: the size of NAME-latest.png then, or None
 
     def on_event(event) -> None:
-        if event.kind == "step" and event.render == 1:
+        if event.kind in ("step", "first_pass") and event.render == 1:
             shown.append(Image.open(latest).size if latest.exists() else None)
 
     watch = Session(scene, renderer, listener=on_event)
@@ -388,7 +388,10 @@ def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does
         watch.ready()
     finally:
         watch.close()
-    assert shown == [None, None, (128, 96)]  # pass 1's two steps, then pass 2's one over the upscale
+    assert shown == [None, None, (128, 96), (128, 96)]  # pass 1's two steps, pass 1 shown, pass 2's one step
+    assert [kind for kind in watch.kinds(1) if kind != "phase"] == [
+        "started", "layout", "step", "step", "first_pass", "step", "rendered"]
+    assert next(event for event in watch.seen if event.kind == "first_pass").outputs == (latest,)
     result = CliRunner().invoke(app, ["render", str(scene), "-o", str(tmp_path / "cli"), "-q", "--device", "cpu",
                                       "--dtype", "float32"])
     assert result.exit_code == 0, result.output

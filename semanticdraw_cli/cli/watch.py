@@ -131,6 +131,8 @@ class TerminalLines:
                 typer.echo(f"watching {', '.join(_shown(f) for f in files)} (Ctrl-C to stop)", err=True)
         elif event.kind == "phase":
             typer.echo(f"{printable(event.text)}...", err=True)
+        elif event.kind == "first_pass":
+            typer.echo(f"render {event.render}: pass 1 of 2, upscaled: {_shown(event.outputs[0])}", err=True)
         elif event.kind == "abandoned":
             typer.echo(f"render {event.render}: abandoned after step {event.step} of {event.steps} for a newer save",
                        err=True)
