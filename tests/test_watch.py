@@ -301,9 +301,10 @@ def test_a_region_smaller_than_the_latent_grid_renders_and_the_session_goes_on(t
         first = watch.ready()
         report = json.loads(first.outputs[1].read_text())
         assert report["warnings"][0].startswith("regions[0] (dot): no latent pixel at any step")
+        assert first.warnings == (f"{path}: {report['warnings'][0]}",)  # the terminal prints it (test_cli_watch)
         save(path, dot.replace("[14, 14, 4, 4]", "[8, 8, 16, 16]"))
         second = watch.wait("rendered", 2)
-        assert "warnings" not in json.loads(second.outputs[1].read_text())
+        assert "warnings" not in json.loads(second.outputs[1].read_text()) and second.warnings == ()
     finally:
         watch.close()
 

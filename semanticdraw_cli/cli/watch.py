@@ -112,7 +112,8 @@ def _start_server(port: int, loop):
 
 
 class TerminalLines:
-    """One line per render on stderr: what changed, what was recomputed, seconds per phase."""
+    """One line per render on stderr: what changed, what was recomputed, seconds per phase; then the render's
+    warnings, one line each."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -138,6 +139,8 @@ class TerminalLines:
                        err=True)
         elif event.kind == "rendered":
             typer.echo(render_line(event), err=True)
+            for warning in event.warnings:  # as `render` prints its report's
+                typer.echo(f"warning: {printable_lines(warning)}", err=True)
 
 
 def render_line(event) -> str:
