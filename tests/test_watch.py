@@ -492,6 +492,7 @@ def test_a_control_picture_edit_renders_once_without_encoding_prompts(scene_file
 
 
 def test_a_reference_picture_edit_re_encodes_only_that_picture(scene_file, session):
+    """Issue 23, as for a control picture: a saved reference picture is encoded again, the prompts are not."""
     from diffusers import UNet2DConditionModel
 
     from semanticdraw_cli.families import ip_adapter, presets

@@ -56,8 +56,8 @@ def watch(
     """Render a scene, then again each time it or a file it reads is saved: the picture follows the drawing.
 
     Watched: the scene file, its masks, label maps, background, control and reference pictures, a layered
-    drawing and its settings. The model loads once; each save recomputes only what it changed (prompts by text, masks
-    by content), and a save during a render abandons it for the newer one. NAME-latest.png and
+    drawing and its settings. The model loads once; each save recomputes only what it changed (prompts by
+    text, masks by content), and a save during a render abandons it for the newer one. NAME-latest.png and
     NAME-latest.json are replaced after each render, NAME-layout.png as soon as a save is seen. A save
     that leaves the scene invalid prints its problems and keeps the last image. Renders the scene's
     first image (its seed). Type `r NAME[,NAME...]` and Enter to re-roll those regions of the latest
