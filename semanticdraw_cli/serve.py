@@ -112,12 +112,16 @@ class PageServer:
         return f"http://{HOST}:{self.httpd.server_address[1]}/"
 
     def publish(self, event: Any) -> None:
-        """Follow the watch loop: a new layout, a preview step, a finished render (duck-typed `watch.Event`)."""
+        """Follow the watch loop: a new layout, a preview step, a hires scene's first pass, a finished render
+        (duck-typed `watch.Event`)."""
         if event.kind == "layout":
             self._update(layout=os.path.abspath(event.outputs[0]), layout_version=self._shown["layout_version"] + 1)
         elif event.kind == "step" and event.outputs:
             self._update(image=os.path.abspath(event.outputs[0]), image_version=self._shown["image_version"] + 1,
                          caption=f"render {event.render}: step {event.step} of {event.steps}")
+        elif event.kind == "first_pass":
+            self._update(image=os.path.abspath(event.outputs[0]), image_version=self._shown["image_version"] + 1,
+                         caption=f"render {event.render}: pass 1 of 2, upscaled; pass 2 paints over it")
         elif event.kind == "rendered":
             seconds = event.seconds
             self._update(image=os.path.abspath(event.outputs[0]), image_version=self._shown["image_version"] + 1,

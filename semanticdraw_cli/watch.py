@@ -42,8 +42,9 @@ KINDS = (
     "phase",  # something slow runs, e.g. the model loads; `text` says what
     "layout",  # NAME-layout.png was written; `outputs`: it
     "step",  # a sampling step is done; `outputs`: NAME-latest.png when --preview-steps replaced it
+    "first_pass",  # a hires scene's pass 1, upscaled, replaced NAME-latest.png (`outputs`); pass 2 follows
     "abandoned",  # a newer save (or stop()) ended the render after `step` of `steps`
-    "rendered",  # NAME-latest.png and .json are replaced; `seconds`, `recomputed`, `outputs`
+    "rendered",  # NAME-latest.png and .json are replaced; `seconds`, `recomputed`, `outputs`, `warnings`
     "invalid",  # a save left the scene invalid; `problems`; the last good image stays
 )
 
@@ -65,6 +66,7 @@ class Event:
     outputs: tuple[Path, ...] = ()
     text: str = ""
     regions: tuple[str, ...] = ()  # rendered: the scene's region names (the page's re-roll buttons)
+    warnings: tuple[str, ...] = ()  # rendered: the report's, each naming the scene (a region too small to paint)
 
 
 Listener = Callable[[Event], None]
@@ -228,8 +230,10 @@ class WatchLoop:
         kept = (_keep(png, scene.name),) if self.options.keep else ()
         seconds["write"] = time.perf_counter() - start
         seconds["total"] = time.perf_counter() - started
+        warnings = tuple(f"{scene.source or scene.name}: {warning}" for warning in result.report.get("warnings", ()))
         self._emit(Event("rendered", number, files=changed, recomputed=dict(prepared.recomputed), seconds=seconds,
-                         outputs=(png, report, *kept), regions=tuple(region.name for region in scene.regions)))
+                         outputs=(png, report, *kept), regions=tuple(region.name for region in scene.regions),
+                         warnings=warnings))
 
     def _hires(self, scene: Scene, number: int, latest: Path, layout: futures.Future, show_layout: Callable[[], None]
                ) -> tuple[Prepared, RenderResult | None]:
@@ -249,6 +253,7 @@ class WatchLoop:
         if first is None:
             return prepared, None
         _write_picture(latest, Image.fromarray(hires.resize(first[0].image, scene.canvas, scene.hires.upscaler)))
+        self._emit(Event("first_pass", number, outputs=(latest,)))
         return prepared, hires.second_pass(self.renderer, scene, first[0], run)
 
     def _sample(

@@ -28,8 +28,8 @@ Contents = dict[Path, "str | None"]  # file -> content hash; None when missing
 
 def scene_inputs(path: Path, scene: Scene | None = None) -> frozenset[Path]:
     """The files of `reads.scene_reads` but the model's (read once, when it loads): the scene file, its
-    same-named siblings and, once loaded, the drawing, masks, label maps and the background picture.
-    Absolute paths; missing files are included (creating one is a change)."""
+    same-named siblings and, once loaded, the drawing, masks, label maps, the background, control and
+    reference pictures. Absolute paths; missing files are included (creating one is a change)."""
     return frozenset(read.path for read in scene_reads(path, scene) if not read.model)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import queue
 import shutil
@@ -83,25 +84,26 @@ def test_connections_over_the_cap_are_answered_503_until_one_ends():
         server.close()
 
 
+def message(stream: http.client.HTTPResponse) -> dict:
+    """The next state the event stream sends."""
+    line = stream.readline()
+    while not line.startswith(b"data: "):
+        line = stream.readline()
+    return json.loads(line[len(b"data: "):])
+
+
 def test_pictures_and_the_event_stream_follow_the_loop(page, tmp_path):
     page.publish(Event("layout", 1, outputs=(picture(tmp_path / "x-layout.png", 10),)))
     stream = get(page, "/events")
     assert stream.getheader("Content-Type") == "text/event-stream"
-
-    def message() -> dict:
-        line = stream.readline()
-        while not line.startswith(b"data: "):
-            line = stream.readline()
-        return json.loads(line[len(b"data: "):])
-
-    assert message()["layout_version"] == 1  # the state at connection
+    assert message(stream)["layout_version"] == 1  # the state at connection
     page.publish(rendered(picture(tmp_path / "x-latest.png", 200), 1))
-    shown = message()
+    shown = message(stream)
     assert shown["image_version"] == 1 and "render 1" in shown["caption"] and "denoise" in shown["timings"]
     assert get(page, "/latest.png").read() == (tmp_path / "x-latest.png").read_bytes()
     assert get(page, "/layout.png").read() == (tmp_path / "x-layout.png").read_bytes()
     page.publish(Event("invalid", 1, problems=("x.yaml:3: not valid YAML",)))
-    assert "not valid YAML" in message()["problems"]
+    assert "not valid YAML" in message(stream)["problems"]
     stream.close()
 
 
@@ -226,3 +228,52 @@ def test_the_reroll_button_posts_json_and_only_json_reaches_the_loop(page, tmp_p
     assert post(page, b'{"regions": ["tree"]}', host="attacker.example").status == 403
     assert post(page, b'{"regions": "tree"}').status == 400
     assert asked == [["fox"]]
+
+
+@pytest.mark.slow
+def test_the_event_stream_shows_a_hires_scenes_first_pass_before_its_image(tmp_path):
+    """Issue 26: the page follows pass 1, upscaled, while pass 2 runs (the loop is held at pass 1 until the
+    test has looked), then the final image replaces it."""
+    import threading
+
+    from semanticdraw_cli.render import Renderer
+
+    scene = tmp_path / "big.yaml"
+    scene.write_text("canvas: {width: 128, height: 96}\nmodel: {checkpoint: tiny}\n"
+                     "sampler: {steps: [0, 25], seed: 3, tile: {size: 48, stride: 24}}\n"
+                     "hires: {scale: 2, strength: 0.5}\nbackground: {prompt: a blue sky}\n"
+                     "regions:\n  - {prompt: a red fox, mask: {rect: [16, 16, 56, 48]}}\n")
+    server, held, looked = PageServer(port=0), threading.Event(), threading.Event()
+    stream = get(server, "/events")
+
+    def hold_at_first_pass(event: Event) -> None:  # after the page's listener: the page has heard of it
+        if event.kind == "first_pass":
+            held.set()
+            looked.wait(timeout=WAIT)
+
+    watch = Session(scene, Renderer(device="cpu", dtype="float32"), listener=server.publish)
+    watch.loop.listen(hold_at_first_pass)
+    try:
+        while (event := watch.events.get(timeout=WAIT)).kind not in ("first_pass", "rendered", "failed"):
+            pass
+        assert event.kind == "first_pass", event
+        held.wait(timeout=WAIT)
+        state = json.loads(get(server, "/state.json").read())
+        assert state["caption"] == "render 1: pass 1 of 2, upscaled; pass 2 paints over it", state
+        while message(stream)["image_version"] != 1:  # the state cannot change while the loop is held
+            pass
+        first = get(server, "/latest.png?v=1").read()
+        assert first == (tmp_path / "out" / "big-latest.png").read_bytes()
+        assert Image.open(io.BytesIO(first)).size == (128, 96)
+        looked.set()
+        assert watch.wait("rendered", 1)
+        while not (shown := message(stream))["caption"].startswith("render 1: big-latest.png"):
+            pass
+        final = get(server, "/latest.png?v=2").read()
+        assert shown["image_version"] == 2 and final != first
+        assert final == (tmp_path / "out" / "big-latest.png").read_bytes()
+    finally:
+        looked.set()
+        stream.close()
+        watch.close()
+        server.close()

@@ -301,9 +301,10 @@ def test_a_region_smaller_than_the_latent_grid_renders_and_the_session_goes_on(t
         first = watch.ready()
         report = json.loads(first.outputs[1].read_text())
         assert report["warnings"][0].startswith("regions[0] (dot): no latent pixel at any step")
+        assert first.warnings == (f"{path}: {report['warnings'][0]}",)  # the terminal prints it (test_cli_watch)
         save(path, dot.replace("[14, 14, 4, 4]", "[8, 8, 16, 16]"))
         second = watch.wait("rendered", 2)
-        assert "warnings" not in json.loads(second.outputs[1].read_text())
+        assert "warnings" not in json.loads(second.outputs[1].read_text()) and second.warnings == ()
     finally:
         watch.close()
 
@@ -370,7 +371,7 @@ def test_a_model_path_typed_on_the_command_line_is_read_from_the_current_folder(
 
 
 def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does(tmp_path, renderer):
-    """Pass 1 upscaled replaces NAME-latest.png before pass 2's steps; the image is `render`'s."""
+    """Pass 1 upscaled replaces NAME-latest.png before pass 2's steps, and is an event; the image is `render`'s."""
     scene = tmp_path / "big.yaml"
     scene.write_text("canvas: {width: 128, height: 96}\nmodel: {checkpoint: tiny}\n"
                      "sampler: {steps: [0, 25], seed: 3, tile: {size: 48, stride: 24}}\n"
@@ -380,7 +381,7 @@ def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does
     shown = []  # per step event of render 1: the size of NAME-latest.png then, or None
 
     def on_event(event) -> None:
-        if event.kind == "step" and event.render == 1:
+        if event.kind in ("step", "first_pass") and event.render == 1:
             shown.append(Image.open(latest).size if latest.exists() else None)
 
     watch = Session(scene, renderer, listener=on_event)
@@ -388,7 +389,10 @@ def test_a_hires_scene_shows_its_upscaled_first_pass_then_renders_as_render_does
         watch.ready()
     finally:
         watch.close()
-    assert shown == [None, None, (128, 96)]  # pass 1's two steps, then pass 2's one over the upscale
+    assert shown == [None, None, (128, 96), (128, 96)]  # pass 1's two steps, pass 1 shown, pass 2's one step
+    assert [kind for kind in watch.kinds(1) if kind != "phase"] == [
+        "started", "layout", "step", "step", "first_pass", "step", "rendered"]
+    assert next(event for event in watch.seen if event.kind == "first_pass").outputs == (latest,)
     result = CliRunner().invoke(app, ["render", str(scene), "-o", str(tmp_path / "cli"), "-q", "--device", "cpu",
                                       "--dtype", "float32"])
     assert result.exit_code == 0, result.output
@@ -435,3 +439,74 @@ def test_prompt_variants_are_picked_as_render_picks_them(scene_file, session):
     picked = variants.picked_scene(load_scene(scene_file), 3).regions[1].prompt
     embedded = (watch.out / "scene-latest.png").read_bytes().decode("latin-1")
     assert "{tall" not in embedded and f"prompt: {picked}" in embedded
+
+
+def pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert("RGB"))
+
+
+def lines_picture(path: Path, every: int) -> Path:
+    """A 64×64 control picture: white lines every `every` rows on black."""
+    picture = np.zeros((64, 64, 3), np.uint8)
+    picture[::every] = 255
+    Image.fromarray(picture).save(path)
+    return path
+
+
+def seeing_controlnet(folder: Path) -> Path:
+    """The tiny sd15 ControlNet with He-initialised picture convolutions, saved as a local folder. The preset's
+    picture embedding is nearly constant (default init fades the picture through its layers): a black control
+    picture made white moves its 64×64 image by at most one level; this one's pictures show."""
+    import torch
+    from diffusers import ControlNetModel
+
+    from semanticdraw_cli.families import controlnet
+
+    net = ControlNetModel.from_pretrained(controlnet.ensure_preset("sd15", "tiny"))
+    embedding = net.controlnet_cond_embedding
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)
+        for convolution in (embedding.conv_in, *embedding.blocks):
+            torch.nn.init.kaiming_normal_(convolution.weight, nonlinearity="relu")
+    net.save_pretrained(folder)
+    return folder
+
+
+def test_a_control_picture_edit_renders_once_without_encoding_prompts(scene_file, session):
+    """Issue 23: a saved control picture is one render, its prompts from the cache; then a prompt edit is the next."""
+    seeing_controlnet(scene_file.parent / "controlnet")
+    control = lines_picture(scene_file.parent / "edges.png", 8)
+    controlled = SCENE + "control: [{model: ./controlnet, image: edges.png}]\n"
+    save(scene_file, controlled)
+    watch = session()
+    watch.ready()
+    before = pixels(watch.out / "scene-latest.png")
+    lines_picture(control, 5)  # rewritten in place
+    second = watch.wait("rendered", 2)
+    assert second.files == (control,) and second.recomputed == {"control": 1}
+    assert (pixels(watch.out / "scene-latest.png") != before).any(axis=-1).mean() > 0.05  # 12 % of the pixels here
+    save(scene_file, controlled.replace("a tall tree", "a fir tree"))
+    third = watch.wait("rendered", 3)  # the next render is the prompt edit's: the picture's save rendered once
+    assert third.files == (scene_file,) and third.recomputed == {"text": 1}
+
+
+def test_a_reference_picture_edit_re_encodes_only_that_picture(scene_file, session):
+    """Issue 23, as for a control picture: a saved reference picture is encoded again, the prompts are not."""
+    from diffusers import UNet2DConditionModel
+
+    from semanticdraw_cli.families import ip_adapter, presets
+
+    unet = UNet2DConditionModel.from_pretrained(presets.ensure_preset("sd15", "tiny"), subfolder="unet")
+    ip_adapter.build_random_adapter(unet, scene_file.parent / "ipa")
+    look = scene_file.parent / "look.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(look)
+    reference = "reference: {image: look.png, weight: 0.6, adapter: ./ipa/ip-adapter.safetensors}"
+    save(scene_file, SCENE.replace("mask: fox.png}", f"mask: fox.png, {reference}}}"))
+    watch = session()
+    watch.ready()
+    before = pixels(watch.out / "scene-latest.png")
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(look)
+    second = watch.wait("rendered", 2)
+    assert second.files == (look,) and second.recomputed == {"reference": 1}  # no prompt encoded again
+    assert (pixels(watch.out / "scene-latest.png") != before).any(axis=-1).mean() > 0.05  # 30 % here

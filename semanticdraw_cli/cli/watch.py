@@ -55,9 +55,9 @@ def watch(
 ) -> None:
     """Render a scene, then again each time it or a file it reads is saved: the picture follows the drawing.
 
-    Watched: the scene file, its masks, label maps and background picture, a layered drawing and its
-    settings. The model loads once; each save recomputes only what it changed (prompts by text, masks
-    by content), and a save during a render abandons it for the newer one. NAME-latest.png and
+    Watched: the scene file, its masks, label maps, background, control and reference pictures, a layered
+    drawing and its settings. The model loads once; each save recomputes only what it changed (prompts by
+    text, masks by content), and a save during a render abandons it for the newer one. NAME-latest.png and
     NAME-latest.json are replaced after each render, NAME-layout.png as soon as a save is seen. A save
     that leaves the scene invalid prints its problems and keeps the last image. Renders the scene's
     first image (its seed). Type `r NAME[,NAME...]` and Enter to re-roll those regions of the latest
@@ -112,7 +112,8 @@ def _start_server(port: int, loop):
 
 
 class TerminalLines:
-    """One line per render on stderr: what changed, what was recomputed, seconds per phase."""
+    """One line per render on stderr: what changed, what was recomputed, seconds per phase; then the render's
+    warnings, one line each."""
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
@@ -131,11 +132,15 @@ class TerminalLines:
                 typer.echo(f"watching {', '.join(_shown(f) for f in files)} (Ctrl-C to stop)", err=True)
         elif event.kind == "phase":
             typer.echo(f"{printable(event.text)}...", err=True)
+        elif event.kind == "first_pass":
+            typer.echo(f"render {event.render}: pass 1 of 2, upscaled: {_shown(event.outputs[0])}", err=True)
         elif event.kind == "abandoned":
             typer.echo(f"render {event.render}: abandoned after step {event.step} of {event.steps} for a newer save",
                        err=True)
         elif event.kind == "rendered":
             typer.echo(render_line(event), err=True)
+            for warning in event.warnings:  # as `render` prints its report's
+                typer.echo(f"warning: {printable_lines(warning)}", err=True)
 
 
 def render_line(event) -> str:
