@@ -47,6 +47,19 @@ def vae_mean(monkeypatch):
     monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
 
 
+@pytest.fixture(scope="module")
+def pooled_controlnet(tmp_path_factory):
+    """The tiny sd3 ControlNet as SD3.5's ship: it reads the pooled text, and the picture's latent with the shift."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("controlnet") / "pooled"
+    shutil.copytree(controlnet_dit.ensure_preset("sd3", "tiny"), folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "force_zeros_for_pooled_projection": False}))
+    return folder
+
+
 def one_region(family: str, control: tuple[Control, ...], steps: int = 4, guidance: float = 0.0, **sampler):
     scene = make_scene(WIDTH, HEIGHT, [region("a red apple", rect(0, 0, 1, 1, fractional=True))],
                        steps=tuple(range(steps)), grid=steps, guidance=guidance, bootstrap=Bootstrap(0, 1.0, 0.2),
@@ -54,15 +67,20 @@ def one_region(family: str, control: tuple[Control, ...], steps: int = 4, guidan
     return dataclasses.replace(scene, model=Model(family, "tiny", ACCELERATOR[family]), control=control)
 
 
-def test_sd3_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, vae_mean):
-    """One window, one region, flow Euler over 4 steps at guidance 3: both branches run the ControlNet, which
-    zeroes its pooled input and reads the picture's latent without the VAE's shift, as the pipeline does."""
+@pytest.mark.parametrize("pooled", [False, True])
+def test_sd3_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, vae_mean, pooled_controlnet,
+                                                                    pooled):
+    """One window, one region, flow Euler over 4 steps at guidance 3: both branches run the ControlNet. InstantX's
+    kind (the preset) zeroes its pooled input and reads the picture's latent without the VAE's shift; SD3.5's
+    reads both, as the pipeline does."""
     from diffusers import SD3ControlNetModel, StableDiffusion3ControlNetPipeline
 
-    scene = one_region("sd3", (Control("tiny", edges, weight=0.8, start=0.0, end=0.75),), guidance=3.0)
+    folder = pooled_controlnet if pooled else controlnet_dit.ensure_preset("sd3", "tiny")
+    reference = str(folder) if pooled else "tiny"
+    scene = one_region("sd3", (Control(reference, edges, weight=0.8, start=0.0, end=0.75),), guidance=3.0)
     ours = renderer.render(scene)[0].latent
-    net = SD3ControlNetModel.from_pretrained(controlnet_dit.ensure_preset("sd3", "tiny"))
-    assert net.config.force_zeros_for_pooled_projection
+    net = SD3ControlNetModel.from_pretrained(folder)
+    assert net.config.force_zeros_for_pooled_projection != pooled
     pipe = StableDiffusion3ControlNetPipeline.from_pretrained(presets.ensure_preset("sd3", "tiny"), controlnet=net)
     pipe.set_progress_bar_config(disable=True)
     theirs = pipe("a red apple", control_image=Image.open(edges), height=HEIGHT, width=WIDTH, num_inference_steps=4,
