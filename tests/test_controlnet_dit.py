@@ -168,17 +168,25 @@ def test_a_controlnet_of_another_family_is_refused_naming_it(renderer, edges, fa
         renderer.prepare(one_region(family, (Control(folder, edges),), steps=1))
 
 
-def test_a_controlnet_of_another_width_is_refused_naming_the_key(renderer, edges, tmp_path):
-    """An SD3ControlNetModel made for a wider transformer (SD3.5 large's heads) is another family's residuals."""
+@pytest.mark.parametrize("family, change, message", [
+    ("sd3", {"num_attention_heads": 38}, r"is made for another family \(num_attention_heads 38, the sd3 network's is 2"),
+    ("sd3", {"extra_conditioning_channels": 1}, r"is an inpainting ControlNet"),
+    ("flux", {"num_mode": 10}, r"is a union ControlNet"),
+    ("flux", {"conditioning_embedding_channels": 16}, r"is a ControlNet that reads pixels"),
+])
+def test_a_controlnet_these_adapters_do_not_run_is_refused_before_its_weights_load(renderer, edges, tmp_path,
+                                                                                   family, change, message):
+    """A wider transformer's (SD3.5 large's heads), an inpainting, a union or an XLabs ControlNet: refused from
+    its config, naming the folder (its weights, which would not fit the config, are never read)."""
     import json
     import shutil
 
-    folder = tmp_path / "wide"
-    shutil.copytree(controlnet_dit.ensure_preset("sd3", "tiny"), folder)
+    folder = tmp_path / "changed"
+    shutil.copytree(controlnet_dit.ensure_preset(family, "tiny"), folder)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "num_attention_heads": 38}))
-    with pytest.raises(RenderError, match=r"'.*wide' is made for another family \(num_attention_heads 38"):
-        renderer.prepare(one_region("sd3", (Control(str(folder), edges),), steps=1))
+    (folder / "config.json").write_text(json.dumps({**config, **change}))
+    with pytest.raises(RenderError, match=rf"ControlNet '.*changed' {message}"):
+        renderer.prepare(one_region(family, (Control(str(folder), edges),), steps=1))
 
 
 def test_render_with_another_familys_controlnet_exits_1_naming_it(edges, tmp_path):

@@ -67,15 +67,20 @@ def load_unet_controlnet(reference: str, family: str, unet, device: torch.device
 
 
 def load_checked(cls, reference: str, source: str, family: str, network_config, keys: Sequence[str],
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, unsupported: dict[str, str] | None = None):
     """A ControlNet of class `cls` from `source` on the device, refused naming `reference` when its config is of
-    another class or differs from the family's network in one of `keys` (made for another family)."""
+    another class or differs from the family's network in one of `keys` (made for another family), or sets one
+    of the `unsupported` keys (config key: what such a ControlNet is)."""
     try:
         config = cls.load_config(source)
     except (OSError, ValueError) as error:
         raise RenderError(f"cannot read the ControlNet {reference!r}: {error}\nwhat to do: give a local folder "
                           "with config.json and weights, or a hub id that is in the cache (HF_HUB_OFFLINE)") from None
     _refuse_other_family(reference, family, config, network_config, cls.__name__, keys)
+    for key, kind in (unsupported or {}).items():
+        if config.get(key):
+            raise RenderError(f"the ControlNet {reference!r} is {kind}, which {family} does not run here\n"
+                              f"what to do: use a plain {cls.__name__} (one control picture, no mask or mode)")
     try:
         net = cls.from_pretrained(source, torch_dtype=dtype)
     except (OSError, ValueError) as error:

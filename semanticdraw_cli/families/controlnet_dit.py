@@ -17,7 +17,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import controlnet, presets
 from semanticdraw_cli.lazy import lazy_module
 
@@ -32,6 +31,11 @@ else:
 # What a ControlNet shares with the family's transformer: its residuals are added to the transformer's tokens
 SD3_KEYS = ("in_channels", "patch_size", "num_attention_heads", "attention_head_dim", "pooled_projection_dim")
 FLUX_KEYS = ("in_channels", "num_attention_heads", "attention_head_dim", "joint_attention_dim", "pooled_projection_dim")
+UNSUPPORTED = {  # config keys of ControlNets that read something else than the picture's latent
+    "extra_conditioning_channels": "an inpainting ControlNet (extra conditioning channels: a mask)",
+    "num_mode": "a union ControlNet (it needs a control mode per picture)",
+    "conditioning_embedding_channels": "a ControlNet that reads pixels (XLabs' input hint block)",
+}
 
 
 def build_preset(family: str, name: str, folder: Path) -> None:
@@ -71,18 +75,7 @@ def load(reference: str, family: str, transformer, device: torch.device, dtype: 
 
     cls, keys = (SD3ControlNetModel, SD3_KEYS) if family == "sd3" else (FluxControlNetModel, FLUX_KEYS)
     source = str(ensure_preset(family, reference)) if reference in controlnet.CONTROL_PRESETS else reference
-    net = controlnet.load_checked(cls, reference, source, family, transformer.config, keys, device, dtype)
-    config = net.config
-    unsupported = {
-        "extra_conditioning_channels": "an inpainting ControlNet (extra conditioning channels)",
-        "num_mode": "a union ControlNet (it needs a control mode per picture)",
-        "conditioning_embedding_channels": "a ControlNet that reads pixels (XLabs' input hint block)",
-    }
-    for key, kind in unsupported.items():
-        if config.get(key):
-            raise RenderError(f"the ControlNet {reference!r} is {kind}, which {family} does not run here\n"
-                              f"what to do: use a ControlNet that reads the picture's latent ({cls.__name__})")
-    return net
+    return controlnet.load_checked(cls, reference, source, family, transformer.config, keys, device, dtype, UNSUPPORTED)
 
 
 def per_item(scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
