@@ -169,10 +169,10 @@ def test_a_controlnet_of_another_family_is_refused_naming_it(renderer, edges, fa
 
 
 @pytest.mark.parametrize("family, change, message", [
-    ("sd3", {"num_attention_heads": 38}, r"is made for another family \(num_attention_heads 38, the sd3 network's is 2"),
-    ("sd3", {"extra_conditioning_channels": 1}, r"is an inpainting ControlNet"),
-    ("flux", {"num_mode": 10}, r"is a union ControlNet"),
-    ("flux", {"conditioning_embedding_channels": 16}, r"is a ControlNet that reads pixels"),
+    ("sd3", {"num_attention_heads": 38}, r"made for another family \(num_attention_heads 38, the sd3 network.s is 2"),
+    ("sd3", {"extra_conditioning_channels": 1}, r"an inpainting ControlNet"),
+    ("flux", {"num_mode": 10}, r"a union ControlNet"),
+    ("flux", {"conditioning_embedding_channels": 16}, r"a ControlNet that reads pixels"),
 ])
 def test_a_controlnet_these_adapters_do_not_run_is_refused_before_its_weights_load(renderer, edges, tmp_path,
                                                                                    family, change, message):
@@ -185,7 +185,7 @@ def test_a_controlnet_these_adapters_do_not_run_is_refused_before_its_weights_lo
     shutil.copytree(controlnet_dit.ensure_preset(family, "tiny"), folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, **change}))
-    with pytest.raises(RenderError, match=rf"ControlNet '.*changed' {message}"):
+    with pytest.raises(RenderError, match=rf"ControlNet '.*changed' is {message}"):
         renderer.prepare(one_region(family, (Control(str(folder), edges),), steps=1))
 
 
