@@ -135,20 +135,20 @@ class FluxControl(TransformerControl):
         FluxMultiControlNetModel sums them; a ControlNet with a guidance embedding reads each item's guidance."""
         from diffusers import FluxPipeline
 
-        blocks = singles = None
-        for n, control in enumerate(controls):
+        if not controls:
+            return {}
+        outputs = []  # per ControlNet: (block samples, single-block samples), either None when it has no such blocks
+        for control in controls:
             net = self.controlnet(control.model)
             b, c, h, w = control.image.shape
-            d, s = net(
+            outputs.append(net(
                 **inputs, controlnet_cond=FluxPipeline._pack_latents(control.image.to(self.dtype), b, c, h, w),
                 guidance=guidance.to(self.device, torch.float32) if net.config.guidance_embeds else None,
                 conditioning_scale=per_item(control.scale, self.dtype), return_dict=False,
-            )
-            if n == 0:
-                blocks, singles = d, s
-                continue
-            blocks = [x + y for x, y in zip(blocks, d)] if blocks is not None and d is not None else blocks
-            singles = [x + y for x, y in zip(singles, s)] if singles is not None and s is not None else singles
-        if not controls:
-            return {}
+            ))
+        blocks, singles = outputs[0]
+        for more_blocks, more_singles in outputs[1:]:
+            blocks = blocks if blocks is None or more_blocks is None else [a + b for a, b in zip(blocks, more_blocks)]
+            singles = singles if singles is None or more_singles is None else [
+                a + b for a, b in zip(singles, more_singles)]
         return {"controlnet_block_samples": blocks, "controlnet_single_block_samples": singles}
