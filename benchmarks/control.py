@@ -2,9 +2,10 @@
 
     python benchmarks/control.py --out benchmarks/results/control-cpu-small-<cpu>.json            # CPU, `small`
     python benchmarks/control.py --device cuda --preset full-random --dtype float16 --out OUT.json  # a lent GPU
+    python benchmarks/control.py --family sd3 --preset tiny --steps 1 --out OUT.json              # sd3's ControlNet
 
-Irworobongdo at 640×384 (tile 384, stride 192), the `small` SD1.5 preset and its `small` ControlNet, a
-synthetic edge picture. One warm-up render per row, then `--repeats` rounds interleaved so that a busy
+Irworobongdo at 640×384 (tile 384, stride 192), the `small` SD1.5 preset and its `small` ControlNet (or
+`--family`'s preset and ControlNet of that name: sd3 and flux have `tiny`), a synthetic edge picture. One warm-up render per row, then `--repeats` rounds interleaved so that a busy
 neighbour slows every row alike, and the median of the denoise phase. Targets: global ≤ 1.6× none; region
 ≤ 1 + 0.6 × that region's share of the items.
 """
@@ -57,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--preset", default="small")
+    parser.add_argument("--family", default="sd15", help="sd15, sdxl, sd3 or flux (with its own accelerator)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="only the first N of the scene's steps (all: none)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     from semanticdraw_cli.render import Renderer
 
-    workload = run.Workload("control", args.preset, 640, 384, (), (), tile=run.tile(384, 192), dtype=args.dtype)
+    family = () if args.family == "sd15" else (f"model.family={args.family}",)
+    workload = run.Workload("control", args.preset, 640, 384, family, (), tile=run.tile(384, 192), dtype=args.dtype)
     renderer = Renderer(device=args.device, dtype=args.dtype)
     scene = run.build_scene(workload, run.Method("semanticdraw"))
     if args.steps:  # the cost ratios are per step; fewer steps make the run fit a busy machine
@@ -80,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             run.log(f"  {name}: denoise {runs[name][-1]['denoise']:.3f} s")
     share = region_share(renderer, scenes["region"])
     base = statistics.median(r["denoise"] for r in runs["none"])
-    result = {"workload": "control", "machine": run.machine(workload, renderer), "steps": list(scene.sampler.steps),
+    result = {"workload": "control", "family": args.family, "machine": run.machine(workload, renderer),
+              "steps": list(scene.sampler.steps),
               "region_share_of_items": share,
               "targets": {"global": GLOBAL_TARGET, "region": 1 + REGION_SLOPE * share}, "rows": []}
     for name, measured in runs.items():
@@ -98,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def table(result: dict) -> str:
     m = result["machine"]
-    lines = [f"**control** — {m['gpu'] or m['cpu']}, `{m['preset']}` {m['dtype']}, canvas {m['canvas'][0]}×"
+    lines = [f"**control** — {m['gpu'] or m['cpu']}, {result.get('family', 'sd15')} `{m['preset']}` {m['dtype']}, "
+             f"canvas {m['canvas'][0]}×"
              f"{m['canvas'][1]}, median of {len(result['rows'][0]['denoise_all_repeats'])} after a warm-up", "",
              "| row | denoise s | × none | target | calls/step | items/step |", "|---|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:

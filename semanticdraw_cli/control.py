@@ -2,8 +2,10 @@
 that keeps a ControlNet to the calls of the items that use it, and each item's crop of its control picture
 (architecture.md §4.2).
 
-Family-free: the pictures are canvas-size tensors, a crop is the window's latent slices times the latent
-factor, rolled with the latent during mask-centering bootstrapping so the ControlNet sees what the UNet sees.
+Family-free: each entry's source is a canvas-size tensor given by the family (`control_source`: the picture for
+a UNet family's ControlNet, the picture's latent for sd3 and flux), a crop is the window's latent slices times
+the source's factor, rolled with the latent during mask-centering bootstrapping so the ControlNet sees what the
+network sees.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ class ControlSetup:
     """The scene's ControlNet entries (whole-canvas ones first) and which region rows use each."""
 
     models: tuple[str, ...]  # per entry: the ControlNet reference
-    pictures: tuple[torch.Tensor, ...]  # per entry: (3, H, W) float32 in [0, 1] at canvas size, on the device
+    pictures: tuple[torch.Tensor, ...]  # per entry: what crops are cut from, (3, H, W) in [0, 1] or a (C, h, w) latent
     weights: torch.Tensor  # (E,) float32 per entry, on the device
     steps: tuple[frozenset[int], ...]  # per entry: the steps it acts in (its start..end share of the steps)
     rows: tuple[tuple[int, ...], ...]  # per region row of the masks (background prompt first): its entries
-    factor: int  # canvas pixels per latent pixel
+    factor: int  # units of `pictures` per latent pixel: the latent factor for pictures, 1 for latents
 
     def active(self, step: int, region: int) -> tuple[int, ...]:
         """The entries a pair of this region runs through at this step, in order."""

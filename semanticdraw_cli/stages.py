@@ -219,7 +219,8 @@ def control_pixels(scene: Scene, entry, cache: StageCache) -> np.ndarray:
 
 def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps: int) -> Any:
     """The sampler's `control.ControlSetup`: whole-canvas entries for every region row, a region's own for its row;
-    each ControlNet loaded once per adapter. None when no entry acts (weight 0 is no control)."""
+    each ControlNet loaded once per adapter, each picture turned once into what its crops are cut from (the
+    family's `control_source`: the picture, or its latent). None when no entry acts (weight 0 is no control)."""
     from semanticdraw_cli.control import ControlSetup, active_steps
 
     shared = [e for e in scene.control if e.weight > 0]
@@ -230,9 +231,7 @@ def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps
     for reference in dict.fromkeys(e.model for e in entries):
         adapter.controlnet(reference)
     device = adapter.device
-    pictures = tuple(
-        torch.from_numpy(control_pixels(scene, e, cache)).to(device).permute(2, 0, 1).float() / 255.0 for e in entries
-    )
+    sources = [adapter.control_source(e.model, control_pixels(scene, e, cache)) for e in entries]  # (tensor, factor)
     rows, first = [], len(shared)
     for row in own:
         rows.append(tuple(range(len(shared))) + tuple(range(first, first + len(row))))
@@ -241,9 +240,9 @@ def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps
         rows.insert(0, tuple(range(len(shared))))
     return ControlSetup(
         models=tuple(e.model for e in entries),
-        pictures=pictures,
+        pictures=tuple(source for source, _ in sources),
         weights=torch.tensor([e.weight for e in entries], dtype=torch.float32, device=device),
         steps=tuple(active_steps(e.start, e.end, steps) for e in entries),
         rows=tuple(rows),
-        factor=adapter.latent_factor,
+        factor=sources[0][1],  # one family: every source has the same
     )

@@ -1,4 +1,4 @@
-"""Checks every model family passes: its step table places regions, its example scenes render."""
+"""Checks every model family passes: its step table places regions, its example scenes render; item x0 records."""
 
 from __future__ import annotations
 
@@ -149,3 +149,25 @@ def ddim_pipeline_latent(folder: Path, prompt: str, width: int, height: int, ste
         prompt, height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
         generator=torch.Generator("cpu").manual_seed(seed), output_type="latent",
     ).images[0]
+
+
+class ItemRecorder:
+    """The adapter's x0 of every item, one item per call, keyed by (step, window, region row)."""
+
+    def __init__(self, adapter, setup):
+        self.adapter, self.rows, self.x0 = adapter, setup.cond["text"], {}
+
+    def predict_x0(self, x, table, step, items):
+        out = self.adapter.predict_x0(x, table, step, items)
+        row = next(r for r in range(len(self.rows)) if torch.equal(items.cond["text"][0], self.rows[r]))
+        self.x0[step, items.windows[0], row] = out[0]
+        return out
+
+
+def item_x0(renderer, scene) -> dict:
+    """Every item's x0 of the scene's render, keyed by (step, window, region row): run with `max_batch: 1`."""
+    prepared = renderer.prepare(scene)
+    recorder = ItemRecorder(prepared.adapter, prepared.setup)
+    generators = [torch.Generator().set_state(state) for state in prepared.generator_states]
+    list(sample(recorder, prepared.setup, prepared.x, generators))
+    return recorder.x0

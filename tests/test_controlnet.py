@@ -12,9 +12,9 @@ from PIL import Image
 
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import controlnet, presets
-from semanticdraw_cli.fusion import sample
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Control, Model, Tile
+from family_checks import item_x0
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
@@ -98,27 +98,6 @@ def test_a_controlnet_of_another_family_is_refused_naming_it(renderer, edges):
     folder = str(controlnet.ensure_preset("sdxl", "tiny"))
     with pytest.raises(RenderError, match=r"ControlNet '.*sdxl-controlnet-tiny.*' is made for another family"):
         renderer.prepare(one_region("sd15", (Control(folder, edges),), steps=1))
-
-
-class ItemRecorder:
-    """The adapter's x0 of every item, one item per call, keyed by (step, window, region row)."""
-
-    def __init__(self, adapter, setup):
-        self.adapter, self.rows, self.x0 = adapter, setup.cond["text"], {}
-
-    def predict_x0(self, x, table, step, items):
-        out = self.adapter.predict_x0(x, table, step, items)
-        row = next(r for r in range(len(self.rows)) if torch.equal(items.cond["text"][0], self.rows[r]))
-        self.x0[step, items.windows[0], row] = out[0]
-        return out
-
-
-def item_x0(renderer, scene) -> dict:
-    prepared = renderer.prepare(scene)
-    recorder = ItemRecorder(prepared.adapter, prepared.setup)
-    generators = [torch.Generator().set_state(state) for state in prepared.generator_states]
-    list(sample(recorder, prepared.setup, prepared.x, generators))
-    return recorder.x0
 
 
 def test_a_regions_control_changes_only_that_regions_items(renderer, edges):

@@ -80,12 +80,29 @@ def test_a_regions_bad_entry_names_the_region(tmp_path):
     assert result.exit_code == 2 and "regions[0].control[0].image" in result.output and "gone.png" in result.output
 
 
-def test_a_family_without_controlnet_support_is_refused(tmp_path):
+@pytest.mark.parametrize("family", ["sd2", "klein"])
+def test_a_family_without_controlnet_support_is_refused(tmp_path, family):
     path = tmp_path / "scene.yaml"
     write(tmp_path, "")
-    path.write_text("canvas: {width: 64, height: 48}\nmodel: {family: sd2}\n"
+    path.write_text(f"canvas: {{width: 64, height: 48}}\nmodel: {{family: {family}}}\n"
                     "control: [{model: tiny, image: edges.png}]\n"
                     "regions: [{prompt: a fox, mask: {rect: [0, 0, 32, 48]}}]\n")
     result = validate(path)
-    assert result.exit_code == 2 and "the sd2 family has no ControlNet support" in result.output
-    assert "sd15" in result.output
+    assert result.exit_code == 2 and f"the {family} family has no ControlNet support" in result.output
+    assert "sd15, sdxl, sd3, flux" in result.output
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux", "sdxl"])
+@pytest.mark.parametrize("text, key, message", [
+    ("control: [{model: tiny, image: missing.png}]", "control[0].image", "file not found"),
+    ("control: [{model: tiny, image: edges.png, start: 0.8, end: 0.2}]", "control[0].start", "start 0.8 is after end 0.2"),
+    ("control: [{model: tiny, image: edges.png}, {model: small, image: edges.png}]", "control[1].model",
+     "has no 'small' preset to build a ControlNet from"),
+])
+def test_bad_entries_exit_2_for_the_other_controlnet_families(tmp_path, family, text, key, message):
+    path = write(tmp_path, text + "\nregions: [{prompt: a fox, mask: {rect: [0, 0, 32, 48]}}]\n")
+    path.write_text(path.read_text().replace("family: sd15", f"family: {family}"))
+    result = validate(path)
+    assert result.exit_code == 2, result.output
+    assert key in result.output and message in result.output
+    assert "Traceback" not in result.output

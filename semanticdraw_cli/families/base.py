@@ -56,8 +56,19 @@ class ControlInput:
     of its control picture (the item's window, in pixels) and its own weight."""
 
     model: str  # the ControlNet's reference (hub id, local folder or preset name) as the scene gives it
-    image: torch.Tensor  # (B, 3, h·f, w·f) float32 in [0, 1], each item's crop of its control picture
+    image: torch.Tensor  # (B, 3, h·f, w·f) in [0, 1] or (B, C, h, w) latent: each item's crop of its entry's source
     scale: torch.Tensor  # (B,) float32 weight of the ControlNet's residuals per item, on the compute device
+
+
+class ControlNets(Protocol):
+    """What a family whose spec names a `control_class` adds to its adapter (architecture.md §4.2)."""
+
+    def controlnet(self, reference: str) -> torch.nn.Module:
+        """The ControlNet of `reference`, loaded once per adapter; refused naming it when made for another family."""
+
+    def control_source(self, reference: str, rgb: np.ndarray) -> tuple[torch.Tensor, int]:
+        """A canvas-size control picture (H, W, 3) uint8 -> (what each window's crop is cut from, its units per
+        latent pixel): the picture and the latent factor for a UNet's ControlNet, its latent and 1 for sd3/flux."""
 
 
 class Denoiser(Protocol):

@@ -1,5 +1,6 @@
 """ControlNets for the UNet families (sd15, sdxl): loading one per reference, the tiny presets, and the residuals
-a call's items add to the UNet (architecture.md §4.2).
+a call's items add to the UNet (architecture.md §4.2). The preset cache and the family check at load are shared
+with the transformer families' ControlNets (`families.controlnet_dit`).
 
 A ControlNet runs on the same batch as the UNet, each item with its own crop of its control picture
 (`base.ControlInput`); its residuals are scaled per item by the entry's weight and summed over the
@@ -8,7 +9,7 @@ ControlNets of the call, as diffusers' MultiControlNet sums them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from semanticdraw_cli.families import presets
 from semanticdraw_cli.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from semanticdraw_cli.families.base import ControlInput
@@ -31,9 +33,11 @@ def preset_folder(family: str, name: str) -> Path:
     return presets.cache_root() / "presets" / f"{family}-controlnet-{name}-v{presets.PRESET_VERSION}"
 
 
-def ensure_preset(family: str, name: str) -> Path:
-    """The folder of a preset ControlNet, built on first use (a `ControlNetModel` with config.json and weights)."""
-    return presets.build_cached(preset_folder(family, name), lambda staging: build_unet_preset(family, name, staging),
+def ensure_preset(family: str, name: str, build: Callable[[str, str, Path], None] | None = None) -> Path:
+    """The folder of a preset ControlNet, built on first use by `build(family, name, folder)` (the UNet families'
+    `ControlNetModel` when None): config.json and weights."""
+    build = build or build_unet_preset
+    return presets.build_cached(preset_folder(family, name), lambda staging: build(family, name, staging),
                                 marker="config.json")
 
 
@@ -58,29 +62,43 @@ def load_unet_controlnet(reference: str, family: str, unet, device: torch.device
     from diffusers import ControlNetModel
 
     source = str(ensure_preset(family, reference)) if reference in CONTROL_PRESETS else reference
+    return load_checked(ControlNetModel, reference, source, family, unet.config,
+                        ("cross_attention_dim", "addition_embed_type"), device, dtype)
+
+
+def load_checked(cls, reference: str, source: str, family: str, network_config, keys: Sequence[str],
+                 device: torch.device, dtype: torch.dtype, unsupported: dict[str, str] | None = None):
+    """A ControlNet of class `cls` from `source` on the device, refused naming `reference` when its config is of
+    another class or differs from the family's network in one of `keys` (made for another family), or sets one
+    of the `unsupported` keys (config key: what such a ControlNet is)."""
     try:
-        config = ControlNetModel.load_config(source)
+        config = cls.load_config(source)
     except (OSError, ValueError) as error:
         raise RenderError(f"cannot read the ControlNet {reference!r}: {error}\nwhat to do: give a local folder "
                           "with config.json and weights, or a hub id that is in the cache (HF_HUB_OFFLINE)") from None
-    _refuse_other_family(reference, family, config, unet.config)
+    _refuse_other_family(reference, family, config, network_config, cls.__name__, keys)
+    for key, kind in (unsupported or {}).items():
+        if config.get(key):
+            raise RenderError(f"the ControlNet {reference!r} is {kind}, which {family} does not run here\n"
+                              f"what to do: use a plain {cls.__name__} (one control picture, no mask or mode)")
     try:
-        net = ControlNetModel.from_pretrained(source, torch_dtype=dtype)
+        net = cls.from_pretrained(source, torch_dtype=dtype)
     except (OSError, ValueError) as error:
         raise RenderError(f"cannot load the ControlNet {reference!r}: {error}") from None
     return net.to(device).eval()
 
 
-def _refuse_other_family(reference: str, family: str, config: dict, unet_config) -> None:
+def _refuse_other_family(reference: str, family: str, config: dict, network_config, expected: str,
+                         keys: Sequence[str]) -> None:
     kind = config.get("_class_name")
-    if kind != "ControlNetModel":
-        raise RenderError(f"the ControlNet {reference!r} is a {kind}, not a ControlNetModel for {family}\n"
+    if kind != expected:
+        raise RenderError(f"the ControlNet {reference!r} is a {kind}, not a {expected} for {family}\n"
                           f"what to do: use a ControlNet trained for {family}")
-    for key in ("cross_attention_dim", "addition_embed_type"):
-        theirs, ours = config.get(key), getattr(unet_config, key, None)
+    for key in keys:
+        theirs, ours = config.get(key), getattr(network_config, key, None)
         if theirs != ours:
             raise RenderError(f"the ControlNet {reference!r} is made for another family ({key} {theirs}, the "
-                              f"{family} UNet's is {ours})\nwhat to do: use a ControlNet trained for {family}")
+                              f"{family} network's is {ours})\nwhat to do: use a ControlNet trained for {family}")
 
 
 class UNetControl:
@@ -92,6 +110,11 @@ class UNetControl:
         if reference not in loaded:
             loaded[reference] = load_unet_controlnet(reference, self.model.family, self.unet, self.device, self.dtype)
         return loaded[reference]
+
+    def control_source(self, reference: str, rgb: np.ndarray) -> tuple[torch.Tensor, int]:
+        """What a ControlNet's crops are cut from: the picture itself, (3, H, W) float32 in [0, 1] on the device,
+        at `latent_factor` canvas pixels per latent pixel of a window."""
+        return torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float() / 255.0, self.latent_factor
 
     def control_residuals(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, controls: Sequence[ControlInput],
                           added: dict | None = None) -> dict:

@@ -22,6 +22,7 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import ip_adapter, loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
+from semanticdraw_cli.families.controlnet_dit import FluxControl
 from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.families.prediction import Predictor
 from semanticdraw_cli.lazy import inference_mode, lazy_module
@@ -30,7 +31,7 @@ from semanticdraw_cli.schedule import StepTable
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.families.base import Embeddings
+    from semanticdraw_cli.families.base import ControlInput, Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -107,7 +108,7 @@ def set_flow_sigmas(scheduler, grid: int, mu: float) -> None:
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1.0 / grid, grid), mu=mu)
 
 
-class FluxAdapter(CodecMixin, NetworkMixin, Predictor):
+class FluxAdapter(CodecMixin, NetworkMixin, FluxControl, Predictor):
     """FLUX.1 behind the family contract."""
 
     network_attribute = "transformer"
@@ -170,10 +171,11 @@ class FluxAdapter(CodecMixin, NetworkMixin, Predictor):
     @inference_mode
     def network_output(
         self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
-        windows: Sequence[Window],
+        windows: Sequence[Window], controls: Sequence[ControlInput] = (),
     ) -> torch.Tensor:
         """The transformer's velocity eps − x0 of (B, 16, h, w) latents x = (1 − σ)·x0 + σ·eps, packed and
-        unpacked around the call; a guidance-distilled one reads each item's `guidance`."""
+        unpacked around the call; a guidance-distilled one reads each item's `guidance`. The call's ControlNets
+        read the same inputs (FluxControlNetPipeline)."""
         h, w = x.shape[-2:]
         if h % 2 or w % 2:
             raise RenderError(
@@ -186,17 +188,18 @@ class FluxAdapter(CodecMixin, NetworkMixin, Predictor):
         embedded = guidance.to(self.device, torch.float32) if self.guidance_embeds else None
         text = context["text"].to(self.dtype)
         pictures = ip_adapter.image_embeds(self, context, n)  # a region's reference picture, per item
-        v = self.transformer(
+        inputs = dict(
             hidden_states=pack(x).to(self.dtype),
             timestep=t,
-            guidance=embedded,
             pooled_projections=context["pooled"].to(self.dtype),
             encoder_hidden_states=text,
             txt_ids=torch.zeros(text.shape[1], 3, device=self.device),
             img_ids=image_ids(h // 2, w // 2, self.device),
-            joint_attention_kwargs=None if pictures is None else {"ip_adapter_image_embeds": pictures},
-            return_dict=False,
-        )[0].float()
+        )
+        control = self.control_samples(controls, inputs, guidance)  # the ControlNets see no reference picture
+        attention = None if pictures is None else {"ip_adapter_image_embeds": pictures}
+        v = self.transformer(**inputs, guidance=embedded, **control, joint_attention_kwargs=attention,
+                             return_dict=False)[0].float()
         return unpack(v, h, w)
 
 
@@ -309,4 +312,5 @@ SPEC = FamilySpec(
     build_on_device=build_on_device,
     cuda_dtype="bfloat16",
     reference_pictures=True,
+    control_class="FluxControlNetModel",
 )

@@ -18,6 +18,7 @@ from semanticdraw_cli.families import loading, presets, schedules
 from semanticdraw_cli.families.base import AcceleratorDefaults, FamilySpec
 from semanticdraw_cli.families.codec import CodecMixin, VaeCodec, needs_vae_upcast
 from semanticdraw_cli.families.conditioning import clip_embeddings
+from semanticdraw_cli.families.controlnet_dit import SD3Control
 from semanticdraw_cli.families.network import NetworkMixin
 from semanticdraw_cli.families.prediction import Predictor
 from semanticdraw_cli.lazy import inference_mode, lazy_module
@@ -26,7 +27,7 @@ from semanticdraw_cli.schedule import StepTable
 if TYPE_CHECKING:
     import torch
 
-    from semanticdraw_cli.families.base import Embeddings
+    from semanticdraw_cli.families.base import ControlInput, Embeddings
     from semanticdraw_cli.scene.types import Canvas, Model, Sampler
     from semanticdraw_cli.tiles import Window
 else:
@@ -57,7 +58,7 @@ def load_pipeline(model: Model, dtype: torch.dtype, device: torch.device | None 
     return pipe
 
 
-class SD3Adapter(CodecMixin, NetworkMixin, Predictor):
+class SD3Adapter(CodecMixin, NetworkMixin, SD3Control, Predictor):
     """SD3 behind the family contract."""
 
     cfg_guidance = True
@@ -142,9 +143,10 @@ class SD3Adapter(CodecMixin, NetworkMixin, Predictor):
     @inference_mode
     def network_output(
         self, x: torch.Tensor, table: StepTable, step: int, context: Embeddings, guidance: torch.Tensor,
-        windows: Sequence[Window],
+        windows: Sequence[Window], controls: Sequence[ControlInput] = (),
     ) -> torch.Tensor:
-        """The MMDiT's velocity eps − x0 of (B, 16, h, w) latents x = (1 − σ)·x0 + σ·eps."""
+        """The MMDiT's velocity eps − x0 of (B, 16, h, w) latents x = (1 − σ)·x0 + σ·eps, with the block samples
+        of the call's ControlNets."""
         if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
             side = self.latent_factor * self.patch
             raise RenderError(
@@ -158,6 +160,7 @@ class SD3Adapter(CodecMixin, NetworkMixin, Predictor):
             timestep=t,
             encoder_hidden_states=context["text"].to(self.dtype),
             pooled_projections=context["pooled"].to(self.dtype),
+            **self.control_blocks(controls, x.to(self.dtype), t, context),
             return_dict=False,
         )[0].float()
 
@@ -313,4 +316,5 @@ SPEC = FamilySpec(
     options=("drop_t5",),
     device_presets=("full-random",),
     build_on_device=build_on_device,
+    control_class="SD3ControlNetModel",
 )

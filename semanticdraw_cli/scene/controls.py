@@ -39,7 +39,18 @@ def parse(c: Checker, value: object, key: str, base: Path, canvas: Canvas | None
         c.add(key, f"the {family} family has no ControlNet support", hint="use " + ", ".join(having))
         return ()
     return tuple(entry for i, raw in enumerate(value)
-                 if (entry := _entry(c, raw, f"{key}[{i}]", base, canvas)) is not None)
+                 if (entry := _entry(c, raw, f"{key}[{i}]", base, canvas)) is not None
+                 and _family_has_preset(c, entry, f"{key}[{i}].model", family))
+
+
+def _family_has_preset(c: Checker, entry: Control, key: str, family: str) -> bool:
+    """A preset ControlNet is built from the family preset of its name: refused when the family has none."""
+    having = registry.family(family).presets
+    if entry.model in PRESETS and entry.model not in having:
+        c.add(key, f"the {family} family has no {entry.model!r} preset to build a ControlNet from",
+              hint="use " + ", ".join(name for name in PRESETS if name in having))
+        return False
+    return True
 
 
 def attach(c: Checker, top: dict, regions: tuple[Region, ...], base: Path, canvas: Canvas | None,
