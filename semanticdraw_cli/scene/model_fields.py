@@ -1,4 +1,7 @@
-"""The `model` section of a scene as checks: family, checkpoint, accelerator and the family-only options."""
+"""The `model` section of a scene as checks: family, checkpoint, accelerator, the family-only options and
+`model.preview_decoder` (what decodes `watch`'s step previews, never a final image: absent or `none`, the full
+VAE; `tiny-ae`, the family's TAESD, refused for a family that has none; else a local AutoencoderTiny folder or a
+hub id, read when the first preview is decoded)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 from semanticdraw_cli import defaults as D
 from semanticdraw_cli.families import registry
-from semanticdraw_cli.scene.checks import Checker
+from semanticdraw_cli.scene.checks import Checker, describe
 from semanticdraw_cli.scene.safe_io import exists
 from semanticdraw_cli.scene.sources import looks_local, path_field
 from semanticdraw_cli.scene.types import Accelerator, Model
@@ -17,6 +20,8 @@ FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().valu
 ACCELERATOR_KEYS = ("lora", "weight", "weight_name", "scheduler")
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
 PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
+PREVIEW_KEY = "model.preview_decoder"
+PREVIEW_HINT = f"{D.TINY_AE} (the family's TAESD), a local AutoencoderTiny folder (./name) or a hub id (owner/name)"
 
 
 def model_section(c: Checker, d: dict, base: Path, classic: bool) -> Model:
@@ -36,7 +41,8 @@ def model_section(c: Checker, d: dict, base: Path, classic: bool) -> Model:
     drop_t5 = c.flag(d, "drop_t5", "model.drop_t5", False)
     offload = c.choice(d, "offload", "model.offload", D.OFFLOADS, D.OFFLOAD)
     text_tokens = c.integer(d, "text_tokens", "model.text_tokens", None, lo=1, hi=D.MAX_TEXT_TOKENS)
-    return Model(family, checkpoint, accelerator, drop_t5, offload, text_tokens)
+    preview_decoder = _preview_decoder(c, d, family, base)
+    return Model(family, checkpoint, accelerator, drop_t5, offload, text_tokens, preview_decoder)
 
 
 def _accelerator(c: Checker, value: object, family: str, base: Path) -> Accelerator:
@@ -115,3 +121,28 @@ def _check_name(c: Checker, text: str, key: str) -> None:
     hint = (f"did you mean {close[0]!r}? " if close else "") + "a local folder is written ./name"
     c.add(key, f"{text!r} is neither {kinds} nor an existing path", hint=hint)
 
+
+def _preview_decoder(c: Checker, d: dict, family: str, base: Path) -> str | None:
+    """The decoder of `model.preview_decoder` (None: the full VAE); None with a problem added when refused."""
+    value = d.get("preview_decoder")
+    if value is None or value == "none":
+        return None
+    if not isinstance(value, str) or not value.strip():
+        c.add(PREVIEW_KEY, f"expected {D.TINY_AE}, a folder or a hub id, got {describe(value)}", hint=PREVIEW_HINT)
+        return None
+    if registry.family(family).tiny_autoencoder is None:
+        having = [name for name, spec in registry.families().items() if spec.tiny_autoencoder is not None]
+        c.add(PREVIEW_KEY, f"the {family} family has no tiny autoencoder for its latents "
+                           f"(there are for {', '.join(having)})", hint="remove it: previews then decode with the full VAE")
+        return None
+    if value == D.TINY_AE:
+        return value
+    local = path_field(c, value, base, PREVIEW_KEY, confine=False)
+    if local is None:
+        return None
+    if exists(local):
+        return str(local)
+    if looks_local(value) or not HUB_ID.fullmatch(value):
+        c.add(PREVIEW_KEY, f"{value!r} is neither {D.TINY_AE} nor an existing folder or a hub id", hint=PREVIEW_HINT)
+        return None
+    return value

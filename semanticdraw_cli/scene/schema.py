@@ -31,7 +31,7 @@ KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "hires",
          "reroll", "control"),
     "canvas": ("width", "height", "wrap"),
-    "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
+    "model": ("family", "checkpoint", "accelerator", "offload", "preview_decoder", *FAMILY_OPTIONS),
     "model.accelerator": ACCELERATOR_KEYS,
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
                 "plan", "cover_alpha", "max_batch", "compile", "fuse_qkv", "channels_last"),
