@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import huggingface_hub.constants
 import pytest
 import torch
 
@@ -57,11 +58,12 @@ def test_the_preset_has_the_family_latent_channels_and_loads_the_real_way(tmp_pa
 
 def test_a_hub_decoder_that_is_not_cached_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache
     with pytest.raises(RenderError) as refused:
         tiny_autoencoder.load(model("sd15", checkpoint="someone/real-model"), 4, CPU, torch.float32)
     message = str(refused.value)
-    assert "madebyollin/taesd" in message and "HF_HUB_OFFLINE" in message and "download" in message
+    assert "madebyollin/taesd" in message and "HF_HUB_OFFLINE is set" in message
+    assert "download madebyollin/taesd" in message and "remove model.preview_decoder" in message
 
 
 def test_a_folder_for_other_latents_is_refused_naming_both(tmp_path):

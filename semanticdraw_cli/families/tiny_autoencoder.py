@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from semanticdraw_cli.defaults import TINY_AE
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets
-from semanticdraw_cli.families.hub import load_error, readable_source
+from semanticdraw_cli.families.hub import hub_command, load_error, readable_source, refused_pickle, why_offline
 from semanticdraw_cli.families.registry import family as family_spec
 from semanticdraw_cli.lazy import lazy_module
 
@@ -98,9 +98,16 @@ def load(model: Model, latent_channels: int, device: torch.device, dtype: torch.
 
 
 def _unreadable(source: str, error: Exception) -> RenderError:
-    """A local folder says what it should hold; a hub id what to do to have it (`hub.load_error`)."""
-    if os.path.isabs(source) or os.path.exists(source):
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    """What to do about a decoder that cannot be read: a local folder says what it should hold; a hub id that is
+    not cached while nothing can be downloaded says how to get it or do without it; else `hub.load_error`."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if refused_pickle(error) is None and (os.path.isabs(source) or os.path.exists(source)):
         return RenderError(f"cannot load the preview decoder {source!r}: {first}\n"
                            f"what to do: check that {source} is an {AUTOENCODER_CLASS} folder (config.json and weights)")
-    return load_error("preview decoder", source, error)
+    offline = why_offline() if refused_pickle(error) is None else None
+    if offline is None:
+        return load_error("preview decoder", source, error)
+    return RenderError(f"cannot load the preview decoder {source!r}: {first}\nwhat to do: {offline}, so nothing is "
+                       f"downloaded: download it once with network access (`{hub_command()} download {source}`), name "
+                       "a local AutoencoderTiny folder, or remove model.preview_decoder (previews then decode with the "
+                       "full VAE)")
