@@ -3,6 +3,7 @@ errors of a decoder that cannot be read or does not fit."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import huggingface_hub.constants
@@ -15,6 +16,12 @@ from semanticdraw_cli.scene.types import Accelerator, Model
 
 WITH_ONE = [name for name, spec in registry.families().items() if spec.tiny_autoencoder is not None]
 CPU = torch.device("cpu")
+
+
+@functools.cache
+def adapter_of(family: str):
+    """The family's tiny preset, loaded once for this file."""
+    return registry.load_adapter(model(family, preview_decoder=None), CPU, torch.float32)
 
 
 def model(family: str, checkpoint: str = "tiny", preview_decoder: str | None = "tiny-ae") -> Model:
@@ -33,7 +40,7 @@ def test_a_preview_has_the_shape_of_the_full_decode_and_other_pixels(family, mon
     loads = []
     real_load = tiny_autoencoder.load
     monkeypatch.setattr(tiny_autoencoder, "load", lambda *args: loads.append(args[0]) or real_load(*args))
-    adapter = registry.load_adapter(model(family, preview_decoder=None), CPU, torch.float32)
+    adapter = adapter_of(family)
     latents = torch.randn(2, adapter.latent_channels, 6, 10, generator=torch.Generator().manual_seed(0))  # (N, C, h, w)
     full = adapter.decode(latents)
     preview = adapter.decode_preview(latents, model(family))
@@ -84,3 +91,23 @@ def test_klein_has_none():
     with pytest.raises(RenderError, match="the klein family has no tiny autoencoder"):
         tiny_autoencoder.load(model("klein"), 128, CPU, torch.float32)
 
+
+
+@pytest.mark.slow
+def test_a_folder_decodes_as_diffusers_pipelines_decode_with_its_scaling_and_shift(tmp_path):
+    """`latents / scaling_factor + shift_factor` from the decoder's own config, then its [-1, 1] pictures to bytes,
+    as a diffusers pipeline given the tiny autoencoder as its `vae` decodes."""
+    from diffusers import AutoencoderTiny
+
+    folder = tmp_path / "taesd"
+    tiny_autoencoder.build_preset("tiny", 4, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "scaling_factor": 2.0, "shift_factor": 0.5}))
+    adapter = adapter_of("sd15")
+    latents = torch.randn(1, 4, 6, 10, generator=torch.Generator().manual_seed(1))
+    preview = adapter.decode_preview(latents, model("sd15", preview_decoder=str(folder)))
+    with torch.no_grad():
+        pixels = AutoencoderTiny.from_pretrained(folder).decode(latents / 2.0 + 0.5).sample  # (1, 3, H, W) in [-1, 1]
+    expected = ((pixels[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    assert (preview[0] == expected).all()
+    assert not (adapter.decode_preview(latents, model("sd15")) == preview).all()  # same weights, scaling 1 and shift 0
