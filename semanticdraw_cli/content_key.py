@@ -56,8 +56,8 @@ def stamp(shared: dict[str, Any], seed: int, device_type: str, dtype: str) -> di
 
 def canonical_scene(scene: Scene) -> dict[str, Any]:
     """The resolved scene without what changes no pixel: names, score thresholds, the image count and batch
-    size; file paths relative to the scene's folder (a checkout elsewhere keeps its keys), and the pixels of
-    a drawing's layers as their sha256. The model's checkpoint and LoRA are in `model_identity`."""
+    size, the preview decoder; file paths relative to the scene's folder (a checkout elsewhere keeps its keys),
+    and the pixels of a drawing's layers as their sha256. The model's checkpoint and LoRA are in `model_identity`."""
     from semanticdraw_cli.scene.dicts import scene_to_dict
 
     data = scene_to_dict(scene)
@@ -65,6 +65,7 @@ def canonical_scene(scene: Scene) -> dict[str, Any]:
     for name in UNKEYED_SAMPLER:
         data["sampler"].pop(name, None)
     data["model"].pop("checkpoint", None)
+    data["model"].pop("preview_decoder", None)  # decodes watch's previews only, never an image's pixels
     if isinstance(data["model"]["accelerator"], dict):
         data["model"]["accelerator"].pop("lora", None)
     if scene.background.image is not None:

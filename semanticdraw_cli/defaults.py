@@ -80,6 +80,9 @@ PRESET_NAMES = ("tiny", "small", "full-random")  # built-in random-weight checkp
 OFFLOADS = ("none", "model", "sequential")  # model.offload: diffusers' CPU offload of whole networks or layers
 OFFLOAD = "none"
 MAX_TEXT_TOKENS = 512  # model.text_tokens: the longest prompt encoding a family reads (T5's 512)
+# model.preview_decoder: what decodes watch's step previews (absent: the full VAE, as final images always are);
+# tiny-ae is the family's TAESD (FamilySpec.tiny_autoencoder), a random one with a preset checkpoint
+TINY_AE = "tiny-ae"
 
 METHODS = ("semanticdraw", "multidiffusion")
 METHOD = "semanticdraw"

@@ -323,8 +323,10 @@ def watch_outputs(out_dir: Path, name: str) -> tuple[Path, Path, Path]:
 
 
 def _x0_picture(prepared: Prepared, state: StepState) -> np.ndarray:
-    """The first image's fused clean-latent estimate, decoded (and over the background picture), (H, W, 3) uint8."""
-    pixels = prepared.adapter.decode(state.x0[:1], wrap=wrap_axes(prepared.scene.canvas.wrap))  # (1, H, W, 3)
+    """The first image's fused clean-latent estimate, decoded by the scene's preview decoder (the full VAE when it
+    names none) and over the background picture, (H, W, 3) uint8."""
+    scene = prepared.scene
+    pixels = prepared.adapter.decode_preview(state.x0[:1], scene.model, wrap_axes(scene.canvas.wrap))  # (1, H, W, 3)
     if prepared.picture is not None:
         pixels = blend_over_background(pixels, prepared.picture, prepared.canvas_masks)
     return pixels[0]

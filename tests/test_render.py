@@ -67,6 +67,18 @@ def test_stages_equal_render_and_steps_can_run_again(renderer, scene_file):
     assert not torch.equal(states[0].x0, states[-1].x0) and torch.equal(results[0].latent, states[-1].x0[0])
 
 
+def test_a_preview_decoder_changes_no_pixel_and_loads_nothing_again(renderer, scene_file):
+    """`model.preview_decoder` is for watch's step previews: an image decodes with the full VAE either way, and the
+    model (with every cached stage) is the one already loaded."""
+    plain = renderer.render(load_scene(scene_file))[0]
+    previewed_scene = load_scene(scene_file, ["model.preview_decoder=tiny-ae"])
+    prepared = renderer.prepare(previewed_scene)
+    _, results = run(renderer, prepared)
+    assert prepared.recomputed == {} and prepared.timings["load"] == 0.0
+    assert np.array_equal(results[0].image, plain.image) and torch.equal(results[0].latent, plain.latent)
+    assert results[0].report["content_key"] == plain.report["content_key"]
+
+
 def test_editing_one_prompt_re_encodes_only_that_prompt(renderer, scene_file):
     renderer.prepare(load_scene(scene_file))
     scene_file.write_text(SCENE.replace("a tall tree", "a short tree"))

@@ -105,3 +105,11 @@ def test_differences_leave_out_the_rerolled_regions_and_the_seeds():
                                                               {"name": "b", "prompt": "y", "seed": 4}]}
     assert differences(scene, image, ["a"]) == []
     assert differences(scene, image, ["b"]) == ["regions[0].prompt"]
+
+
+def test_differences_leave_out_the_preview_decoder():
+    """An image rendered without `model.preview_decoder` is re-rolled from a scene that has one, and back."""
+    scene = {"model": {"family": "sd15", "preview_decoder": "tiny-ae"}, "regions": [{"name": "a", "prompt": "x"}]}
+    image = {"model": {"family": "sd15"}, "regions": [{"name": "a", "prompt": "x"}]}
+    assert differences(scene, image, []) == [] and differences(image, scene, []) == []
+    assert differences({**scene, "model": {"family": "sdxl"}}, image, []) == ["model.family"]

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from semanticdraw_cli.cli.app import app
 from semanticdraw_cli.render import Renderer
+from semanticdraw_cli.scene.loader import load_scene
 from semanticdraw_cli.watch import Event, WatchLoop, WatchOptions
 from semanticdraw_cli.watched import scene_inputs
 from drawings import blob, layer, make_ora, save_ora
@@ -178,6 +179,29 @@ def test_keep_and_preview_steps(scene_file, session):
     assert (watch.out / "scene-0002.png").read_bytes() == (watch.out / "scene-latest.png").read_bytes()
     assert len(shown) == 2 and shown[0].shape == (64, 64, 3)  # one preview per render: after step 1 of 2
     assert not np.array_equal(shown[-1], np.asarray(Image.open(watch.out / "scene-latest.png")))
+
+
+def test_step_previews_come_from_the_preview_decoder_and_the_image_from_the_vae(scene_file, session, renderer):
+    """With `model.preview_decoder: tiny-ae` a step's preview is the tiny autoencoder's decode of its x0, not the VAE's;
+    NAME-latest.png is bit for bit the render of the scene without the key."""
+    scene_file.write_text(SCENE.replace("{checkpoint: tiny}", "{checkpoint: tiny, preview_decoder: tiny-ae}"))
+    shown = []
+
+    def look(event: Event) -> None:
+        if event.kind == "step" and event.outputs:
+            shown.append(np.asarray(Image.open(event.outputs[0])))
+
+    watch = session(listener=look, preview_steps=True)
+    watch.ready()
+    scene = load_scene(scene_file)
+    prepared = renderer.prepare(scene, [scene.sampler.seed])
+    steps = renderer.steps(prepared)
+    x0 = next(steps).x0[:1]  # (1, C, h, w) step 1's estimate, as the loop had it
+    steps.close()
+    assert len(shown) == 1 and np.array_equal(shown[0], prepared.adapter.decode_preview(x0, scene.model)[0])
+    assert (shown[0] != prepared.adapter.decode(x0)[0]).mean() > 0.5
+    without = renderer.render(load_scene(scene_file, ["model.preview_decoder=none"]))[0].image
+    assert np.array_equal(np.asarray(Image.open(watch.out / "scene-latest.png")), without)
 
 
 def test_a_watch_render_equals_semanticdraw_render(scene_file, session):

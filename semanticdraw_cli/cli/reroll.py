@@ -65,6 +65,7 @@ def differences(scene: dict, embedded: dict, rerolled: list[str]) -> list[str]:
         d.pop("reroll", None)
         for key in FREE_SAMPLER_KEYS:
             d.get("sampler", {}).pop(key, None)
+        d.get("model", {}).pop("preview_decoder", None)  # it decodes watch's previews, no pixel of the image
         regions = [r for r in d.get("regions", []) if isinstance(r, dict)]
         d["regions"] = [r if r.get("name") not in rerolled else {"name": r.get("name")} for r in regions]
         for region in d["regions"]:

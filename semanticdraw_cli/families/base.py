@@ -120,6 +120,13 @@ class FamilyAdapter(Denoiser, Protocol):
         """(N, C, h, w) latents -> (N, H, W, 3) uint8 pictures; `on_tile(done, total)` after each decoder pass;
         `wrap`: (rows, columns) circular, decoded with circular padding (`canvas.wrap`)."""
 
+    def decode_preview(
+        self, latents: torch.Tensor, model: Model, wrap: tuple[bool, bool] = (False, False)
+    ) -> np.ndarray:
+        """(N, C, h, w) latents -> (N, H, W, 3) uint8 previews (the shape of `decode`'s), through the scene's
+        `model.preview_decoder` (loaded on first use, once per adapter); `decode` itself when it is None.
+        Never for a final image."""
+
     # The speed levers: `families.network.NetworkMixin` implements these for every family.
     network: torch.nn.Module  # the denoiser network, eager (as loaded, with any fused levers)
     levers: Levers  # how the network runs now
@@ -178,5 +185,8 @@ class FamilySpec:
     device_presets: tuple[str, ...] = ()
     build_on_device: Callable[[str, torch.device, torch.dtype, frozenset[str]], dict] | None = None
     cuda_dtype: str = "float16"  # `--dtype auto` on CUDA; bfloat16 for models whose activations overflow float16
+    # The hub id of the tiny autoencoder (TAESD, diffusers' AutoencoderTiny) that decodes this family's latents, for
+    # `model.preview_decoder: tiny-ae`; None: the family has none, and the key is refused
+    tiny_autoencoder: str | None = None
     reference_pictures: bool = False  # regions may have a `reference` picture (IP-Adapter, families.ip_adapter)
     control_class: str | None = None  # the diffusers ControlNet class the family's adapter runs; None: no ControlNet

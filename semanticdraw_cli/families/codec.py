@@ -1,4 +1,5 @@
-"""Pixels <-> latents through a diffusers AutoencoderKL: scaling, shift, tiling for large canvases."""
+"""Pixels <-> latents through a diffusers AutoencoderKL: scaling, shift, tiling for large canvases; previews through
+a tiny autoencoder (`tiny_autoencoder`) decoded the same way."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semanticdraw_cli.errors import RenderError
+from semanticdraw_cli.families import tiny_autoencoder
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 
 if TYPE_CHECKING:
     import torch
+
+    from semanticdraw_cli.scene.types import Model
 else:
     torch = lazy_module("torch")
 
@@ -59,7 +63,8 @@ def needs_vae_upcast(vae, dtype: torch.dtype) -> bool:
 
 @dataclass
 class VaeCodec:
-    """Pixels <-> latents through a diffusers AutoencoderKL, with scaling and shift of the family."""
+    """Pixels <-> latents through a diffusers AutoencoderKL (or, decoding previews, an AutoencoderTiny), with scaling
+    and shift of the family."""
 
     vae: torch.nn.Module
     device: torch.device
@@ -145,6 +150,7 @@ class CodecMixin:
     """The contract's pixel <-> latent members for an adapter holding a `codec` (VaeCodec)."""
 
     codec: VaeCodec
+    latent_channels: int
 
     @property
     def latent_factor(self) -> int:
@@ -161,3 +167,17 @@ class CodecMixin:
         self, latents: torch.Tensor, on_tile: TileCallback | None = None, wrap: tuple[bool, bool] = NO_WRAP
     ) -> np.ndarray:
         return self.codec.decode(latents, on_tile, wrap)
+
+    @inference_mode
+    def decode_preview(self, latents: torch.Tensor, model: Model, wrap: tuple[bool, bool] = NO_WRAP) -> np.ndarray:
+        """Previews through `model.preview_decoder` (a tiny autoencoder, loaded once per adapter and decoder), or
+        through the full VAE when the scene names none."""
+        if model.preview_decoder is None:
+            return self.decode(latents, wrap=wrap)
+        decoders = self.__dict__.setdefault("_preview_decoders", {})
+        if model.preview_decoder not in decoders:
+            device, dtype = self.codec.device, self.codec.dtype
+            tiny = tiny_autoencoder.load(model, self.latent_channels, device, dtype)
+            decoders[model.preview_decoder] = VaeCodec(tiny, device, dtype, tiny.config.scaling_factor,
+                                                       tiny.config.shift_factor or 0.0)
+        return decoders[model.preview_decoder].decode(latents, wrap=wrap)

@@ -294,6 +294,7 @@ SPEC = FamilySpec(
     pipeline_class="FluxPipeline",
     components=("transformer", "text_encoder", "text_encoder_2"),
     checkpoint="black-forest-labs/FLUX.1-schnell",
+    tiny_autoencoder="madebyollin/taef1",  # TAESD for model.preview_decoder: tiny-ae
     accelerator="schnell",
     # schnell is timestep-distilled in its own weights (no LoRA): 4 steps, no guidance
     accelerators={"schnell": AcceleratorDefaults(None, None, "flow-euler")},

@@ -179,6 +179,7 @@ SPEC = FamilySpec(
     pipeline_class="StableDiffusionPipeline",
     components=("unet", "text_encoder"),
     checkpoint="stable-diffusion-v1-5/stable-diffusion-v1-5",
+    tiny_autoencoder="madebyollin/taesd",  # TAESD for model.preview_decoder: tiny-ae
     accelerator="lcm",
     accelerators={
         "lcm": AcceleratorDefaults("latent-consistency/lcm-lora-sdv1-5", None, "lcm"),

@@ -57,6 +57,7 @@ SPEC = FamilySpec(
     pipeline_class="StableDiffusionPipeline",
     components=("unet", "text_encoder"),
     checkpoint="stabilityai/stable-diffusion-2-1",
+    tiny_autoencoder="madebyollin/taesd",  # TAESD for model.preview_decoder: tiny-ae
     accelerator="none",
     accelerators={},
     tile_size=768,

@@ -301,6 +301,7 @@ SPEC = FamilySpec(
     pipeline_class="StableDiffusion3Pipeline",
     components=("transformer", "text_encoder", "text_encoder_2", "text_encoder_3"),
     checkpoint="stabilityai/stable-diffusion-3-medium-diffusers",
+    tiny_autoencoder="madebyollin/taesd3",  # TAESD for model.preview_decoder: tiny-ae
     accelerator="flash",
     accelerators={"flash": AcceleratorDefaults("jasperai/flash-sd3", None, "flow-euler")},
     tile_size=1024,

@@ -252,6 +252,7 @@ SPEC = FamilySpec(
     pipeline_class="StableDiffusionXLPipeline",
     components=("unet", "text_encoder", "text_encoder_2"),
     checkpoint="stabilityai/stable-diffusion-xl-base-1.0",
+    tiny_autoencoder="madebyollin/taesdxl",  # TAESD for model.preview_decoder: tiny-ae
     accelerator="lightning",
     accelerators={
         "lightning": AcceleratorDefaults("ByteDance/SDXL-Lightning", "sdxl_lightning_4step_lora.safetensors", "euler-trailing"),

@@ -34,7 +34,8 @@ def scene_to_dict(scene: Scene) -> dict:
         "canvas": {"width": scene.canvas.width, "height": scene.canvas.height,
                    **({"wrap": scene.canvas.wrap} if scene.canvas.wrap != "none" else {})},
         "model": {"family": m.family, "checkpoint": m.checkpoint, "accelerator": accelerator, "drop_t5": m.drop_t5,
-                  "offload": m.offload, **({"text_tokens": m.text_tokens} if m.text_tokens is not None else {})},
+                  "offload": m.offload, **({"text_tokens": m.text_tokens} if m.text_tokens is not None else {}),
+                  **({"preview_decoder": m.preview_decoder} if m.preview_decoder is not None else {})},
         "sampler": {
             "method": s.method, "steps": list(s.steps), "grid": s.grid, "guidance": s.guidance, "seed": s.seed,
             "images": s.images, "mask_mode": s.mask_mode, "plan": s.plan, "cover_alpha": s.cover_alpha,

@@ -57,7 +57,8 @@ def scene_reads(given: Path | None, scene: Scene | None = None) -> tuple[Read, .
             if lora.sha256 is not None:  # a local file: watched, since `watch` re-renders when a LoRA changes
                 found.append(Read(absolute(lora.lora), f"the LoRA of region {region.name!r} in {label}"))
     accelerator = scene.model.accelerator
-    for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora)):
+    for key, value in (("model.checkpoint", scene.model.checkpoint), ("model.accelerator.lora", accelerator.lora),
+                       ("model.preview_decoder", scene.model.preview_decoder)):
         if value is not None and os.path.isabs(value) and os.path.exists(value):  # the loader made local paths absolute
             found.append(Read(Path(value), f"the model file ({key}) of {label}", model=True))
     return tuple(_first_of_each(found))

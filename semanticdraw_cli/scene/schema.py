@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,9 +12,8 @@ from semanticdraw_cli.families import registry
 from semanticdraw_cli.scene import controls
 from semanticdraw_cli.scene.rasterize import load_rgb, rasterize_mask
 from semanticdraw_cli.scene import loras as region_loras
-from semanticdraw_cli.scene.safe_io import exists
 from semanticdraw_cli.scene.types import (
-    Accelerator, Background, Bootstrap, Canvas, Mask, Model, Quality, Region, Sampler, Scene, Tile,
+    Background, Bootstrap, Canvas, Mask, Model, Quality, Region, Sampler, Scene, Tile,
 )
 from semanticdraw_cli.scene.checks import Checker as _Checker
 from semanticdraw_cli.scene.checks import describe as _describe
@@ -24,20 +21,18 @@ from semanticdraw_cli.scene.checks import is_int as _is_int
 from semanticdraw_cli.scene.checks import nearest as _nearest
 from semanticdraw_cli.scene.checks import check_mask_memory
 from semanticdraw_cli.scene.checks import show as _show
-from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, looks_local, mask_source, path_field
+from semanticdraw_cli.scene.sources import MASK_KEYS, check_picture, mask_source, path_field
 from semanticdraw_cli.scene.reference import check_references, reference_field
+from semanticdraw_cli.scene.model_fields import ACCELERATOR_KEYS, FAMILY_OPTIONS, model_section
 from semanticdraw_cli.scene import composition
 from semanticdraw_cli.scene.reroll_fields import reroll_section
 
-FAMILY_OPTIONS = tuple(dict.fromkeys(option for spec in registry.families().values() for option in spec.options))
-HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")  # owner/name
-PATH_HINT = "a path on the command line is relative to the current folder, in a scene file to the scene's folder"
 KEYS = {
     "": ("version", "canvas", "model", "sampler", "background", "defaults", "regions", "layers", "quality", "hires",
          "reroll", "control"),
     "canvas": ("width", "height", "wrap"),
-    "model": ("family", "checkpoint", "accelerator", "offload", *FAMILY_OPTIONS),
-    "model.accelerator": ("lora", "weight", "weight_name", "scheduler"),
+    "model": ("family", "checkpoint", "accelerator", "offload", "preview_decoder", *FAMILY_OPTIONS),
+    "model.accelerator": ACCELERATOR_KEYS,
     "sampler": ("method", "steps", "grid", "guidance", "seed", "images", "bootstrap", "mask_mode", "tile",
                 "plan", "cover_alpha", "max_batch", "compile", "fuse_qkv", "channels_last"),
     "sampler.bootstrap": ("steps", "mix", "leak_sensitivity"),
@@ -71,7 +66,7 @@ def build_scene(
     canvas = _canvas(c, top)
     sampler_data = top.get("sampler") if isinstance(top.get("sampler"), dict) else {}
     classic = sampler_data.get("method") == "multidiffusion"
-    model = _model(c, c.section(top.get("model"), "model", KEYS["model"]), base, classic)
+    model = model_section(c, c.section(top.get("model"), "model", KEYS["model"]), base, classic)
     sampler = _sampler(c, c.section(top.get("sampler"), "sampler", KEYS["sampler"]), model)
     d = c.section(top.get("defaults"), "defaults", KEYS["defaults"])
     fields = {
@@ -131,103 +126,6 @@ def _side(c: _Checker, d: dict, name: str) -> int | None:
     else:
         return value
     return None
-
-
-def _model(c: _Checker, d: dict, base: Path, classic: bool) -> Model:
-    """Classic MultiDiffusion defaults to no accelerator (the base model with DDIM), as published."""
-    families = registry.families()
-    family = c.choice(d, "family", "model.family", tuple(families), D.FAMILY)
-    checkpoint = c.text(d, "checkpoint", "model.checkpoint", families[family].checkpoint)
-    checkpoint = _reference(c, checkpoint, base, "model.checkpoint")
-    accelerator = d.get("accelerator")
-    if accelerator is None:
-        accelerator = "none" if classic else families[family].accelerator
-    accelerator = _accelerator(c, accelerator, family, base)
-    for option in FAMILY_OPTIONS:
-        if d.get(option) and option not in families[family].options:  # false or absent is the same
-            having = [name for name, spec in families.items() if option in spec.options]
-            c.add(f"model.{option}", f"applies to {' and '.join(having)} only, the family is {family}", hint="remove it")
-    drop_t5 = c.flag(d, "drop_t5", "model.drop_t5", False)
-    offload = c.choice(d, "offload", "model.offload", D.OFFLOADS, D.OFFLOAD)
-    text_tokens = c.integer(d, "text_tokens", "model.text_tokens", None, lo=1, hi=D.MAX_TEXT_TOKENS)
-    return Model(family, checkpoint, accelerator, drop_t5, offload, text_tokens)
-
-
-def _accelerator(c: _Checker, value: object, family: str, base: Path) -> Accelerator:
-    key = "model.accelerator"
-    if isinstance(value, dict):
-        d = c.section(value, key, KEYS[key])
-        lora = c.text(d, "lora", f"{key}.lora", None)
-        if not lora:
-            c.add(f"{key}.lora", "missing", hint="{lora: hub-id-or-path, weight: 1.0}")
-        weight = c.number(d, "weight", f"{key}.weight", D.LORA_WEIGHT)
-        weight_name = c.text(d, "weight_name", f"{key}.weight_name", None)
-        scheduler = _lora_scheduler(c, d, family, lora)
-        lora = _reference(c, lora, base, f"{key}.lora") if lora else lora
-        return Accelerator("lora", lora, weight_name, weight, scheduler)
-    if value == "none":
-        return Accelerator("none")
-    accelerators = registry.accelerators()
-    if not isinstance(value, str) or value not in accelerators:
-        names = (*accelerators, "none")
-        close = difflib.get_close_matches(str(value), names, n=1)
-        hint = (f"did you mean {close[0]!r}? " if close else "") + "choose one of " + ", ".join(names)
-        c.add(key, f"unknown accelerator {value!r}", hint + ", or {lora: id-or-path, weight: 1.0}")
-        return Accelerator("none")
-    spec, owner = accelerators[value], registry.accelerator_family(value)
-    if owner != family:
-        fits = [*registry.family(family).accelerators, "none"]
-        c.add(key, f"{value} is an accelerator for {owner}, not {family}", hint="use " + " or ".join(fits))
-    return Accelerator(value, spec.lora, spec.weight_name, D.LORA_WEIGHT, spec.scheduler)
-
-
-def _lora_scheduler(c: _Checker, d: dict, family: str, lora: str | None) -> str | None:
-    """The scheduler a custom LoRA names; else that of the named accelerator with the same LoRA id;
-    else None: the checkpoint's own scheduler."""
-    key = "model.accelerator.scheduler"
-    scheduler = c.choice(d, "scheduler", key, tuple(D.SCHEDULERS), None)
-    spec = registry.family(family)
-    if scheduler is None:
-        same = [a.scheduler for a in spec.accelerators.values() if a.lora == lora]
-        return same[0] if same else None
-    if scheduler not in spec.schedulers:
-        c.add(key, f"the {family} family cannot sample with {scheduler}", hint="choose " + " or ".join(spec.schedulers))
-        return None
-    return scheduler
-
-
-def _reference(c: _Checker, text: str, base: Path, key: str) -> str:
-    """A hub id or preset name stays as it is; a local path becomes absolute against the scene's folder.
-
-    A missing local path or a name that is neither is refused here; a hub id that cannot be fetched is a
-    runtime failure (exit 1, with what to do), reported when the model loads.
-    """
-    if not text.strip():
-        c.add(key, "is empty", hint="a hub id, a local folder or a .safetensors file")
-        return text
-    local = path_field(c, text, base, key, confine=False)
-    if local is None:
-        return text
-    found = exists(local)
-    if found or looks_local(text):
-        if not found:
-            what = "file" if text.endswith(D.WEIGHT_FILE_SUFFIXES) else "folder"
-            c.add(key, f"{what} not found: {local}", hint=PATH_HINT)
-        return str(local)
-    _check_name(c, text, key)
-    return text
-
-
-def _check_name(c: _Checker, text: str, key: str) -> None:
-    """A name that is no path must be a preset (checkpoints) or a hub id, owner/name: a typo is refused
-    here, before the loader spends a minute asking the hub for it."""
-    presets = D.PRESET_NAMES if key == "model.checkpoint" else ()
-    if text in presets or HUB_ID.fullmatch(text):
-        return
-    close = difflib.get_close_matches(text, presets, n=1)
-    kinds = ("a preset (" + ", ".join(presets) + "), " if presets else "") + "a hub id (owner/name)"
-    hint = (f"did you mean {close[0]!r}? " if close else "") + "a local folder is written ./name"
-    c.add(key, f"{text!r} is neither {kinds} nor an existing path", hint=hint)
 
 
 def _sampler(c: _Checker, d: dict, model: Model) -> Sampler:

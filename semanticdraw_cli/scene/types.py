@@ -33,6 +33,9 @@ class Model:
     drop_t5: bool = False  # families with T5 that list it in their options: skip T5 to save memory
     offload: str = "none"  # none | model | sequential: keep weights in CPU memory, moved to the GPU per use
     text_tokens: int | None = None  # families that list it: text-encoder tokens per prompt (None: the family's)
+    # What decodes watch's step previews: tiny-ae, a folder or hub id; None: the full VAE. Not part of the model's
+    # identity (equality, hash): the networks it loads and the final images are the same with any value
+    preview_decoder: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
