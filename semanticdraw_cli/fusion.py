@@ -222,6 +222,21 @@ def _scatter(flat: torch.Tensor, values: torch.Tensor | None, weight: torch.Tens
     flat.index_add_(1, group.pixels, product.view(flat.shape[0], -1))
 
 
+def _blend_background(inputs: torch.Tensor, background: torch.Tensor, group: Group, scratch: _Scratch) -> torch.Tensor:
+    """M ⊙ x + (1 − M) ⊙ bg for the group's (rolled) windows, in place in the `inputs` scratch."""
+    outside = torch.mul(background, group.outside, out=scratch("outside", background.shape, background))
+    return inputs.mul_(group.mask).add_(outside)
+
+
+def _leak_weight(x0: torch.Tensor, background: torch.Tensor, group: Group, sensitivity: float,
+                 scratch: _Scratch) -> torch.Tensor:
+    """Leak suppression: M · (2·sigmoid(mean_c (x0 − bg)² / sensitivity) − 1) · tile weight, (G, 1, h, w). Where
+    the prediction stayed bootstrap background the weight falls to 0."""
+    difference = torch.sub(x0, background, out=scratch("product", x0.shape, x0)).pow_(2)
+    leak = torch.mean(difference, dim=1, keepdim=True, out=scratch("leak", group.mask.shape, x0))
+    return leak.div_(sensitivity).sigmoid_().mul_(2.0).sub_(1.0).mul_(group.mask).mul_(group.tile)
+
+
 def _fusion_step(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, run: _Run
 ) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
@@ -261,14 +276,13 @@ def _fusion_step(
         inputs = _gather(canvas, group, scratch, "inputs")  # (G, C, h, w)
         if bootstrapping:
             background = _gather(bg, group, scratch, "background")
-            inputs = group.mask * inputs + (1.0 - group.mask) * background
+            inputs = _blend_background(inputs, background, group, scratch)
         x0 = _predict(denoiser, setup, i, inputs, group, run).float()
         count += len(group.items)
         pixels += len(group.items) * group.shape[0] * group.shape[1]
         w = group.weight  # (G, 1, h, w): mask times tile weight
         if bootstrapping:
-            leak = (x0 - background).pow(2).mean(dim=1, keepdim=True)
-            w = group.mask * (2.0 * torch.sigmoid(leak / setup.leak_sensitivity) - 1.0) * group.tile
+            w = _leak_weight(x0, background, group, setup.leak_sensitivity, scratch)
         _scatter(num, x0, w, group, scratch)
         _scatter(den, None, w, group, scratch)
     num, den = _canvas(num, x.shape), _canvas(den, x.shape)

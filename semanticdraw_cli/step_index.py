@@ -37,6 +37,7 @@ class Group:
     weight: torch.Tensor  # (G, 1, h, w) float32: the item's quantized mask times its tile weight, at its pixels
     mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
+    outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
 
 
 @dataclass(frozen=True)
@@ -116,4 +117,5 @@ def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int,
     tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
     rows = torch.tensor([k * len(pairs) + j for k, j in items])
     return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
-                 torch.tensor(regions, device=device), rows, mask * tile, *((mask, tile) if bootstrapping else (None, None)))
+                 torch.tensor(regions, device=device), rows, mask * tile,
+                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)))
