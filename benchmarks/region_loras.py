@@ -66,16 +66,16 @@ class Mixed(tuple):
 @contextmanager
 def mixed_batches():
     """Calls that mix LoRA sets: the batcher ignores variants and each item runs through its own adapter."""
-    from semanticdraw_cli import fusion
+    from semanticdraw_cli import fusion, step_index
     from semanticdraw_cli.families import region_loras
 
     from peft.tuners.lora import LoraLayer
 
-    chunks, conditioning, activate = fusion.chunks, fusion.conditioning, region_loras.activate
+    chunks, conditioning, activate = step_index.chunks, fusion.conditioning, region_loras.activate
     hooks: list = []
 
-    def mixed_conditioning(setup, pairs):
-        items = conditioning(setup, pairs)
+    def mixed_conditioning(setup, pairs, step=0, shifts=(), regions=None):
+        items = conditioning(setup, pairs, step, shifts, regions)
         per_item = Mixed(setup.variants[p.region] if setup.variants else None for p in pairs)
         return dataclasses.replace(items, variant=per_item)
 
@@ -102,13 +102,13 @@ def mixed_batches():
             if isinstance(module, LoraLayer):
                 hooks.append(module.register_forward_pre_hook(pre_hook, with_kwargs=True))
 
-    fusion.chunks = lambda items, pairs, size, variants=(): chunks(items, pairs, size, ())
+    step_index.chunks = lambda items, pairs, size, variants=(), extra=None: chunks(items, pairs, size, (), extra)
     fusion.conditioning = mixed_conditioning
     region_loras.activate = mixed_activate
     try:
         yield
     finally:
-        fusion.chunks, fusion.conditioning, region_loras.activate = chunks, conditioning, activate
+        step_index.chunks, fusion.conditioning, region_loras.activate = chunks, conditioning, activate
         for hook in hooks:
             hook.remove()
 

@@ -7,19 +7,19 @@ in variance-preserving form, x_i = a_i·x0 + s_i·eps, for every family.
 
 from __future__ import annotations
 
-import functools
+import math
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from semanticdraw_cli import control
-from semanticdraw_cli.batching import Batching, Item, chunks, padding
+from semanticdraw_cli import control, step_index
+from semanticdraw_cli.batching import Batching, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.region_sampling import RegionNoise
 from semanticdraw_cli.schedule import StepTable, draw, renoise
-from semanticdraw_cli.tiles import Window, window_index
+from semanticdraw_cli.step_index import Group
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class FusionSetup:
     variants: tuple[Hashable, ...] = ()  # the network variant per region (never mixed in a call); (): all the same
     region_noise: RegionNoise | None = None  # regions with their own seed: their bootstrap noise (region_sampling)
     controls: control.ControlSetup | None = None  # ControlNet entries and the regions that use them; None: none
+    index: step_index.StepIndex | None = None  # the step loop's gather/scatter indices (build_index); None: built
 
 
 @dataclass(frozen=True)
@@ -64,38 +65,11 @@ class StepStats:
     max_batch: int = 0  # the batch size in use at the end of the step
 
 
-def centring_shift(mask: torch.Tensor) -> tuple[int, int]:
-    """Roll (dy, dx) that moves the centre of the mask's bounding box to the window centre."""
-    rows = torch.nonzero(mask.any(dim=1)).flatten()
-    cols = torch.nonzero(mask.any(dim=0)).flatten()
-    if rows.numel() == 0:
-        return 0, 0
-    height, width = mask.shape
-    dy = height // 2 - (int(rows[0]) + int(rows[-1]) + 1) // 2
-    dx = width // 2 - (int(cols[0]) + int(cols[-1]) + 1) // 2
-    return dy, dx
-
-
-def at(window: Window, canvas: torch.Tensor) -> tuple:
-    """Index of a window into the last two dims of `canvas`: its slices, or the modulo indices of a window
-    that crosses the edge of a wrapped canvas, as tensors on the canvas's device (`t[..., rows, cols]`)."""
-    index = window_index(window, *canvas.shape[-2:])
-    if isinstance(index[0], slice):
-        return index
-    return _wrapped_index(window, *canvas.shape[-2:], canvas.device)
-
-
-@functools.lru_cache(maxsize=4096)
-def _wrapped_index(window: Window, height: int, width: int, device: torch.device) -> tuple:
-    """A crossing window's modulo indices on the device, copied there once (no copy inside the step loop)."""
-    return tuple(torch.from_numpy(i).to(device) for i in window_index(window, height, width))
-
-
-def gather(embeddings: Embeddings | None, regions: list[int]) -> Embeddings | None:
-    """Each item's rows of (R, ...) embeddings: views stacked on the device (an index list would be a host sync)."""
+def gather(embeddings: Embeddings | None, regions: torch.Tensor) -> Embeddings | None:
+    """Each item's rows of (R, ...) embeddings; `regions` (B,) long on the embeddings' device."""
     if embeddings is None:
         return None
-    return {key: torch.stack([value[r] for r in regions]) for key, value in embeddings.items()}
+    return {key: value.index_select(0, regions) for key, value in embeddings.items()}
 
 
 def variant(setup: FusionSetup, region: int) -> Hashable:
@@ -103,28 +77,53 @@ def variant(setup: FusionSetup, region: int) -> Hashable:
     return setup.variants[region] if setup.variants else None
 
 
-def conditioning(setup: FusionSetup, pairs: Sequence[Pair], step: int = 0,
-                 shifts: Sequence[tuple[int, int]] = ()) -> Conditioning:
+def conditioning(setup: FusionSetup, pairs: Sequence[Pair], step: int = 0, shifts: Sequence[tuple[int, int]] = (),
+                 regions: torch.Tensor | None = None) -> Conditioning:
     """What one call receives for these pairs (all of one variant and one set of ControlNets at `step`): each
-    item's region's rows, and its control crops rolled by its bootstrap `shifts`."""
-    regions = [p.region for p in pairs]
+    item's region's rows, and its control crops rolled by its bootstrap `shifts`. `regions`: the pairs' region
+    rows as a tensor on the device (the step loop has them in its index); None: made from `pairs`."""
+    if regions is None:
+        regions = torch.tensor([p.region for p in pairs], device=setup.guidance.device)
     return Conditioning(
         cond=gather(setup.cond, regions),
         uncond=gather(setup.uncond, regions),
-        guidance=torch.stack([setup.guidance[r] for r in regions]),
+        guidance=setup.guidance.index_select(0, regions),
         windows=[p.window for p in pairs],
-        variant=variant(setup, regions[0]),
+        variant=variant(setup, pairs[0].region),
         controls=control.inputs(setup.controls, step, pairs, shifts),
     )
 
 
+def build_index(setup: FusionSetup, images: int) -> step_index.StepIndex:
+    """The step loop's gather/scatter indices for `images` images, grouped as the batcher groups calls."""
+    bootstrap = setup.bootstrap_steps if setup.method == "semanticdraw" else 0
+    return step_index.build(setup.plan, setup.masks, setup.weights, images, bootstrap,
+                            lambda i: (setup.variants, control.call_key(setup.controls, i)))
+
+
+class _Scratch:
+    """Tensors a sampling run reuses from step to step, so that a step allocates no group-sized tensor: on the
+    CPU a fresh large tensor is fresh pages, and touching them the first time costs more than the arithmetic."""
+
+    def __init__(self) -> None:
+        self.flat: dict[str, torch.Tensor] = {}
+
+    def __call__(self, name: str, shape: Sequence[int], like: torch.Tensor) -> torch.Tensor:
+        count = math.prod(shape)
+        buffer = self.flat.get(name)
+        if buffer is None or buffer.numel() < count or buffer.dtype != like.dtype or buffer.device != like.device:
+            buffer = self.flat[name] = torch.empty(count, dtype=like.dtype, device=like.device)
+        return buffer[:count].view(*shape)
+
+
 @dataclass
 class _Run:
-    """What one sampling run carries between steps: its generators, batch size and the centring shifts."""
+    """What one sampling run carries between steps: its generators, batch size and gather/scatter indices."""
 
     generators: Sequence[torch.Generator]
     batching: Batching
-    shifts: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)  # (step, pair) -> roll
+    index: step_index.StepIndex
+    scratch: _Scratch = field(default_factory=_Scratch)
 
 
 def sample(
@@ -135,57 +134,53 @@ def sample(
     Nothing in the loop waits for the device: callers that time steps record CUDA events (render.py).
     """
     step_fn = _multidiffusion_step if setup.method == "multidiffusion" else _fusion_step
-    run = _Run(generators, Batching(setup.max_batch, setup.pad_batches), _centring_shifts(setup))
+    index = setup.index
+    if index is None or not index.fits(setup.plan, setup.masks, len(x)):
+        index = build_index(setup, len(x))
+    run = _Run(generators, Batching(setup.max_batch, setup.pad_batches), index)
     for i in range(setup.table.steps):
         x, x0, stats = step_fn(denoiser, setup, x, i, run)
         yield stats, x, x0
 
 
-def _centring_shifts(setup: FusionSetup) -> dict[tuple[int, int], tuple[int, int]]:
-    """The bootstrap steps' centring rolls per pair, from one copy of their masks to the host."""
-    if setup.method != "semanticdraw" or setup.bootstrap_steps == 0:
-        return {}
-    steps = min(setup.bootstrap_steps, setup.table.steps)
-    masks = setup.masks[:steps].cpu() > 0  # (steps, R, h, w)
-    return {
-        (i, j): centring_shift(masks[i, pair.region][at(pair.window, masks)])
-        for i in range(steps)
-        for j, pair in enumerate(setup.plan[i])
-    }
+def _predict(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tensor, group: Group,
+             run: _Run) -> torch.Tensor:
+    """x0 of a group's items (G, C, h, w) in calls of the batch size the step began with; a call that runs out
+    of memory is retried in halves (and the smaller size kept for the rest of the run)."""
+    size, outputs = run.batching.size, []
+    for chunk_start in range(0, len(group.items), size):
+        start, stop = chunk_start, min(chunk_start + size, len(group.items))
+        while start < stop:
+            end = min(start + run.batching.size, stop)
+            try:
+                out = _call(denoiser, setup, step, inputs[start:end], group, slice(start, end), run.batching)
+            except torch.cuda.OutOfMemoryError:
+                if end - start == 1:
+                    raise
+                out = None
+            if out is None:  # outside the handler, so that the failed call's tensors are freed first
+                run.batching.halve(end - start)
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            outputs.append(out)
+            start = end
+    if len(outputs) == 1:
+        return outputs[0]
+    return torch.cat(outputs, out=run.scratch("x0", (len(group.items), *outputs[0].shape[1:]), outputs[0]))
 
 
-def _predict(
-    denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair], run: _Run,
-    shifts: list[tuple[int, int]] | None = None,
-) -> torch.Tensor:
-    """x0 of the items in calls of at most the batch size; a call that runs out of memory is retried in halves."""
-    batching, outputs, start = run.batching, [], 0
-    while start < len(inputs):
-        end = min(start + batching.size, len(inputs))
-        try:
-            out = _call(denoiser, setup, step, inputs[start:end], pairs[start:end], batching,
-                        shifts[start:end] if shifts else [])
-        except torch.cuda.OutOfMemoryError:
-            if end - start == 1:
-                raise
-            out = None
-        if out is None:  # outside the handler, so that the failed call's tensors are freed first
-            batching.halve(end - start)
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-            continue
-        outputs.append(out)
-        start = end
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
-
-
-def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: list[torch.Tensor], pairs: list[Pair],
-          batching: Batching, shifts: list[tuple[int, int]]) -> torch.Tensor:
+def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tensor, group: Group, part: slice,
+          batching: Batching) -> torch.Tensor:
     """One network call; padded with copies of the last item to the batch size when shapes must stay static."""
     count, extra = len(inputs), padding(len(inputs), batching)
-    inputs, pairs, shifts = inputs + inputs[-1:] * extra, pairs + pairs[-1:] * extra, shifts + shifts[-1:] * extra
+    pairs, shifts, regions = list(group.pairs[part]), list(group.shifts[part]), group.regions[part]
+    if extra:
+        inputs = torch.cat([inputs, inputs[-1:].expand(extra, *inputs.shape[1:])])
+        pairs, shifts = pairs + pairs[-1:] * extra, shifts + shifts[-1:] * extra
+        regions = torch.cat([regions, regions[-1:].expand(extra)])
     batching.padded, batching.calls = batching.padded + extra, batching.calls + 1
-    x0 = denoiser.predict_x0(torch.stack(inputs), setup.table, step, conditioning(setup, pairs, step, shifts))
+    x0 = denoiser.predict_x0(inputs, setup.table, step, conditioning(setup, pairs, step, shifts, regions))
     return x0[:count] if extra else x0
 
 
@@ -197,6 +192,51 @@ def _stats(
                      setup.pairs_total * images, b.halvings - before.halvings, b.padded - before.padded, b.size)
 
 
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (C, N·H·W): the layout the step gathers windows from and scatters them into."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1)
+
+
+def _canvas(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(C or 1, N·H·W) -> (N, C or 1, H, W)."""
+    return flat.view(flat.shape[0], shape[0], *shape[2:]).transpose(0, 1)
+
+
+def _gather(flat: torch.Tensor, group: Group, scratch: _Scratch, name: str) -> torch.Tensor:
+    """(G, C, h, w) contiguous: each item's window of the (C, N·H·W) canvas, rolled as its index says."""
+    channels, items = flat.shape[0], len(group.items)
+    picked = torch.index_select(flat, 1, group.pixels, out=scratch("picked", (channels, group.pixels.numel()), flat))
+    out = scratch(name, (items, channels, *group.shape), flat)
+    return out.copy_(picked.view(channels, items, *group.shape).transpose(0, 1))
+
+
+def _scatter(flat: torch.Tensor, values: torch.Tensor | None, weight: torch.Tensor, group: Group,
+             scratch: _Scratch) -> None:
+    """Add weight · values ((G, 1, h, w) · (G, C, h, w); values None: the weight alone) into the (C, N·H·W)
+    canvas at the items' pixels, item after item."""
+    if values is None:
+        flat.index_add_(1, group.pixels, weight.reshape(1, -1))
+        return
+    product = scratch("product", (flat.shape[0], len(group.items), *group.shape), flat)
+    torch.mul(values.transpose(0, 1), weight.transpose(0, 1), out=product)
+    flat.index_add_(1, group.pixels, product.view(flat.shape[0], -1))
+
+
+def _blend_background(inputs: torch.Tensor, background: torch.Tensor, group: Group, scratch: _Scratch) -> torch.Tensor:
+    """M ⊙ x + (1 − M) ⊙ bg for the group's (rolled) windows, in place in the `inputs` scratch."""
+    outside = torch.mul(background, group.outside, out=scratch("outside", background.shape, background))
+    return inputs.mul_(group.mask).add_(outside)
+
+
+def _leak_weight(x0: torch.Tensor, background: torch.Tensor, group: Group, sensitivity: float,
+                 scratch: _Scratch) -> torch.Tensor:
+    """Leak suppression: M · (2·sigmoid(mean_c (x0 − bg)² / sensitivity) − 1) · tile weight, (G, 1, h, w). Where
+    the prediction stayed bootstrap background the weight falls to 0."""
+    difference = torch.sub(x0, background, out=scratch("product", x0.shape, x0)).pow_(2)
+    leak = torch.mean(difference, dim=1, keepdim=True, out=scratch("leak", group.mask.shape, x0))
+    return leak.div_(sensitivity).sigmoid_().mul_(2.0).sub_(1.0).mul_(group.mask).mul_(group.tile)
+
+
 def _fusion_step(
     denoiser: Denoiser, setup: FusionSetup, x: torch.Tensor, i: int, run: _Run
 ) -> tuple[torch.Tensor, torch.Tensor, StepStats]:
@@ -206,17 +246,20 @@ def _fusion_step(
     mask times the tile weight (Step 1, latent pre-averaging; Step 3, quantized masks). In the first
     bootstrap steps (Step 2, mask-centering bootstrapping) each region's input is x_r = M_r ⊙ x + (1 − M_r) ⊙ bg,
     bg = a_i·(μ·white + (1 − μ)·base) + s_i·eps, rolled so that its mask's bounding box is centred, and
-    rolled back after the call.
+    rolled back after the call (both through the step's index: `step_index`).
 
     Latent pre-averaging: x0 = num/den. Where bootstrapping's leak suppression leaves den < 1, the result
     is pulled towards the fill by the weight it lacks (`pull_to_fill`): everywhere when painting over a
     picture, else only at pixels that no mask covers at this step; where the masks add up to 1 (everywhere
     with a background prompt) the authors' code normalises by den and fills only where den = 0.
+
+    Each group of items (one window shape, variant and set of ControlNets) is gathered, masked, weighted and
+    scattered back with a fixed number of batched operations, whatever its size.
     """
-    table, images = setup.table, len(x)
+    table, images, scratch = setup.table, len(x), run.scratch
     a, s = table.signal[i], table.noise[i]
-    masks = setup.masks[i]  # (R, h, w)
     bootstrapping = i < setup.bootstrap_steps
+    canvas = _channels_first(x)  # (C, N·H·W)
     if bootstrapping:
         mix = min(max(setup.bootstrap_mix - i, 0.0), 1.0)
         base = setup.base if setup.base is not None else x
@@ -224,39 +267,25 @@ def _fusion_step(
         if setup.region_noise is not None:
             eps = setup.region_noise.compose(eps, i)
         # noised_i(m·white + (1 − m)·base); with no background image, base is the canvas latent itself
-        bg = a * (mix * setup.white + (1.0 - mix) * base) + s * eps  # (N, C, h, w)
-    num = torch.zeros_like(x)  # (N, C, h, w)
-    den = torch.zeros_like(x[:, :1])  # (N, 1, h, w)
-    items: list[Item] = [(k, j) for k in range(images) for j in range(len(setup.plan[i]))]
+        bg = _channels_first(a * (mix * setup.white + (1.0 - mix) * base) + s * eps)  # (C, N·H·W)
+    num = scratch("num", canvas.shape, canvas).zero_()
+    den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
     count = pixels = 0
     before = replace(run.batching)
-    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants, control.call_key(setup.controls, i)):
-        pairs = [setup.plan[i][j] for _, j in chunk]
-        inputs, shifts = [], []
-        for (k, j), pair in zip(chunk, pairs):
-            rows, cols = at(pair.window, x)
-            x_rv = x[k][:, rows, cols]
-            if bootstrapping:
-                m = masks[pair.region][rows, cols]
-                x_rv = m * x_rv + (1.0 - m) * bg[k][:, rows, cols]
-                shift = run.shifts[i, j]
-                x_rv = torch.roll(x_rv, shift, dims=(-2, -1))
-                shifts.append(shift)
-            inputs.append(x_rv)
-        x0 = _predict(denoiser, setup, i, inputs, pairs, run, shifts).float()
-        count += len(pairs)
-        pixels += sum(p.window.height * p.window.width for p in pairs)
-        for n, ((k, j), pair) in enumerate(zip(chunk, pairs)):
-            rows, cols = at(pair.window, x)
-            w = masks[pair.region][rows, cols][None]  # (1, wh, ww)
-            x0_rv = x0[n]
-            if bootstrapping:
-                x0_rv = torch.roll(x0_rv, (-shifts[n][0], -shifts[n][1]), dims=(-2, -1))
-                leak = (x0_rv - bg[k][:, rows, cols]).pow(2).mean(dim=0, keepdim=True)
-                w = w * (2.0 * torch.sigmoid(leak / setup.leak_sensitivity) - 1.0)
-            w = w * setup.weights[i][j]
-            num[k][:, rows, cols] += w * x0_rv
-            den[k][:, rows, cols] += w
+    for group in run.index.steps[i]:
+        inputs = _gather(canvas, group, scratch, "inputs")  # (G, C, h, w)
+        if bootstrapping:
+            background = _gather(bg, group, scratch, "background")
+            inputs = _blend_background(inputs, background, group, scratch)
+        x0 = _predict(denoiser, setup, i, inputs, group, run).float()
+        count += len(group.items)
+        pixels += len(group.items) * group.shape[0] * group.shape[1]
+        w = group.weight  # (G, 1, h, w): mask times tile weight
+        if bootstrapping:
+            w = _leak_weight(x0, background, group, setup.leak_sensitivity, scratch)
+        _scatter(num, x0, w, group, scratch)
+        _scatter(den, None, w, group, scratch)
+    num, den = _canvas(num, x.shape), _canvas(den, x.shape)
     x0 = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)  # (N, C, h, w)
     pull = True if setup.pull_to_fill is None else setup.pull_to_fill[i]
     if pull is not False:
@@ -276,38 +305,46 @@ def _multidiffusion_step(
     """
     table, images = setup.table, len(x)
     last = i == table.steps - 1
-    masks = setup.masks[i]
-    pair_count = len(setup.plan[i])
-    fresh = None
-    if table.stochastic and not last:
-        shapes = [(x.shape[1], p.window.height, p.window.width) for p in setup.plan[i]]
-        fresh = [[torch.randn(shape, generator=g) for shape in shapes] for g in run.generators]
-    num, x0_num = torch.zeros_like(x), torch.zeros_like(x)
-    den = torch.zeros_like(x[:, :1])
-    items: list[Item] = [(k, j) for k in range(images) for j in range(pair_count)]
+    fresh = _pair_noise(setup.plan[i], x.shape[1], run.generators) if table.stochastic and not last else None
+    canvas, scratch = _channels_first(x), run.scratch
+    num, x0_num = scratch("num", canvas.shape, canvas).zero_(), scratch("x0 num", canvas.shape, canvas).zero_()
+    den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
     count = pixels = 0
     before = replace(run.batching)
-    for chunk in chunks(items, setup.plan[i], run.batching.size, setup.variants, control.call_key(setup.controls, i)):
-        pairs = [setup.plan[i][j] for _, j in chunk]
-        inputs = [x[k][(slice(None), *at(p.window, x))] for (k, _), p in zip(chunk, pairs)]
-        x0 = _predict(denoiser, setup, i, inputs, pairs, run).float()
-        count += len(pairs)
-        pixels += sum(p.window.height * p.window.width for p in pairs)
-        for n, ((k, j), pair) in enumerate(zip(chunk, pairs)):
-            rows, cols = at(pair.window, x)
-            if table.stochastic and last:
-                stepped = x0[n]
-            elif table.stochastic:
-                stepped = table.signal[i + 1] * x0[n] + table.noise[i + 1] * fresh[k][j].to(x.device)
-            else:
-                eps = (inputs[n] - table.signal[i] * x0[n]) / table.noise[i]
-                stepped = table.signal[i + 1] * x0[n] + table.noise[i + 1] * eps
-            w = masks[pair.region][rows, cols][None] * setup.weights[i][j]
-            num[k][:, rows, cols] += w * stepped
-            x0_num[k][:, rows, cols] += w * x0[n]
-            den[k][:, rows, cols] += w
+    for group in run.index.steps[i]:
+        inputs = _gather(canvas, group, scratch, "inputs")
+        x0 = _predict(denoiser, setup, i, inputs, group, run).float()
+        count += len(group.items)
+        pixels += len(group.items) * group.shape[0] * group.shape[1]
+        if table.stochastic and last:
+            stepped = x0
+        elif table.stochastic:
+            noise = _group_noise(fresh, group, setup.plan[i]).view_as(x0).to(x.device)
+            stepped = table.signal[i + 1] * x0 + table.noise[i + 1] * noise
+        else:
+            eps = (inputs - table.signal[i] * x0) / table.noise[i]
+            stepped = table.signal[i + 1] * x0 + table.noise[i + 1] * eps
+        _scatter(num, stepped, group.weight, group, scratch)
+        _scatter(x0_num, x0, group.weight, group, scratch)
+        _scatter(den, None, group.weight, group, scratch)
+    num, x0_num, den = _canvas(num, x.shape), _canvas(x0_num, x.shape), _canvas(den, x.shape)
     fill = setup.fill.expand_as(x)  # uncovered pixels follow the fill deterministically
     passthrough = table.signal[i + 1] * fill + table.noise[i + 1] * (x - table.signal[i] * fill) / table.noise[i]
     x0 = torch.where(den > 0, x0_num / den.clamp_min(1e-12), fill)  # the mean prediction, for previews
     x = torch.where(den > 0, num / den.clamp_min(1e-12), passthrough)
     return x, x0, _stats(setup, i, count, pixels, images, run, before)
+
+
+def _pair_noise(pairs: Sequence[Pair], channels: int, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """(N, Σ C·h·w) on the host: each image's fresh noise for every pair, drawn pair after pair from its
+    generator. When every pair's share is a multiple of 16 values, one draw per generator gives the same
+    numbers (the CPU generator's normal draws continue the stream in blocks of 16)."""
+    sizes = [channels * p.window.height * p.window.width for p in pairs]
+    if all(size % 16 == 0 for size in sizes):
+        return torch.stack([torch.randn(sum(sizes), generator=g) for g in generators])
+    return torch.stack([torch.cat([torch.randn(size, generator=g) for size in sizes]) for g in generators])
+
+
+def _group_noise(noise: torch.Tensor, group: Group, pairs: Sequence[Pair]) -> torch.Tensor:
+    """(G, C·h·w): the rows of `_pair_noise` that the group's items take (every window of a plan has one shape)."""
+    return noise.view(len(noise) * len(pairs), -1).index_select(0, group.rows)

@@ -152,3 +152,10 @@ def uncovered(quantized: np.ndarray) -> np.ndarray:
 def covers_every_pixel(quantized: np.ndarray) -> bool:
     """Whether the (n, R, h, w) per-step masks add up to at least 1 at every latent pixel of every step."""
     return not uncovered(quantized).any()
+
+
+def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks: np.ndarray) -> np.ndarray:
+    """Where no region lies the original pixels come back exactly; soft edges follow the blurred masks."""
+    alpha = np.clip(canvas_masks.sum(axis=0), 0.0, 1.0)[None, ..., None]  # (1, H, W, 1)
+    mixed = alpha * images.astype(np.float32) + (1.0 - alpha) * original[None].astype(np.float32)
+    return np.where(alpha > 0, np.clip(np.rint(mixed), 0, 255), original[None]).astype(np.uint8)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Hashable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from semanticdraw_cli import content_key, flops, hires, lora_stage, masks as mas
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families.base import FamilyAdapter
 from semanticdraw_cli.file_hashes import HashCache
-from semanticdraw_cli.fusion import FusionSetup, StepStats, sample
+from semanticdraw_cli.fusion import FusionSetup, StepStats, build_index, sample
 from semanticdraw_cli.jobs import image_seeds
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.region_sampling import INITIAL, guidance_scales, region_noise
@@ -219,6 +219,7 @@ class Renderer:
             adapter, setup, scene.sampler, len(seeds), self._measured, self.model_key(scene), self.peak_tflops
         )
         timings.update(speed_timings)
+        setup = replace(setup, index=build_index(setup, len(seeds)))  # the step loop's gather/scatter indices
         speed_info = {**speed_info, "loras": loras}
         recomputed = {stage: len(keys) for stage, keys in self.cache.recomputed.items()}
         states = tuple(g.get_state() for g in generators)
@@ -261,7 +262,7 @@ class Renderer:
         on_tile = (lambda done, total: on_phase("decoding", done, total)) if on_phase else None
         images = prepared.adapter.decode(x, on_tile=on_tile, wrap=wrap_axes(scene.canvas.wrap))  # (N, H, W, 3)
         if prepared.picture is not None:
-            images = blend_over_background(images, prepared.picture, prepared.canvas_masks)
+            images = mask_math.blend_over_background(images, prepared.picture, prepared.canvas_masks)
         timings["decode"] = time.perf_counter() - start
         step_reports = [{**vars(state.stats), "seconds": _step_seconds(state)} for state in step_states]
         timings["denoise"] = sum(step["seconds"] for step in step_reports)
@@ -390,10 +391,3 @@ def _step_seconds(state: StepState) -> float:
 def region_masks(scene: Scene) -> np.ndarray:
     """Rasterized, z-ordered, blurred, strength-scaled masks, (R, H, W) in [0, 1]."""
     return stages.canvas_masks(scene, stages.StageCache())
-
-
-def blend_over_background(images: np.ndarray, original: np.ndarray, canvas_masks: np.ndarray) -> np.ndarray:
-    """Where no region lies the original pixels come back exactly; soft edges follow the blurred masks."""
-    alpha = np.clip(canvas_masks.sum(axis=0), 0.0, 1.0)[None, ..., None]  # (1, H, W, 1)
-    mixed = alpha * images.astype(np.float32) + (1.0 - alpha) * original[None].astype(np.float32)
-    return np.where(alpha > 0, np.clip(np.rint(mixed), 0, 255), original[None]).astype(np.uint8)

@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semanticdraw_cli import hires, outputs, variants
+from semanticdraw_cli import hires, masks as mask_math, outputs, variants
 from semanticdraw_cli.errors import MaskError, Problem, RenderError, SceneError, problem_lines
 from semanticdraw_cli.preview import draw_preview
 from semanticdraw_cli.outputs import write_result
-from semanticdraw_cli.render import Prepared, Renderer, RenderResult, StepState, blend_over_background
+from semanticdraw_cli.render import Prepared, Renderer, RenderResult, StepState
 from semanticdraw_cli.scene.composition import wrap_axes
 from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.types import Scene
@@ -328,7 +328,7 @@ def _x0_picture(prepared: Prepared, state: StepState) -> np.ndarray:
     scene = prepared.scene
     pixels = prepared.adapter.decode_preview(state.x0[:1], scene.model, wrap_axes(scene.canvas.wrap))  # (1, H, W, 3)
     if prepared.picture is not None:
-        pixels = blend_over_background(pixels, prepared.picture, prepared.canvas_masks)
+        pixels = mask_math.blend_over_background(pixels, prepared.picture, prepared.canvas_masks)
     return pixels[0]
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from semanticdraw_cli.control import ControlSetup, active_steps, call_key
-from semanticdraw_cli.fusion import FusionSetup, centring_shift, sample
+from semanticdraw_cli.fusion import FusionSetup, sample
+from semanticdraw_cli.step_index import centring_shift
 from semanticdraw_cli.plan import Pair, planned_steps
 from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import Window, tile_grid

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from semanticdraw_cli.fusion import FusionSetup, centring_shift, sample
+from semanticdraw_cli.fusion import FusionSetup, sample
+from semanticdraw_cli.step_index import centring_shift
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.schedule import StepTable
 from semanticdraw_cli.plan import Pair

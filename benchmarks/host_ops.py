@@ -1,0 +1,163 @@
+"""Host work of the step loop: aten operations and host seconds per step with a free denoiser.
+
+    python benchmarks/host_ops.py                        # this checkout: Irworobongdo 1280×768 and a 4096² scene
+    python benchmarks/host_ops.py --baseline 4bed6a2     # the same on an earlier commit, side by side, one run
+
+The denoiser returns its input (no network work), so what is left is the sampler's own gathering,
+masking, rolling, leak weighting and scattering: on a GPU each operation is a dispatch and a kernel
+launch, paid on the host whatever the GPU's speed (issue 27: at most 150 per step whatever the pair
+count). Both scenes use the `tiny` preset on the CPU, one thread; the 4096² scene is Irworobongdo's
+shapes stretched over 4096×4096 (hundreds of pairs per step).
+
+Counted with `torch.profiler`: `dispatched` is the aten operations called from Python (each a
+dispatch), `all` also counts the ones those call inside. Batch sizes: `max_batch` 8 (the CPU's auto)
+and "all" (every item of a shape in one call, as auto does on a GPU with room).
+A baseline commit is checked out with `git worktree` into a temporary folder and measured by this
+script in a process whose code comes from that tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+SCENES = {"irworobongdo 1280x768": (1280, 768), "irworobongdo 4096x4096": (4096, 4096)}
+TARGET_OPS = 150
+
+
+class FreeDenoiser:
+    """x0 = x: the sampler's host work alone."""
+
+    def predict_x0(self, x, table, step, items):
+        return x
+
+
+def scene_of(width: int, height: int):
+    from semanticdraw_cli.scene.loader import load_scene
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from run import IRWOROBONGDO, scaled_shapes
+
+    scene = load_scene(IRWOROBONGDO, ["model.checkpoint=tiny", f"canvas.width={width}", f"canvas.height={height}"])
+    return scaled_shapes(scene, width / 1280, height / 768)
+
+
+def count_ops(events) -> tuple[int, int]:
+    """(dispatched, all) aten operations among the profiler's events."""
+    aten = [e for e in events if e.name.startswith("aten::")]
+    nested = {id(child) for e in aten for child in e.cpu_children if child.name.startswith("aten::")}
+    return sum(1 for e in aten if id(e) not in nested), len(aten)
+
+
+def measure_setup(prepared, setup, repeats: int) -> dict:
+    """Ops per step (profiled once) and host seconds per step (median of `repeats` unprofiled runs)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from semanticdraw_cli.fusion import sample
+
+    def generators():
+        return [torch.Generator("cpu").set_state(state) for state in prepared.generator_states]
+
+    ops = []
+    steps = sample(FreeDenoiser(), setup, prepared.x, generators())
+    while True:
+        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+            stats = next(steps, None)
+        if stats is None:
+            break
+        ops.append(count_ops(profiler.events()))
+    seconds = []
+    for _ in range(repeats):
+        last, per_step = time.perf_counter(), []
+        for _state in sample(FreeDenoiser(), setup, prepared.x, generators()):
+            now = time.perf_counter()
+            per_step.append(now - last)
+            last = now
+        seconds.append(statistics.mean(per_step))
+    pairs = [len(pairs) for pairs in setup.plan]
+    return {"max_batch": setup.max_batch, "pairs_per_step": pairs, "dispatched_ops_per_step": [d for d, _ in ops],
+            "all_ops_per_step": [a for _, a in ops], "host_seconds_per_step": statistics.median(seconds),
+            "host_seconds_runs": seconds}
+
+
+def measure_tree(repeats: int) -> dict:
+    """Every scene at both batch sizes, with the code importable now (this checkout or a baseline's)."""
+    import torch
+
+    from semanticdraw_cli.render import Renderer
+
+    torch.set_num_threads(1)
+    renderer, rows = Renderer(device="cpu"), {}
+    for name, (width, height) in SCENES.items():
+        prepared = renderer.prepare(scene_of(width, height))
+        every = max(len(pairs) for pairs in prepared.setup.plan) * len(prepared.seeds)
+        for label, size in (("max_batch 8", 8), ("max_batch all", every)):
+            setup = dataclasses.replace(prepared.setup, max_batch=size)
+            rows[f"{name}, {label}"] = measure_setup(prepared, setup, repeats)
+            print(f"{name}, {label}: {rows[f'{name}, {label}']['dispatched_ops_per_step']} ops, "
+                  f"{rows[f'{name}, {label}']['host_seconds_per_step'] * 1000:.1f} ms/step", file=sys.stderr)
+    return rows
+
+
+def commit_of(tree: Path) -> str:
+    return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def measure_in(tree: Path, repeats: int) -> dict:
+    """This script's measuring part in a process that imports `tree`'s code."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "rows.json"
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        subprocess.run([sys.executable, __file__, "--measure-only", str(out), "--repeats", str(repeats)],
+                       env=env, check=True)
+        return json.loads(out.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", help="an earlier commit to measure in the same run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--measure-only", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure_only:
+        args.measure_only.write_text(json.dumps(measure_tree(args.repeats)))
+        return 0
+    from semanticdraw_cli.report import cpu_name
+
+    result = {"benchmark": "host_ops", "machine": {"cpu": cpu_name(), "threads": 1}, "target_ops": TARGET_OPS,
+              "trees": {}}
+    result["trees"]["current"] = {"commit": commit_of(ROOT), "rows": measure_in(ROOT, args.repeats)}
+    if args.baseline:
+        with tempfile.TemporaryDirectory() as scratch:
+            tree = Path(scratch) / "baseline"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
+                           check=True, capture_output=True)
+            try:
+                result["trees"]["baseline"] = {"commit": commit_of(tree), "rows": measure_in(tree, args.repeats)}
+            finally:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
+        current, baseline = result["trees"]["current"]["rows"], result["trees"]["baseline"]["rows"]
+        result["host_seconds_ratio"] = {row: baseline[row]["host_seconds_per_step"]
+                                        / current[row]["host_seconds_per_step"] for row in current}
+    out = args.out or RESULTS / "host-ops-cpu-tiny.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

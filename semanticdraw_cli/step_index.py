@@ -1,0 +1,121 @@
+"""Index tensors that turn a fusion step into a few batched operations (architecture.md §4.1).
+
+Built once per render from the plan: for every step, the items (image, pair) in call order, grouped as
+the batcher groups them (one window shape, network variant and set of ControlNets per group), with each
+item's canvas pixels as flat indices into the canvas latent. Mask-centering bootstrapping's roll
+(arXiv 2403.09055 §3.2, Step 2) is folded into the index: an item's input pixel (r, c) reads the canvas
+where the un-rolled window has ((r − dy) mod h, (c − dx) mod w), so gathering the inputs rolls them and
+scattering x0 back through the same index rolls it back. Wrapped canvases (`canvas.wrap`) are the same
+index taken modulo the canvas size. The item's quantized mask and tile weight are gathered at those
+pixels here, so the step multiplies and scatters whole groups at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from semanticdraw_cli.batching import Item, chunks
+from semanticdraw_cli.plan import Pair
+from semanticdraw_cli.tiles import Window
+
+
+@dataclass(frozen=True)
+class Group:
+    """Items of one step that may share a network call, in call order, with their gather/scatter indices."""
+
+    items: tuple[Item, ...]  # (image, pair index in the step's plan)
+    pairs: tuple[Pair, ...]  # each item's pair
+    shifts: tuple[tuple[int, int], ...]  # each item's centring roll (dy, dx); (0, 0) outside bootstrapping
+    shape: tuple[int, int]  # (window height, width) of every item
+    pixels: torch.Tensor  # (G·h·w,) long: image·H·W + row·W + col of each item's (rolled) window pixels
+    regions: torch.Tensor  # (G,) long: each item's region row, for the per-item conditioning
+    rows: torch.Tensor  # (G,) long on the host: image·P + pair index (P pairs in the step), for per-pair noise
+    weight: torch.Tensor  # (G, 1, h, w) float32: the item's quantized mask times its tile weight, at its pixels
+    mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
+    tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
+    outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
+
+
+@dataclass(frozen=True)
+class StepIndex:
+    """Per step, its groups in call order; built for a number of images (the flat indices include the image),
+    a plan and its masks."""
+
+    images: int
+    steps: tuple[tuple[Group, ...], ...]
+    plan: Sequence[Sequence[Pair]]
+    masks: torch.Tensor
+
+    def fits(self, plan: Sequence[Sequence[Pair]], masks: torch.Tensor, images: int) -> bool:
+        """Built for exactly this plan, these masks (the same objects) and this many images."""
+        return self.plan is plan and self.masks is masks and self.images == images
+
+
+def centring_shift(mask: np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """Roll (dy, dx) that moves the centre of the mask's bounding box to the window centre."""
+    mask = np.asarray(mask)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return 0, 0
+    height, width = mask.shape
+    dy = height // 2 - (int(rows[0]) + int(rows[-1]) + 1) // 2
+    dx = width // 2 - (int(cols[0]) + int(cols[-1]) + 1) // 2
+    return dy, dx
+
+
+def window_pixels(window: Window, height: int, width: int, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """(h, w) flat canvas indices row·W + col of a window's pixels (modulo the canvas: wrapped windows), rolled
+    by `shift` as `torch.roll(window, shift)` rolls the window's contents."""
+    rows = np.roll(np.arange(window.top, window.bottom) % height, shift[0])
+    cols = np.roll(np.arange(window.left, window.right) % width, shift[1])
+    return rows[:, None] * width + cols[None, :]
+
+
+def build(
+    plan: Sequence[Sequence[Pair]], masks: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]], images: int,
+    bootstrap_steps: int, group_key: Callable[[int], tuple[Sequence[Hashable], Callable | None]],
+) -> StepIndex:
+    """Per step, its groups. `masks` (n, R, h, w) quantized on the compute device; `weights` the tile weight
+    per pair; `group_key(step)` the (variants, extra key) the batcher splits calls by at that step."""
+    height, width = masks.shape[-2:]
+    host_masks = masks[: max(min(bootstrap_steps, len(plan)), 0)].cpu().numpy() > 0  # centring needs the host
+    steps = []
+    for i, pairs in enumerate(plan):
+        items = [(k, j) for k in range(images) for j in range(len(pairs))]
+        shifts = [_shift(host_masks, i, pair, height, width) for pair in pairs]
+        variants, extra = group_key(i)
+        groups = []
+        for group in chunks(items, pairs, max(len(items), 1), variants, extra):
+            groups.append(_group(group, pairs, shifts, masks[i], weights[i], height, width, i < bootstrap_steps))
+        steps.append(tuple(groups))
+    return StepIndex(images, tuple(steps), plan, masks)
+
+
+def _shift(host_masks: np.ndarray, step: int, pair: Pair, height: int, width: int) -> tuple[int, int]:
+    if step >= len(host_masks):
+        return 0, 0
+    flat = window_pixels(pair.window, height, width)
+    return centring_shift(host_masks[step, pair.region].reshape(-1)[flat])
+
+
+def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int, int]], masks: torch.Tensor,
+           weights: Sequence[torch.Tensor], height: int, width: int, bootstrapping: bool) -> Group:
+    device = masks.device
+    chosen = [pairs[j] for _, j in items]
+    rolls = [shifts[j] for _, j in items]
+    local = np.stack([window_pixels(p.window, height, width, s) for p, s in zip(chosen, rolls)])  # (G, h, w)
+    images = np.array([k for k, _ in items])[:, None, None]
+    pixels = torch.from_numpy((images * height * width + local).reshape(-1)).to(device)
+    regions = [p.region for p in chosen]
+    planes = masks.reshape(masks.shape[0], -1)  # (R, h·w)
+    at = torch.from_numpy(local.reshape(len(items), -1)).to(device)
+    mask = planes[torch.tensor(regions, device=device)[:, None], at].view(len(items), 1, *local.shape[1:])
+    tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
+    rows = torch.tensor([k * len(pairs) + j for k, j in items])
+    return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
+                 torch.tensor(regions, device=device), rows, mask * tile,
+                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)))

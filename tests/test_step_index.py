@@ -1,0 +1,113 @@
+"""The batched step loop (fusion + step_index) against the per-pair one it replaced, on random layouts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from semanticdraw_cli.fusion import FusionSetup, build_index, sample
+from semanticdraw_cli.masks import uncovered
+from semanticdraw_cli.plan import planned_steps
+from semanticdraw_cli.schedule import StepTable, initial_latents
+from semanticdraw_cli.step_index import window_pixels
+from semanticdraw_cli.tiles import Window, tile_grid
+from tests.per_pair_fusion import sample_per_pair
+
+STOCHASTIC = StepTable(timesteps=(999, 700, 300), signal=(0.1, 0.5, 0.8, 1.0), noise=(0.99, 0.85, 0.6, 0.0),
+                       mask_levels=(0.99, 0.7, 0.3, 0.0), stochastic=True)
+DETERMINISTIC = dataclasses.replace(STOCHASTIC, stochastic=False)
+
+
+class RegionFunction:
+    """x0 = a nonlinear function of each item's input and its region's prompt row, so a mis-gathered input,
+    a wrong roll or a wrong region would change the result; optionally out of memory above `fits` items."""
+
+    def __init__(self, fits: int | None = None):
+        self.fits, self.calls = fits, []
+
+    def predict_x0(self, x, table, step, items):
+        if self.fits is not None and len(x) > self.fits:
+            raise torch.cuda.OutOfMemoryError(f"a batch of {len(x)} does not fit")
+        self.calls.append(len(x))
+        rows = torch.arange(x.shape[-2], dtype=x.dtype)[:, None] / x.shape[-2]
+        return torch.tanh(0.8 * x + items.cond["id"][:, :, None, None] * rows) - 0.1 * step
+
+
+def random_setup(seed: int, *, method: str, bootstrap: int, images: int, max_batch: int, pad: bool,
+                 wrap: tuple[bool, bool], table: StepTable) -> tuple[FusionSetup, torch.Tensor, list]:
+    """Random soft masks of four regions on a 24×40 latent, tile 16, stride 8 (wrapped on the asked axes)."""
+    rng = np.random.default_rng(seed)
+    height, width = 24, 40
+    masks = np.zeros((table.steps, 4, height, width), np.float32)
+    masks[:, 0] = 1.0
+    for r in range(1, 4):
+        top, left = rng.integers(0, height - 6), rng.integers(0, width - 6)
+        masks[:, r, top : top + rng.integers(4, 14), left : left + rng.integers(4, 20)] = rng.choice([0.5, 1.0])
+    masks[:, 0] = np.where(rng.random((height, width)) < 0.2, 0.0, 1.0)  # some pixels no region covers
+    grid = tile_grid(height, width, 16, 8, wrap)
+    plans, weights = planned_steps(masks, grid, "default", 16, torch.device("cpu"))
+    cond = {"id": torch.from_numpy(rng.normal(size=(4, 4)).astype(np.float32))}
+    setup = FusionSetup(
+        table=table, masks=torch.from_numpy(masks), plan=plans, weights=weights, cond=cond, uncond=None,
+        guidance=torch.ones(4), fill=torch.full((1, 4, 1, 1), -0.3), white=torch.ones(1, 4, 1, 1), base=None,
+        bootstrap_steps=bootstrap, bootstrap_mix=1.5, leak_sensitivity=0.2, max_batch=max_batch,
+        pairs_total=len(grid) * 4, method=method, pad_batches=pad,
+        pull_to_fill=tuple(torch.from_numpy(u[None]) for u in uncovered(masks)),
+    )
+    generators = [torch.Generator().manual_seed(seed * 10 + k) for k in range(images)]
+    return setup, initial_latents((4, height, width), generators, table, None), generators
+
+
+def both(setup, x, generators, fits=None):
+    copies = [torch.Generator().set_state(g.get_state()) for g in generators]
+    batched = [(state, x0) for _stats, state, x0 in sample(RegionFunction(fits), setup, x, copies)]
+    copies = [torch.Generator().set_state(g.get_state()) for g in generators]
+    return batched, sample_per_pair(RegionFunction(fits), setup, x, copies)
+
+
+@pytest.mark.parametrize("method, bootstrap, table", [
+    ("semanticdraw", 2, STOCHASTIC), ("semanticdraw", 0, STOCHASTIC), ("semanticdraw", 2, DETERMINISTIC),
+    ("multidiffusion", 0, STOCHASTIC), ("multidiffusion", 0, DETERMINISTIC),
+])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_batched_step_equals_the_per_pair_step_bit_for_bit(method, bootstrap, table, seed):
+    """CPU arithmetic in the same order: every step's latent and x0 equal, with two images, padding, a wrapped
+    axis and a batch size that splits each step into several calls."""
+    setup, x, generators = random_setup(seed, method=method, bootstrap=bootstrap, images=2, max_batch=5, pad=True,
+                                        wrap=(False, seed == 2), table=table)
+    batched, per_pair = both(setup, x, generators)
+    for (state, x0), (ref_state, ref_x0) in zip(batched, per_pair, strict=True):
+        assert torch.equal(state, ref_state) and torch.equal(x0, ref_x0)
+
+
+def test_out_of_memory_halving_gives_the_same_latents():
+    setup, x, generators = random_setup(3, method="semanticdraw", bootstrap=1, images=2, max_batch=16, pad=False,
+                                        wrap=(True, True), table=STOCHASTIC)
+    (batched, per_pair), calls = both(setup, x, generators, fits=3), []
+    assert torch.equal(batched[-1][0], per_pair[-1][0])
+    denoiser = RegionFunction(fits=3)
+    stats = [s for s, _, _ in sample(denoiser, setup, x, [torch.Generator().set_state(g.get_state()) for g in generators])]
+    assert max(denoiser.calls) <= 3 and stats[0].oom_halvings >= 1
+
+
+def test_a_prebuilt_index_is_used_and_one_for_another_image_count_is_rebuilt():
+    setup, x, generators = random_setup(4, method="semanticdraw", bootstrap=1, images=1, max_batch=8, pad=False,
+                                        wrap=(False, False), table=STOCHASTIC)
+    plain = [s for _, s, _ in sample(RegionFunction(), setup, x, [torch.Generator().manual_seed(0)])]
+    prebuilt = dataclasses.replace(setup, index=build_index(setup, 1))
+    assert torch.equal(plain[-1], [s for _, s, _ in sample(RegionFunction(), prebuilt, x,
+                                                           [torch.Generator().manual_seed(0)])][-1])
+    two = torch.cat([x, x])
+    doubled = [s for _, s, _ in sample(RegionFunction(), prebuilt, two, [torch.Generator().manual_seed(0)] * 2)]
+    assert doubled[-1].shape[0] == 2
+
+
+def test_window_pixels_roll_like_torch_roll_and_wrap_modulo_the_canvas():
+    canvas = torch.arange(6 * 10).view(6, 10)
+    window = Window(2, 7, 4, 5)  # crosses the right edge of a 10-wide wrapped canvas
+    pixels = torch.from_numpy(window_pixels(window, 6, 10, (1, -2)))
+    rows, cols = torch.arange(2, 6) % 6, torch.arange(7, 12) % 10
+    assert torch.equal(canvas.view(-1)[pixels], torch.roll(canvas[rows][:, cols], (1, -2), dims=(0, 1)))
