@@ -60,6 +60,7 @@ def build_preset(family: str, name: str, folder: Path) -> None:
         for module in zero_initialised:
             for parameter in module.parameters():
                 torch.nn.init.normal_(parameter, std=controlnet.RESIDUAL_STD)
+        controlnet.he_normal(net.pos_embed_input.proj if family == "sd3" else net.controlnet_x_embedder)
     net.save_pretrained(folder)
 
 
