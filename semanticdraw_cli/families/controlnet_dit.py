@@ -40,7 +40,8 @@ UNSUPPORTED = {  # config keys of ControlNets that read something else than the 
 
 def build_preset(family: str, name: str, folder: Path) -> None:
     """A ControlNet of the family preset `name`'s transformer (its first blocks' weights, as diffusers'
-    `from_transformer` starts training), with seeded random output projections so that control shows."""
+    `from_transformer` starts training), with seeded random output projections so that control shows and a
+    He-initialised embedder of the picture's latent so that the picture does."""
     from diffusers import FluxControlNetModel, FluxTransformer2DModel, SD3ControlNetModel, SD3Transformer2DModel
 
     network = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
