@@ -1,7 +1,10 @@
-"""Checks every model family passes: its step table places regions, its example scenes render; item x0 records."""
+"""Checks every model family passes: its step table places regions, its example scenes render; item x0 records;
+each item's control crop."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -152,22 +155,59 @@ def ddim_pipeline_latent(folder: Path, prompt: str, width: int, height: int, ste
 
 
 class ItemRecorder:
-    """The adapter's x0 of every item, one item per call, keyed by (step, window, region row)."""
+    """The adapter's x0 of every item, one item per call, keyed by (step, window, region row); and every call's
+    arguments and x0, to run an item again with other inputs."""
 
     def __init__(self, adapter, setup):
-        self.adapter, self.rows, self.x0 = adapter, setup.cond["text"], {}
+        self.adapter, self.rows, self.x0, self.calls = adapter, setup.cond["text"], {}, []
 
     def predict_x0(self, x, table, step, items):
         out = self.adapter.predict_x0(x, table, step, items)
         row = next(r for r in range(len(self.rows)) if torch.equal(items.cond["text"][0], self.rows[r]))
         self.x0[step, items.windows[0], row] = out[0]
+        self.calls.append((x.clone(), table, step, items, out))
         return out
 
 
-def item_x0(renderer, scene) -> dict:
-    """Every item's x0 of the scene's render, keyed by (step, window, region row): run with `max_batch: 1`."""
+def recorded_items(renderer, scene) -> ItemRecorder:
+    """Every item of the scene's render, run with `max_batch: 1`."""
     prepared = renderer.prepare(scene)
     recorder = ItemRecorder(prepared.adapter, prepared.setup)
     generators = [torch.Generator().set_state(state) for state in prepared.generator_states]
     list(sample(recorder, prepared.setup, prepared.x, generators))
-    return recorder.x0
+    return recorder
+
+
+def item_x0(renderer, scene) -> dict:
+    """Every item's x0 of the scene's render, keyed by (step, window, region row): run with `max_batch: 1`."""
+    return recorded_items(renderer, scene).x0
+
+
+def halves_picture(path: Path, width: int, height: int) -> Path:
+    """A control picture whose halves differ: black on the left; on the right red columns and green rows on blue,
+    so that a crop tells its half, its channel order and its scale."""
+    from PIL import Image
+
+    pixels = np.zeros((height, width, 3), np.uint8)
+    right = pixels[:, width // 2:]
+    right[..., 2] = 160
+    right[:, ::6, 0] = 255
+    right[::5, :, 1] = 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def check_control_crops(renderer, scene, expected: Callable, margin: float = 1e-2) -> None:
+    """A scene of two windows and one ControlNet, run with `max_batch: 1`: each item's ControlNet input is
+    `expected(adapter, window)`, its own window's crop, and the other window's crop would move its x0 by more than
+    `margin` on average (100 times the parity tests' 1e-4), so a wrong crop cannot pass."""
+    recorder = recorded_items(renderer, scene)
+    windows = {items.windows[0] for _, _, _, items, _ in recorder.calls}
+    assert len(windows) == 2, windows
+    for x, table, step, items, x0 in recorder.calls:
+        (control,) = items.controls
+        own, other = items.windows[0], next(w for w in windows if w != items.windows[0])
+        torch.testing.assert_close(control.image[0], expected(recorder.adapter, own), atol=0, rtol=0)
+        swapped = dataclasses.replace(control, image=expected(recorder.adapter, other)[None].to(control.image))
+        moved = recorder.adapter.predict_x0(x, table, step, dataclasses.replace(items, controls=(swapped,))) - x0
+        assert moved.abs().mean() > margin, (own, float(moved.abs().mean()))

@@ -1,5 +1,6 @@
-"""ControlNets of the UNet families on their tiny presets: parity with diffusers' ControlNet pipelines, weight 0
-is no control, and a ControlNet of another family refused when it loads, naming it."""
+"""ControlNets of the UNet families on their tiny presets: parity with diffusers' ControlNet pipelines, the picture
+driving the latent, weight 0 is no control, each item's crop, and a ControlNet of another family refused when it
+loads, naming it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import controlnet, presets
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Control, Model, Tile
-from family_checks import item_x0
+from family_checks import check_control_crops, halves_picture, item_x0
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
 WIDTH, HEIGHT = 128, 96
+PICTURE_MARGIN = 100 * 1e-4  # how much the picture must move the latent on average: 100 times the parity tolerance
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +39,14 @@ def edges(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def black(tmp_path_factory):
+    """A black control picture at canvas size: what the ControlNet gives when the picture shows nothing."""
+    path = tmp_path_factory.mktemp("control") / "black.png"
+    Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(path)
+    return path
+
+
 def one_region(family: str, control: tuple[Control, ...], steps: int = 4, guidance: float = 7.5, **sampler):
     scene = make_scene(WIDTH, HEIGHT, [region("a red apple", rect(0, 0, 1, 1, fractional=True))],
                        steps=tuple(range(steps)), grid=steps, guidance=guidance, bootstrap=Bootstrap(0, 1.0, 0.2),
@@ -44,7 +54,7 @@ def one_region(family: str, control: tuple[Control, ...], steps: int = 4, guidan
     return dataclasses.replace(scene, model=Model(family, "tiny", Accelerator("none")), control=control)
 
 
-def test_sd15_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges):
+def test_sd15_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, black):
     """One window, one region, DDIM over 4 steps at guidance 7.5: our calls with the ControlNet's residuals
     give the latent of StableDiffusionControlNetPipeline with the same ControlNet, picture and weight."""
     from diffusers import ControlNetModel, DDIMScheduler, StableDiffusionControlNetPipeline
@@ -61,12 +71,12 @@ def test_sd15_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, e
                   guidance_scale=7.5, controlnet_conditioning_scale=0.8, control_guidance_start=0.0,
                   control_guidance_end=0.75, generator=torch.Generator("cpu").manual_seed(scene.sampler.seed),
                   output_type="latent").images[0]
-    without = renderer.render(one_region("sd15", ()))[0].latent
-    assert (ours - without).abs().max() > 1e-3  # the control changed the picture
+    blank = renderer.render(one_region("sd15", (Control("tiny", black, weight=0.8, start=0.0, end=0.75),)))[0].latent
+    assert (ours - blank).abs().mean() > PICTURE_MARGIN  # the picture, not only the ControlNet, moved the latent
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_sdxl_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges):
+def test_sdxl_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, black):
     """Euler trailing over 4 steps at guidance 3: the ControlNet reads the same size ids and pooled text as the UNet."""
     from diffusers import ControlNetModel, EulerDiscreteScheduler, StableDiffusionXLControlNetPipeline
 
@@ -79,8 +89,9 @@ def test_sdxl_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, e
     theirs = pipe("a red apple", image=Image.open(edges), height=HEIGHT, width=WIDTH, num_inference_steps=4,
                   guidance_scale=3.0, controlnet_conditioning_scale=1.3, control_guidance_start=0.25,
                   generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent").images[0]
-    without = renderer.render(one_region("sdxl", (), guidance=3.0))[0].latent
-    assert (ours - without).abs().max() > 1e-3
+    blank_scene = one_region("sdxl", (Control("tiny", black, weight=1.3, start=0.25),), guidance=3.0)
+    blank = renderer.render(blank_scene)[0].latent
+    assert (ours - blank).abs().mean() > PICTURE_MARGIN
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
@@ -91,6 +102,28 @@ def test_weight_zero_is_no_control_bit_for_bit(renderer, edges, family):
     full = renderer.render(one_region(family, (Control("tiny", edges, weight=1.0),), steps=1, guidance=1.0))[0].latent
     assert torch.equal(plain, zero)
     assert not torch.equal(plain, full)
+
+
+@pytest.mark.parametrize("family", ["sd15", "sdxl"])
+def test_each_item_reads_its_own_windows_crop_of_the_picture(renderer, tmp_path, family):
+    """Two windows over a picture whose halves differ, one step: each item's ControlNet input is its window's crop
+    as diffusers' ControlNet pipelines prepare a picture (RGB in [0, 1]), and the other half's would move its x0."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    path = halves_picture(tmp_path / "halves.png", 128, 64)
+    picture = Image.open(path)
+    processor = VaeImageProcessor(do_convert_rgb=True, do_normalize=False)
+
+    def crop(adapter, window):
+        f = adapter.latent_factor
+        return processor.preprocess(picture.crop((window.left * f, window.top * f, window.right * f,
+                                                  window.bottom * f)))[0]
+
+    scene = make_scene(128, 64, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], steps=(0,), grid=2,
+                       guidance=1.0, bootstrap=Bootstrap(0, 1.0, 0.2), tile=Tile(64, 64), max_batch=1)
+    scene = dataclasses.replace(scene, model=Model(family, "tiny", Accelerator("none")),
+                                control=(Control("tiny", path),))
+    check_control_crops(renderer, scene, crop)
 
 
 def test_a_controlnet_of_another_family_is_refused_naming_it(renderer, edges):

@@ -1,10 +1,12 @@
 """ControlNets of the transformer families (sd3, flux) on their tiny presets: parity with diffusers' ControlNet
-pipelines, weight 0 is no control, crops cut from the canvas's latent, a region's control reaching only its
-items, and a ControlNet of another family refused when it loads, naming it."""
+pipelines, the picture driving the latent, weight 0 is no control, crops cut from the canvas's latent, each item's
+crop, a region's control reaching only its items, and a ControlNet of another family refused when it loads,
+naming it."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 import pytest
@@ -15,12 +17,13 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import controlnet, controlnet_dit, presets
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Control, Model, Tile
-from family_checks import item_x0
+from family_checks import check_control_crops, halves_picture, item_x0
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
 WIDTH, HEIGHT = 128, 96
 ACCELERATOR = {"sd3": Accelerator("none"), "flux": Accelerator("schnell")}
+PICTURE_MARGIN = 100 * 1e-4  # how much the picture must move the latent on average: 100 times the parity tolerance
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,14 @@ def edges(tmp_path_factory):
     pixels[:, ::20] = 255
     path = tmp_path_factory.mktemp("control") / "edges.png"
     Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def black(tmp_path_factory):
+    """A black control picture at canvas size: what the ControlNet gives when the picture shows nothing."""
+    path = tmp_path_factory.mktemp("control") / "black.png"
+    Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(path)
     return path
 
 
@@ -68,8 +79,8 @@ def one_region(family: str, control: tuple[Control, ...], steps: int = 4, guidan
 
 
 @pytest.mark.parametrize("pooled", [False, True])
-def test_sd3_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, vae_mean, pooled_controlnet,
-                                                                    pooled):
+def test_sd3_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, black, vae_mean,
+                                                                    pooled_controlnet, pooled):
     """One window, one region, flow Euler over 4 steps at guidance 3: both branches run the ControlNet. InstantX's
     kind (the preset) zeroes its pooled input and reads the picture's latent without the VAE's shift; SD3.5's
     reads both, as the pipeline does."""
@@ -87,12 +98,13 @@ def test_sd3_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, ed
                   guidance_scale=3.0, controlnet_conditioning_scale=0.8, control_guidance_start=0.0,
                   control_guidance_end=0.75, generator=torch.Generator("cpu").manual_seed(scene.sampler.seed),
                   output_type="latent").images[0]
-    without = renderer.render(one_region("sd3", (), guidance=3.0))[0].latent
-    assert (ours - without).abs().max() > 1e-3  # the control changed the picture
+    blank_scene = one_region("sd3", (Control(reference, black, weight=0.8, start=0.0, end=0.75),), guidance=3.0)
+    blank = renderer.render(blank_scene)[0].latent
+    assert (ours - blank).abs().mean() > PICTURE_MARGIN  # the picture, not only the ControlNet, moved the latent
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_flux_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, vae_mean):
+def test_flux_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, edges, black, vae_mean):
     """Schnell layout over 4 steps: the ControlNet reads the packed crop of the shifted, scaled latent and the
     transformer's inputs, and its block and single-block samples reach the transformer."""
     from diffusers import FluxControlNetModel, FluxControlNetPipeline, FluxPipeline
@@ -105,8 +117,8 @@ def test_flux_with_a_controlnet_equals_diffusers_controlnet_pipeline(renderer, e
     theirs = pipe("a red apple", control_image=Image.open(edges), height=HEIGHT, width=WIDTH, num_inference_steps=4,
                   guidance_scale=0.0, controlnet_conditioning_scale=1.3, control_guidance_start=0.25,
                   generator=torch.Generator("cpu").manual_seed(scene.sampler.seed), output_type="latent").images
-    without = renderer.render(one_region("flux", ()))[0].latent
-    assert (ours - without).abs().max() > 1e-3
+    blank = renderer.render(one_region("flux", (Control("tiny", black, weight=1.3, start=0.25),)))[0].latent
+    assert (ours - blank).abs().mean() > PICTURE_MARGIN
     torch.testing.assert_close(ours, FluxPipeline._unpack_latents(theirs, HEIGHT, WIDTH, 8)[0], atol=1e-4, rtol=1e-4)
 
 
@@ -138,6 +150,27 @@ def test_crops_are_cut_from_the_canvas_latent_encoded_once(renderer, edges, fami
     assert adapter.codec.shift == pytest.approx(0.0609 if family == "sd3" else shift)
     assert setup.factor == 1 and setup.pictures[0].shape == (16, HEIGHT // 8, WIDTH // 8)
     torch.testing.assert_close(setup.pictures[0], codec.encode(pixels)[0], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("family, shift", [("sd3", 0.0), ("flux", 0.1159)])
+def test_each_item_reads_its_own_windows_crop_of_the_latent(renderer, tmp_path, family, shift):
+    """Two windows over a picture whose halves differ, one step: each item's ControlNet input is the canvas
+    picture's latent under its window, and the other half's would move its x0."""
+    path = halves_picture(tmp_path / "halves.png", 128, 64)
+    pixels = np.array(Image.open(path).convert("RGB"))
+
+    @functools.cache
+    def canvas_latent(adapter):
+        return dataclasses.replace(adapter.codec, shift=shift).encode(pixels)[0]  # (16, h, w)
+
+    def crop(adapter, window):
+        return canvas_latent(adapter)[(slice(None), *window.slices)]
+
+    scene = make_scene(128, 64, [region("a red apple", rect(0, 0, 1, 1, fractional=True))], steps=(0,), grid=2,
+                       guidance=1.0, bootstrap=Bootstrap(0, 1.0, 0.2), tile=Tile(64, 64), max_batch=1)
+    scene = dataclasses.replace(scene, model=Model(family, "tiny", ACCELERATOR[family]),
+                                control=(Control("tiny", path),))
+    check_control_crops(renderer, scene, crop)
 
 
 def test_a_regions_control_changes_only_that_regions_items(renderer, edges):

@@ -27,10 +27,12 @@ else:
 
 CONTROL_PRESETS = ("tiny", "small")  # `control[].model` names built from the family preset of the same name
 RESIDUAL_STD = 0.02  # the random presets' zero-initialised output convolutions get this std, so control shows
+SILU_GAIN = 2.0  # He init's gain before a SiLU: its slope is 1/2 at 0, so small signals keep their size through it
+PRESET_REVISION = 1  # the preset ControlNets' weights within a family preset version (1: they read their picture)
 
 
 def preset_folder(family: str, name: str) -> Path:
-    return presets.cache_root() / "presets" / f"{family}-controlnet-{name}-v{presets.PRESET_VERSION}"
+    return presets.cache_root() / "presets" / f"{family}-controlnet-{name}-v{presets.PRESET_VERSION}.{PRESET_REVISION}"
 
 
 def ensure_preset(family: str, name: str, build: Callable[[str, str, Path], None] | None = None) -> Path:
@@ -42,7 +44,8 @@ def ensure_preset(family: str, name: str, build: Callable[[str, str, Path], None
 
 
 def build_unet_preset(family: str, name: str, folder: Path) -> None:
-    """A ControlNet of the family preset `name`'s UNet layout, seeded random weights (output convolutions too)."""
+    """A ControlNet of the family preset `name`'s UNet layout, seeded random weights (output convolutions too), whose
+    picture embedding reads the picture."""
     from diffusers import ControlNetModel, UNet2DConditionModel
 
     unet = UNet2DConditionModel.from_pretrained(presets.ensure_preset(family, name) / "unet")
@@ -53,7 +56,18 @@ def build_unet_preset(family: str, name: str, folder: Path) -> None:
         for module in zero_initialised:
             for parameter in module.parameters():
                 torch.nn.init.normal_(parameter, std=RESIDUAL_STD)
+        embedding = net.controlnet_cond_embedding
+        for layer in (embedding.conv_in, *embedding.blocks):
+            he_normal(layer, SILU_GAIN)
+        he_normal(embedding.conv_out)
     net.save_pretrained(folder)
+
+
+def he_normal(layer: torch.nn.Module, gain: float = 1.0) -> None:
+    """He-initialise a random ControlNet's layer on its picture's path, so that the picture drives the residuals.
+    diffusers' init shrinks the picture's signal in each layer and zeroes the last: a black and a white picture
+    gave nearly the same residuals, and a test could not tell a wrong crop."""
+    torch.nn.init.normal_(layer.weight, std=gain / layer.weight[0].numel() ** 0.5)  # weight[0]: one output's inputs
 
 
 def load_unet_controlnet(reference: str, family: str, unet, device: torch.device, dtype: torch.dtype):

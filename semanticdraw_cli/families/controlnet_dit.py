@@ -40,7 +40,8 @@ UNSUPPORTED = {  # config keys of ControlNets that read something else than the 
 
 def build_preset(family: str, name: str, folder: Path) -> None:
     """A ControlNet of the family preset `name`'s transformer (its first blocks' weights, as diffusers'
-    `from_transformer` starts training), with seeded random output projections so that control shows."""
+    `from_transformer` starts training), with seeded random output projections so that control shows and a
+    He-initialised embedder of the picture's latent so that the picture does."""
     from diffusers import FluxControlNetModel, FluxTransformer2DModel, SD3ControlNetModel, SD3Transformer2DModel
 
     network = SD3Transformer2DModel if family == "sd3" else FluxTransformer2DModel
@@ -60,6 +61,7 @@ def build_preset(family: str, name: str, folder: Path) -> None:
         for module in zero_initialised:
             for parameter in module.parameters():
                 torch.nn.init.normal_(parameter, std=controlnet.RESIDUAL_STD)
+        controlnet.he_normal(net.pos_embed_input.proj if family == "sd3" else net.controlnet_x_embedder)
     net.save_pretrained(folder)
 
 
