@@ -2,6 +2,7 @@
 
     python benchmarks/host_ops.py                        # this checkout: Irworobongdo 1280×768 and a 4096² scene
     python benchmarks/host_ops.py --baseline 4bed6a2     # the same on an earlier commit, side by side, one run
+    python benchmarks/host_ops.py --canvas 640x384       # other canvases (Irworobongdo's shapes stretched)
 
 The denoiser returns its input (no network work), so what is left is the sampler's own gathering,
 masking, rolling, leak weighting and scattering: on a GPU each operation is a dispatch and a kernel
@@ -32,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-SCENES = {"irworobongdo 1280x768": (1280, 768), "irworobongdo 4096x4096": (4096, 4096)}
+CANVASES = ("1280x768", "4096x4096")
 TARGET_OPS = 150
 
 
@@ -92,15 +93,17 @@ def measure_setup(prepared, setup, repeats: int) -> dict:
             "host_seconds_runs": seconds}
 
 
-def measure_tree(repeats: int) -> dict:
-    """Every scene at both batch sizes, with the code importable now (this checkout or a baseline's)."""
+def measure_tree(repeats: int, canvases: list[str]) -> dict:
+    """Every canvas at both batch sizes, with the code importable now (this checkout or a baseline's)."""
     import torch
 
     from semanticdraw_cli.render import Renderer
 
     torch.set_num_threads(1)
     renderer, rows = Renderer(device="cpu"), {}
-    for name, (width, height) in SCENES.items():
+    for canvas in canvases:
+        width, height = (int(side) for side in canvas.split("x"))
+        name = f"irworobongdo {canvas}"
         prepared = renderer.prepare(scene_of(width, height))
         every = max(len(pairs) for pairs in prepared.setup.plan) * len(prepared.seeds)
         for label, size in (("max_batch 8", 8), ("max_batch all", every)):
@@ -111,18 +114,22 @@ def measure_tree(repeats: int) -> dict:
     return rows
 
 
+def slug(cpu: str) -> str:
+    return "-".join(cpu.lower().replace("(r)", "").replace("(tm)", "").split()[:3])
+
+
 def commit_of(tree: Path) -> str:
     return subprocess.run(["git", "-C", str(tree), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True, check=True).stdout.strip()
 
 
-def measure_in(tree: Path, repeats: int) -> dict:
+def measure_in(tree: Path, repeats: int, canvases: list[str]) -> dict:
     """This script's measuring part in a process that imports `tree`'s code."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "rows.json"
         env = {**os.environ, "PYTHONPATH": str(tree)}
-        subprocess.run([sys.executable, __file__, "--measure-only", str(out), "--repeats", str(repeats)],
-                       env=env, check=True)
+        subprocess.run([sys.executable, __file__, "--measure-only", str(out), "--repeats", str(repeats),
+                        "--canvas", *canvases], env=env, check=True)
         return json.loads(out.read_text())
 
 
@@ -130,30 +137,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", help="an earlier commit to measure in the same run")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--canvas", nargs="+", default=list(CANVASES), help="WIDTHxHEIGHT of each scene")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--measure-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure_only:
-        args.measure_only.write_text(json.dumps(measure_tree(args.repeats)))
+        args.measure_only.write_text(json.dumps(measure_tree(args.repeats, args.canvas)))
         return 0
     from semanticdraw_cli.report import cpu_name
 
     result = {"benchmark": "host_ops", "machine": {"cpu": cpu_name(), "threads": 1}, "target_ops": TARGET_OPS,
               "trees": {}}
-    result["trees"]["current"] = {"commit": commit_of(ROOT), "rows": measure_in(ROOT, args.repeats)}
+    result["trees"]["current"] = {"commit": commit_of(ROOT), "rows": measure_in(ROOT, args.repeats, args.canvas)}
     if args.baseline:
         with tempfile.TemporaryDirectory() as scratch:
             tree = Path(scratch) / "baseline"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
                            check=True, capture_output=True)
             try:
-                result["trees"]["baseline"] = {"commit": commit_of(tree), "rows": measure_in(tree, args.repeats)}
+                result["trees"]["baseline"] = {"commit": commit_of(tree), "rows": measure_in(tree, args.repeats, args.canvas)}
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
         current, baseline = result["trees"]["current"]["rows"], result["trees"]["baseline"]["rows"]
         result["host_seconds_ratio"] = {row: baseline[row]["host_seconds_per_step"]
                                         / current[row]["host_seconds_per_step"] for row in current}
-    out = args.out or RESULTS / "host-ops-cpu-tiny.json"
+    for tree in result["trees"].values():
+        for row in tree["rows"].values():
+            row["within_target"] = max(row["dispatched_ops_per_step"]) <= TARGET_OPS
+    out = args.out or RESULTS / f"host-ops-cpu-tiny-{slug(result['machine']['cpu'])}-2c.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
