@@ -1,10 +1,11 @@
 """The content key of an image: a sha256 over exactly what determines its pixels (docs/ci.md lists each field).
 
 The inputs are a plain dict (`image_inputs`): the resolved scene without cosmetic fields, the sha256 of every
-file the scene reads (`scene.reads.scene_reads`, whatever it lists), the model's identity, the seed, the
-versions of the tool and the libraries that compute the pixels, the device type and the dtype. The key is the
-sha256 of their canonical JSON. Reports keep the inputs beside the key, so that `differences` can say which
-input changed. Nothing here loads a model: `render --changed` and `check` decide before any model loads.
+file the scene reads (`scene.reads.scene_reads`, whatever it lists), the model's identity, the identities of
+the extra networks that compute pixels (ControlNets, IP-Adapters), the seed, the versions of the tool and the
+libraries that compute the pixels, the device type and the dtype. The key is the sha256 of their canonical JSON.
+Reports keep the inputs beside the key, so that `differences` can say which input changed. Nothing here loads a
+model: `render --changed` and `check` decide before any model loads.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from semanticdraw_cli.file_hashes import HashCache, file_sha256
 from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.types import Scene
 
-KEY_FORMAT = 1  # raised whenever the fields or their canonical form change: every older key is then stale
+KEY_FORMAT = 2  # raised whenever the fields or their canonical form change: every older key is then stale
 KEYED_VERSIONS = ("semanticdraw", "torch", "diffusers", "transformers")
 SCENE_SUFFIXES = (".yaml", ".yml")  # a scene file enters as the resolved scene, not as bytes
 UNKEYED_SAMPLER = ("seed", "images", "max_batch")  # the seed is keyed per image; batching changes no item
@@ -34,6 +35,7 @@ def scene_inputs(scene: Scene, hashes: HashCache) -> dict[str, Any]:
         "scene": canonical_scene(scene),
         "files": file_digests(scene),
         "model": model_identity(scene, hashes),
+        "networks": network_identities(scene, hashes),
         "versions": {name: value for name, value in report.versions().items() if name in KEYED_VERSIONS},
     }
 
@@ -57,7 +59,8 @@ def stamp(shared: dict[str, Any], seed: int, device_type: str, dtype: str) -> di
 def canonical_scene(scene: Scene) -> dict[str, Any]:
     """The resolved scene without what changes no pixel: names, score thresholds, the image count and batch
     size, the preview decoder; file paths relative to the scene's folder (a checkout elsewhere keeps its keys),
-    and the pixels of a drawing's layers as their sha256. The model's checkpoint and LoRA are in `model_identity`."""
+    and the pixels of a drawing's layers as their sha256. The model's checkpoint and LoRA are in `model_identity`,
+    ControlNets and IP-Adapters in `network_identities`."""
     from semanticdraw_cli.scene.dicts import scene_to_dict
 
     data = scene_to_dict(scene)
@@ -80,7 +83,24 @@ def canonical_scene(scene: Scene) -> dict[str, Any]:
             entry["mask"][mask.kind] = relative_name(scene, mask.path)
         elif mask.kind == "array":
             entry["mask"] = {"pixels": _array_digest(mask.array)}
+    _without_networks(data, scene)
     return data
+
+
+def _without_networks(data: dict[str, Any], scene: Scene) -> None:
+    """Control and reference entries without their networks (in `networks`), their pictures named relative to
+    the scene's folder."""
+    owners = [(data.get("control") or [], scene.control)]
+    owners += [(entry.get("control") or [], region.control) for entry, region in zip(data["regions"], scene.regions)]
+    for raw_entries, entries in owners:
+        for raw, entry in zip(raw_entries, entries):
+            raw.pop("model", None)
+            if entry.image is not None:
+                raw["image"] = relative_name(scene, entry.image)
+    for entry, region in zip(data["regions"], scene.regions):
+        if region.reference is not None:
+            entry["reference"].pop("adapter", None)
+            entry["reference"]["image"] = relative_name(scene, region.reference.image)
 
 
 def file_digests(scene: Scene) -> dict[str, str | None]:
@@ -110,6 +130,45 @@ def model_identity(scene: Scene, hashes: HashCache) -> dict[str, Any]:
             accelerator.name == "lora" or not is_preset(model.checkpoint)):
         identity["lora"] = source_identity(scene, accelerator.lora, hashes)
         identity["lora_file"] = accelerator.weight_name
+    return identity
+
+
+def network_identities(scene: Scene, hashes: HashCache) -> dict[str, dict[str, Any]]:
+    """{scene field: identity} of each extra network that computes pixels: every ControlNet (`control[n].model`,
+    top level and per region) and every region's IP-Adapter (`regions[i].reference.adapter`). A preset is named
+    with the version its folder carries; a local folder or file, a hub id as the checkpoint is (`source_identity`)."""
+    from semanticdraw_cli.families import controlnet
+
+    found = {}
+    owners = [("", scene.control)] + [(f"regions[{i}].", region.control) for i, region in enumerate(scene.regions)]
+    for prefix, entries in owners:
+        for n, entry in enumerate(entries):
+            found[f"{prefix}control[{n}].model"] = (
+                {"preset": entry.model, "builder": controlnet.preset_version()}
+                if entry.model in controlnet.CONTROL_PRESETS else source_identity(scene, entry.model, hashes))
+    for i, region in enumerate(scene.regions):
+        if region.reference is not None:
+            found[f"regions[{i}].reference.adapter"] = adapter_identity(scene, region.reference.adapter, hashes)
+    return found
+
+
+def adapter_identity(scene: Scene, adapter: str, hashes: HashCache) -> dict[str, Any]:
+    """An IP-Adapter's identity: a preset's name and folder version; a local weights file's sha256 with its
+    `image_encoder/` folder's; a hub file (owner/repo/path/file) by the cached revision of its repository."""
+    from semanticdraw_cli.families import ip_adapter
+
+    if adapter in ip_adapter.PRESETS:
+        return {"preset": adapter, "builder": ip_adapter.preset_version()}
+    if not os.path.isabs(adapter):
+        return {"hub": adapter, "revision": hub_revision(ip_adapter.locate(adapter, scene.model.family)[0])}
+    identity = source_identity(scene, adapter, hashes)
+    encoder = Path(adapter).parent / ip_adapter.IMAGE_ENCODER_FOLDER
+    if identity["files"] is not None:
+        try:
+            encoder_files = hashes.tree(encoder)
+            identity["files"].update({f"{encoder.name}/{name}": digest for name, digest in encoder_files.items()})
+        except OSError:
+            identity["missing"] = relative_name(scene, encoder)
     return identity
 
 
@@ -170,6 +229,11 @@ def differences(old: Any, new: dict[str, Any]) -> list[str]:
         found.append(f"scene fields changed: {shown}")
     if old.get("model") != new["model"]:
         found.append(f"the model changed: {_brief(old.get('model'))} -> {_brief(new['model'])}")
+    networks = old.get("networks") if isinstance(old.get("networks"), dict) else {}
+    for name in sorted(set(networks) | set(new["networks"])):
+        before, after = networks.get(name), new["networks"].get(name)
+        if before != after:
+            found.append(f"{name} changed: {_identity_words(before)} -> {_identity_words(after)}")
     for name in ("seed", "device", "dtype"):
         if old.get(name) != new[name]:
             found.append(f"{name} {old.get(name)} -> {new[name]}")
@@ -194,14 +258,16 @@ def _brief(identity: Any) -> str:
     """A model identity in a few words: the preset and builder, the hub revision, or a digest of the files."""
     if not isinstance(identity, dict):
         return "unknown"
-    parts = []
-    for role, value in identity.items():
-        if not isinstance(value, dict):
-            continue
-        if "preset" in value:
-            parts.append(f"{role} preset {value['preset']} (builder {value.get('builder')})")
-        elif "hub" in value:
-            parts.append(f"{role} {value['hub']}@{(value.get('revision') or 'not cached')[:12]}")
-        else:
-            parts.append(f"{role} files {content_key(value)[:12]}")
+    parts = [f"{role} {_identity_words(value)}" for role, value in identity.items() if isinstance(value, dict)]
     return ", ".join(parts) or "unknown"
+
+
+def _identity_words(value: Any) -> str:
+    """One network's identity in a few words: `preset tiny (builder 2)`, `org/name@abc123`, `files 1f2e3d...`."""
+    if not isinstance(value, dict):
+        return "none"
+    if "preset" in value:
+        return f"preset {value['preset']} (builder {value.get('builder')})"
+    if "hub" in value:
+        return f"{value['hub']}@{(value.get('revision') or 'not cached')[:12]}"
+    return f"files {content_key(value)[:12]}"

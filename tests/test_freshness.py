@@ -138,3 +138,35 @@ def test_a_missing_device_is_refused_once_something_is_left_to_render(copy, no_m
         pytest.skip("this machine has CUDA")
     result = render_changed(copy, "--device", "cuda")  # the images were rendered on the CPU: stale for cuda
     assert result.exit_code == 2 and "--device cuda: CUDA is not available here" in result.output, result.output
+
+
+def test_changed_renders_again_after_a_local_controlnets_weights_change(tmp_path):
+    """A ControlNet folder is a model, not a file of the scene: its weights enter the key as the checkpoint's do.
+    Two real renders (about 7 s on a loaded 2-core machine, the ControlNet's first load included): the command,
+    not only the key, must see the edit."""
+    from safetensors.torch import load_file, save_file
+
+    from semanticdraw_cli.families import controlnet
+
+    from asset_builds import write_scenes
+
+    scene = write_scenes(tmp_path)[0]
+    net = scene.parent / "net"
+    shutil.copytree(controlnet.ensure_preset("sd15", "tiny"), net)
+    write_mask(scene.parent / "edges.png", (16, 16, 48, 48))
+    scene.write_text(scene.read_text() + "control: [{model: ./net, image: edges.png}]\n")
+
+    def render() -> dict:
+        result = invoke("render", scene, "-o", tmp_path / "out", "--changed", "--device", "cpu", "--quiet", "--json")
+        assert result.exit_code == 0, result.output
+        [entry] = json_entries(result)
+        return entry
+
+    first = render()
+    assert first["network_calls"] > 0 and render()["skipped"] == "unchanged"
+    weights_file = net / "diffusion_pytorch_model.safetensors"
+    weights = load_file(weights_file)
+    weights["controlnet_mid_block.weight"] *= 2
+    save_file(weights, weights_file)
+    again = render()
+    assert "skipped" not in again and again["network_calls"] > 0 and again["content_key"] != first["content_key"]

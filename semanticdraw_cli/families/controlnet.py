@@ -31,8 +31,14 @@ SILU_GAIN = 2.0  # He init's gain before a SiLU: its slope is 1/2 at 0, so small
 PRESET_REVISION = 1  # the preset ControlNets' weights within a family preset version (1: they read their picture)
 
 
+def preset_version() -> str:
+    """The version a preset ControlNet's folder carries: the family presets' version, then this module's revision.
+    The content key names it, so a rebuilt preset makes the images it drew stale."""
+    return f"{presets.PRESET_VERSION}.{PRESET_REVISION}"
+
+
 def preset_folder(family: str, name: str) -> Path:
-    return presets.cache_root() / "presets" / f"{family}-controlnet-{name}-v{presets.PRESET_VERSION}.{PRESET_REVISION}"
+    return presets.cache_root() / "presets" / f"{family}-controlnet-{name}-v{preset_version()}"
 
 
 def ensure_preset(family: str, name: str, build: Callable[[str, str, Path], None] | None = None) -> Path:

@@ -181,8 +181,14 @@ def _unet_random_weights(unet, image_embed_dim: int) -> dict[str, torch.Tensor]:
     return weights
 
 
+def preset_version() -> str:
+    """The version a preset IP-Adapter's folder carries (the family presets' version). The content key names it,
+    so a rebuilt preset makes the images it drew stale."""
+    return str(presets.PRESET_VERSION)
+
+
 def preset_folder(family: str, name: str) -> Path:
-    return presets.cache_root() / "presets" / f"{family}-ip-adapter-{name}-v{presets.PRESET_VERSION}"
+    return presets.cache_root() / "presets" / f"{family}-ip-adapter-{name}-v{preset_version()}"
 
 
 def ensure_preset(family: str, name: str) -> Path:
