@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from semanticdraw_cli import report
+from semanticdraw_cli import defaults, report
 from semanticdraw_cli.file_hashes import HashCache, file_sha256
 from semanticdraw_cli.scene.reads import scene_reads
 from semanticdraw_cli.scene.types import Scene
@@ -145,7 +145,7 @@ def network_identities(scene: Scene, hashes: HashCache) -> dict[str, dict[str, A
         for n, entry in enumerate(entries):
             found[f"{prefix}control[{n}].model"] = (
                 {"preset": entry.model, "builder": controlnet.preset_version()}
-                if entry.model in controlnet.CONTROL_PRESETS else source_identity(scene, entry.model, hashes))
+                if entry.model in defaults.CONTROL_PRESETS else source_identity(scene, entry.model, hashes))
     for i, region in enumerate(scene.regions):
         if region.reference is not None:
             found[f"regions[{i}].reference.adapter"] = adapter_identity(scene, region.reference.adapter, hashes)

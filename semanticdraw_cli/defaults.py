@@ -140,6 +140,7 @@ DTYPES = ("float16", "bfloat16", "float32")  # --dtype; "auto" picks the family'
 
 # Prompt adherence (`semanticdraw score`, `render --score`): the paper's CLIP score per region.
 CLIP_CHECKPOINT = "openai/clip-vit-large-patch14"  # the CLIP of the usual CLIP score (torchmetrics' default)
+CONTROL_PRESETS = ("tiny", "small")  # `control[].model` names: ControlNets built from the family preset of that name
 CLIP_PRESETS = ("tiny",)  # --model-clip tiny: random weights built locally, for tests (the numbers mean nothing)
 CLIP_IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's; pixels outside a region are filled with it
 SCORE_MASK_THRESHOLD = 0.5  # a pixel counts for the region whose render mask is strongest there, if at least this

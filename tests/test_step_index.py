@@ -86,7 +86,7 @@ def test_the_batched_step_equals_the_per_pair_step_bit_for_bit(method, bootstrap
 def test_out_of_memory_halving_gives_the_same_latents():
     setup, x, generators = random_setup(3, method="semanticdraw", bootstrap=1, images=2, max_batch=16, pad=False,
                                         wrap=(True, True), table=STOCHASTIC)
-    (batched, per_pair), calls = both(setup, x, generators, fits=3), []
+    batched, per_pair = both(setup, x, generators, fits=3)
     assert torch.equal(batched[-1][0], per_pair[-1][0])
     denoiser = RegionFunction(fits=3)
     stats = [s for s, _, _ in sample(denoiser, setup, x, [torch.Generator().set_state(g.get_state()) for g in generators])]

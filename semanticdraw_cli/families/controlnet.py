@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from semanticdraw_cli.defaults import CONTROL_PRESETS
 from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import presets
 from semanticdraw_cli.lazy import lazy_module
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 else:
     torch = lazy_module("torch")
 
-CONTROL_PRESETS = ("tiny", "small")  # `control[].model` names built from the family preset of the same name
 RESIDUAL_STD = 0.02  # the random presets' zero-initialised output convolutions get this std, so control shows
 SILU_GAIN = 2.0  # He init's gain before a SiLU: its slope is 1/2 at 0, so small signals keep their size through it
 PRESET_REVISION = 1  # the preset ControlNets' weights within a family preset version (1: they read their picture)

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from semanticdraw_cli.defaults import CONTROL_PRESETS
 from semanticdraw_cli.families import controlnet, presets
 from semanticdraw_cli.lazy import lazy_module
 
@@ -76,7 +77,7 @@ def load(reference: str, family: str, transformer, device: torch.device, dtype: 
     from diffusers import FluxControlNetModel, SD3ControlNetModel
 
     cls, keys = (SD3ControlNetModel, SD3_KEYS) if family == "sd3" else (FluxControlNetModel, FLUX_KEYS)
-    source = str(ensure_preset(family, reference)) if reference in controlnet.CONTROL_PRESETS else reference
+    source = str(ensure_preset(family, reference)) if reference in CONTROL_PRESETS else reference
     return controlnet.load_checked(cls, reference, source, family, transformer.config, keys, device, dtype, UNSUPPORTED)
 
 

@@ -22,7 +22,6 @@ from semanticdraw_cli.scene.sources import check_picture, path_field
 from semanticdraw_cli.scene.types import Canvas, Control, Region
 
 KEYS = ("model", "image", "weight", "start", "end")
-PRESETS = ("tiny", "small")  # ControlNets of the family preset of the same name (families.controlnet)
 HUB_ID = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 EXAMPLE = "control: [{model: lllyasviel/control_v11p_sd15_canny, image: edges.png, weight: 1.0}]"
 
@@ -46,9 +45,9 @@ def parse(c: Checker, value: object, key: str, base: Path, canvas: Canvas | None
 def _family_has_preset(c: Checker, entry: Control, key: str, family: str) -> bool:
     """A preset ControlNet is built from the family preset of its name: refused when the family has none."""
     having = registry.family(family).presets
-    if entry.model in PRESETS and entry.model not in having:
+    if entry.model in D.CONTROL_PRESETS and entry.model not in having:
         c.add(key, f"the {family} family has no {entry.model!r} preset to build a ControlNet from",
-              hint="use " + ", ".join(name for name in PRESETS if name in having))
+              hint="use " + ", ".join(name for name in D.CONTROL_PRESETS if name in having))
         return False
     return True
 
@@ -98,7 +97,7 @@ def _model(c: Checker, value: object, key: str, base: Path) -> str | None:
         c.add(key, "missing" if value is None else f"expected a hub id, folder or preset, got {describe(value)}",
               hint="model: lllyasviel/control_v11p_sd15_canny, a local folder, or tiny")
         return None
-    if value in PRESETS:
+    if value in D.CONTROL_PRESETS:
         return value
     local = path_field(c, value, base, key, confine=False)
     if local is None:
@@ -107,7 +106,7 @@ def _model(c: Checker, value: object, key: str, base: Path) -> str | None:
         return str(local)
     if value.startswith(("/", "./", "../", "~")) or not HUB_ID.fullmatch(value):
         c.add(key, f"ControlNet not found: {local}",
-              hint="a local folder (./name, relative to the scene file), a hub id (owner/name) or " + ", ".join(PRESETS))
+              hint="a local folder (./name, relative to the scene file), a hub id (owner/name) or " + ", ".join(D.CONTROL_PRESETS))
         return None
     return value
 
