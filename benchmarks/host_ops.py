@@ -12,7 +12,10 @@ shapes stretched over 4096×4096 (hundreds of pairs per step).
 
 Counted with `torch.profiler`: `dispatched` is the aten operations called from Python (each a
 dispatch), `all` also counts the ones those call inside. Batch sizes: `max_batch` 8 (the CPU's auto)
-and "all" (every item of a shape in one call, as auto does on a GPU with room).
+and "all" (every item of a shape in one call, as auto does on a GPU with room). Seconds per step twice:
+on the CPU (`host_seconds`: the arithmetic included, which on a CPU is the host's too), and on the
+meta device (`meta_seconds`: the same operations dispatched with shapes only, nothing computed, as a
+GPU's host issues them without waiting; no bootstrap step there, since centring reads masks on the host).
 A baseline commit is checked out with `git worktree` into a temporary folder and measured by this
 script in a process whose code comes from that tree.
 """
@@ -61,8 +64,47 @@ def count_ops(events) -> tuple[int, int]:
     return sum(1 for e in aten if id(e) not in nested), len(aten)
 
 
+def on_meta(setup):
+    """The setup with its tensors on the meta device and no bootstrap step (its centring reads masks on the host):
+    every operation is dispatched with its shapes, none computed, as the host of a GPU issues them."""
+    import torch
+
+    def meta(value):
+        return value.to("meta") if isinstance(value, torch.Tensor) else value
+
+    changes = dict(
+        masks=meta(setup.masks), weights=tuple(tuple(meta(w) for w in step) for step in setup.weights),
+        cond={k: meta(v) for k, v in setup.cond.items()}, guidance=meta(setup.guidance), fill=meta(setup.fill),
+        white=meta(setup.white), base=meta(setup.base), bootstrap_steps=0,
+        uncond=None if setup.uncond is None else {k: meta(v) for k, v in setup.uncond.items()},
+        pull_to_fill=None if setup.pull_to_fill is None else tuple(meta(p) for p in setup.pull_to_fill),
+    )
+    if "index" in {f.name for f in dataclasses.fields(setup)}:
+        changes["index"] = None  # built again from the meta tensors, inside the first step (not counted)
+    return dataclasses.replace(setup, **changes)
+
+
+def dispatch_seconds(prepared, setup, repeats: int) -> float:
+    """Host seconds per step on the meta device (the first step, which builds the index there, left out)."""
+    import torch
+
+    from semanticdraw_cli.fusion import sample
+
+    setup, runs = on_meta(setup), []
+    for _ in range(repeats):
+        generators = [torch.Generator("cpu").set_state(state) for state in prepared.generator_states]
+        last, per_step = time.perf_counter(), []
+        for _state in sample(FreeDenoiser(), setup, prepared.x.to("meta"), generators):
+            now = time.perf_counter()
+            per_step.append(now - last)
+            last = now
+        runs.append(statistics.mean(per_step[1:]))
+    return statistics.median(runs)
+
+
 def measure_setup(prepared, setup, repeats: int) -> dict:
-    """Ops per step (profiled once) and host seconds per step (median of `repeats` unprofiled runs)."""
+    """Ops per step (profiled once), host seconds per step (median of `repeats` unprofiled runs) on the CPU and
+    on the meta device (no arithmetic)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -90,7 +132,7 @@ def measure_setup(prepared, setup, repeats: int) -> dict:
     pairs = [len(pairs) for pairs in setup.plan]
     return {"max_batch": setup.max_batch, "pairs_per_step": pairs, "dispatched_ops_per_step": [d for d, _ in ops],
             "all_ops_per_step": [a for _, a in ops], "host_seconds_per_step": statistics.median(seconds),
-            "host_seconds_runs": seconds}
+            "host_seconds_runs": seconds, "meta_seconds_per_step": dispatch_seconds(prepared, setup, repeats)}
 
 
 def measure_tree(repeats: int, canvases: list[str]) -> dict:
@@ -109,8 +151,9 @@ def measure_tree(repeats: int, canvases: list[str]) -> dict:
         for label, size in (("max_batch 8", 8), ("max_batch all", every)):
             setup = dataclasses.replace(prepared.setup, max_batch=size)
             rows[f"{name}, {label}"] = measure_setup(prepared, setup, repeats)
-            print(f"{name}, {label}: {rows[f'{name}, {label}']['dispatched_ops_per_step']} ops, "
-                  f"{rows[f'{name}, {label}']['host_seconds_per_step'] * 1000:.1f} ms/step", file=sys.stderr)
+            row = rows[f"{name}, {label}"]
+            print(f"{name}, {label}: {row['dispatched_ops_per_step']} ops, {row['host_seconds_per_step'] * 1000:.1f} "
+                  f"ms/step on the CPU, {row['meta_seconds_per_step'] * 1000:.1f} ms/step dispatched", file=sys.stderr)
     return rows
 
 
@@ -161,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         current, baseline = result["trees"]["current"]["rows"], result["trees"]["baseline"]["rows"]
         result["host_seconds_ratio"] = {row: baseline[row]["host_seconds_per_step"]
                                         / current[row]["host_seconds_per_step"] for row in current}
+        result["meta_seconds_ratio"] = {row: baseline[row]["meta_seconds_per_step"]
+                                        / current[row]["meta_seconds_per_step"] for row in current}
     for tree in result["trees"].values():
         for row in tree["rows"].values():
             row["within_target"] = max(row["dispatched_ops_per_step"]) <= TARGET_OPS

@@ -82,7 +82,8 @@ def build(
     """Per step, its groups. `masks` (n, R, h, w) quantized on the compute device; `weights` the tile weight
     per pair; `group_key(step)` the (variants, extra key) the batcher splits calls by at that step."""
     height, width = masks.shape[-2:]
-    host_masks = masks[: max(min(bootstrap_steps, len(plan)), 0)].cpu().numpy() > 0  # centring needs the host
+    centred = max(min(bootstrap_steps, len(plan)), 0)
+    host_masks = masks[:centred].cpu().numpy() > 0 if centred else np.zeros((0,), bool)  # centring needs the host
     steps = []
     for i, pairs in enumerate(plan):
         items = [(k, j) for k in range(images) for j in range(len(pairs))]
