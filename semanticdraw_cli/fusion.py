@@ -50,6 +50,9 @@ class FusionSetup:
     region_noise: RegionNoise | None = None  # regions with their own seed: their bootstrap noise (region_sampling)
     controls: control.ControlSetup | None = None  # ControlNet entries and the regions that use them; None: none
     index: step_index.StepIndex | None = None  # the step loop's gather/scatter indices (build_index); None: built
+    # Gather and scatter each group of a step whole (True: fewest operations, for a GPU) or each network call's
+    # share of it (False: tensors that stay in the processor's cache, for a CPU, whose host does the arithmetic)
+    whole_groups: bool = True
 
 
 @dataclass(frozen=True)
@@ -143,31 +146,38 @@ def sample(
         yield stats, x, x0
 
 
-def _predict(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tensor, group: Group,
+def _parts(steps: Sequence[Group], size: int, whole: bool) -> Iterator[Group]:
+    """What the step gathers and scatters at once: each whole group (one gather and one scatter whatever its
+    calls), or each call's share of it at the batch size the step began with (`FusionSetup.whole_groups`)."""
+    for group in steps:
+        block = len(group.items) if whole else size
+        for start in range(0, len(group.items), block):
+            yield group.part(start, min(start + block, len(group.items)))
+
+
+def _predict(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tensor, part: Group,
              run: _Run) -> torch.Tensor:
-    """x0 of a group's items (G, C, h, w) in calls of the batch size the step began with; a call that runs out
-    of memory is retried in halves (and the smaller size kept for the rest of the run)."""
-    size, outputs = run.batching.size, []
-    for chunk_start in range(0, len(group.items), size):
-        start, stop = chunk_start, min(chunk_start + size, len(group.items))
-        while start < stop:
-            end = min(start + run.batching.size, stop)
-            try:
-                out = _call(denoiser, setup, step, inputs[start:end], group, slice(start, end), run.batching)
-            except torch.cuda.OutOfMemoryError:
-                if end - start == 1:
-                    raise
-                out = None
-            if out is None:  # outside the handler, so that the failed call's tensors are freed first
-                run.batching.halve(end - start)
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                continue
-            outputs.append(out)
-            start = end
+    """x0 of a part's items (B, C, h, w) in calls of the batch size; a call that runs out of memory is retried
+    in halves (and the smaller size kept for the rest of the run)."""
+    outputs, start = [], 0
+    while start < len(part.items):
+        end = min(start + run.batching.size, len(part.items))
+        try:
+            out = _call(denoiser, setup, step, inputs[start:end], part, slice(start, end), run.batching)
+        except torch.cuda.OutOfMemoryError:
+            if end - start == 1:
+                raise
+            out = None
+        if out is None:  # outside the handler, so that the failed call's tensors are freed first
+            run.batching.halve(end - start)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        outputs.append(out)
+        start = end
     if len(outputs) == 1:
         return outputs[0]
-    return torch.cat(outputs, out=run.scratch("x0", (len(group.items), *outputs[0].shape[1:]), outputs[0]))
+    return torch.cat(outputs, out=run.scratch("x0", (len(part.items), *outputs[0].shape[1:]), outputs[0]))
 
 
 def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tensor, group: Group, part: slice,
@@ -272,8 +282,8 @@ def _fusion_step(
     den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
     count = pixels = 0
     before = replace(run.batching)
-    for group in run.index.steps[i]:
-        inputs = _gather(canvas, group, scratch, "inputs")  # (G, C, h, w)
+    for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
+        inputs = _gather(canvas, group, scratch, "inputs")  # (B, C, h, w)
         if bootstrapping:
             background = _gather(bg, group, scratch, "background")
             inputs = _blend_background(inputs, background, group, scratch)
@@ -311,7 +321,7 @@ def _multidiffusion_step(
     den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
     count = pixels = 0
     before = replace(run.batching)
-    for group in run.index.steps[i]:
+    for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
         inputs = _gather(canvas, group, scratch, "inputs")
         x0 = _predict(denoiser, setup, i, inputs, group, run).float()
         count += len(group.items)

@@ -219,7 +219,7 @@ class Renderer:
             adapter, setup, scene.sampler, len(seeds), self._measured, self.model_key(scene), self.peak_tflops
         )
         timings.update(speed_timings)
-        setup = replace(setup, index=build_index(setup, len(seeds)))  # the step loop's gather/scatter indices
+        setup = replace(setup, index=build_index(setup, len(seeds)), whole_groups=device.type == "cuda")
         speed_info = {**speed_info, "loras": loras}
         recomputed = {stage: len(keys) for stage, keys in self.cache.recomputed.items()}
         states = tuple(g.get_state() for g in generators)

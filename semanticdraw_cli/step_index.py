@@ -39,6 +39,19 @@ class Group:
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
     outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
 
+    def part(self, start: int, stop: int) -> Group:
+        """Items start..stop of the group, as views of its tensors (one network call's share)."""
+        if start == 0 and stop == len(self.items):
+            return self
+        per_item = self.pixels.numel() // len(self.items)
+
+        def cut(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor[start:stop]
+
+        return Group(self.items[start:stop], self.pairs[start:stop], self.shifts[start:stop], self.shape,
+                     self.pixels[start * per_item : stop * per_item], self.regions[start:stop], self.rows[start:stop],
+                     self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside))
+
 
 @dataclass(frozen=True)
 class StepIndex:

@@ -111,3 +111,26 @@ def test_window_pixels_roll_like_torch_roll_and_wrap_modulo_the_canvas():
     pixels = torch.from_numpy(window_pixels(window, 6, 10, (1, -2)))
     rows, cols = torch.arange(2, 6) % 6, torch.arange(7, 12) % 10
     assert torch.equal(canvas.view(-1)[pixels], torch.roll(canvas[rows][:, cols], (1, -2), dims=(0, 1)))
+
+
+@pytest.mark.parametrize("whole", [True, False])
+def test_whole_groups_or_one_calls_share_at_a_time_give_the_same_latents(whole):
+    """A group gathered and scattered at once (as on CUDA) or call by call (as on a CPU): the same sums in the
+    same order."""
+    for method, bootstrap in (("semanticdraw", 1), ("multidiffusion", 0)):
+        setup, x, generators = random_setup(5, method=method, bootstrap=bootstrap, images=2, max_batch=3, pad=True,
+                                            wrap=(True, False), table=STOCHASTIC)
+        batched, per_pair = both(dataclasses.replace(setup, whole_groups=whole), x, generators)
+        assert torch.equal(batched[-1][0], per_pair[-1][0]) and torch.equal(batched[-1][1], per_pair[-1][1])
+
+
+def test_a_group_is_kept_whole_or_split_into_calls():
+    from semanticdraw_cli.fusion import _parts
+
+    setup, x, _ = random_setup(6, method="semanticdraw", bootstrap=1, images=1, max_batch=4, pad=False,
+                               wrap=(False, False), table=STOCHASTIC)
+    groups = build_index(setup, 1).steps[0]
+    items = sum(len(g.items) for g in groups)
+    assert [len(p.items) for p in _parts(groups, 4, True)] == [len(g.items) for g in groups]
+    off = [len(p.items) for p in _parts(groups, 4, False)]
+    assert sum(off) == items and max(off) == 4
