@@ -183,6 +183,25 @@ def item_x0(renderer, scene) -> dict:
     return recorded_items(renderer, scene).x0
 
 
+def edges_picture(path: Path, width: int, height: int) -> Path:
+    """A control picture with structure: white lines on black."""
+    from PIL import Image
+
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[::12] = 255
+    pixels[:, ::20] = 255
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def black_picture(path: Path, width: int, height: int) -> Path:
+    """A black control picture: what a ControlNet gives when the picture shows nothing."""
+    from PIL import Image
+
+    Image.fromarray(np.zeros((height, width, 3), np.uint8)).save(path)
+    return path
+
+
 def halves_picture(path: Path, width: int, height: int) -> Path:
     """A control picture whose halves differ: black on the left; on the right red columns and green rows on blue,
     so that a crop tells its half, its channel order and its scale."""

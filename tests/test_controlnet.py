@@ -15,7 +15,7 @@ from semanticdraw_cli.errors import RenderError
 from semanticdraw_cli.families import controlnet, presets
 from semanticdraw_cli.render import Renderer
 from semanticdraw_cli.scene.types import Accelerator, Bootstrap, Control, Model, Tile
-from family_checks import check_control_crops, halves_picture, item_x0
+from family_checks import black_picture, check_control_crops, edges_picture, halves_picture, item_x0
 from scene_factory import make_scene, rect, region
 
 pytestmark = pytest.mark.slow
@@ -30,21 +30,12 @@ def renderer():
 
 @pytest.fixture(scope="module")
 def edges(tmp_path_factory):
-    """A control picture with structure: white lines on black, at canvas size."""
-    pixels = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-    pixels[::12] = 255
-    pixels[:, ::20] = 255
-    path = tmp_path_factory.mktemp("control") / "edges.png"
-    Image.fromarray(pixels).save(path)
-    return path
+    return edges_picture(tmp_path_factory.mktemp("control") / "edges.png", WIDTH, HEIGHT)
 
 
 @pytest.fixture(scope="module")
 def black(tmp_path_factory):
-    """A black control picture at canvas size: what the ControlNet gives when the picture shows nothing."""
-    path = tmp_path_factory.mktemp("control") / "black.png"
-    Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(path)
-    return path
+    return black_picture(tmp_path_factory.mktemp("control") / "black.png", WIDTH, HEIGHT)
 
 
 def one_region(family: str, control: tuple[Control, ...], steps: int = 4, guidance: float = 7.5, **sampler):
