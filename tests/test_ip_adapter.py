@@ -165,3 +165,23 @@ def test_an_adapter_that_does_not_fit_the_unet_fails_at_load_naming_it(adapter_f
     scene = ddim_scene([region("a red apple", rect(0, 0, 1, 1, fractional=True), reference=reference)])
     with pytest.raises(RenderError, match="wide-ip-adapter.bin"):
         Renderer(device="cpu", dtype="float32").prepare(scene)
+
+
+def test_an_adapter_that_fails_to_load_leaves_none_attached(tmp_path):
+    """Replacing an attached adapter unloads it first: when the new one cannot load, the adapter must not still
+    name the old one (a later render with it would skip loading and run without it)."""
+    from types import SimpleNamespace
+
+    from semanticdraw_cli.errors import RenderError
+    from semanticdraw_cli.families import ip_adapter
+
+    def load_ip_adapter(*args, **kwargs):
+        raise OSError("no such file")  # what diffusers raises for a missing weights file
+
+    unloaded = []
+    pipe = SimpleNamespace(unload_ip_adapter=lambda: unloaded.append(True), load_ip_adapter=load_ip_adapter)
+    adapter = SimpleNamespace(pipe=pipe, model=SimpleNamespace(family="sd15"), ip_adapter="old", ip_processors=["p"],
+                              dtype=None)
+    with pytest.raises(RenderError):
+        ip_adapter.attach(adapter, str(tmp_path / "missing.safetensors"))
+    assert unloaded == [True] and adapter.ip_adapter is None and adapter.ip_processors is None

@@ -68,6 +68,7 @@ def attach(adapter, reference_adapter: str) -> None:
     pipe = adapter.pipe
     if getattr(adapter, "ip_adapter", None) is not None:
         pipe.unload_ip_adapter()
+        adapter.ip_adapter = adapter.ip_processors = None  # if the new one fails to load, none is loaded
     folder, subfolder, weight_name = locate(reference_adapter, adapter.model.family)
     try:
         if flux_ip_adapter.uses_flux_loader(pipe):
