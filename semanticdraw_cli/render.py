@@ -211,7 +211,7 @@ class Renderer:
             method=scene.sampler.method,
             pull_to_fill=None if base is not None else _pull_to_fill(mask_math.uncovered(quantized), device),
             region_noise=noise,
-            controls=stages.control_setup(scene, adapter, self.cache, table.steps),
+            controls=stages.control_setup(scene, adapter, self.cache, table.steps, self.model_key(scene)),
             variants=variants,
         )
         # 7. Network levers and batch size; compiling and FLOP counting happen here, before any step is timed

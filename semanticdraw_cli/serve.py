@@ -2,9 +2,9 @@
 
 A standard-library HTTP server in a daemon thread, bound to 127.0.0.1 only. It serves the page, the two
 pictures the watch loop writes (read at each request, so a request never sees half a file: the loop
-replaces them atomically) and `/events`, a server-sent event stream that says when either changed and
-what the last render took. Requests whose Host header is not this machine are refused, so a web page
-elsewhere cannot reach the server through a rebound DNS name.
+replaces them atomically) and `/events`, a server-sent event stream that says when either changed, what
+the last render took and what it warned of. Requests whose Host header is not this machine are refused, so a
+web page elsewhere cannot reach the server through a rebound DNS name.
 
 Clients are bounded: each connection's socket has a timeout (`SERVE_REQUEST_TIMEOUT`), so one that sends
 nothing, or stops reading its event stream, is closed instead of holding a thread for ever; and at most
@@ -43,6 +43,7 @@ figure { margin: 0; min-width: 0; }
 .frame:has(img:not([hidden])) { min-height: 0; }
 .waiting { color: #888; padding: 24px; text-align: center; }
 figcaption, #status { color: #aaa; margin-top: 6px; } pre { color: #bbb; } #problems { color: #f88; }
+#warnings { color: #fc6; }
 </style></head>
 <body>
 <main>
@@ -53,6 +54,7 @@ figcaption, #status { color: #aaa; margin-top: 6px; } pre { color: #bbb; } #prob
 </main>
 <p id="rerolls"></p>
 <pre id="problems"></pre>
+<pre id="warnings"></pre>
 <pre id="timings"></pre>
 <p id="status">connecting</p>
 <script>
@@ -70,6 +72,7 @@ source.onmessage = (message) => {
   byId("caption").textContent = shown.caption;
   byId("timings").textContent = shown.timings;
   byId("problems").textContent = shown.problems;
+  byId("warnings").textContent = shown.warnings.map((warning) => "warning: " + warning).join("\\n");
   document.title = shown.title;
   const buttons = byId("rerolls");
   if (buttons.dataset.regions !== JSON.stringify(shown.regions)) {
@@ -98,7 +101,8 @@ class PageServer:
         self._closed = False
         self._shown: dict[str, Any] = {"image": None, "layout": None, "image_version": 0, "layout_version": 0,
                                        "caption": "waiting for the first render", "timings": "",
-                                       "title": "semanticdraw watch", "problems": "", "regions": []}
+                                       "title": "semanticdraw watch", "problems": "", "regions": [],
+                                       "warnings": []}  # the shown render's, as the terminal prints them
         self.on_reroll: Callable[[list[str]], None] | None = None  # the page's re-roll button (watch.WatchLoop.reroll)
         handler = type("_TimedHandler", (_Handler,), {"timeout": timeout})  # socket timeout per connection
         self.httpd = _BoundedServer((HOST, port), handler, max_connections)  # OSError when the port is taken
@@ -113,7 +117,7 @@ class PageServer:
 
     def publish(self, event: Any) -> None:
         """Follow the watch loop: a new layout, a preview step, a hires scene's first pass, a finished render
-        (duck-typed `watch.Event`)."""
+        with its warnings, which replace the last render's (duck-typed `watch.Event`)."""
         if event.kind == "layout":
             self._update(layout=os.path.abspath(event.outputs[0]), layout_version=self._shown["layout_version"] + 1)
         elif event.kind == "step" and event.outputs:
@@ -128,7 +132,8 @@ class PageServer:
                          caption=f"render {event.render}: {Path(event.outputs[0]).name}, "
                                  f"image in {seconds.get('total', 0.0):.2f} s",
                          timings="\n".join(f"{phase:>8} {value:7.3f} s" for phase, value in seconds.items()),
-                         title=f"semanticdraw watch: render {event.render}", problems="", regions=list(event.regions))
+                         title=f"semanticdraw watch: render {event.render}", problems="", regions=list(event.regions),
+                         warnings=list(event.warnings))
         elif event.kind == "abandoned":
             self._update(caption=f"render {event.render} abandoned after step {event.step} for a newer save")
         elif event.kind == "invalid":

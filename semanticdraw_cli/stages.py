@@ -2,9 +2,10 @@
 
 A region's mask is keyed by its mask source and the canvas (and the file's bytes when it names a
 file), a prompt encoding by the model and the text, the plan by the quantized masks, a background
-picture by its bytes. Re-preparing an edited scene therefore recomputes only what the edit touched:
-a new prompt text is encoded, an edited mask PNG is rasterized, and nothing else. `StageCache`
-records what each prepare recomputed, for the report and for `watch`'s status line.
+picture by its bytes, a ControlNet's source by the model, the ControlNet and the picture. Re-preparing
+an edited scene therefore recomputes only what the edit touched: a new prompt text is encoded, an edited
+mask PNG is rasterized, and nothing else. `StageCache` records what each prepare recomputed, for the
+report and for `watch`'s status line.
 """
 
 from __future__ import annotations
@@ -213,14 +214,37 @@ def control_pixels(scene: Scene, entry, cache: StageCache) -> np.ndarray:
 
     if entry.image_array is not None:
         return entry.image_array
-    key = (str(entry.image), file_digest(entry.image) if entry.image.is_file() else None, scene.canvas)
+    key = control_picture_key(scene, entry)
     return cache.get("control", key, lambda: load_rgb(entry.image, scene.canvas, "control picture"))
 
 
-def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps: int) -> Any:
+def control_picture_key(scene: Scene, entry) -> Hashable:
+    """What a control picture at canvas size is read from: its file's bytes, or a layer's pixels, and the canvas."""
+    if entry.image_array is not None:
+        return array_digest(entry.image_array), scene.canvas
+    return str(entry.image), file_digest(entry.image) if entry.image.is_file() else None, scene.canvas
+
+
+def control_sources(scene: Scene, entries: Sequence, adapter: FamilyAdapter, cache: StageCache,
+                    model_key: Hashable) -> list[tuple[Any, int]]:
+    """Each entry's `adapter.control_source` (tensor, factor), computed once per model, ControlNet and picture
+    content: for sd3 and flux it is a VAE encode of the whole canvas, which a prompt edit in `watch` must not
+    repeat. The model key names the adapter (and so its VAE and device), the reference its ControlNet, whose
+    config may change the source (sd3's shift)."""
+    sources = []
+    for entry in entries:
+        key = (model_key, entry.model, control_picture_key(scene, entry))
+        sources.append(cache.get("control_source", key, lambda entry=entry: adapter.control_source(
+            entry.model, control_pixels(scene, entry, cache))))
+    return sources
+
+
+def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps: int,
+                  model_key: Hashable) -> Any:
     """The sampler's `control.ControlSetup`: whole-canvas entries for every region row, a region's own for its row;
-    each ControlNet loaded once per adapter, each picture turned once into what its crops are cut from (the
-    family's `control_source`: the picture, or its latent). None when no entry acts (weight 0 is no control)."""
+    each ControlNet loaded once per adapter, each picture turned once per model, ControlNet and content into what
+    its crops are cut from (the family's `control_source`: the picture, or its latent). None when no entry acts
+    (weight 0 is no control)."""
     from semanticdraw_cli.control import ControlSetup, active_steps
 
     shared = [e for e in scene.control if e.weight > 0]
@@ -231,7 +255,7 @@ def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps
     for reference in dict.fromkeys(e.model for e in entries):
         adapter.controlnet(reference)
     device = adapter.device
-    sources = [adapter.control_source(e.model, control_pixels(scene, e, cache)) for e in entries]  # (tensor, factor)
+    sources = control_sources(scene, entries, adapter, cache, model_key)  # (tensor, factor) per entry
     rows, first = [], len(shared)
     for row in own:
         rows.append(tuple(range(len(shared))) + tuple(range(first, first + len(row))))

@@ -144,14 +144,15 @@ def test_a_regions_control_changes_only_that_regions_items(renderer, edges):
 
 
 def test_editing_a_control_picture_recomputes_only_the_picture(renderer, tmp_path):
-    """What `watch` relies on: a saved control picture is read again; prompts, masks and plan come from the cache."""
+    """What `watch` relies on: a saved control picture is read again and turned again into what crops are cut from;
+    prompts, masks and plan come from the cache."""
     path = tmp_path / "edges.png"
     Image.fromarray(np.zeros((HEIGHT, WIDTH, 3), np.uint8)).save(path)
     scene = one_region("sd15", (Control("tiny", path),), steps=1, guidance=1.0)
     first = renderer.prepare(scene)
     Image.fromarray(np.full((HEIGHT, WIDTH, 3), 255, np.uint8)).save(path)
     second = renderer.prepare(scene)
-    assert second.recomputed == {"control": 1}
+    assert second.recomputed == {"control": 1, "control_source": 1}
     assert first.setup.controls.pictures[0].max() == 0 and second.setup.controls.pictures[0].min() == 1
 
 

@@ -164,6 +164,57 @@ def test_each_item_reads_its_own_windows_crop_of_the_latent(renderer, tmp_path, 
     check_control_crops(renderer, scene, crop)
 
 
+def with_prompt(scene, prompt: str):
+    return dataclasses.replace(scene, regions=(dataclasses.replace(scene.regions[0], prompt=prompt),))
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_a_prompt_edit_keeps_the_control_latent_and_a_picture_edit_encodes_it_again(renderer, tmp_path, family):
+    """What `watch` relies on: the picture's VAE encode is cached by its bytes; a new prompt re-encodes only the text,
+    a saved picture is encoded again."""
+    path = edges_picture(tmp_path / "edges.png", WIDTH, HEIGHT)
+    scene = one_region(family, (Control("tiny", path),), steps=1)
+    first = renderer.prepare(scene)
+    assert first.recomputed["control_source"] == 1
+    edited = renderer.prepare(with_prompt(scene, f"a green pear {family}"))
+    assert edited.recomputed == {"text": 1}
+    assert torch.equal(edited.setup.controls.pictures[0], first.setup.controls.pictures[0])
+    halves_picture(path, WIDTH, HEIGHT)
+    saved = renderer.prepare(scene)
+    assert saved.recomputed == {"control": 1, "control_source": 1}
+    assert not torch.equal(saved.setup.controls.pictures[0], first.setup.controls.pictures[0])
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_a_layers_control_latent_is_cached_by_its_pixels(renderer, edges, family):
+    """A drawing's `control` layer (pixels, no file): the same pixels are encoded once, as the file would be;
+    other pixels are encoded again."""
+    pixels = np.array(Image.open(edges).convert("RGB"))
+    from_file = renderer.prepare(one_region(family, (Control("tiny", edges),), steps=1)).setup.controls.pictures[0]
+    scene = one_region(family, (Control("tiny", None, image_array=pixels.copy()),), steps=1)
+    first = renderer.prepare(with_prompt(scene, f"a layer's apple {family}"))
+    assert first.recomputed["control_source"] == 1
+    assert torch.equal(first.setup.controls.pictures[0], from_file)
+    edited = renderer.prepare(with_prompt(scene, f"a layer's pear {family}"))
+    assert "control_source" not in edited.recomputed and edited.recomputed["text"] == 1
+    assert torch.equal(edited.setup.controls.pictures[0], from_file)
+    painted = one_region(family, (Control("tiny", None, image_array=255 - pixels),), steps=1)
+    assert renderer.prepare(painted).recomputed["control_source"] == 1
+
+
+def test_a_control_latent_is_never_served_to_another_model_or_controlnet(renderer, tmp_path, pooled_controlnet):
+    """One picture under sd3's preset ControlNet (no VAE shift), SD3.5's kind (with it) and flux's: each its own
+    encode, equal to its own codec's latent of the picture."""
+    path = edges_picture(tmp_path / "edges.png", WIDTH, HEIGHT)
+    pixels = np.array(Image.open(path).convert("RGB"))
+    for family, reference, shift in [("sd3", "tiny", 0.0), ("sd3", str(pooled_controlnet), None),
+                                     ("flux", "tiny", None)]:
+        prepared = renderer.prepare(one_region(family, (Control(reference, path),), steps=1))
+        assert prepared.recomputed["control_source"] == 1, (family, reference)
+        codec = prepared.adapter.codec if shift is None else dataclasses.replace(prepared.adapter.codec, shift=shift)
+        torch.testing.assert_close(prepared.setup.controls.pictures[0], codec.encode(pixels)[0], atol=0, rtol=0)
+
+
 def test_a_regions_control_changes_only_that_regions_items(renderer, edges):
     """SD3, two regions over three windows, one item per call, a bootstrap step (crops rolled with the latent):
     with a ControlNet on the right region, the left region's first-step items are bit-equal, the right's differ."""

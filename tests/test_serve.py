@@ -41,8 +41,12 @@ def picture(path: Path, value: int) -> Path:
     return path
 
 
-def rendered(path: Path, render: int) -> Event:
-    return Event("rendered", render, seconds={"denoise": 0.5, "total": 0.75}, outputs=(path, path.with_suffix(".json")))
+def rendered(path: Path, render: int, warnings: tuple[str, ...] = ()) -> Event:
+    return Event("rendered", render, seconds={"denoise": 0.5, "total": 0.75}, outputs=(path, path.with_suffix(".json")),
+                 warnings=warnings)
+
+
+SMALL = "scene.yaml: regions[0] (<b>dot</b>): no latent pixel at any step (the region is smaller than the latent grid)"
 
 
 def test_the_page_listens_on_this_machine_only(page):
@@ -104,6 +108,20 @@ def test_pictures_and_the_event_stream_follow_the_loop(page, tmp_path):
     assert get(page, "/layout.png").read() == (tmp_path / "x-layout.png").read_bytes()
     page.publish(Event("invalid", 1, problems=("x.yaml:3: not valid YAML",)))
     assert "not valid YAML" in message(stream)["problems"]
+    stream.close()
+
+
+def test_the_event_stream_carries_the_shown_renders_warnings_and_clears_them(page, tmp_path):
+    """Issue 26's warnings on the page: a render's replace the last render's, none clears them; a save that does not
+    load keeps them, since the last good image stays."""
+    stream = get(page, "/events")
+    assert message(stream)["warnings"] == []
+    page.publish(rendered(picture(tmp_path / "x-latest.png", 200), 1, (SMALL,)))
+    assert message(stream)["warnings"] == [SMALL]
+    page.publish(Event("invalid", 1, problems=("x.yaml:3: not valid YAML",)))
+    assert message(stream)["warnings"] == [SMALL]
+    page.publish(rendered(tmp_path / "x-latest.png", 2))
+    assert message(stream)["warnings"] == []
     stream.close()
 
 
@@ -184,6 +202,39 @@ def test_at_1400_by_900_image_and_layout_sit_side_by_side_and_wait_visibly(page,
     assert latest["top"] == pytest.approx(layout["top"], abs=1)  # one row
     assert latest["right"] <= layout["left"] and layout["right"] <= shown["width"]
     assert max(latest["bottom"], layout["bottom"]) <= shown["height"]  # both whole, without scrolling
+
+
+WARNINGS_AFTER = """(before) => new Promise((done) => {
+  const box = document.getElementById("warnings");
+  const check = () => {
+    if (box.textContent === before) return;
+    observer.disconnect();
+    done({text: box.textContent, elements: box.children.length, shown: box.getClientRects().length > 0});
+  };
+  const observer = new MutationObserver(check);
+  observer.observe(box, {childList: true, characterData: true, subtree: true});
+  check();
+})"""
+
+
+def warnings_after(browser: Browser, before: str) -> dict:
+    """The page's warnings once they differ from `before` (the page's own change event, no polling)."""
+    return browser.evaluate(f"({WARNINGS_AFTER})({json.dumps(before)})")
+
+
+@pytest.mark.slow
+def test_the_page_shows_a_renders_warnings_as_text_and_clears_them_after_a_render_without(page, tmp_path):
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        pytest.skip("chromium is not installed (apt-get install chromium; .ci/run installs it)")
+    with Browser(executable, 800, 600, tmp_path / "profile") as browser:
+        browser.open(page.url)
+        page.publish(rendered(picture(tmp_path / "x-latest.png", 200), 1, (SMALL, "scene.yaml: a second warning")))
+        shown = warnings_after(browser, "")
+        assert shown == {"text": f"warning: {SMALL}\nwarning: scene.yaml: a second warning", "elements": 0,
+                         "shown": True}  # the scene's text, never markup
+        page.publish(rendered(tmp_path / "x-latest.png", 2))
+        assert warnings_after(browser, shown["text"])["text"] == ""
 
 
 def wait_for_request(requests: queue.Queue[str], path: str) -> None:

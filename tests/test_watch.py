@@ -488,7 +488,7 @@ def test_a_control_picture_edit_renders_once_without_encoding_prompts(scene_file
     before = pixels(watch.out / "scene-latest.png")
     lines_picture(control, 5)  # rewritten in place
     second = watch.wait("rendered", 2)
-    assert second.files == (control,) and second.recomputed == {"control": 1}
+    assert second.files == (control,) and second.recomputed == {"control": 1, "control_source": 1}
     assert (pixels(watch.out / "scene-latest.png") != before).any(axis=-1).mean() > 0.5  # 98 % of the pixels here
     save(scene_file, controlled.replace("a tall tree", "a fir tree"))
     third = watch.wait("rendered", 3)  # the next render is the prompt edit's: the picture's save rendered once

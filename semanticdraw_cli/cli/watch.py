@@ -49,7 +49,7 @@ def watch(
         "--preview-steps", help="After each sampling step, show the current estimate in NAME-latest.png.")] = False,
     serve: Annotated[Optional[int], typer.Option(
         "--serve", metavar="[PORT]", min=0, max=65535, show_default=False,
-        help=f"Serve a page on 127.0.0.1 that shows the latest image and layout as they change "
+        help=f"Serve a page on 127.0.0.1 that shows the latest image, layout and warnings as they change "
              f"(port {defaults.SERVE_PORT} unless given; 0: any free port).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per render (problems still print).")] = False,
 ) -> None:
