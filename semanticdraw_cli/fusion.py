@@ -279,7 +279,7 @@ def _fusion_step(
         # noised_i(m·white + (1 − m)·base); with no background image, base is the canvas latent itself
         bg = _channels_first(a * (mix * setup.white + (1.0 - mix) * base) + s * eps)  # (C, N·H·W)
     num = scratch("num", canvas.shape, canvas).zero_()
-    den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
+    den = run.index.weight_sums[i] if not bootstrapping else scratch("den", (1, canvas.shape[1]), canvas).zero_()
     count = pixels = 0
     before = replace(run.batching)
     for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
@@ -293,8 +293,8 @@ def _fusion_step(
         w = group.weight  # (G, 1, h, w): mask times tile weight
         if bootstrapping:
             w = _leak_weight(x0, background, group, setup.leak_sensitivity, scratch)
+            _scatter(den, None, w, group, scratch)  # else the index's sum of these weights
         _scatter(num, x0, w, group, scratch)
-        _scatter(den, None, w, group, scratch)
     num, den = _canvas(num, x.shape), _canvas(den, x.shape)
     x0 = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)  # (N, C, h, w)
     pull = True if setup.pull_to_fill is None else setup.pull_to_fill[i]
@@ -318,7 +318,7 @@ def _multidiffusion_step(
     fresh = _pair_noise(setup.plan[i], x.shape[1], run.generators) if table.stochastic and not last else None
     canvas, scratch = _channels_first(x), run.scratch
     num, x0_num = scratch("num", canvas.shape, canvas).zero_(), scratch("x0 num", canvas.shape, canvas).zero_()
-    den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
+    den = run.index.weight_sums[i]
     count = pixels = 0
     before = replace(run.batching)
     for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
@@ -336,7 +336,6 @@ def _multidiffusion_step(
             stepped = table.signal[i + 1] * x0 + table.noise[i + 1] * eps
         _scatter(num, stepped, group.weight, group, scratch)
         _scatter(x0_num, x0, group.weight, group, scratch)
-        _scatter(den, None, group.weight, group, scratch)
     num, x0_num, den = _canvas(num, x.shape), _canvas(x0_num, x.shape), _canvas(den, x.shape)
     fill = setup.fill.expand_as(x)  # uncovered pixels follow the fill deterministically
     passthrough = table.signal[i + 1] * fill + table.noise[i + 1] * (x - table.signal[i] * fill) / table.noise[i]

@@ -62,6 +62,9 @@ class StepIndex:
     steps: tuple[tuple[Group, ...], ...]
     plan: Sequence[Sequence[Pair]]
     masks: torch.Tensor
+    # Per step, Σ of the items' weights at each canvas pixel, (1, N·H·W), where they do not depend on the prediction
+    # (every step but a bootstrap step, whose leak weights do): the step then scatters x0 alone. None: a bootstrap step
+    weight_sums: tuple[torch.Tensor | None, ...] = ()
 
     def fits(self, plan: Sequence[Sequence[Pair]], masks: torch.Tensor, images: int) -> bool:
         """Built for exactly this plan, these masks (the same objects) and this many images."""
@@ -106,7 +109,17 @@ def build(
         for group in chunks(items, pairs, max(len(items), 1), variants, extra):
             groups.append(_group(group, pairs, shifts, masks[i], weights[i], height, width, i < bootstrap_steps))
         steps.append(tuple(groups))
-    return StepIndex(images, tuple(steps), plan, masks)
+    sums = tuple(None if i < bootstrap_steps else weight_sum(groups, images * height * width, masks.device)
+                 for i, groups in enumerate(steps))
+    return StepIndex(images, tuple(steps), plan, masks, sums)
+
+
+def weight_sum(groups: Sequence[Group], pixels: int, device: torch.device) -> torch.Tensor:
+    """(1, pixels): each canvas pixel's sum of the groups' weights, added item after item as the step would."""
+    total = torch.zeros(1, pixels, device=device)
+    for group in groups:
+        total.index_add_(1, group.pixels, group.weight.reshape(1, -1))
+    return total
 
 
 def _shift(host_masks: np.ndarray, step: int, pair: Pair, height: int, width: int) -> tuple[int, int]:
