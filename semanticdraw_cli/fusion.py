@@ -146,13 +146,16 @@ def sample(
         yield stats, x, x0
 
 
-def _parts(steps: Sequence[Group], size: int, whole: bool) -> Iterator[Group]:
+def _parts(steps: Sequence[Group], size: int, whole: bool, width: int) -> Iterator[tuple[Group, int | None]]:
     """What the step gathers and scatters at once: each whole group (one gather and one scatter whatever its
-    calls), or each call's share of it at the batch size the step began with (`FusionSetup.whole_groups`)."""
+    calls), or each call's share of it at the batch size the step began with (`FusionSetup.whole_groups`); then
+    the canvas width where that share's windows are plain rectangles: on a CPU, where an operation costs little
+    and a window's rows are contiguous, copying views of them beats indexing each pixel."""
     for group in steps:
         block = len(group.items) if whole else size
         for start in range(0, len(group.items), block):
-            yield group.part(start, min(start + block, len(group.items)))
+            part = group.part(start, min(start + block, len(group.items)))
+            yield part, (width if not whole and part.plain else None)
 
 
 def _predict(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tensor, part: Group,
@@ -212,18 +215,33 @@ def _canvas(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return flat.view(flat.shape[0], shape[0], *shape[2:]).transpose(0, 1)
 
 
-def _gather(flat: torch.Tensor, group: Group, scratch: _Scratch, name: str) -> torch.Tensor:
-    """(G, C, h, w) contiguous: each item's window of the (C, N·H·W) canvas, rolled as its index says."""
+def _windows(flat: torch.Tensor, group: Group, width: int) -> Iterator[torch.Tensor]:
+    """Each item's window of the (C or 1, N·H·W) canvas as a (C or 1, h, w) view, from its corner (plain groups)."""
+    size, base = (flat.shape[0], *group.shape), flat.storage_offset()
+    stride = (flat.stride(0), width * flat.stride(1), flat.stride(1))
+    return (flat.as_strided(size, stride, base + corner * flat.stride(1)) for corner in group.corners)
+
+
+def _gather(flat: torch.Tensor, group: Group, scratch: _Scratch, name: str, width: int | None = None) -> torch.Tensor:
+    """(G, C, h, w) contiguous: each item's window of the (C, N·H·W) canvas, rolled as its index says; with the
+    canvas `width` (on a CPU, for a plain group) as one stack of the windows' views."""
     channels, items = flat.shape[0], len(group.items)
-    picked = torch.index_select(flat, 1, group.pixels, out=scratch("picked", (channels, group.pixels.numel()), flat))
     out = scratch(name, (items, channels, *group.shape), flat)
+    if width is not None:
+        return torch.stack(list(_windows(flat, group, width)), out=out)
+    picked = torch.index_select(flat, 1, group.pixels, out=scratch("picked", (channels, group.pixels.numel()), flat))
     return out.copy_(picked.view(channels, items, *group.shape).transpose(0, 1))
 
 
 def _scatter(flat: torch.Tensor, values: torch.Tensor | None, weight: torch.Tensor, group: Group,
-             scratch: _Scratch) -> None:
+             scratch: _Scratch, width: int | None = None) -> None:
     """Add weight · values ((G, 1, h, w) · (G, C, h, w); values None: the weight alone) into the (C, N·H·W)
-    canvas at the items' pixels, item after item."""
+    canvas at the items' pixels, item after item; with the canvas `width` (as in `_gather`) view after view."""
+    if width is not None:
+        product = weight if values is None else torch.mul(values, weight, out=scratch("product", values.shape, values))
+        for window, item in zip(_windows(flat, group, width), product):
+            window.add_(item)
+        return
     if values is None:
         flat.index_add_(1, group.pixels, weight.reshape(1, -1))
         return
@@ -282,10 +300,10 @@ def _fusion_step(
     den = run.index.weight_sums[i] if not bootstrapping else scratch("den", (1, canvas.shape[1]), canvas).zero_()
     count = pixels = 0
     before = replace(run.batching)
-    for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
-        inputs = _gather(canvas, group, scratch, "inputs")  # (B, C, h, w)
+    for group, width in _parts(run.index.steps[i], before.size, setup.whole_groups, x.shape[-1]):
+        inputs = _gather(canvas, group, scratch, "inputs", width)  # (B, C, h, w)
         if bootstrapping:
-            background = _gather(bg, group, scratch, "background")
+            background = _gather(bg, group, scratch, "background", width)
             inputs = _blend_background(inputs, background, group, scratch)
         x0 = _predict(denoiser, setup, i, inputs, group, run).float()
         count += len(group.items)
@@ -293,8 +311,8 @@ def _fusion_step(
         w = group.weight  # (G, 1, h, w): mask times tile weight
         if bootstrapping:
             w = _leak_weight(x0, background, group, setup.leak_sensitivity, scratch)
-            _scatter(den, None, w, group, scratch)  # else the index's sum of these weights
-        _scatter(num, x0, w, group, scratch)
+            _scatter(den, None, w, group, scratch, width)  # else the index's sum of these weights
+        _scatter(num, x0, w, group, scratch, width)
     num, den = _canvas(num, x.shape), _canvas(den, x.shape)
     x0 = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)  # (N, C, h, w)
     pull = True if setup.pull_to_fill is None else setup.pull_to_fill[i]
@@ -321,8 +339,8 @@ def _multidiffusion_step(
     den = run.index.weight_sums[i]
     count = pixels = 0
     before = replace(run.batching)
-    for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
-        inputs = _gather(canvas, group, scratch, "inputs")
+    for group, width in _parts(run.index.steps[i], before.size, setup.whole_groups, x.shape[-1]):
+        inputs = _gather(canvas, group, scratch, "inputs", width)
         x0 = _predict(denoiser, setup, i, inputs, group, run).float()
         count += len(group.items)
         pixels += len(group.items) * group.shape[0] * group.shape[1]
@@ -334,8 +352,8 @@ def _multidiffusion_step(
         else:
             eps = (inputs - table.signal[i] * x0) / table.noise[i]
             stepped = table.signal[i + 1] * x0 + table.noise[i + 1] * eps
-        _scatter(num, stepped, group.weight, group, scratch)
-        _scatter(x0_num, x0, group.weight, group, scratch)
+        _scatter(num, stepped, group.weight, group, scratch, width)
+        _scatter(x0_num, x0, group.weight, group, scratch, width)
     num, x0_num, den = _canvas(num, x.shape), _canvas(x0_num, x.shape), _canvas(den, x.shape)
     fill = setup.fill.expand_as(x)  # uncovered pixels follow the fill deterministically
     passthrough = table.signal[i + 1] * fill + table.noise[i + 1] * (x - table.signal[i] * fill) / table.noise[i]

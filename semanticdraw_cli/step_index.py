@@ -38,6 +38,14 @@ class Group:
     mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
     outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
+    # Each item's top-left pixel, image·H·W + top·W + left, where its window is a plain rectangle of the canvas (not
+    # rolled, not wrapped), which a CPU gathers and scatters as strided views; None where only `pixels` say where
+    corners: tuple[int | None, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """Every item's window is a plain rectangle (`corners`)."""
+        return bool(self.corners) and all(corner is not None for corner in self.corners)
 
     def part(self, start: int, stop: int) -> Group:
         """Items start..stop of the group, as views of its tensors (one network call's share)."""
@@ -50,7 +58,8 @@ class Group:
 
         return Group(self.items[start:stop], self.pairs[start:stop], self.shifts[start:stop], self.shape,
                      self.pixels[start * per_item : stop * per_item], self.regions[start:stop], self.rows[start:stop],
-                     self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside))
+                     self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside),
+                     self.corners[start:stop])
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,8 @@ def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int,
     mask = planes[torch.tensor(regions, device=device)[:, None], at].view(len(items), 1, *local.shape[1:])
     tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
     rows = torch.tensor([k * len(pairs) + j for k, j in items])
+    corners = tuple((k * height + p.window.top) * width + p.window.left if r == (0, 0) and p.window.bottom <= height
+                    and p.window.right <= width else None for (k, _), p, r in zip(items, chosen, rolls))
     return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
                  torch.tensor(regions, device=device), rows, mask * tile,
-                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)))
+                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)), corners)
