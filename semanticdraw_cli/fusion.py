@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from semanticdraw_cli import control, step_index
+from semanticdraw_cli import control, step_index, window_views
 from semanticdraw_cli.batching import Batching, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
@@ -149,8 +149,8 @@ def sample(
 def _parts(steps: Sequence[Group], size: int, whole: bool, width: int) -> Iterator[tuple[Group, int | None]]:
     """What the step gathers and scatters at once: each whole group (one gather and one scatter whatever its
     calls), or each call's share of it at the batch size the step began with (`FusionSetup.whole_groups`); then
-    the canvas width where that share's windows are plain rectangles: on a CPU, where an operation costs little
-    and a window's rows are contiguous, copying views of them beats indexing each pixel."""
+    the canvas width where that share's windows lie inside the canvas: on a CPU, where an operation costs little
+    and a window's rows are contiguous, copying views of them beats indexing each pixel (`window_views`)."""
     for group in steps:
         block = len(group.items) if whole else size
         for start in range(0, len(group.items), block):
@@ -215,20 +215,13 @@ def _canvas(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return flat.view(flat.shape[0], shape[0], *shape[2:]).transpose(0, 1)
 
 
-def _windows(flat: torch.Tensor, group: Group, width: int) -> Iterator[torch.Tensor]:
-    """Each item's window of the (C or 1, N·H·W) canvas as a (C or 1, h, w) view, from its corner (plain groups)."""
-    size, base = (flat.shape[0], *group.shape), flat.storage_offset()
-    stride = (flat.stride(0), width * flat.stride(1), flat.stride(1))
-    return (flat.as_strided(size, stride, base + corner * flat.stride(1)) for corner in group.corners)
-
-
 def _gather(flat: torch.Tensor, group: Group, scratch: _Scratch, name: str, width: int | None = None) -> torch.Tensor:
     """(G, C, h, w) contiguous: each item's window of the (C, N·H·W) canvas, rolled as its index says; with the
-    canvas `width` (on a CPU, for a plain group) as one stack of the windows' views."""
+    canvas `width` (on a CPU, for a group that does not wrap) through views of the windows (`window_views`)."""
     channels, items = flat.shape[0], len(group.items)
     out = scratch(name, (items, channels, *group.shape), flat)
     if width is not None:
-        return torch.stack(list(_windows(flat, group, width)), out=out)
+        return window_views.gather(flat, group.corners, group.shifts, group.shape, width, out)
     picked = torch.index_select(flat, 1, group.pixels, out=scratch("picked", (channels, group.pixels.numel()), flat))
     return out.copy_(picked.view(channels, items, *group.shape).transpose(0, 1))
 
@@ -239,8 +232,7 @@ def _scatter(flat: torch.Tensor, values: torch.Tensor | None, weight: torch.Tens
     canvas at the items' pixels, item after item; with the canvas `width` (as in `_gather`) view after view."""
     if width is not None:
         product = weight if values is None else torch.mul(values, weight, out=scratch("product", values.shape, values))
-        for window, item in zip(_windows(flat, group, width), product):
-            window.add_(item)
+        window_views.scatter(flat, product, group.corners, group.shifts, width)
         return
     if values is None:
         flat.index_add_(1, group.pixels, weight.reshape(1, -1))

@@ -38,13 +38,13 @@ class Group:
     mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
     outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
-    # Each item's top-left pixel, image·H·W + top·W + left, where its window is a plain rectangle of the canvas (not
-    # rolled, not wrapped), which a CPU gathers and scatters as strided views; None where only `pixels` say where
+    # Each item's window's top-left pixel, image·H·W + top·W + left, where the window lies inside the canvas (does
+    # not wrap), which a CPU gathers and scatters through strided views (`window_views`); None: only `pixels` say
     corners: tuple[int | None, ...] = ()
 
     @property
     def plain(self) -> bool:
-        """Every item's window is a plain rectangle (`corners`)."""
+        """Every item's window lies inside the canvas (`corners`)."""
         return bool(self.corners) and all(corner is not None for corner in self.corners)
 
     def part(self, start: int, stop: int) -> Group:
@@ -152,8 +152,8 @@ def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int,
     mask = planes[torch.tensor(regions, device=device)[:, None], at].view(len(items), 1, *local.shape[1:])
     tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
     rows = torch.tensor([k * len(pairs) + j for k, j in items])
-    corners = tuple((k * height + p.window.top) * width + p.window.left if r == (0, 0) and p.window.bottom <= height
-                    and p.window.right <= width else None for (k, _), p, r in zip(items, chosen, rolls))
+    corners = tuple((k * height + p.window.top) * width + p.window.left if p.window.bottom <= height
+                    and p.window.right <= width else None for (k, _), p in zip(items, chosen))
     return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
                  torch.tensor(regions, device=device), rows, mask * tile,
                  *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)), corners)
