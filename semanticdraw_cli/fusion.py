@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from semanticdraw_cli import control, step_index
+from semanticdraw_cli import control, step_index, window_views
 from semanticdraw_cli.batching import Batching, padding
 from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
@@ -146,13 +146,16 @@ def sample(
         yield stats, x, x0
 
 
-def _parts(steps: Sequence[Group], size: int, whole: bool) -> Iterator[Group]:
+def _parts(steps: Sequence[Group], size: int, whole: bool, width: int) -> Iterator[tuple[Group, int | None]]:
     """What the step gathers and scatters at once: each whole group (one gather and one scatter whatever its
-    calls), or each call's share of it at the batch size the step began with (`FusionSetup.whole_groups`)."""
+    calls), or each call's share of it at the batch size the step began with (`FusionSetup.whole_groups`); then
+    the canvas width where that share's windows lie inside the canvas: on a CPU, where an operation costs little
+    and a window's rows are contiguous, copying views of them beats indexing each pixel (`window_views`)."""
     for group in steps:
         block = len(group.items) if whole else size
         for start in range(0, len(group.items), block):
-            yield group.part(start, min(start + block, len(group.items)))
+            part = group.part(start, min(start + block, len(group.items)))
+            yield part, (width if not whole and part.plain else None)
 
 
 def _predict(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tensor, part: Group,
@@ -212,18 +215,25 @@ def _canvas(flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return flat.view(flat.shape[0], shape[0], *shape[2:]).transpose(0, 1)
 
 
-def _gather(flat: torch.Tensor, group: Group, scratch: _Scratch, name: str) -> torch.Tensor:
-    """(G, C, h, w) contiguous: each item's window of the (C, N·H·W) canvas, rolled as its index says."""
+def _gather(flat: torch.Tensor, group: Group, scratch: _Scratch, name: str, width: int | None = None) -> torch.Tensor:
+    """(G, C, h, w) contiguous: each item's window of the (C, N·H·W) canvas, rolled as its index says; with the
+    canvas `width` (on a CPU, for a group that does not wrap) through views of the windows (`window_views`)."""
     channels, items = flat.shape[0], len(group.items)
-    picked = torch.index_select(flat, 1, group.pixels, out=scratch("picked", (channels, group.pixels.numel()), flat))
     out = scratch(name, (items, channels, *group.shape), flat)
+    if width is not None:
+        return window_views.gather(flat, group.corners, group.shifts, group.shape, width, out)
+    picked = torch.index_select(flat, 1, group.pixels, out=scratch("picked", (channels, group.pixels.numel()), flat))
     return out.copy_(picked.view(channels, items, *group.shape).transpose(0, 1))
 
 
 def _scatter(flat: torch.Tensor, values: torch.Tensor | None, weight: torch.Tensor, group: Group,
-             scratch: _Scratch) -> None:
+             scratch: _Scratch, width: int | None = None) -> None:
     """Add weight · values ((G, 1, h, w) · (G, C, h, w); values None: the weight alone) into the (C, N·H·W)
-    canvas at the items' pixels, item after item."""
+    canvas at the items' pixels, item after item; with the canvas `width` (as in `_gather`) view after view."""
+    if width is not None:
+        product = weight if values is None else torch.mul(values, weight, out=scratch("product", values.shape, values))
+        window_views.scatter(flat, product, group.corners, group.shifts, width)
+        return
     if values is None:
         flat.index_add_(1, group.pixels, weight.reshape(1, -1))
         return
@@ -279,13 +289,13 @@ def _fusion_step(
         # noised_i(m·white + (1 − m)·base); with no background image, base is the canvas latent itself
         bg = _channels_first(a * (mix * setup.white + (1.0 - mix) * base) + s * eps)  # (C, N·H·W)
     num = scratch("num", canvas.shape, canvas).zero_()
-    den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
+    den = run.index.weight_sums[i] if not bootstrapping else scratch("den", (1, canvas.shape[1]), canvas).zero_()
     count = pixels = 0
     before = replace(run.batching)
-    for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
-        inputs = _gather(canvas, group, scratch, "inputs")  # (B, C, h, w)
+    for group, width in _parts(run.index.steps[i], before.size, setup.whole_groups, x.shape[-1]):
+        inputs = _gather(canvas, group, scratch, "inputs", width)  # (B, C, h, w)
         if bootstrapping:
-            background = _gather(bg, group, scratch, "background")
+            background = _gather(bg, group, scratch, "background", width)
             inputs = _blend_background(inputs, background, group, scratch)
         x0 = _predict(denoiser, setup, i, inputs, group, run).float()
         count += len(group.items)
@@ -293,8 +303,8 @@ def _fusion_step(
         w = group.weight  # (G, 1, h, w): mask times tile weight
         if bootstrapping:
             w = _leak_weight(x0, background, group, setup.leak_sensitivity, scratch)
-        _scatter(num, x0, w, group, scratch)
-        _scatter(den, None, w, group, scratch)
+            _scatter(den, None, w, group, scratch, width)  # else the index's sum of these weights
+        _scatter(num, x0, w, group, scratch, width)
     num, den = _canvas(num, x.shape), _canvas(den, x.shape)
     x0 = torch.where(den > 0, num / den.clamp_min(1e-12), setup.fill)  # (N, C, h, w)
     pull = True if setup.pull_to_fill is None else setup.pull_to_fill[i]
@@ -318,11 +328,11 @@ def _multidiffusion_step(
     fresh = _pair_noise(setup.plan[i], x.shape[1], run.generators) if table.stochastic and not last else None
     canvas, scratch = _channels_first(x), run.scratch
     num, x0_num = scratch("num", canvas.shape, canvas).zero_(), scratch("x0 num", canvas.shape, canvas).zero_()
-    den = scratch("den", (1, canvas.shape[1]), canvas).zero_()
+    den = run.index.weight_sums[i]
     count = pixels = 0
     before = replace(run.batching)
-    for group in _parts(run.index.steps[i], before.size, setup.whole_groups):
-        inputs = _gather(canvas, group, scratch, "inputs")
+    for group, width in _parts(run.index.steps[i], before.size, setup.whole_groups, x.shape[-1]):
+        inputs = _gather(canvas, group, scratch, "inputs", width)
         x0 = _predict(denoiser, setup, i, inputs, group, run).float()
         count += len(group.items)
         pixels += len(group.items) * group.shape[0] * group.shape[1]
@@ -334,9 +344,8 @@ def _multidiffusion_step(
         else:
             eps = (inputs - table.signal[i] * x0) / table.noise[i]
             stepped = table.signal[i + 1] * x0 + table.noise[i + 1] * eps
-        _scatter(num, stepped, group.weight, group, scratch)
-        _scatter(x0_num, x0, group.weight, group, scratch)
-        _scatter(den, None, group.weight, group, scratch)
+        _scatter(num, stepped, group.weight, group, scratch, width)
+        _scatter(x0_num, x0, group.weight, group, scratch, width)
     num, x0_num, den = _canvas(num, x.shape), _canvas(x0_num, x.shape), _canvas(den, x.shape)
     fill = setup.fill.expand_as(x)  # uncovered pixels follow the fill deterministically
     passthrough = table.signal[i + 1] * fill + table.noise[i + 1] * (x - table.signal[i] * fill) / table.noise[i]

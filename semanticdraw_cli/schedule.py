@@ -41,7 +41,9 @@ def draw(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: 
 
     To CUDA through pinned memory: the copy then needs no host sync inside the step loop.
     """
-    eps = torch.stack([torch.randn(shape, generator=g) for g in generators])
+    eps = torch.empty((len(generators), *shape))
+    for row, generator in zip(eps, generators):  # into place: a stack would copy the canvas once more
+        torch.randn(shape, generator=generator, out=row)
     if torch.device(device).type == "cuda":
         return eps.pin_memory().to(device, non_blocking=True)
     return eps.to(device)
@@ -79,5 +81,5 @@ def renoise(
             return x0
         eps = draw(generators, tuple(x.shape[1:]), x.device)
     else:
-        eps = (x - table.signal[i] * x0) / table.noise[i]
-    return table.signal[i + 1] * x0 + table.noise[i + 1] * eps
+        eps = (x - table.signal[i] * x0).div_(table.noise[i])
+    return (table.signal[i + 1] * x0).add_(eps.mul_(table.noise[i + 1]))  # in place: no canvas-sized temporaries

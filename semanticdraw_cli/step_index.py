@@ -38,6 +38,14 @@ class Group:
     mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
     outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
+    # Each item's window's top-left pixel, image·H·W + top·W + left, where the window lies inside the canvas (does
+    # not wrap), which a CPU gathers and scatters through strided views (`window_views`); None: only `pixels` say
+    corners: tuple[int | None, ...] = ()
+
+    @property
+    def plain(self) -> bool:
+        """Every item's window lies inside the canvas (`corners`)."""
+        return bool(self.corners) and all(corner is not None for corner in self.corners)
 
     def part(self, start: int, stop: int) -> Group:
         """Items start..stop of the group, as views of its tensors (one network call's share)."""
@@ -50,7 +58,8 @@ class Group:
 
         return Group(self.items[start:stop], self.pairs[start:stop], self.shifts[start:stop], self.shape,
                      self.pixels[start * per_item : stop * per_item], self.regions[start:stop], self.rows[start:stop],
-                     self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside))
+                     self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside),
+                     self.corners[start:stop])
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,9 @@ class StepIndex:
     steps: tuple[tuple[Group, ...], ...]
     plan: Sequence[Sequence[Pair]]
     masks: torch.Tensor
+    # Per step, Σ of the items' weights at each canvas pixel, (1, N·H·W), where they do not depend on the prediction
+    # (every step but a bootstrap step, whose leak weights do): the step then scatters x0 alone. None: a bootstrap step
+    weight_sums: tuple[torch.Tensor | None, ...] = ()
 
     def fits(self, plan: Sequence[Sequence[Pair]], masks: torch.Tensor, images: int) -> bool:
         """Built for exactly this plan, these masks (the same objects) and this many images."""
@@ -106,7 +118,17 @@ def build(
         for group in chunks(items, pairs, max(len(items), 1), variants, extra):
             groups.append(_group(group, pairs, shifts, masks[i], weights[i], height, width, i < bootstrap_steps))
         steps.append(tuple(groups))
-    return StepIndex(images, tuple(steps), plan, masks)
+    sums = tuple(None if i < bootstrap_steps else weight_sum(groups, images * height * width, masks.device)
+                 for i, groups in enumerate(steps))
+    return StepIndex(images, tuple(steps), plan, masks, sums)
+
+
+def weight_sum(groups: Sequence[Group], pixels: int, device: torch.device) -> torch.Tensor:
+    """(1, pixels): each canvas pixel's sum of the groups' weights, added item after item as the step would."""
+    total = torch.zeros(1, pixels, device=device)
+    for group in groups:
+        total.index_add_(1, group.pixels, group.weight.reshape(1, -1))
+    return total
 
 
 def _shift(host_masks: np.ndarray, step: int, pair: Pair, height: int, width: int) -> tuple[int, int]:
@@ -130,6 +152,8 @@ def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int,
     mask = planes[torch.tensor(regions, device=device)[:, None], at].view(len(items), 1, *local.shape[1:])
     tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
     rows = torch.tensor([k * len(pairs) + j for k, j in items])
+    corners = tuple((k * height + p.window.top) * width + p.window.left if p.window.bottom <= height
+                    and p.window.right <= width else None for (k, _), p in zip(items, chosen))
     return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
                  torch.tensor(regions, device=device), rows, mask * tile,
-                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)))
+                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)), corners)

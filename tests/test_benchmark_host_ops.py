@@ -23,6 +23,7 @@ def test_a_step_is_a_constant_number_of_operations_whatever_the_batch_split(tmp_
     whole, split = rows["irworobongdo 640x384, max_batch all"], rows["irworobongdo 640x384, max_batch 8"]
     steps = len(whole["pairs_per_step"])
     assert len(whole["dispatched_ops_per_step"]) == steps and whole["host_seconds_per_step"] > 0
+    assert 0 < whole["floor_seconds_per_step"]
     assert max(whole["dispatched_ops_per_step"]) <= bench.TARGET_OPS
     assert max(whole["meta_ops_per_step"]) <= bench.TARGET_OPS and whole["meta_seconds_per_step"] > 0
     assert all(d <= a for d, a in zip(whole["dispatched_ops_per_step"], whole["all_ops_per_step"]))

@@ -73,12 +73,14 @@ def both(setup, x, generators, fits=None):
     ("multidiffusion", 0, STOCHASTIC), ("multidiffusion", 0, DETERMINISTIC),
 ])
 @pytest.mark.parametrize("seed", [1, 2])
-def test_the_batched_step_equals_the_per_pair_step_bit_for_bit(method, bootstrap, table, seed):
+@pytest.mark.parametrize("whole", [True, False])
+def test_the_batched_step_equals_the_per_pair_step_bit_for_bit(method, bootstrap, table, seed, whole):
     """CPU arithmetic in the same order: every step's latent and x0 equal, with two images, padding, a wrapped
-    axis and a batch size that splits each step into several calls."""
+    axis and a batch size that splits each step into several calls; groups whole (on indices, as on CUDA) or
+    call by call (plain windows as slices, as on a CPU)."""
     setup, x, generators = random_setup(seed, method=method, bootstrap=bootstrap, images=2, max_batch=5, pad=True,
                                         wrap=(False, seed == 2), table=table)
-    batched, per_pair = both(setup, x, generators)
+    batched, per_pair = both(dataclasses.replace(setup, whole_groups=whole), x, generators)
     for (state, x0), (ref_state, ref_x0) in zip(batched, per_pair, strict=True):
         assert torch.equal(state, ref_state) and torch.equal(x0, ref_x0)
 
@@ -131,6 +133,25 @@ def test_a_group_is_kept_whole_or_split_into_calls():
                                wrap=(False, False), table=STOCHASTIC)
     groups = build_index(setup, 1).steps[0]
     items = sum(len(g.items) for g in groups)
-    assert [len(p.items) for p in _parts(groups, 4, True)] == [len(g.items) for g in groups]
-    off = [len(p.items) for p in _parts(groups, 4, False)]
+    assert [len(p.items) for p, _ in _parts(groups, 4, True, x.shape[-1])] == [len(g.items) for g in groups]
+    off = [len(p.items) for p, _ in _parts(groups, 4, False, x.shape[-1])]
     assert sum(off) == items and max(off) == 4
+
+
+def test_only_windows_inside_the_canvas_are_cut_as_views():
+    """An item whose window lies inside the canvas has a corner (a CPU copies strided views of it, rolled or not);
+    a window that wraps has none, and a part with one of those stays on indices, as does a whole group."""
+    from semanticdraw_cli.fusion import _parts
+
+    setup, x, _ = random_setup(7, method="semanticdraw", bootstrap=1, images=2, max_batch=4, pad=False,
+                               wrap=(False, True), table=STOCHASTIC)
+    index, (height, width) = build_index(setup, 2), x.shape[-2:]
+    for groups in index.steps:
+        for group in groups:
+            for (k, _), pair, corner in zip(group.items, group.pairs, group.corners, strict=True):
+                inside = pair.window.right <= width
+                assert corner == ((k * height + pair.window.top) * width + pair.window.left if inside else None)
+    last = list(_parts(index.steps[-1], 4, False, width))
+    assert {found for _, found in last} == {None, width}
+    assert all((found is not None) == part.plain for part, found in last)
+    assert all(found is None for _, found in _parts(index.steps[-1], 4, True, width))
