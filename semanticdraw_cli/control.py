@@ -3,15 +3,15 @@ that keeps a ControlNet to the calls of the items that use it, and each item's c
 (architecture.md §4.2).
 
 Family-free: each entry's source is a canvas-size tensor given by the family (`control_source`: the picture for
-a UNet family's ControlNet, the picture's latent for sd3 and flux), a crop is the window's latent slices times
-the source's factor, rolled with the latent during mask-centering bootstrapping so the ControlNet sees what the
-network sees.
+a UNet family's ControlNet, the picture's latent for sd3 and flux), a crop is the window's latent rows and
+columns times the source's factor, rolled with the latent during mask-centering bootstrapping so the ControlNet
+sees what the network sees. A call's crops are cut in one indexing operation per ControlNet, whatever its items.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -24,11 +24,27 @@ class ControlSetup:
     """The scene's ControlNet entries (whole-canvas ones first) and which region rows use each."""
 
     models: tuple[str, ...]  # per entry: the ControlNet reference
-    pictures: tuple[torch.Tensor, ...]  # per entry: what crops are cut from, (3, H, W) in [0, 1] or a (C, h, w) latent
+    # (E, C, H, W) on the device: per entry what crops are cut from, the picture (3, H, W) in [0, 1] or a (C, h, w)
+    # latent, stacked so that one operation cuts a call's crops whichever entries its items use
+    pictures: torch.Tensor
     weights: torch.Tensor  # (E,) float32 per entry, on the device
     steps: tuple[frozenset[int], ...]  # per entry: the steps it acts in (its start..end share of the steps)
     rows: tuple[tuple[int, ...], ...]  # per region row of the masks (background prompt first): its entries
     factor: int  # units of `pictures` per latent pixel: the latent factor for pictures, 1 for latents
+    # Index tensors on the device, made once: per step and region row its active entries, padded with entry 0,
+    # (steps, R, most entries) long; the channels (1, C, 1, 1) and the units of one latent pixel (factor,)
+    table: torch.Tensor = field(init=False, repr=False, compare=False)
+    channels: torch.Tensor = field(init=False, repr=False, compare=False)
+    units: torch.Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        device, regions = self.weights.device, len(self.rows)
+        steps, most = max((max(s) + 1 for s in self.steps if s), default=0), max(map(len, self.rows), default=0)
+        table = [[(*self.active(i, r), *(0,) * most)[:most] for r in range(regions)] for i in range(steps)]
+        table = torch.tensor(table, dtype=torch.long, device=device).view(steps, regions, most)
+        object.__setattr__(self, "table", table)
+        object.__setattr__(self, "channels", torch.arange(self.pictures.shape[1], device=device).view(1, -1, 1, 1))
+        object.__setattr__(self, "units", torch.arange(self.factor, device=device))
 
     def active(self, step: int, region: int) -> tuple[int, ...]:
         """The entries a pair of this region runs through at this step, in order."""
@@ -47,23 +63,27 @@ def call_key(setup: ControlSetup | None, step: int) -> Callable[[Pair], Hashable
     return lambda pair: tuple(setup.models[e] for e in setup.active(step, pair.region))
 
 
-def inputs(setup: ControlSetup | None, step: int, pairs: Sequence[Pair],
-           shifts: Sequence[tuple[int, int]] = ()) -> tuple[ControlInput, ...]:
-    """One `ControlInput` per ControlNet of the call (all pairs share the key): each item's picture crop, rolled by
-    its bootstrap shift, and its entry's weight."""
-    if setup is None or not pairs:
+def inputs(setup: ControlSetup | None, step: int, region: int, regions: torch.Tensor,
+           lines: tuple[torch.Tensor, torch.Tensor]) -> tuple[ControlInput, ...]:
+    """One `ControlInput` per ControlNet of a call whose items share region row `region`'s key at `step`: each
+    item's crop of its own entry's source and that entry's weight. `regions` (B,) are the items' region rows and
+    `lines` their window rows (B, h) and columns (B, w) in latent pixels, rolled with the latent during
+    bootstrapping and modulo the canvas (`step_index.Group.lines`), on the device. A fixed number of operations
+    per ControlNet, whatever the items; crops are copied, not computed, so they equal slicing item by item."""
+    if setup is None or not setup.active(step, region):
         return ()
-    chosen = [setup.active(step, pair.region) for pair in pairs]
-    f = setup.factor
-    controls = []
-    for slot, model in enumerate(setup.models[e] for e in chosen[0]):
-        crops = []
-        for n, pair in enumerate(pairs):
-            rows, cols = pair.window.slices
-            crop = setup.pictures[chosen[n][slot]][:, rows.start * f:rows.stop * f, cols.start * f:cols.stop * f]
-            if shifts:
-                crop = torch.roll(crop, (shifts[n][0] * f, shifts[n][1] * f), dims=(-2, -1))
-            crops.append(crop)
-        scale = torch.stack([setup.weights[chosen[n][slot]] for n in range(len(pairs))])
-        controls.append(ControlInput(model, torch.stack(crops), scale))
-    return tuple(controls)
+    rows, cols = (_in_units(line, setup) for line in lines)  # (B, h·f), (B, w·f)
+    rows, cols = rows[:, None, :, None], cols[:, None, None, :]
+    slots = setup.table[step].index_select(0, regions).unbind(1)  # per ControlNet of the call: (B,) entries
+    return tuple(
+        ControlInput(setup.models[e], setup.pictures[entries.view(-1, 1, 1, 1), setup.channels, rows, cols],
+                     setup.weights.index_select(0, entries))
+        for e, entries in zip(setup.active(step, region), slots)
+    )
+
+
+def _in_units(line: torch.Tensor, setup: ControlSetup) -> torch.Tensor:
+    """(B, n) latent rows or columns -> (B, n·f) rows or columns of the source, f = `setup.factor` per latent pixel."""
+    if setup.factor == 1:
+        return line
+    return (line[:, :, None] * setup.factor + setup.units).flatten(1)

@@ -240,7 +240,7 @@ def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps
         rows.insert(0, tuple(range(len(shared))))
     return ControlSetup(
         models=tuple(e.model for e in entries),
-        pictures=tuple(source for source, _ in sources),
+        pictures=torch.stack([source for source, _ in sources]),
         weights=torch.tensor([e.weight for e in entries], dtype=torch.float32, device=device),
         steps=tuple(active_steps(e.start, e.end, steps) for e in entries),
         rows=tuple(rows),

@@ -7,7 +7,8 @@ item's canvas pixels as flat indices into the canvas latent. Mask-centering boot
 where the un-rolled window has ((r − dy) mod h, (c − dx) mod w), so gathering the inputs rolls them and
 scattering x0 back through the same index rolls it back. Wrapped canvases (`canvas.wrap`) are the same
 index taken modulo the canvas size. The item's quantized mask and tile weight are gathered at those
-pixels here, so the step multiplies and scatters whole groups at once.
+pixels here, so the step multiplies and scatters whole groups at once. Each item's window rows and columns,
+rolled and modulo the canvas the same way, let ControlNet crops be cut for a whole call at once (control.inputs).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Group:
     mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
     outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
+    lines: tuple[torch.Tensor, torch.Tensor]  # (G, h), (G, w) long: each item's (rolled) window rows and columns
 
     def part(self, start: int, stop: int) -> Group:
         """Items start..stop of the group, as views of its tensors (one network call's share)."""
@@ -50,7 +52,8 @@ class Group:
 
         return Group(self.items[start:stop], self.pairs[start:stop], self.shifts[start:stop], self.shape,
                      self.pixels[start * per_item : stop * per_item], self.regions[start:stop], self.rows[start:stop],
-                     self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside))
+                     self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside),
+                     (self.lines[0][start:stop], self.lines[1][start:stop]))
 
 
 @dataclass(frozen=True)
@@ -83,9 +86,24 @@ def centring_shift(mask: np.ndarray | torch.Tensor) -> tuple[int, int]:
 def window_pixels(window: Window, height: int, width: int, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
     """(h, w) flat canvas indices row·W + col of a window's pixels (modulo the canvas: wrapped windows), rolled
     by `shift` as `torch.roll(window, shift)` rolls the window's contents."""
+    rows, cols = window_lines(window, height, width, shift)
+    return rows[:, None] * width + cols[None, :]
+
+
+def window_lines(window: Window, height: int, width: int,
+                 shift: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """(h,) canvas rows and (w,) columns of a window (modulo the canvas), each rolled by its part of `shift`."""
     rows = np.roll(np.arange(window.top, window.bottom) % height, shift[0])
     cols = np.roll(np.arange(window.left, window.right) % width, shift[1])
-    return rows[:, None] * width + cols[None, :]
+    return rows, cols
+
+
+def lines_of(windows: Sequence[Window], shifts: Sequence[tuple[int, int]], height: int, width: int,
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, h) rows and (B, w) columns of windows of one shape, rolled by `shifts` (empty: none), on `device`."""
+    rolls = shifts or [(0, 0)] * len(windows)
+    lines = [window_lines(window, height, width, shift) for window, shift in zip(windows, rolls)]
+    return tuple(torch.from_numpy(np.stack(side)).to(device) for side in zip(*lines))
 
 
 def build(
@@ -130,6 +148,7 @@ def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int,
     mask = planes[torch.tensor(regions, device=device)[:, None], at].view(len(items), 1, *local.shape[1:])
     tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
     rows = torch.tensor([k * len(pairs) + j for k, j in items])
+    lines = lines_of([p.window for p in chosen], rolls, height, width, device)
     return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
                  torch.tensor(regions, device=device), rows, mask * tile,
-                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)))
+                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)), lines)

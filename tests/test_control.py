@@ -60,7 +60,7 @@ def setup_for(controls: ControlSetup | None, bootstrap_steps: int = 0, max_batch
 def controls(rows, models=("edges",), weights=(1.0,), steps=None) -> ControlSetup:
     count = len(models)
     return ControlSetup(
-        models=tuple(models), pictures=tuple(picture(32, 80, e) for e in range(count)),
+        models=tuple(models), pictures=torch.stack([picture(32, 80, e) for e in range(count)]),
         weights=torch.tensor(weights), steps=steps or (frozenset(range(TABLE.steps)),) * count, rows=rows,
         factor=FACTOR,
     )
