@@ -31,9 +31,9 @@ class ControlSetup:
     steps: tuple[frozenset[int], ...]  # per entry: the steps it acts in (its start..end share of the steps)
     rows: tuple[tuple[int, ...], ...]  # per region row of the masks (background prompt first): its entries
     factor: int  # units of `pictures` per latent pixel: the latent factor for pictures, 1 for latents
-    # Index tensors on the device, made once: per step and region row its active entries, padded with entry 0,
-    # (steps, R, most entries) long; the channels (1, C, 1, 1) and the units of one latent pixel (factor,)
-    table: torch.Tensor = field(init=False, repr=False, compare=False)
+    # Index tensors on the device, made once: per step, each region row's active entries padded with entry 0,
+    # (R, most entries) long; the channels (1, C, 1, 1) and the units of one latent pixel (factor,)
+    table: tuple[torch.Tensor, ...] = field(init=False, repr=False, compare=False)
     channels: torch.Tensor = field(init=False, repr=False, compare=False)
     units: torch.Tensor = field(init=False, repr=False, compare=False)
 
@@ -42,7 +42,7 @@ class ControlSetup:
         steps, most = max((max(s) + 1 for s in self.steps if s), default=0), max(map(len, self.rows), default=0)
         table = [[(*self.active(i, r), *(0,) * most)[:most] for r in range(regions)] for i in range(steps)]
         table = torch.tensor(table, dtype=torch.long, device=device).view(steps, regions, most)
-        object.__setattr__(self, "table", table)
+        object.__setattr__(self, "table", tuple(table))
         object.__setattr__(self, "channels", torch.arange(self.pictures.shape[1], device=device).view(1, -1, 1, 1))
         object.__setattr__(self, "units", torch.arange(self.factor, device=device))
 
@@ -72,8 +72,7 @@ def inputs(setup: ControlSetup | None, step: int, region: int, regions: torch.Te
     per ControlNet, whatever the items; crops are copied, not computed, so they equal slicing item by item."""
     if setup is None or not setup.active(step, region):
         return ()
-    rows, cols = (_in_units(line, setup) for line in lines)  # (B, h·f), (B, w·f)
-    rows, cols = rows[:, None, :, None], cols[:, None, None, :]
+    rows, cols = _in_units(lines[0], setup, (1, -1, 1)), _in_units(lines[1], setup, (1, 1, -1))
     slots = setup.table[step].index_select(0, regions).unbind(1)  # per ControlNet of the call: (B,) entries
     return tuple(
         ControlInput(setup.models[e], setup.pictures[entries.view(-1, 1, 1, 1), setup.channels, rows, cols],
@@ -82,8 +81,9 @@ def inputs(setup: ControlSetup | None, step: int, region: int, regions: torch.Te
     )
 
 
-def _in_units(line: torch.Tensor, setup: ControlSetup) -> torch.Tensor:
-    """(B, n) latent rows or columns -> (B, n·f) rows or columns of the source, f = `setup.factor` per latent pixel."""
-    if setup.factor == 1:
-        return line
-    return (line[:, :, None] * setup.factor + setup.units).flatten(1)
+def _in_units(line: torch.Tensor, setup: ControlSetup, shape: tuple[int, int, int]) -> torch.Tensor:
+    """(B, n) latent rows or columns -> the (B, n·f) rows or columns of the source (f = `setup.factor` units per
+    latent pixel), viewed as (B, *shape) to index the source's (channels, rows, columns)."""
+    if setup.factor > 1:
+        line = torch.add(setup.units, line.unsqueeze(-1), alpha=setup.factor)  # row·f + 0..f−1
+    return line.view(len(line), *shape)
