@@ -12,11 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from semanticdraw_cli.families.base import ControlInput
 from semanticdraw_cli.plan import Pair
+
+if TYPE_CHECKING:
+    from semanticdraw_cli.step_index import Lines
 
 
 @dataclass(frozen=True)
@@ -64,26 +68,25 @@ def call_key(setup: ControlSetup | None, step: int) -> Callable[[Pair], Hashable
 
 
 def inputs(setup: ControlSetup | None, step: int, region: int, regions: torch.Tensor,
-           lines: tuple[torch.Tensor, torch.Tensor]) -> tuple[ControlInput, ...]:
+           lines: Lines) -> tuple[ControlInput, ...]:
     """One `ControlInput` per ControlNet of a call whose items share region row `region`'s key at `step`: each
     item's crop of its own entry's source and that entry's weight. `regions` (B,) are the items' region rows and
-    `lines` their window rows (B, h) and columns (B, w) in latent pixels, rolled with the latent during
-    bootstrapping and modulo the canvas (`step_index.Group.lines`), on the device. A fixed number of operations
-    per ControlNet, whatever the items; crops are copied, not computed, so they equal slicing item by item."""
+    `lines` their window rows and columns in latent pixels, rolled with the latent during bootstrapping and
+    modulo the canvas (`step_index.Lines`), on the device. A fixed number of operations per ControlNet, whatever
+    the items; crops are copied, not computed, so they equal slicing item by item."""
     if setup is None or not setup.active(step, region):
         return ()
-    rows, cols = _in_units(lines[0], setup, (1, -1, 1)), _in_units(lines[1], setup, (1, 1, -1))
+    (items, height), width, f = lines.rows.shape, lines.cols.shape[1], setup.factor
+    rows = lines.rows if f == 1 else torch.add(setup.units, lines.rows.unsqueeze(-1), alpha=f)  # row·f + 0..f−1
+    rows = rows.view(items, 1, -1, 1)
+    if lines.runs:  # each crop row is one run of w·f values: index the source's runs by their first column
+        source, cols = setup.pictures.unfold(3, width * f, f), lines.cols[:, :1].view(items, 1, 1, 1)
+    else:  # runs of one latent pixel (f values) each
+        source, cols = setup.pictures.unflatten(3, (-1, f)), lines.cols.view(items, 1, 1, -1)
+    shape = (items, -1, height * f, width * f)
     slots = setup.table[step].index_select(0, regions).unbind(1)  # per ControlNet of the call: (B,) entries
     return tuple(
-        ControlInput(setup.models[e], setup.pictures[entries.view(-1, 1, 1, 1), setup.channels, rows, cols],
+        ControlInput(setup.models[e], source[entries.view(-1, 1, 1, 1), setup.channels, rows, cols].view(shape),
                      setup.weights.index_select(0, entries))
         for e, entries in zip(setup.active(step, region), slots)
     )
-
-
-def _in_units(line: torch.Tensor, setup: ControlSetup, shape: tuple[int, int, int]) -> torch.Tensor:
-    """(B, n) latent rows or columns -> the (B, n·f) rows or columns of the source (f = `setup.factor` units per
-    latent pixel), viewed as (B, *shape) to index the source's (channels, rows, columns)."""
-    if setup.factor > 1:
-        line = torch.add(setup.units, line.unsqueeze(-1), alpha=setup.factor)  # row·f + 0..f−1
-    return line.view(len(line), *shape)

@@ -82,7 +82,7 @@ def variant(setup: FusionSetup, region: int) -> Hashable:
 
 def conditioning(setup: FusionSetup, pairs: Sequence[Pair], step: int = 0, shifts: Sequence[tuple[int, int]] = (),
                  regions: torch.Tensor | None = None,
-                 lines: tuple[torch.Tensor, torch.Tensor] | None = None) -> Conditioning:
+                 lines: step_index.Lines | None = None) -> Conditioning:
     """What one call receives for these pairs (all of one variant and one set of ControlNets at `step`): each
     item's region's rows, and its control crops rolled by its bootstrap `shifts`. `regions` and `lines`: the pairs'
     region rows and window rows and columns, rolled (`step_index.Group`), as tensors on the device (the step loop
@@ -100,7 +100,7 @@ def conditioning(setup: FusionSetup, pairs: Sequence[Pair], step: int = 0, shift
 
 
 def _controls(setup: FusionSetup, pairs: Sequence[Pair], step: int, shifts: Sequence[tuple[int, int]],
-              regions: torch.Tensor, lines: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[ControlInput, ...]:
+              regions: torch.Tensor, lines: step_index.Lines | None) -> tuple[ControlInput, ...]:
     """The call's `ControlInput`s (none without ControlNets); `lines` made from the pairs when not given."""
     if setup.controls is None:
         return ()
@@ -198,13 +198,13 @@ def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tenso
     """One network call; padded with copies of the last item to the batch size when shapes must stay static."""
     count, extra = len(inputs), padding(len(inputs), batching)
     pairs, regions = list(group.pairs[part]), group.regions[part]
-    lines = tuple(side[part] for side in group.lines) if setup.controls is not None else None
+    lines = group.lines.part(part) if setup.controls is not None else None
     if extra:
         inputs = torch.cat([inputs, inputs[-1:].expand(extra, *inputs.shape[1:])])
         pairs = pairs + pairs[-1:] * extra
         regions = torch.cat([regions, regions[-1:].expand(extra)])
         if lines is not None:
-            lines = tuple(torch.cat([side, side[-1:].expand(extra, -1)]) for side in lines)
+            lines = lines.padded(extra)
     batching.padded, batching.calls = batching.padded + extra, batching.calls + 1
     x0 = denoiser.predict_x0(inputs, setup.table, step, conditioning(setup, pairs, step, (), regions, lines))
     return x0[:count] if extra else x0

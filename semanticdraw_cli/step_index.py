@@ -25,6 +25,25 @@ from semanticdraw_cli.tiles import Window
 
 
 @dataclass(frozen=True)
+class Lines:
+    """Items' window rows (B, h) and columns (B, w) of the latent canvas, long, each rolled with its item's latent
+    and modulo the canvas: where ControlNet crops are cut (control.inputs). `runs`: every item's columns go left
+    to right without a break (no column roll, no wrap across the edge), so each row of a crop is one run."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    runs: bool
+
+    def part(self, items: slice) -> Lines:
+        return Lines(self.rows[items], self.cols[items], self.runs)
+
+    def padded(self, extra: int) -> Lines:
+        """With `extra` copies of the last item, as a padded call has."""
+        rows, cols = (torch.cat([side, side[-1:].expand(extra, -1)]) for side in (self.rows, self.cols))
+        return Lines(rows, cols, self.runs)
+
+
+@dataclass(frozen=True)
 class Group:
     """Items of one step that may share a network call, in call order, with their gather/scatter indices."""
 
@@ -39,7 +58,7 @@ class Group:
     mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
     outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
-    lines: tuple[torch.Tensor, torch.Tensor]  # (G, h), (G, w) long: each item's (rolled) window rows and columns
+    lines: Lines  # each item's (rolled) window rows and columns
 
     def part(self, start: int, stop: int) -> Group:
         """Items start..stop of the group, as views of its tensors (one network call's share)."""
@@ -53,7 +72,7 @@ class Group:
         return Group(self.items[start:stop], self.pairs[start:stop], self.shifts[start:stop], self.shape,
                      self.pixels[start * per_item : stop * per_item], self.regions[start:stop], self.rows[start:stop],
                      self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside),
-                     (self.lines[0][start:stop], self.lines[1][start:stop]))
+                     self.lines.part(slice(start, stop)))
 
 
 @dataclass(frozen=True)
@@ -99,11 +118,12 @@ def window_lines(window: Window, height: int, width: int,
 
 
 def lines_of(windows: Sequence[Window], shifts: Sequence[tuple[int, int]], height: int, width: int,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, h) rows and (B, w) columns of windows of one shape, rolled by `shifts` (empty: none), on `device`."""
+             device: torch.device) -> Lines:
+    """The rows and columns of windows of one shape, rolled by `shifts` (empty: none), on `device`."""
     rolls = shifts or [(0, 0)] * len(windows)
     lines = [window_lines(window, height, width, shift) for window, shift in zip(windows, rolls)]
-    return tuple(torch.from_numpy(np.stack(side)).to(device) for side in zip(*lines))
+    rows, cols = (torch.from_numpy(np.stack(side)).to(device) for side in zip(*lines))
+    return Lines(rows, cols, all(dx == 0 and w.right <= width for w, (_, dx) in zip(windows, rolls)))
 
 
 def build(

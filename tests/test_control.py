@@ -218,9 +218,11 @@ def dispatched_ops(function) -> int:
 
 
 @pytest.mark.parametrize("factor", [8, 1])
-def test_a_calls_conditioning_takes_as_many_operations_for_16_items_as_for_2(factor):
+@pytest.mark.parametrize("shift", [(0, 0), (2, 3)])
+def test_a_calls_conditioning_takes_as_many_operations_for_16_items_as_for_2(factor, shift):
     """Crops, scales and prompt rows of a call with two ControlNets, its items on two regions with different
-    "edges" pictures: the same number of dispatched operations whatever the number of items."""
+    "edges" pictures: the same number of dispatched operations whatever the number of items, with crop rows cut
+    as whole runs of the source or, rolled, as runs of one latent pixel."""
     setup, _ = random_layout(4, factor, False, 0)
     height, width = setup.masks.shape[-2:]
     windows = [Window(int(t), int(l), 12, 12) for t, l in zip(np.arange(16) % 9, np.arange(16) % 17)]
@@ -228,7 +230,8 @@ def test_a_calls_conditioning_takes_as_many_operations_for_16_items_as_for_2(fac
     for items in (2, 16):
         pairs = [Pair(window, 1 + n % 2) for n, window in enumerate(windows[:items])]
         regions = torch.tensor([p.region for p in pairs])
-        lines = lines_of([p.window for p in pairs], (), height, width, torch.device("cpu"))
+        lines = lines_of([p.window for p in pairs], [shift] * items, height, width, torch.device("cpu"))
+        assert lines.runs == (shift == (0, 0))
         items_of = conditioning(setup, pairs, 1, (), regions, lines)
         assert [c.image.shape[0] for c in items_of.controls] == [items, items]
         counts.append(dispatched_ops(lambda: conditioning(setup, pairs, 1, (), regions, lines)))
