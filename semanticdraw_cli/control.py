@@ -35,11 +35,12 @@ class ControlSetup:
     steps: tuple[frozenset[int], ...]  # per entry: the steps it acts in (its start..end share of the steps)
     rows: tuple[tuple[int, ...], ...]  # per region row of the masks (background prompt first): its entries
     factor: int  # units of `pictures` per latent pixel: the latent factor for pictures, 1 for latents
-    # Index tensors on the device, made once: per step, each region row's active entries padded with entry 0,
-    # (R, most entries) long; the channels (1, C, 1, 1) and the units of one latent pixel (factor,)
+    # Made once, long on the device: per step, each region row's active entries padded with entry 0, (R, most);
+    # where each entry's channel starts in `pictures` and each latent row's source rows start, (E, C) and (h, f),
+    # counted in runs of `factor` values (a crop row starts at a latent column: a whole run)
     table: tuple[torch.Tensor, ...] = field(init=False, repr=False, compare=False)
-    channels: torch.Tensor = field(init=False, repr=False, compare=False)
-    units: torch.Tensor = field(init=False, repr=False, compare=False)
+    planes: torch.Tensor = field(init=False, repr=False, compare=False)
+    line_starts: torch.Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         device, regions = self.weights.device, len(self.rows)
@@ -47,8 +48,11 @@ class ControlSetup:
         table = [[(*self.active(i, r), *(0,) * most)[:most] for r in range(regions)] for i in range(steps)]
         table = torch.tensor(table, dtype=torch.long, device=device).view(steps, regions, most)
         object.__setattr__(self, "table", tuple(table))
-        object.__setattr__(self, "channels", torch.arange(self.pictures.shape[1], device=device).view(1, -1, 1, 1))
-        object.__setattr__(self, "units", torch.arange(self.factor, device=device))
+        entries, channels, height, width = self.pictures.shape
+        runs = width // self.factor  # runs of `factor` values per source row
+        planes = torch.arange(entries * channels, device=device).view(entries, channels) * (height * runs)
+        object.__setattr__(self, "planes", planes)
+        object.__setattr__(self, "line_starts", torch.arange(height, device=device).view(-1, self.factor) * runs)
 
     def active(self, step: int, region: int) -> tuple[int, ...]:
         """The entries a pair of this region runs through at this step, in order."""
@@ -77,16 +81,21 @@ def inputs(setup: ControlSetup | None, step: int, region: int, regions: torch.Te
     if setup is None or not setup.active(step, region):
         return ()
     (items, height), width, f = lines.rows.shape, lines.cols.shape[1], setup.factor
-    rows = lines.rows if f == 1 else torch.add(setup.units, lines.rows.unsqueeze(-1), alpha=f)  # row·f + 0..f−1
-    rows = rows.view(items, 1, -1, 1)
-    if lines.runs:  # each crop row is one run of w·f values: index the source's runs by their first column
-        source, cols = setup.pictures.unfold(3, width * f, f), lines.cols[:, :1].view(items, 1, 1, 1)
-    else:  # runs of one latent pixel (f values) each
-        source, cols = setup.pictures.unflatten(3, (-1, f)), lines.cols.view(items, 1, 1, -1)
-    shape = (items, -1, height * f, width * f)
+    # Each crop row is read as runs of the flat source: one run of w·f values where the columns go left to right
+    # unbroken, else w runs of f; `starts` counts in runs of f values, as `planes` and `line_starts` do
+    length, cols = (width * f, lines.cols[:, :1]) if lines.runs else (f, lines.cols)
+    runs = setup.pictures.as_strided(((setup.pictures.numel() - length) // f + 1, length), (f, 1))
+    rows = setup.line_starts.index_select(0, lines.rows.view(-1)).view(items, 1, height * f, 1)
+    starts = rows + cols.view(items, 1, 1, -1)  # (B, 1, h·f, runs per row)
     slots = setup.table[step].index_select(0, regions).unbind(1)  # per ControlNet of the call: (B,) entries
+    shape = (items, -1, height * f, width * f)
     return tuple(
-        ControlInput(setup.models[e], source[entries.view(-1, 1, 1, 1), setup.channels, rows, cols].view(shape),
+        ControlInput(setup.models[e], _cut(runs, setup.planes.index_select(0, entries), starts, shape),
                      setup.weights.index_select(0, entries))
         for e, entries in zip(setup.active(step, region), slots)
     )
+
+
+def _cut(runs: torch.Tensor, planes: torch.Tensor, starts: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The crops (B, C, h·f, w·f): the runs at `starts` (B, 1, h·f, n) of each item's channel planes (B, C)."""
+    return runs.index_select(0, (planes.view(len(planes), -1, 1, 1) + starts).view(-1)).view(shape)
