@@ -48,6 +48,7 @@ class ControlSetup:
         table = [[(*self.active(i, r), *(0,) * most)[:most] for r in range(regions)] for i in range(steps)]
         table = torch.tensor(table, dtype=torch.long, device=device).view(steps, regions, most)
         object.__setattr__(self, "table", tuple(table))
+        object.__setattr__(self, "pictures", self.pictures.contiguous())  # read as runs of its flat storage
         entries, channels, height, width = self.pictures.shape
         runs = width // self.factor  # runs of `factor` values per source row
         planes = torch.arange(entries * channels, device=device).view(entries, channels) * (height * runs)

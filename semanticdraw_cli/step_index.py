@@ -35,6 +35,7 @@ class Lines:
     runs: bool
 
     def part(self, items: slice) -> Lines:
+        """These items' lines (views)."""
         return Lines(self.rows[items], self.cols[items], self.runs)
 
     def padded(self, extra: int) -> Lines:
