@@ -3,6 +3,7 @@
     python benchmarks/host_ops.py                        # this checkout: Irworobongdo 1280×768 and a 4096² scene
     python benchmarks/host_ops.py --baseline 4bed6a2     # the same on an earlier commit, side by side, one run
     python benchmarks/host_ops.py --canvas 640x384       # other canvases (Irworobongdo's shapes stretched)
+    python benchmarks/host_ops.py --canvas 1280x768 --control   # with a whole-canvas ControlNet (its crops)
 
 The denoiser returns its input (no network work), so what is left is the sampler's own gathering,
 masking, rolling, leak weighting and scattering: on a GPU each operation is a dispatch and a kernel
@@ -21,8 +22,10 @@ the CPU it does so call by call, as prepared for a CPU (`FusionSetup.whole_group
 process's CPU seconds (`time.process_time`, one thread), so another process on the machine inflates them
 less than wall time. `floor_seconds` bounds any step loop on this CPU from below: the noise the step draws
 and one contiguous copy of its items' windows in and out, with no indexing or arithmetic at all.
-A baseline commit is checked out with `git worktree` into a temporary folder and measured by this
-script in a process whose code comes from that tree.
+`--control` adds a whole-canvas `tiny` ControlNet on a line drawing: the free denoiser ignores it, but
+each call's conditioning, its crops included, is made in the step and counted (written to
+host-ops-control-cpu-tiny-<cpu>-2c.json). A baseline commit is checked out with `git worktree` into a
+temporary folder and measured by this script in a process whose code comes from that tree.
 """
 
 from __future__ import annotations
@@ -52,14 +55,19 @@ class FreeDenoiser:
         return x
 
 
-def scene_of(width: int, height: int):
+def scene_of(width: int, height: int, control: bool = False):
     from semanticdraw_cli.scene.loader import load_scene
+    from semanticdraw_cli.scene.types import Control
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
+    from control import edges
     from run import IRWOROBONGDO, scaled_shapes
 
     scene = load_scene(IRWOROBONGDO, ["model.checkpoint=tiny", f"canvas.width={width}", f"canvas.height={height}"])
-    return scaled_shapes(scene, width / 1280, height / 768)
+    scene = scaled_shapes(scene, width / 1280, height / 768)
+    if control:
+        scene = dataclasses.replace(scene, control=(Control("tiny", None, image_array=edges(width, height)),))
+    return scene
 
 
 def count_ops(events) -> tuple[int, int]:
@@ -84,6 +92,11 @@ def on_meta(setup):
         uncond=None if setup.uncond is None else {k: meta(v) for k, v in setup.uncond.items()},
         pull_to_fill=None if setup.pull_to_fill is None else tuple(meta(p) for p in setup.pull_to_fill),
     )
+    if getattr(setup, "controls", None) is not None:  # its index tensors made again on the meta device
+        pictures = setup.controls.pictures
+        pictures = tuple(map(meta, pictures)) if isinstance(pictures, tuple) else meta(pictures)
+        weights = meta(setup.controls.weights)
+        changes["controls"] = dataclasses.replace(setup.controls, pictures=pictures, weights=weights)
     if "index" in {f.name for f in dataclasses.fields(setup)}:
         changes["index"] = None  # built again from the meta tensors, inside the first step (not counted)
         changes["whole_groups"] = True  # as prepared for CUDA
@@ -182,7 +195,7 @@ def measure_setup(prepared, setup, repeats: int) -> dict:
                                                      dispatch_seconds(prepared, setup, repeats)))}
 
 
-def measure_tree(repeats: int, canvases: list[str]) -> dict:
+def measure_tree(repeats: int, canvases: list[str], control: bool = False) -> dict:
     """Every canvas at both batch sizes, with the code importable now (this checkout or a baseline's)."""
     import torch
 
@@ -192,8 +205,8 @@ def measure_tree(repeats: int, canvases: list[str]) -> dict:
     renderer, rows = Renderer(device="cpu"), {}
     for canvas in canvases:
         width, height = (int(side) for side in canvas.split("x"))
-        name = f"irworobongdo {canvas}"
-        prepared = renderer.prepare(scene_of(width, height))
+        name = f"irworobongdo {canvas}" + (" control" if control else "")
+        prepared = renderer.prepare(scene_of(width, height, control))
         every = max(len(pairs) for pairs in prepared.setup.plan) * len(prepared.seeds)
         for label, size in (("max_batch 8", 8), ("max_batch all", every)):
             setup = dataclasses.replace(prepared.setup, max_batch=size)
@@ -215,13 +228,13 @@ def commit_of(tree: Path) -> str:
                           text=True, check=True).stdout.strip()
 
 
-def measure_in(tree: Path, repeats: int, canvases: list[str]) -> dict:
+def measure_in(tree: Path, repeats: int, canvases: list[str], control: bool = False) -> dict:
     """This script's measuring part in a process that imports `tree`'s code."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "rows.json"
         env = {**os.environ, "PYTHONPATH": str(tree)}
         subprocess.run([sys.executable, __file__, "--measure-only", str(out), "--repeats", str(repeats),
-                        "--canvas", *canvases], env=env, check=True)
+                        "--canvas", *canvases, *(["--control"] if control else [])], env=env, check=True)
         return json.loads(out.read_text())
 
 
@@ -230,24 +243,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", help="an earlier commit to measure in the same run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--canvas", nargs="+", default=list(CANVASES), help="WIDTHxHEIGHT of each scene")
+    parser.add_argument("--control", action="store_true", help="with a whole-canvas tiny ControlNet")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--measure-only", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure_only:
-        args.measure_only.write_text(json.dumps(measure_tree(args.repeats, args.canvas)))
+        args.measure_only.write_text(json.dumps(measure_tree(args.repeats, args.canvas, args.control)))
         return 0
     from semanticdraw_cli.report import cpu_name
 
     result = {"benchmark": "host_ops", "machine": {"cpu": cpu_name(), "threads": 1}, "target_ops": TARGET_OPS,
-              "trees": {}}
-    result["trees"]["current"] = {"commit": commit_of(ROOT), "rows": measure_in(ROOT, args.repeats, args.canvas)}
+              "control": args.control, "trees": {}}
+    result["trees"]["current"] = {"commit": commit_of(ROOT),
+                                  "rows": measure_in(ROOT, args.repeats, args.canvas, args.control)}
     if args.baseline:
         with tempfile.TemporaryDirectory() as scratch:
             tree = Path(scratch) / "baseline"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), args.baseline],
                            check=True, capture_output=True)
             try:
-                result["trees"]["baseline"] = {"commit": commit_of(tree), "rows": measure_in(tree, args.repeats, args.canvas)}
+                result["trees"]["baseline"] = {"commit": commit_of(tree),
+                                               "rows": measure_in(tree, args.repeats, args.canvas, args.control)}
             finally:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], check=True)
         current, baseline = result["trees"]["current"]["rows"], result["trees"]["baseline"]["rows"]
@@ -261,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     for tree in result["trees"].values():
         for row in tree["rows"].values():
             row["within_target"] = max(row["meta_ops_per_step"]) <= TARGET_OPS
-    out = args.out or RESULTS / f"host-ops-cpu-tiny-{slug(result['machine']['cpu'])}-2c.json"
+    kind = "host-ops-control" if args.control else "host-ops"
+    out = args.out or RESULTS / f"{kind}-cpu-tiny-{slug(result['machine']['cpu'])}-2c.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

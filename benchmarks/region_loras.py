@@ -74,8 +74,8 @@ def mixed_batches():
     chunks, conditioning, activate = step_index.chunks, fusion.conditioning, region_loras.activate
     hooks: list = []
 
-    def mixed_conditioning(setup, pairs, step=0, shifts=(), regions=None):
-        items = conditioning(setup, pairs, step, shifts, regions)
+    def mixed_conditioning(setup, pairs, step=0, shifts=(), regions=None, lines=None):
+        items = conditioning(setup, pairs, step, shifts, regions, lines)
         per_item = Mixed(setup.variants[p.region] if setup.variants else None for p in pairs)
         return dataclasses.replace(items, variant=per_item)
 

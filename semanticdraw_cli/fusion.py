@@ -15,7 +15,7 @@ import torch
 
 from semanticdraw_cli import control, step_index, window_views
 from semanticdraw_cli.batching import Batching, padding
-from semanticdraw_cli.families.base import Conditioning, Denoiser, Embeddings
+from semanticdraw_cli.families.base import Conditioning, ControlInput, Denoiser, Embeddings
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.region_sampling import RegionNoise
 from semanticdraw_cli.schedule import StepTable, draw, renoise
@@ -81,10 +81,12 @@ def variant(setup: FusionSetup, region: int) -> Hashable:
 
 
 def conditioning(setup: FusionSetup, pairs: Sequence[Pair], step: int = 0, shifts: Sequence[tuple[int, int]] = (),
-                 regions: torch.Tensor | None = None) -> Conditioning:
+                 regions: torch.Tensor | None = None,
+                 lines: step_index.Lines | None = None) -> Conditioning:
     """What one call receives for these pairs (all of one variant and one set of ControlNets at `step`): each
-    item's region's rows, and its control crops rolled by its bootstrap `shifts`. `regions`: the pairs' region
-    rows as a tensor on the device (the step loop has them in its index); None: made from `pairs`."""
+    item's region's rows, and its control crops rolled by its bootstrap `shifts`. `regions` and `lines`: the pairs'
+    region rows and window rows and columns, rolled (`step_index.Group`), as tensors on the device (the step loop
+    has them in its index); None: made from `pairs` and `shifts`."""
     if regions is None:
         regions = torch.tensor([p.region for p in pairs], device=setup.guidance.device)
     return Conditioning(
@@ -93,8 +95,19 @@ def conditioning(setup: FusionSetup, pairs: Sequence[Pair], step: int = 0, shift
         guidance=setup.guidance.index_select(0, regions),
         windows=[p.window for p in pairs],
         variant=variant(setup, pairs[0].region),
-        controls=control.inputs(setup.controls, step, pairs, shifts),
+        controls=_controls(setup, pairs, step, shifts, regions, lines),
     )
+
+
+def _controls(setup: FusionSetup, pairs: Sequence[Pair], step: int, shifts: Sequence[tuple[int, int]],
+              regions: torch.Tensor, lines: step_index.Lines | None) -> tuple[ControlInput, ...]:
+    """The call's `ControlInput`s (none without ControlNets); `lines` made from the pairs when not given."""
+    if setup.controls is None:
+        return ()
+    if lines is None:
+        windows = [p.window for p in pairs]
+        lines = step_index.lines_of(windows, shifts, *setup.masks.shape[-2:], regions.device)
+    return control.inputs(setup.controls, step, pairs[0].region, regions, lines)
 
 
 def build_index(setup: FusionSetup, images: int) -> step_index.StepIndex:
@@ -187,13 +200,16 @@ def _call(denoiser: Denoiser, setup: FusionSetup, step: int, inputs: torch.Tenso
           batching: Batching) -> torch.Tensor:
     """One network call; padded with copies of the last item to the batch size when shapes must stay static."""
     count, extra = len(inputs), padding(len(inputs), batching)
-    pairs, shifts, regions = list(group.pairs[part]), list(group.shifts[part]), group.regions[part]
+    pairs, regions = list(group.pairs[part]), group.regions[part]
+    lines = group.lines.part(part) if setup.controls is not None else None
     if extra:
         inputs = torch.cat([inputs, inputs[-1:].expand(extra, *inputs.shape[1:])])
-        pairs, shifts = pairs + pairs[-1:] * extra, shifts + shifts[-1:] * extra
+        pairs = pairs + pairs[-1:] * extra
         regions = torch.cat([regions, regions[-1:].expand(extra)])
+        if lines is not None:
+            lines = lines.padded(extra)
     batching.padded, batching.calls = batching.padded + extra, batching.calls + 1
-    x0 = denoiser.predict_x0(inputs, setup.table, step, conditioning(setup, pairs, step, shifts, regions))
+    x0 = denoiser.predict_x0(inputs, setup.table, step, conditioning(setup, pairs, step, (), regions, lines))
     return x0[:count] if extra else x0
 
 

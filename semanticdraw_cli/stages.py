@@ -264,7 +264,8 @@ def control_setup(scene: Scene, adapter: FamilyAdapter, cache: StageCache, steps
         rows.insert(0, tuple(range(len(shared))))
     return ControlSetup(
         models=tuple(e.model for e in entries),
-        pictures=tuple(source for source, _ in sources),
+        # one entry: its cached source itself (a view), not a copy of it beside the cache's
+        pictures=sources[0][0].unsqueeze(0) if len(sources) == 1 else torch.stack([source for source, _ in sources]),
         weights=torch.tensor([e.weight for e in entries], dtype=torch.float32, device=device),
         steps=tuple(active_steps(e.start, e.end, steps) for e in entries),
         rows=tuple(rows),

@@ -7,7 +7,8 @@ item's canvas pixels as flat indices into the canvas latent. Mask-centering boot
 where the un-rolled window has ((r − dy) mod h, (c − dx) mod w), so gathering the inputs rolls them and
 scattering x0 back through the same index rolls it back. Wrapped canvases (`canvas.wrap`) are the same
 index taken modulo the canvas size. The item's quantized mask and tile weight are gathered at those
-pixels here, so the step multiplies and scatters whole groups at once.
+pixels here, so the step multiplies and scatters whole groups at once. Each item's window rows and columns,
+rolled and modulo the canvas the same way, let ControlNet crops be cut for a whole call at once (control.inputs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,26 @@ import torch
 from semanticdraw_cli.batching import Item, chunks
 from semanticdraw_cli.plan import Pair
 from semanticdraw_cli.tiles import Window
+
+
+@dataclass(frozen=True)
+class Lines:
+    """Items' window rows (B, h) and columns (B, w) of the latent canvas, long, each rolled with its item's latent
+    and modulo the canvas: where ControlNet crops are cut (control.inputs). `runs`: every item's columns go left
+    to right without a break (no column roll, no wrap across the edge), so each row of a crop is one run."""
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    runs: bool
+
+    def part(self, items: slice) -> Lines:
+        """These items' lines (views)."""
+        return Lines(self.rows[items], self.cols[items], self.runs)
+
+    def padded(self, extra: int) -> Lines:
+        """With `extra` copies of the last item, as a padded call has."""
+        rows, cols = (torch.cat([side, side[-1:].expand(extra, -1)]) for side in (self.rows, self.cols))
+        return Lines(rows, cols, self.runs)
 
 
 @dataclass(frozen=True)
@@ -38,6 +59,7 @@ class Group:
     mask: torch.Tensor | None  # (G, 1, h, w) float32: the quantized mask alone (bootstrap steps; else None)
     tile: torch.Tensor | None  # (G, 1, h, w) float32: the tile weight alone (bootstrap steps; else None)
     outside: torch.Tensor | None  # (G, 1, h, w) float32: 1 − mask (bootstrap steps; else None)
+    lines: Lines  # each item's (rolled) window rows and columns
     # Each item's window's top-left pixel, image·H·W + top·W + left, where the window lies inside the canvas (does
     # not wrap), which a CPU gathers and scatters through strided views (`window_views`); None: only `pixels` say
     corners: tuple[int | None, ...] = ()
@@ -59,7 +81,7 @@ class Group:
         return Group(self.items[start:stop], self.pairs[start:stop], self.shifts[start:stop], self.shape,
                      self.pixels[start * per_item : stop * per_item], self.regions[start:stop], self.rows[start:stop],
                      self.weight[start:stop], cut(self.mask), cut(self.tile), cut(self.outside),
-                     self.corners[start:stop])
+                     self.lines.part(slice(start, stop)), self.corners[start:stop])
 
 
 @dataclass(frozen=True)
@@ -95,9 +117,25 @@ def centring_shift(mask: np.ndarray | torch.Tensor) -> tuple[int, int]:
 def window_pixels(window: Window, height: int, width: int, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
     """(h, w) flat canvas indices row·W + col of a window's pixels (modulo the canvas: wrapped windows), rolled
     by `shift` as `torch.roll(window, shift)` rolls the window's contents."""
+    rows, cols = window_lines(window, height, width, shift)
+    return rows[:, None] * width + cols[None, :]
+
+
+def window_lines(window: Window, height: int, width: int,
+                 shift: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+    """(h,) canvas rows and (w,) columns of a window (modulo the canvas), each rolled by its part of `shift`."""
     rows = np.roll(np.arange(window.top, window.bottom) % height, shift[0])
     cols = np.roll(np.arange(window.left, window.right) % width, shift[1])
-    return rows[:, None] * width + cols[None, :]
+    return rows, cols
+
+
+def lines_of(windows: Sequence[Window], shifts: Sequence[tuple[int, int]], height: int, width: int,
+             device: torch.device) -> Lines:
+    """The rows and columns of windows of one shape, rolled by `shifts` (empty: none), on `device`."""
+    rolls = shifts or [(0, 0)] * len(windows)
+    lines = [window_lines(window, height, width, shift) for window, shift in zip(windows, rolls)]
+    rows, cols = (torch.from_numpy(np.stack(side)).to(device) for side in zip(*lines))
+    return Lines(rows, cols, all(dx == 0 and w.right <= width for w, (_, dx) in zip(windows, rolls)))
 
 
 def build(
@@ -152,8 +190,9 @@ def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int,
     mask = planes[torch.tensor(regions, device=device)[:, None], at].view(len(items), 1, *local.shape[1:])
     tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
     rows = torch.tensor([k * len(pairs) + j for k, j in items])
+    lines = lines_of([p.window for p in chosen], rolls, height, width, device)
     corners = tuple((k * height + p.window.top) * width + p.window.left if p.window.bottom <= height
                     and p.window.right <= width else None for (k, _), p in zip(items, chosen))
     return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
                  torch.tensor(regions, device=device), rows, mask * tile,
-                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)), corners)
+                 *((mask, tile, 1.0 - mask) if bootstrapping else (None, None, None)), lines, corners)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from semanticdraw_cli.control import ControlSetup, active_steps, call_key
-from semanticdraw_cli.fusion import FusionSetup, sample
-from semanticdraw_cli.step_index import centring_shift
+from semanticdraw_cli.fusion import FusionSetup, conditioning, sample
+from semanticdraw_cli.step_index import centring_shift, lines_of, window_pixels
 from semanticdraw_cli.plan import Pair, planned_steps
 from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import Window, tile_grid
@@ -60,7 +62,7 @@ def setup_for(controls: ControlSetup | None, bootstrap_steps: int = 0, max_batch
 def controls(rows, models=("edges",), weights=(1.0,), steps=None) -> ControlSetup:
     count = len(models)
     return ControlSetup(
-        models=tuple(models), pictures=tuple(picture(32, 80, e) for e in range(count)),
+        models=tuple(models), pictures=torch.stack([picture(32, 80, e) for e in range(count)]),
         weights=torch.tensor(weights), steps=steps or (frozenset(range(TABLE.steps)),) * count, rows=rows,
         factor=FACTOR,
     )
@@ -134,3 +136,103 @@ def test_call_key_names_the_controlnets_a_pair_runs():
     assert key(Pair(Window(0, 0, 8, 8), 1)) == ("edges", "depth")
     assert call_key(None, 0) is None
     assert dataclasses.replace(setup, steps=(frozenset(), frozenset({0}))).active(0, 1) == (1,)
+
+
+def random_layout(seed: int, factor: int, wrap: bool, bootstrap_steps: int, max_batch: int = 5):
+    """Three random rectangles and a background row on a 20×28 latent, tile 12, stride 6 (wrapped or not), with a
+    whole-canvas "depth" entry for every row and one "edges" entry per region 1 and 2, each on its own random
+    source: a picture at `factor` units per latent pixel, or a 16-channel latent at 1. Calls padded."""
+    rng = np.random.default_rng(seed)
+    height, width, regions = 20, 28, 4
+    masks = np.zeros((TABLE.steps, regions, height, width), np.float32)
+    masks[:, 0] = 1.0
+    for r in range(1, regions):
+        top, left = rng.integers(0, height - 4), rng.integers(0, width - 4)
+        masks[:, r, top : top + rng.integers(3, 10), left : left + rng.integers(3, 14)] = 1.0
+    grid = tile_grid(height, width, 12, 6, (wrap, wrap))
+    plans, weights = planned_steps(masks, grid, "default", 12, torch.device("cpu"))
+    channels = 3 if factor > 1 else 16
+    sources = torch.from_numpy(rng.random((3, channels, height * factor, width * factor)).astype(np.float32))
+    controls = ControlSetup(models=("depth", "edges", "edges"), pictures=sources, weights=torch.tensor([0.5, 1.0, 1.5]),
+                            steps=(frozenset(range(TABLE.steps)),) * 3, rows=((0,), (0, 1), (0, 2), (0,)), factor=factor)
+    setup = FusionSetup(
+        table=TABLE, masks=torch.from_numpy(masks), plan=plans, weights=weights,
+        cond={"id": torch.arange(regions, dtype=torch.float32)[:, None].expand(regions, 4).clone()}, uncond=None,
+        guidance=torch.ones(regions), fill=torch.zeros(1, 4, 1, 1), white=torch.ones(1, 4, 1, 1), base=None,
+        bootstrap_steps=bootstrap_steps, bootstrap_mix=1.0, leak_sensitivity=0.2, max_batch=max_batch,
+        pairs_total=len(grid) * regions, controls=controls, pad_batches=True,
+    )
+    return setup, initial_latents((4, height, width), [torch.Generator().manual_seed(seed)], TABLE, None)
+
+
+def per_item_crop(setup: FusionSetup, step: int, window: Window, region: int, entry: int) -> torch.Tensor:
+    """The reference: the item's window of its entry's source, one item at a time (modulo the canvas), rolled as
+    its latent by its centring shift during bootstrapping."""
+    height, width = setup.masks.shape[-2:]
+    f = setup.controls.factor
+    shift = (0, 0)
+    if step < setup.bootstrap_steps:
+        shift = centring_shift(setup.masks[step, region].reshape(-1)[window_pixels(window, height, width)] > 0)
+    rows = np.arange(window.top * f, window.bottom * f) % (height * f)
+    cols = np.arange(window.left * f, window.right * f) % (width * f)
+    crop = setup.controls.pictures[entry][:, rows][:, :, cols]
+    return torch.roll(crop, (shift[0] * f, shift[1] * f), dims=(-2, -1))
+
+
+@pytest.mark.parametrize("factor", [8, 1])
+@pytest.mark.parametrize("wrap", [False, True])
+@pytest.mark.parametrize("bootstrap_steps", [0, 1])
+def test_a_calls_crops_equal_cutting_them_item_by_item(factor, wrap, bootstrap_steps):
+    """Every call's crops (two entries of "edges" on different regions, padding, rolls, wrapped windows) are bit
+    for bit the per-item slices of each item's own entry, and its scales that entry's weight."""
+    setup, x = random_layout(3, factor, wrap, bootstrap_steps)
+    recorder, _ = run(setup, x)
+    height, width = setup.masks.shape[-2:]
+    padded = mixed = crossing = rolled = 0
+    for step, windows, ids, items_controls in recorder.calls:
+        regions = [int(r) for r in ids]
+        entries = [setup.controls.active(step, r) for r in regions]
+        assert [c.model for c in items_controls] == [setup.controls.models[e] for e in entries[0]]
+        for slot, control in enumerate(items_controls):
+            assert control.image.is_contiguous()
+            for n, (window, region) in enumerate(zip(windows, regions)):
+                expected = per_item_crop(setup, step, window, region, entries[n][slot])
+                assert torch.equal(control.image[n], expected)
+                assert control.scale[n] == setup.controls.weights[entries[n][slot]]
+                rolled += not torch.equal(expected, per_item_crop(dataclasses.replace(setup, bootstrap_steps=0),
+                                                                  step, window, region, entries[n][slot]))
+        padded += len(windows) == setup.max_batch and len(set(zip(windows, regions))) < len(windows)
+        mixed += {1, 2} <= set(regions)
+        crossing += any(w.bottom > height or w.right > width for w in windows)
+    assert padded and mixed  # the cases this test is for did occur
+    assert bool(crossing) == wrap and bool(rolled) == (bootstrap_steps > 0)
+
+
+def dispatched_ops(function) -> int:
+    """The aten operations `function()` calls from Python (each one dispatch), not counting those they call."""
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        function()
+    aten = [e for e in profiler.events() if e.name.startswith("aten::")]
+    nested = {id(child) for e in aten for child in e.cpu_children if child.name.startswith("aten::")}
+    return sum(1 for e in aten if id(e) not in nested)
+
+
+@pytest.mark.parametrize("factor", [8, 1])
+@pytest.mark.parametrize("shift", [(0, 0), (2, 3)])
+def test_a_calls_conditioning_takes_as_many_operations_for_16_items_as_for_2(factor, shift):
+    """Crops, scales and prompt rows of a call with two ControlNets, its items on two regions with different
+    "edges" pictures: the same number of dispatched operations whatever the number of items, with crop rows cut
+    as whole runs of the source or, rolled, as runs of one latent pixel."""
+    setup, _ = random_layout(4, factor, False, 0)
+    height, width = setup.masks.shape[-2:]
+    windows = [Window(int(t), int(l), 12, 12) for t, l in zip(np.arange(16) % 9, np.arange(16) % 17)]
+    counts = []
+    for items in (2, 16):
+        pairs = [Pair(window, 1 + n % 2) for n, window in enumerate(windows[:items])]
+        regions = torch.tensor([p.region for p in pairs])
+        lines = lines_of([p.window for p in pairs], [shift] * items, height, width, torch.device("cpu"))
+        assert lines.runs == (shift == (0, 0))
+        items_of = conditioning(setup, pairs, 1, (), regions, lines)
+        assert [c.image.shape[0] for c in items_of.controls] == [items, items]
+        counts.append(dispatched_ops(lambda: conditioning(setup, pairs, 1, (), regions, lines)))
+    assert counts[0] == counts[1] > 0

@@ -12,7 +12,7 @@ from semanticdraw_cli.fusion import FusionSetup, build_index, sample
 from semanticdraw_cli.masks import uncovered
 from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.schedule import StepTable, initial_latents
-from semanticdraw_cli.step_index import window_pixels
+from semanticdraw_cli.step_index import lines_of, window_pixels
 from semanticdraw_cli.tiles import Window, tile_grid
 from tests.per_pair_fusion import sample_per_pair
 
@@ -113,6 +113,23 @@ def test_window_pixels_roll_like_torch_roll_and_wrap_modulo_the_canvas():
     pixels = torch.from_numpy(window_pixels(window, 6, 10, (1, -2)))
     rows, cols = torch.arange(2, 6) % 6, torch.arange(7, 12) % 10
     assert torch.equal(canvas.view(-1)[pixels], torch.roll(canvas[rows][:, cols], (1, -2), dims=(0, 1)))
+
+
+
+def test_lines_are_the_window_pixels_rows_and_columns_and_say_when_columns_run_unbroken():
+    """A window's lines index the same pixels as `window_pixels`; its columns run unbroken unless rolled
+    sideways or wrapped across the edge (a vertical roll keeps them), and a padded part repeats the last item."""
+    windows = [Window(2, 7, 4, 5), Window(0, 1, 4, 5)]
+    for shifts, runs in (((), False), ([(1, 0), (0, 0)], False), ([(0, 2), (0, 0)], False)):
+        lines = lines_of(windows, shifts, 6, 10, torch.device("cpu"))
+        for n, window in enumerate(windows):
+            expected = window_pixels(window, 6, 10, shifts[n] if shifts else (0, 0))
+            assert np.array_equal(lines.rows[n].numpy()[:, None] * 10 + lines.cols[n].numpy()[None, :], expected)
+        assert lines.runs is runs  # the first window crosses the right edge
+    assert lines_of(windows[1:], [(3, 0)], 6, 10, torch.device("cpu")).runs
+    assert not lines_of(windows[1:], [(0, 1)], 6, 10, torch.device("cpu")).runs
+    padded = lines.part(slice(0, 1)).padded(2)
+    assert torch.equal(padded.rows, lines.rows[[0, 0, 0]]) and torch.equal(padded.cols, lines.cols[[0, 0, 0]])
 
 
 @pytest.mark.parametrize("whole", [True, False])

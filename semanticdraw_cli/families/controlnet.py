@@ -134,7 +134,8 @@ class UNetControl:
     def control_source(self, reference: str, rgb: np.ndarray) -> tuple[torch.Tensor, int]:
         """What a ControlNet's crops are cut from: the picture itself, (3, H, W) float32 in [0, 1] on the device,
         at `latent_factor` canvas pixels per latent pixel of a window."""
-        return torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float() / 255.0, self.latent_factor
+        picture = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float() / 255.0
+        return picture.contiguous(), self.latent_factor  # contiguous: crops read it as runs of its storage
 
     def control_residuals(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, controls: Sequence[ControlInput],
                           added: dict | None = None) -> dict:
