@@ -10,11 +10,13 @@ processors differ and live in `flux_ip_adapter`; the per-item embeds and scale a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import flux_ip_adapter, presets
+from semanticdraw_cli.families import flux_ip_adapter, loading, presets
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 
 if TYPE_CHECKING:
@@ -67,14 +69,14 @@ def attach(adapter, reference_adapter: str) -> None:
         return
     pipe = adapter.pipe
     if getattr(adapter, "ip_adapter", None) is not None:
-        pipe.unload_ip_adapter()
-        adapter.ip_adapter = adapter.ip_processors = None  # if the new one fails to load, none is loaded
+        detach(adapter)  # if the new one fails to load, none is loaded
     folder, subfolder, weight_name = locate(reference_adapter, adapter.model.family)
     try:
-        if flux_ip_adapter.uses_flux_loader(pipe):
-            processors = flux_ip_adapter.load(pipe, folder, subfolder, weight_name, IMAGE_ENCODER_FOLDER, adapter.dtype)
-        else:
-            processors = unet_load(pipe, folder, subfolder, weight_name)
+        with _offload_lifted(adapter):
+            if flux_ip_adapter.uses_flux_loader(pipe):
+                processors = flux_ip_adapter.load(pipe, folder, subfolder, weight_name, IMAGE_ENCODER_FOLDER, adapter.dtype)
+            else:
+                processors = unet_load(pipe, folder, subfolder, weight_name)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise RenderError(
             f"could not load the IP-Adapter {reference_adapter!r} into the {adapter.model.family} model ({error}); "
@@ -84,6 +86,45 @@ def attach(adapter, reference_adapter: str) -> None:
     adapter.ip_processors = processors
     adapter.ip_adapter = reference_adapter
     adapter.ip_blank = encode_reference(adapter, None)[1]
+
+
+@contextmanager
+def _offload_lifted(adapter) -> Iterator[None]:
+    """diffusers' offload hooks (`model.offload`) off while an IP-Adapter loads and put on again after, as diffusers'
+    LoRA loader does: the IP-Adapter loader moves the new layers and the image encoder to the network's device,
+    which is `meta` under `sequential` (their weights lost), and an image encoder loaded after the hooks were set
+    would stay in CPU memory, unhooked, while the pictures it encodes are on the GPU."""
+    offload = adapter.model.offload
+    if offload == "none":
+        yield
+        return
+    adapter.pipe.remove_all_hooks()
+    try:
+        yield
+    finally:
+        loading.place(adapter.pipe, offload, adapter.device)
+
+
+def detach(adapter) -> None:
+    """Unload the attached IP-Adapter and its image encoder; the network's processors go back to diffusers' own."""
+    adapter.pipe.unload_ip_adapter()
+    adapter.ip_adapter = adapter.ip_processors = None
+
+
+@contextmanager
+def reloaded_around_fusion(adapter) -> Iterator[None]:
+    """Around fusing or unfusing a UNet's QKV projections: an attached IP-Adapter unloaded first and loaded again
+    after. diffusers' `fuse_qkv_projections` sets its fused processor on every attention, dropping the adapter's
+    while the UNet still sends image tokens, and `unfuse_qkv_projections` puts back the processors it saw when
+    fusing; an adapter loaded after either keeps self-attention's processor (fused or not) and puts its own on
+    cross-attention. FLUX.1's processors read the fused projections themselves: nothing to do there."""
+    name = getattr(adapter, "ip_adapter", None)
+    if name is None or flux_ip_adapter.uses_flux_loader(adapter.pipe):
+        yield
+        return
+    detach(adapter)
+    yield
+    attach(adapter, name)
 
 
 @inference_mode
