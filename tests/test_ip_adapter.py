@@ -229,3 +229,23 @@ def test_a_reference_acts_with_each_speed_lever_whichever_comes_first(picture, w
     assert processor_kinds(adapter) == {"AttnProcessor2_0", "IPAdapterAttnProcessor2_0"}
     unreferenced = renderer.render(lever_scene(picture, False, **{lever: True}))[0].latent  # the adapter stays loaded
     torch.testing.assert_close(unreferenced, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_under_model_offload_the_image_encoder_joins_the_offloaded_networks(picture, without_levers, monkeypatch):
+    """`loading.place` refuses model.offload off CUDA; diffusers' model offload itself runs with the CPU as its
+    execution device, enough to see the adapter load with the hooks lifted and the image encoder hooked after, as
+    the UNet is (an encoder loaded under the hooks stays unhooked, off the GPU the pictures go to). The GPU run is
+    benchmarks/gpu_smoke.py's `reference-offload`."""
+    from semanticdraw_cli.families import loading
+
+    def place_on_cpu(pipe, offload, device):
+        pipe.enable_model_cpu_offload(device=device) if offload == "model" else pipe.to(device)
+
+    monkeypatch.setattr(loading, "place", place_on_cpu)
+    scene = lever_scene(picture, True)
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, offload="model"))
+    renderer = Renderer(device="cpu", dtype="float32")
+    latent = renderer.render(scene)[0].latent
+    pipe = renderer.adapter(scene)[0].pipe
+    assert hasattr(pipe.image_encoder, "_hf_hook") and hasattr(pipe.unet, "_hf_hook")
+    torch.testing.assert_close(latent, without_levers[1], atol=1e-4, rtol=1e-4)
