@@ -220,6 +220,8 @@ def test_a_reference_acts_with_each_speed_lever_whichever_comes_first(picture, w
     renderer.render(first)
     both = renderer.render(lever_scene(picture, True, **{lever: True}))[0]
     assert both.report["network"][lever] in (True, "default")
+    if lever == "compile":  # compiled for the adapter's inputs before the steps (lever first: again), not in them
+        assert both.report["seconds"]["compile"] > 0
     torch.testing.assert_close(both.latent, referenced, atol=1e-4, rtol=1e-4)
     assert (both.latent - plain).abs().max() > 1e-2  # the reference acts
     adapter, _ = renderer.adapter(first)
