@@ -251,3 +251,19 @@ def test_under_model_offload_the_image_encoder_joins_the_offloaded_networks(pict
     pipe = renderer.adapter(scene)[0].pipe
     assert hasattr(pipe.image_encoder, "_hf_hook") and hasattr(pipe.unet, "_hf_hook")
     torch.testing.assert_close(latent, without_levers[1], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_sdxl_with_a_reference_fused_after_the_adapter_loaded_gives_the_unfused_picture(picture):
+    """The case that crashed, on SDXL's UNet (the picture beside its size conditioning); loads the sdxl preset."""
+    spec = registry.accelerators()["hyper"]
+    apple = region("a red apple", rect(0, 0, 1, 1, fractional=True), reference=Reference(picture, WEIGHT, "tiny"))
+    scene = make_scene(128, 96, [apple], steps=tuple(range(spec.grid)), grid=spec.grid, guidance=3.0,
+                       bootstrap=Bootstrap(0, 1.0, 0.2))
+    scene = dataclasses.replace(scene, model=Model("sdxl", "tiny", Accelerator("hyper", spec.lora, spec.weight_name, 1.0)))
+    renderer = Renderer(device="cpu", dtype="float32")
+    unfused = renderer.render(scene)[0].latent
+    fused = renderer.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, fuse_qkv=True)))[0]
+    assert fused.report["network"]["fuse_qkv"] is True
+    assert processor_kinds(renderer.adapter(scene)[0]) == {"FusedAttnProcessor2_0", "IPAdapterAttnProcessor2_0"}
+    torch.testing.assert_close(fused.latent, unfused, atol=1e-4, rtol=1e-4)
