@@ -126,16 +126,16 @@ def test_an_adapter_of_another_family_fails_at_load_naming_it(picture, tmp_path)
         Renderer(device="cpu", dtype="float32").prepare(scene)
 
 
-@pytest.mark.parametrize("lever", ["fuse_qkv", "compile"])
-@pytest.mark.parametrize("order", ["lever first", "reference first"])
+@pytest.mark.parametrize(("lever", "order"), [("fuse_qkv", "lever first"), ("fuse_qkv", "reference first"),
+                                              ("compile", "lever first")])
 def test_a_reference_acts_with_fused_projections_and_compiled_whichever_comes_first(picture, renderer, monkeypatch,
                                                                                     lever, order):
     """As `watch` re-prepares an edited scene on one renderer. FLUX.1's IP-Adapter processors read the fused
     projections themselves (the adapter stays loaded through fusing), so the picture is the unfused one; compile
-    uses aot_eager (dynamo's trace, eager kernels)."""
+    uses dynamo's `eager` backend (the trace alone)."""
     from semanticdraw_cli import defaults
 
-    monkeypatch.setattr(defaults, "COMPILE_BACKEND", "aot_eager")
+    monkeypatch.setattr(defaults, "COMPILE_BACKEND", "eager")
     apple = region("a red apple", WHOLE)
     referenced = dataclasses.replace(apple, reference=Reference(picture, WEIGHT, "tiny"))
     plain, eager = (renderer.render(flux_scene([r]))[0].latent for r in (apple, referenced))
