@@ -5,7 +5,8 @@ its embedding travels as one more per-item key of the conditioning (`image`, wit
 call may mix items with and without a reference. diffusers' `IPAdapterAttnProcessor2_0` adds
 `scale · attention(image tokens)` to each cross-attention output; `ItemScale` makes that scale a per-item
 weight, and an item of weight 0 gets `h + 0·a`, which is `h` bit for bit. FLUX.1's loader, encoder and
-processors differ and live in `flux_ip_adapter`; the per-item embeds and scale are the same.
+processors differ and live in `flux_ip_adapter`; the per-item embeds are the same, and its processor, which never
+compares its scale with 0, gets the weights themselves, a tensor `torch.compile` traces (`ItemScale` breaks the graph).
 """
 
 from __future__ import annotations
@@ -169,6 +170,8 @@ def image_embeds(adapter, context: Embeddings, batch: int) -> list[torch.Tensor]
     else:
         weights = context[WEIGHT_KEY]
     scale = ItemScale(weights.view(-1, 1, 1))
+    if flux_ip_adapter.uses_flux_loader(adapter.pipe):  # never compares its scale: the tensor, which dynamo traces
+        scale = scale.weights.to(adapter.dtype)
     for processor in adapter.ip_processors:
         processor.scale = [scale]
     return [embeds.unsqueeze(1).to(adapter.dtype)]
