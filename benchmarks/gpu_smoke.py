@@ -143,7 +143,6 @@ class Smoke:
         assert off < 2e-2, f"compiled latent differs by {off:.2e}"
         return f"compile {report['seconds']['compile']:.1f} s, denoise {report['seconds']['denoise']:.2f} s, latent off by {off:.1e}"
 
-
     def reference_offload(self) -> str:
         """One image; the offloaded models are loaded apart (the model key holds `offload`)."""
         if not self.cuda:

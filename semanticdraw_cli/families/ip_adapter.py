@@ -169,9 +169,9 @@ def image_embeds(adapter, context: Embeddings, batch: int) -> list[torch.Tensor]
         weights = torch.zeros(batch, device=adapter.device)
     else:
         weights = context[WEIGHT_KEY]
-    scale = ItemScale(weights.view(-1, 1, 1))
-    if flux_ip_adapter.uses_flux_loader(adapter.pipe):  # never compares its scale: the tensor, which dynamo traces
-        scale = scale.weights.to(adapter.dtype)
+    weights = weights.view(-1, 1, 1)
+    flux = flux_ip_adapter.uses_flux_loader(adapter.pipe)  # its processor never compares its scale: a tensor will do
+    scale = weights.to(adapter.dtype) if flux else ItemScale(weights)
     for processor in adapter.ip_processors:
         processor.scale = [scale]
     return [embeds.unsqueeze(1).to(adapter.dtype)]
