@@ -9,10 +9,12 @@ preset (built straight on the GPU, nothing downloaded) it renders one small scen
                (`oom_halvings` > 0), and the picture equals the one rendered at the final batch size
 4. offload     `model.offload: model` gives the picture of the model kept on the GPU
 5. compile     `--compile` (mode reduce-overhead: CUDA graphs) gives the eager picture, timed apart in `compile`
+6. reference-offload  a reference picture (a random IP-Adapter built for the preset's UNet) acts, and gives the
+               same picture under `model.offload: model` and `sequential` (the adapter loads with the hooks lifted)
 
 Every check writes its row to the JSON as soon as it ends, so a check cut short keeps the rows before.
 `--dry-run` prints the plan and exits; `--device cpu --preset tiny` runs what a CPU can (1, 2 and 5 with the
-aot_eager backend; 3 and 4 say why they are skipped), the script's self-test.
+aot_eager backend; 3, 4 and 6 say why they are skipped), the script's self-test.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHECKS = ("events", "auto-batch", "oom", "offload", "compile")
+CHECKS = ("events", "auto-batch", "oom", "offload", "compile", "reference-offload")
 SCENE = {  # three regions over two windows; with 2 images, 16 items a step at most
     "model": {"family": "sdxl"},
     "background": {"prompt": "a harbour at dusk"},
@@ -45,8 +47,9 @@ def scene_for(preset: str, **sampler):
     width, height, tile, stride = SIZES[preset]
     data = {**SCENE, "canvas": {"width": width, "height": height},
             "model": {**SCENE["model"], "checkpoint": preset, **sampler.pop("model", {})},
+            "regions": sampler.pop("regions", SCENE["regions"]),
             "sampler": {"seed": 3, "images": 2, "tile": {"size": tile, "stride": stride}, **sampler}}
-    return scene_from_dict(data, source=None)
+    return scene_from_dict(data, source=None, allow_outside=True)  # reference-offload: its picture in a temporary folder
 
 
 def difference(a, b) -> float:
@@ -139,6 +142,33 @@ class Smoke:
         off = difference(self.base[0].latent, results[0].latent)
         assert off < 2e-2, f"compiled latent differs by {off:.2e}"
         return f"compile {report['seconds']['compile']:.1f} s, denoise {report['seconds']['denoise']:.2f} s, latent off by {off:.1e}"
+
+    def reference_offload(self) -> str:
+        """One image; the offloaded models are loaded apart (the model key holds `offload`)."""
+        if not self.cuda:
+            return "skipped: model.offload moves weights to a CUDA GPU"
+        import tempfile
+
+        import numpy as np
+        from PIL import Image
+
+        from semanticdraw_cli.families import ip_adapter
+
+        folder = Path(tempfile.mkdtemp(prefix="gpu-smoke-ip-adapter-"))
+        network = self.renderer.adapter(scene_for(self.args.preset))[0].network
+        weights = ip_adapter.build_random_adapter(network, folder)
+        Image.fromarray(np.random.default_rng(3).integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(folder / "look.png")
+        regions = [dict(SCENE["regions"][0], reference={"image": str(folder / "look.png"), "adapter": str(weights)}),
+                   *SCENE["regions"][1:]]
+        plain = self.render(scene_for(self.args.preset, images=1))[0].latent
+        latents = {offload: self.render(scene_for(self.args.preset, images=1, regions=regions,
+                                                  model={"offload": offload}))[0].latent
+                   for offload in ("none", "model", "sequential")}
+        acts = difference(plain, latents["none"])
+        assert acts > 1e-3, f"the reference changes the latent by only {acts:.2e}"  # one that did not act: 0
+        offs = {offload: difference(latents["none"], latent) for offload, latent in latents.items() if offload != "none"}
+        assert max(offs.values()) < 1e-2, f"offloaded latents differ: {offs}"
+        return f"reference changes the latent by {acts:.1e}; " + ", ".join(f"{k} off by {v:.1e}" for k, v in offs.items())
 
 
 def main(argv: list[str] | None = None) -> int:

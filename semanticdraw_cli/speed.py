@@ -83,7 +83,8 @@ def configure(
     found = shapes(setup.plan)
     size = batch_size(denoiser, setup, sampler.max_batch, batching.demand(setup.plan, images), found, measured, key)
     setup = replace(setup, max_batch=size, pad_batches=chosen.compile is not None)
-    timings = {"compile": warm_up(denoiser, setup, found, measured, (*key, chosen)) if chosen.compile else 0.0}
+    network_key = (*key, chosen, getattr(denoiser, "ip_adapter", None))  # an IP-Adapter adds inputs and processors
+    timings = {"compile": warm_up(denoiser, setup, found, measured, network_key) if chosen.compile else 0.0}
     start = time.perf_counter()
     per_item = item_flops(denoiser, setup, found, measured, key)
     peak = flops.peak(device, getattr(denoiser, "dtype", torch.float32), peak_tflops)

@@ -124,3 +124,35 @@ def test_an_adapter_of_another_family_fails_at_load_naming_it(picture, tmp_path)
     scene = flux_scene([region("a red apple", WHOLE, reference=Reference(picture, WEIGHT, str(unet_adapter)))])
     with pytest.raises(RenderError, match="sd15-ip-adapter.bin"):
         Renderer(device="cpu", dtype="float32").prepare(scene)
+
+
+@pytest.mark.parametrize(("lever", "order"), [("fuse_qkv", "lever first"), ("fuse_qkv", "reference first"),
+                                              ("compile", "lever first")])
+def test_a_reference_acts_with_fused_projections_and_compiled_whichever_comes_first(picture, renderer, monkeypatch,
+                                                                                    lever, order):
+    """As `watch` re-prepares an edited scene on one renderer. FLUX.1's IP-Adapter processors read the fused
+    projections themselves (the adapter stays loaded through fusing), so the picture is the unfused one; compile
+    uses dynamo's `eager` backend (the trace alone)."""
+    from torch._dynamo.utils import counters
+
+    from semanticdraw_cli import defaults
+
+    monkeypatch.setattr(defaults, "COMPILE_BACKEND", "eager")
+    apple = region("a red apple", WHOLE)
+    referenced = dataclasses.replace(apple, reference=Reference(picture, WEIGHT, "tiny"))
+    plain, eager = (renderer.render(flux_scene([r]))[0].latent for r in (apple, referenced))
+    fresh = Renderer(device="cpu", dtype="float32")
+    first = flux_scene([referenced if order == "reference first" else apple])
+    fresh.render(dataclasses.replace(first, sampler=dataclasses.replace(first.sampler, **{lever: order == "lever first"})))
+    scene = flux_scene([referenced])
+    graphs = counters["stats"]["unique_graphs"]
+    both = fresh.render(dataclasses.replace(scene, sampler=dataclasses.replace(scene.sampler, **{lever: True})))[0]
+    if lever == "compile":  # the per-item weight is a plain tensor on FLUX.1's processors: nothing breaks the graph
+        assert counters["stats"]["unique_graphs"] - graphs == 1
+    adapter, _ = fresh.adapter(scene)
+    if lever == "fuse_qkv":
+        fused = [m.fused_projections for m in adapter.network.modules() if hasattr(m, "fused_projections")]
+        assert fused and all(fused)
+    torch.testing.assert_close(both.latent, eager, atol=1e-4, rtol=1e-4)
+    assert (both.latent - plain).abs().max() > 1e-2  # the reference acts
+    torch.testing.assert_close(fresh.render(scene)[0].latent, eager, atol=1e-4, rtol=1e-4)  # the lever off again

@@ -180,8 +180,78 @@ def test_an_adapter_that_fails_to_load_leaves_none_attached(tmp_path):
 
     unloaded = []
     pipe = SimpleNamespace(unload_ip_adapter=lambda: unloaded.append(True), load_ip_adapter=load_ip_adapter)
-    adapter = SimpleNamespace(pipe=pipe, model=SimpleNamespace(family="sd15"), ip_adapter="old", ip_processors=["p"],
+    adapter = SimpleNamespace(pipe=pipe, model=SimpleNamespace(family="sd15", offload="none"), ip_adapter="old", ip_processors=["p"],
                               dtype=None)
     with pytest.raises(RenderError):
         ip_adapter.attach(adapter, str(tmp_path / "missing.safetensors"))
     assert unloaded == [True] and adapter.ip_adapter is None and adapter.ip_processors is None
+
+
+def lever_scene(picture, reference: bool, **levers):
+    """The tiny sd15 preset with its `tiny` adapter: an apple over the whole canvas, with or without the picture."""
+    apple = region("a red apple", rect(0, 0, 1, 1, fractional=True),
+                   reference=Reference(picture, WEIGHT, "tiny") if reference else None)
+    return make_scene(128, 96, [apple], bootstrap=Bootstrap(0, 1.0, 0.2), **levers)
+
+
+@pytest.fixture(scope="module")
+def without_levers(picture, renderer):
+    """(no reference, the reference) rendered eager, unfused, contiguous."""
+    return tuple(renderer.render(lever_scene(picture, reference))[0].latent for reference in (False, True))
+
+
+def processor_kinds(adapter) -> set[str]:
+    return {type(p).__name__ for p in adapter.network.attn_processors.values()}
+
+
+@pytest.mark.parametrize(("lever", "order"), [
+    ("fuse_qkv", "lever first"), ("fuse_qkv", "reference first"), ("compile", "lever first"),
+    ("compile", "reference first"), ("channels_last", "reference first"),
+])
+def test_a_reference_acts_with_each_speed_lever_whichever_comes_first(picture, without_levers, monkeypatch, lever, order):
+    """As `watch` re-prepares an edited scene on one renderer: a lever on before the adapter loads, or turned on
+    while it is loaded, then off again. The reference must act (not the picture without it) and give the picture
+    without the lever. diffusers' QKV fusion swaps every attention processor: unhandled, the adapter's were
+    dropped (a crash on the UNet's image tokens). compile uses dynamo's `eager` backend: the trace alone, where
+    what the adapter changes lives (seconds where aot_eager takes half a minute)."""
+    from semanticdraw_cli import defaults
+
+    monkeypatch.setattr(defaults, "COMPILE_BACKEND", "eager")
+    plain, referenced = without_levers
+    renderer = Renderer(device="cpu", dtype="float32")
+    first = lever_scene(picture, order == "reference first", **({lever: True} if order == "lever first" else {}))
+    renderer.render(first)
+    both = renderer.render(lever_scene(picture, True, **{lever: True}))[0]
+    assert both.report["network"][lever] in (True, "default")
+    if lever == "compile":  # compiled for the adapter's inputs before the steps (lever first: again), not in them
+        assert both.report["seconds"]["compile"] > 0
+    torch.testing.assert_close(both.latent, referenced, atol=1e-4, rtol=1e-4)
+    assert (both.latent - plain).abs().max() > 1e-2  # the reference acts
+    adapter, _ = renderer.adapter(first)
+    if lever == "fuse_qkv":  # self-attention fused, cross-attention the adapter's
+        assert processor_kinds(adapter) == {"FusedAttnProcessor2_0", "IPAdapterAttnProcessor2_0"}
+    torch.testing.assert_close(renderer.render(lever_scene(picture, True))[0].latent, referenced, atol=1e-4, rtol=1e-4)
+    assert processor_kinds(adapter) == {"AttnProcessor2_0", "IPAdapterAttnProcessor2_0"}
+    unreferenced = renderer.render(lever_scene(picture, False, **{lever: True}))[0].latent  # the adapter stays loaded
+    torch.testing.assert_close(unreferenced, plain, atol=1e-4, rtol=1e-4)
+
+
+def test_under_model_offload_the_image_encoder_joins_the_offloaded_networks(picture, without_levers, monkeypatch):
+    """`loading.place` refuses model.offload off CUDA; diffusers' model offload itself runs with the CPU as its
+    execution device, enough to see the adapter load with the hooks lifted and the image encoder hooked after, as
+    the UNet is (an encoder loaded under the hooks stays unhooked, off the GPU the pictures go to). The GPU run is
+    benchmarks/gpu_smoke.py's `reference-offload`."""
+    from semanticdraw_cli.families import loading
+
+    def place_on_cpu(pipe, offload, device):
+        pipe.enable_model_cpu_offload(device=device) if offload == "model" else pipe.to(device)
+
+    monkeypatch.setattr(loading, "place", place_on_cpu)
+    scene = lever_scene(picture, True)
+    scene = dataclasses.replace(scene, model=dataclasses.replace(scene.model, offload="model"))
+    renderer = Renderer(device="cpu", dtype="float32")
+    latent = renderer.render(scene)[0].latent
+    pipe = renderer.adapter(scene)[0].pipe
+    assert hasattr(pipe.image_encoder, "_hf_hook") and hasattr(pipe.unet, "_hf_hook")
+    torch.testing.assert_close(latent, without_levers[1], atol=1e-4, rtol=1e-4)
+

@@ -100,3 +100,26 @@ def test_an_edited_lora_loads_again_alone_and_the_report_records_its_hash(render
     assert edited.recomputed == {"lora": 1}  # the LoRA alone: no mask, text or plan (as `watch` re-prepares)
     assert len(edited.adapter.network.peft_config) == 1  # the old file's adapter was deleted
     assert edited.setup.variants[1] != first.setup.variants[1]
+
+
+def test_a_region_with_a_lora_and_a_reference_picture_gets_both_whichever_loaded_first(lora_file, tmp_path):
+    """Both alter the network: the LoRA as PEFT layers inside the attention projections, the IP-Adapter as the
+    cross-attention processors that call them. The fox with both differs from the fox with either alone; the
+    picture is the same when the LoRA was loaded by an earlier render (as `watch` re-prepares) and when the
+    adapter loads first within one prepare."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(tmp_path / "look.png")
+    reference = ", reference: {image: look.png, adapter: tiny}"  # after the fox's loras, in its mapping
+    lora = "[{lora: fox.safetensors}]"
+
+    def fox(renderer, loras: str, picture: str = ""):
+        return renderer.render(scene_at(tmp_path, lora_file, loras + picture))[0].image[:, :64].astype(int)
+
+    earlier = Renderer(device="cpu", dtype="float32")
+    only_lora = fox(earlier, lora)
+    both = fox(earlier, lora, reference)
+    only_reference = fox(earlier, "[]", reference)
+    assert np.abs(both - only_lora).max() > 8 and np.abs(both - only_reference).max() > 8
+    assert np.array_equal(fox(Renderer(device="cpu", dtype="float32"), lora, reference), both)

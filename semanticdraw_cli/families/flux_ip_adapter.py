@@ -4,10 +4,10 @@ diffusers loads the adapter into the transformer's double blocks as `FluxIPAdapt
 `scale · attention(image query, picture tokens)` to each block's image stream, and projects the CLIP image
 embedding into 4 tokens of the T5 width. It applies one scale to the whole batch and ignores masks
 (diffusers PR #13956), so a picture would act on the whole canvas. Here the scale is per item
-(`ip_adapter.ItemScale`, which the processor multiplies by exactly as it does a float) and each item carries
-its own region's embedding: only the items of a region's (window, region) pairs see its picture, and an item
-without one (the blank embedding at weight 0) adds 0, which leaves the block's output bit for bit as a
-transformer without the adapter computes it. No processor of our own is needed.
+(a (B, 1, 1) weight tensor, which the processor multiplies by as it does a float, and which `torch.compile`
+traces) and each item carries its own region's embedding: only the items of a region's (window, region) pairs
+see its picture, and an item without one (the blank embedding at weight 0) adds 0, which leaves the block's
+output bit for bit as a transformer without the adapter computes it. No processor of our own is needed.
 """
 
 from __future__ import annotations

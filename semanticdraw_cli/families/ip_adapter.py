@@ -5,16 +5,19 @@ its embedding travels as one more per-item key of the conditioning (`image`, wit
 call may mix items with and without a reference. diffusers' `IPAdapterAttnProcessor2_0` adds
 `scale · attention(image tokens)` to each cross-attention output; `ItemScale` makes that scale a per-item
 weight, and an item of weight 0 gets `h + 0·a`, which is `h` bit for bit. FLUX.1's loader, encoder and
-processors differ and live in `flux_ip_adapter`; the per-item embeds and scale are the same.
+processors differ and live in `flux_ip_adapter`; the per-item embeds are the same, and its processor, which never
+compares its scale with 0, gets the weights themselves, a tensor `torch.compile` traces (`ItemScale` breaks the graph).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semanticdraw_cli.errors import RenderError
-from semanticdraw_cli.families import flux_ip_adapter, presets
+from semanticdraw_cli.families import flux_ip_adapter, loading, presets
 from semanticdraw_cli.lazy import inference_mode, lazy_module
 
 if TYPE_CHECKING:
@@ -67,14 +70,14 @@ def attach(adapter, reference_adapter: str) -> None:
         return
     pipe = adapter.pipe
     if getattr(adapter, "ip_adapter", None) is not None:
-        pipe.unload_ip_adapter()
-        adapter.ip_adapter = adapter.ip_processors = None  # if the new one fails to load, none is loaded
+        detach(adapter)  # if the new one fails to load, none is loaded
     folder, subfolder, weight_name = locate(reference_adapter, adapter.model.family)
     try:
-        if flux_ip_adapter.uses_flux_loader(pipe):
-            processors = flux_ip_adapter.load(pipe, folder, subfolder, weight_name, IMAGE_ENCODER_FOLDER, adapter.dtype)
-        else:
-            processors = unet_load(pipe, folder, subfolder, weight_name)
+        with _offload_lifted(adapter):
+            if flux_ip_adapter.uses_flux_loader(pipe):
+                processors = flux_ip_adapter.load(pipe, folder, subfolder, weight_name, IMAGE_ENCODER_FOLDER, adapter.dtype)
+            else:
+                processors = unet_load(pipe, folder, subfolder, weight_name)
     except (OSError, ValueError, RuntimeError, KeyError) as error:
         raise RenderError(
             f"could not load the IP-Adapter {reference_adapter!r} into the {adapter.model.family} model ({error}); "
@@ -84,6 +87,45 @@ def attach(adapter, reference_adapter: str) -> None:
     adapter.ip_processors = processors
     adapter.ip_adapter = reference_adapter
     adapter.ip_blank = encode_reference(adapter, None)[1]
+
+
+@contextmanager
+def _offload_lifted(adapter) -> Iterator[None]:
+    """diffusers' offload hooks (`model.offload`) off while an IP-Adapter loads and put on again after, as diffusers'
+    LoRA loader does: the IP-Adapter loader moves the new layers and the image encoder to the network's device,
+    which is `meta` under `sequential` (their weights lost), and an image encoder loaded after the hooks were set
+    would stay in CPU memory, unhooked, while the pictures it encodes are on the GPU."""
+    offload = adapter.model.offload
+    if offload == "none":
+        yield
+        return
+    adapter.pipe.remove_all_hooks()
+    try:
+        yield
+    finally:
+        loading.place(adapter.pipe, offload, adapter.device)
+
+
+def detach(adapter) -> None:
+    """Unload the attached IP-Adapter and its image encoder; the network's processors go back to diffusers' own."""
+    adapter.pipe.unload_ip_adapter()
+    adapter.ip_adapter = adapter.ip_processors = None
+
+
+@contextmanager
+def reloaded_around_fusion(adapter) -> Iterator[None]:
+    """Around fusing or unfusing a UNet's QKV projections: an attached IP-Adapter unloaded first and loaded again
+    after. diffusers' `fuse_qkv_projections` sets its fused processor on every attention, dropping the adapter's
+    while the UNet still sends image tokens, and `unfuse_qkv_projections` puts back the processors it saw when
+    fusing; an adapter loaded after either keeps self-attention's processor (fused or not) and puts its own on
+    cross-attention. FLUX.1's processors read the fused projections themselves: nothing to do there."""
+    name = getattr(adapter, "ip_adapter", None)
+    if name is None or flux_ip_adapter.uses_flux_loader(adapter.pipe):
+        yield
+        return
+    detach(adapter)
+    yield
+    attach(adapter, name)
 
 
 @inference_mode
@@ -127,7 +169,9 @@ def image_embeds(adapter, context: Embeddings, batch: int) -> list[torch.Tensor]
         weights = torch.zeros(batch, device=adapter.device)
     else:
         weights = context[WEIGHT_KEY]
-    scale = ItemScale(weights.view(-1, 1, 1))
+    weights = weights.view(-1, 1, 1)
+    flux = flux_ip_adapter.uses_flux_loader(adapter.pipe)  # its processor never compares its scale: a tensor will do
+    scale = weights.to(adapter.dtype) if flux else ItemScale(weights)
     for processor in adapter.ip_processors:
         processor.scale = [scale]
     return [embeds.unsqueeze(1).to(adapter.dtype)]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from semanticdraw_cli import defaults
+from semanticdraw_cli.families import ip_adapter
 from semanticdraw_cli.lazy import lazy_module
 
 if TYPE_CHECKING:
@@ -78,7 +79,8 @@ class NetworkMixin:
             return False
         module, current = self.network, self.levers
         if levers.fuse_qkv != current.fuse_qkv:
-            module.fuse_qkv_projections() if levers.fuse_qkv else module.unfuse_qkv_projections()
+            with ip_adapter.reloaded_around_fusion(self):
+                module.fuse_qkv_projections() if levers.fuse_qkv else module.unfuse_qkv_projections()
         if levers.channels_last != current.channels_last:
             module.to(memory_format=torch.channels_last if levers.channels_last else torch.contiguous_format)
         held = CompiledNetwork(module, levers, self.device) if levers.compile else module
