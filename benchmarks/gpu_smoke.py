@@ -4,6 +4,7 @@ Run by benchmarks/gpu_smoke.sh on a lent GPU (benchmarks/README.md, "GPU smoke")
 preset (built straight on the GPU, nothing downloaded) it renders one small scene and checks, in order:
 
 1. events      the steps are timed by CUDA events: every step has its device seconds, summing to `denoise`
+   repeatable  the same scene rendered again gives the same bits (the step's scatter adds in a fixed order)
 2. auto-batch  `max_batch: auto` probed the memory per item and put all of a step's items of a shape in one call
 3. oom         with the process's memory capped, a call that runs out of memory is retried with half the batch
                (`oom_halvings` > 0), and the picture equals the one rendered at the final batch size
@@ -13,8 +14,8 @@ preset (built straight on the GPU, nothing downloaded) it renders one small scen
                same picture under `model.offload: model` and `sequential` (the adapter loads with the hooks lifted)
 
 Every check writes its row to the JSON as soon as it ends, so a check cut short keeps the rows before.
-`--dry-run` prints the plan and exits; `--device cpu --preset tiny` runs what a CPU can (1, 2 and 5 with the
-aot_eager backend; 3, 4 and 6 say why they are skipped), the script's self-test.
+`--dry-run` prints the plan and exits; `--device cpu --preset tiny` runs what a CPU can (1, repeatable, 2 and 5
+with the aot_eager backend; 3, 4 and 6 say why they are skipped), the script's self-test.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CHECKS = ("events", "auto-batch", "oom", "offload", "compile", "reference-offload")
+CHECKS = ("events", "repeatable", "auto-batch", "oom", "offload", "compile", "reference-offload")
 SCENE = {  # three regions over two windows; with 2 images, 16 items a step at most
     "model": {"family": "sdxl"},
     "background": {"prompt": "a harbour at dusk"},
@@ -86,6 +87,15 @@ class Smoke:
         assert all(s > 0 for s in seconds["steps"]), f"step seconds {seconds['steps']}"
         assert abs(sum(seconds["steps"]) - seconds["denoise"]) < 1e-6, "the steps do not sum to denoise"
         return f"steps {', '.join(f'{s:.3f}' for s in seconds['steps'])} s ({'CUDA events' if self.cuda else 'host clock'})"
+
+    def repeatable(self) -> str:
+        """Overlapping windows add into the same pixels; on CUDA `index_add_` would add them with atomics, in any
+        order, and so give other bits from one run to the next (`step_index.add_at` keeps one order)."""
+        again = self.render(scene_for(self.args.preset))
+        for first, second in zip(self.base, again, strict=True):
+            off = difference(first.latent, second.latent)
+            assert self.torch.equal(first.latent, second.latent), f"a second render differs by {off:.2e}"
+        return f"{len(again)} images, latents bit-equal to the first render's"
 
     def auto_batch(self) -> str:
         from semanticdraw_cli import defaults

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 21's GPU smoke check: the CUDA-only paths no CPU test reaches (CUDA-event step timing, max_batch auto
-# and its memory probe, out-of-memory halving, model offload, --compile with CUDA graphs, a reference picture
-# under both offloads), each checked once on the full-random SDXL preset (real architecture, random weights,
-# built on the GPU: nothing downloaded).
+# Issue 21's GPU smoke check: the CUDA-only paths no CPU test reaches (CUDA-event step timing, the same bits on
+# a second render, max_batch auto and its memory probe, out-of-memory halving, model offload, --compile with
+# CUDA graphs, a reference picture under both offloads), each checked once on the full-random SDXL preset
+# (real architecture, random weights, built on the GPU: nothing downloaded).
 # Sized for under 3 minutes on a lent H100 (GPU_SMOKE_SECONDS, default 175, caps the checks); unattended.
 #
 #   here:  bash benchmarks/fetch_wheels.sh        # diffusers, psd-tools and their missing deps into .whl/

@@ -251,11 +251,11 @@ def _scatter(flat: torch.Tensor, values: torch.Tensor | None, weight: torch.Tens
         window_views.scatter(flat, product, group.corners, group.shifts, width)
         return
     if values is None:
-        flat.index_add_(1, group.pixels, weight.reshape(1, -1))
+        step_index.add_at(flat, group.pixels, weight.reshape(1, -1))
         return
     product = scratch("product", (flat.shape[0], len(group.items), *group.shape), flat)
     torch.mul(values.transpose(0, 1), weight.transpose(0, 1), out=product)
-    flat.index_add_(1, group.pixels, product.view(flat.shape[0], -1))
+    step_index.add_at(flat, group.pixels, product.view(flat.shape[0], -1))
 
 
 def _blend_background(inputs: torch.Tensor, background: torch.Tensor, group: Group, scratch: _Scratch) -> torch.Tensor:

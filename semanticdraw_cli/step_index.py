@@ -165,8 +165,20 @@ def weight_sum(groups: Sequence[Group], pixels: int, device: torch.device) -> to
     """(1, pixels): each canvas pixel's sum of the groups' weights, added item after item as the step would."""
     total = torch.zeros(1, pixels, device=device)
     for group in groups:
-        total.index_add_(1, group.pixels, group.weight.reshape(1, -1))
+        add_at(total, group.pixels, group.weight.reshape(1, -1))
     return total
+
+
+def add_at(canvas: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor, ordered: bool | None = None) -> None:
+    """canvas[:, pixels] += values for a (C, N·H·W) canvas and (C, P) values, a pixel's values added in the order
+    of `pixels` (item after item), so that a render gives the same bits every time. On a CPU `index_add_` does;
+    on CUDA it adds with atomics, in whatever order the threads come, so there (`ordered`, None: on CUDA) it is
+    `index_put_` with accumulation, which sorts the indices (stably) and adds each pixel's values in turn."""
+    if not (canvas.is_cuda if ordered is None else ordered):
+        canvas.index_add_(1, pixels, values)
+        return
+    rows = torch.arange(canvas.shape[0], device=canvas.device)[:, None]
+    canvas.index_put_((rows, pixels[None]), values, accumulate=True)
 
 
 def _shift(host_masks: np.ndarray, step: int, pair: Pair, height: int, width: int) -> tuple[int, int]:

@@ -172,3 +172,32 @@ def test_only_windows_inside_the_canvas_are_cut_as_views():
     assert {found for _, found in last} == {None, width}
     assert all((found is not None) == part.plain for part, found in last)
     assert all(found is None for _, found in _parts(index.steps[-1], 4, True, width))
+
+
+def test_ordered_adding_sums_each_pixel_in_the_order_of_its_items():
+    """`add_at`'s CUDA path (index_put_ with accumulation), run here on the CPU, gives index_add_'s bits: each
+    pixel's values added item after item; the same values added in another order give other bits."""
+    from semanticdraw_cli.step_index import add_at
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 50, (4000,), generator=generator)  # 80 values a pixel on average
+    values = torch.randn(3, 4000, generator=generator) * torch.logspace(-4, 4, 4000)
+    plain, ordered = torch.zeros(3, 50), torch.zeros(3, 50)
+    add_at(plain, pixels, values, ordered=False)
+    add_at(ordered, pixels, values, ordered=True)
+    assert torch.equal(plain, ordered)
+    reversed_order = torch.zeros(3, 50).index_add_(1, pixels.flip(0), values.flip(1))
+    assert not torch.equal(plain, reversed_order)
+
+
+def test_the_step_with_cuda_s_ordered_adding_equals_the_per_pair_step(monkeypatch):
+    """The scatter CUDA runs (groups whole, `add_at` through index_put_), here on the CPU: the per-pair bits."""
+    from semanticdraw_cli import step_index
+
+    ordered = step_index.add_at
+    monkeypatch.setattr(step_index, "add_at", lambda canvas, pixels, values: ordered(canvas, pixels, values, True))
+    for method, bootstrap in (("semanticdraw", 1), ("multidiffusion", 0)):
+        setup, x, generators = random_setup(8, method=method, bootstrap=bootstrap, images=2, max_batch=3, pad=False,
+                                            wrap=(True, True), table=STOCHASTIC)
+        batched, per_pair = both(dataclasses.replace(setup, whole_groups=True), x, generators)
+        assert torch.equal(batched[-1][0], per_pair[-1][0]) and torch.equal(batched[-1][1], per_pair[-1][1])
