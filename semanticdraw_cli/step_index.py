@@ -172,9 +172,10 @@ def weight_sum(groups: Sequence[Group], pixels: int, device: torch.device) -> to
 def add_at(canvas: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor, ordered: bool | None = None) -> None:
     """canvas[:, pixels] += values for a (C, N·H·W) canvas and (C, P) values, a pixel's values added in the order
     of `pixels` (item after item), so that a render gives the same bits every time. On a CPU `index_add_` does;
-    on CUDA it adds with atomics, in whatever order the threads come, so there (`ordered`, None: on CUDA) it is
-    `index_put_` with accumulation, which sorts the indices (stably) and adds each pixel's values in turn."""
-    if not (canvas.is_cuda if ordered is None else ordered):
+    on CUDA it adds with atomics, in whatever order the threads come, so off the CPU (`ordered`, None: any device
+    but the CPU) it is `index_put_` with accumulation, which sorts the indices stably and adds each pixel's
+    values in turn."""
+    if not (canvas.device.type != "cpu" if ordered is None else ordered):
         canvas.index_add_(1, pixels, values)
         return
     rows = torch.arange(canvas.shape[0], device=canvas.device)[:, None]
