@@ -110,10 +110,14 @@ def _controls(setup: FusionSetup, pairs: Sequence[Pair], step: int, shifts: Sequ
     return control.inputs(setup.controls, step, pairs[0].region, regions, lines)
 
 
+def _bootstrap_steps(setup: FusionSetup) -> int:
+    """The steps whose inputs are bootstrapped (classic MultiDiffusion has none)."""
+    return setup.bootstrap_steps if setup.method == "semanticdraw" else 0
+
+
 def build_index(setup: FusionSetup, images: int) -> step_index.StepIndex:
     """The step loop's gather/scatter indices for `images` images, grouped as the batcher groups calls."""
-    bootstrap = setup.bootstrap_steps if setup.method == "semanticdraw" else 0
-    return step_index.build(setup.plan, setup.masks, setup.weights, images, bootstrap,
+    return step_index.build(setup.plan, setup.masks, setup.weights, images, _bootstrap_steps(setup),
                             lambda i: (setup.variants, control.call_key(setup.controls, i)))
 
 
@@ -151,7 +155,7 @@ def sample(
     """
     step_fn = _multidiffusion_step if setup.method == "multidiffusion" else _fusion_step
     index = setup.index
-    if index is None or not index.fits(setup.plan, setup.masks, len(x)):
+    if index is None or not index.fits(setup.plan, setup.masks, len(x), _bootstrap_steps(setup)):
         index = build_index(setup, len(x))
     run = _Run(generators, Batching(setup.max_batch, setup.pad_batches), index)
     for i in range(setup.table.steps):

@@ -87,7 +87,7 @@ class Group:
 @dataclass(frozen=True)
 class StepIndex:
     """Per step, its groups in call order; built for a number of images (the flat indices include the image),
-    a plan and its masks."""
+    a plan, its masks and a number of bootstrap steps."""
 
     images: int
     steps: tuple[tuple[Group, ...], ...]
@@ -96,10 +96,12 @@ class StepIndex:
     # Per step, Σ of the items' weights at each canvas pixel, (1, N·H·W), where they do not depend on the prediction
     # (every step but a bootstrap step, whose leak weights do): the step then scatters x0 alone. None: a bootstrap step
     weight_sums: tuple[torch.Tensor | None, ...] = ()
+    bootstrap_steps: int = 0
 
-    def fits(self, plan: Sequence[Sequence[Pair]], masks: torch.Tensor, images: int) -> bool:
-        """Built for exactly this plan, these masks (the same objects) and this many images."""
-        return self.plan is plan and self.masks is masks and self.images == images
+    def fits(self, plan: Sequence[Sequence[Pair]], masks: torch.Tensor, images: int, bootstrap_steps: int) -> bool:
+        """Built for exactly this plan, these masks (the same objects), this many images and bootstrap steps."""
+        return (self.plan is plan and self.masks is masks and self.images == images
+                and self.bootstrap_steps == bootstrap_steps)
 
 
 def centring_shift(mask: np.ndarray | torch.Tensor) -> tuple[int, int]:
@@ -158,7 +160,7 @@ def build(
         steps.append(tuple(groups))
     sums = tuple(None if i < bootstrap_steps else weight_sum(groups, images * height * width, masks.device)
                  for i, groups in enumerate(steps))
-    return StepIndex(images, tuple(steps), plan, masks, sums)
+    return StepIndex(images, tuple(steps), plan, masks, sums, bootstrap_steps)
 
 
 def weight_sum(groups: Sequence[Group], pixels: int, device: torch.device) -> torch.Tensor:

@@ -105,6 +105,10 @@ def test_a_prebuilt_index_is_used_and_one_for_another_image_count_is_rebuilt():
     two = torch.cat([x, x])
     doubled = [s for _, s, _ in sample(RegionFunction(), prebuilt, two, [torch.Generator().manual_seed(0)] * 2)]
     assert doubled[-1].shape[0] == 2
+    longer = dataclasses.replace(prebuilt, bootstrap_steps=2)  # its weights: leak weights in step 1 too
+    fresh = dataclasses.replace(longer, index=None)
+    assert torch.equal(*[[s for _, s, _ in sample(RegionFunction(), run, x, [torch.Generator().manual_seed(0)])][-1]
+                         for run in (longer, fresh)])
 
 
 def test_window_pixels_roll_like_torch_roll_and_wrap_modulo_the_canvas():
