@@ -13,6 +13,7 @@ rolled and modulo the canvas the same way, let ControlNet crops be cut for a who
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
@@ -180,8 +181,13 @@ def add_at(canvas: torch.Tensor, pixels: torch.Tensor, values: torch.Tensor, ord
     if not (canvas.device.type != "cpu" if ordered is None else ordered):
         canvas.index_add_(1, pixels, values)
         return
-    rows = torch.arange(canvas.shape[0], device=canvas.device)[:, None]
-    canvas.index_put_((rows, pixels[None]), values, accumulate=True)
+    canvas.index_put_((_channel_rows(canvas.shape[0], canvas.device), pixels[None]), values, accumulate=True)
+
+
+@functools.cache
+def _channel_rows(channels: int, device: torch.device) -> torch.Tensor:
+    """(C, 1) long: the row index `add_at` pairs with the pixels, made once per device rather than every step."""
+    return torch.arange(channels, device=device)[:, None]
 
 
 def _shift(host_masks: np.ndarray, step: int, pair: Pair, height: int, width: int) -> tuple[int, int]:
@@ -196,16 +202,16 @@ def _group(items: list[Item], pairs: Sequence[Pair], shifts: Sequence[tuple[int,
     device = masks.device
     chosen = [pairs[j] for _, j in items]
     rolls = [shifts[j] for _, j in items]
-    local = np.stack([window_pixels(p.window, height, width, s) for p, s in zip(chosen, rolls)])  # (G, h, w)
-    images = np.array([k for k, _ in items])[:, None, None]
-    pixels = torch.from_numpy((images * height * width + local).reshape(-1)).to(device)
+    lines = lines_of([p.window for p in chosen], rolls, height, width, device)
+    local = lines.rows[:, :, None] * width + lines.cols[:, None, :]  # (G, h, w): window_pixels of each item
+    images = torch.tensor([k for k, _ in items], device=device)[:, None, None]
+    pixels = (images * height * width + local).reshape(-1)
     regions = [p.region for p in chosen]
     planes = masks.reshape(masks.shape[0], -1)  # (R, h·w)
-    at = torch.from_numpy(local.reshape(len(items), -1)).to(device)
+    at = local.reshape(len(items), -1)
     mask = planes[torch.tensor(regions, device=device)[:, None], at].view(len(items), 1, *local.shape[1:])
     tile = torch.stack([torch.roll(weights[j], s, dims=(-2, -1)) for (_, j), s in zip(items, rolls)])[:, None]
     rows = torch.tensor([k * len(pairs) + j for k, j in items])
-    lines = lines_of([p.window for p in chosen], rolls, height, width, device)
     corners = tuple((k * height + p.window.top) * width + p.window.left if p.window.bottom <= height
                     and p.window.right <= width else None for (k, _), p in zip(items, chosen))
     return Group(tuple(items), tuple(chosen), tuple(rolls) if any(r != (0, 0) for r in rolls) else (), tuple(local.shape[1:]), pixels,
