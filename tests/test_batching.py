@@ -13,22 +13,11 @@ from semanticdraw_cli.fusion import FusionSetup, sample
 from semanticdraw_cli.plan import Pair, planned_steps
 from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.tiles import Window, tile_grid
+from tests.fake_denoisers import Recording
 
 TABLE = StepTable(timesteps=(999, 500), signal=(0.1, 0.7, 1.0), noise=(0.99, 0.7, 0.0), mask_levels=(0.99, 0.7, 0.0),
                   stochastic=True)
 
-
-class Recording:
-    """x0 = a region-dependent function of the input; remembers each call's batch size; can run out of memory."""
-
-    def __init__(self, fits: int | None = None):
-        self.fits, self.calls = fits, []
-
-    def predict_x0(self, x, table, step, items):
-        if self.fits is not None and len(x) > self.fits:
-            raise torch.cuda.OutOfMemoryError(f"a batch of {len(x)} does not fit")
-        self.calls.append(len(x))
-        return 0.5 * x + items.cond["id"][:, :, None, None]
 
 
 def setup_for(max_batch: int, images: int = 1, bootstrap_steps: int = 1) -> tuple[FusionSetup, torch.Tensor, list]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "host_ops.py"
 
@@ -14,9 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_step_is_a_constant_number_of_operations_whatever_the_batch_split(tmp_path):
-    spec = importlib.util.spec_from_file_location("host_ops_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT, "host_ops_benchmark")
     out = tmp_path / "rows.json"
     assert bench.main(["--measure-only", str(out), "--canvas", "640x384", "--repeats", "1"]) == 0
     rows = json.loads(out.read_text())
@@ -38,9 +37,7 @@ def test_with_a_controlnet_each_call_adds_the_same_operations_whatever_its_items
     ControlNet adds the same operations to every call, so splitting the step's 9 items into calls of 8 adds
     them once per call; crops cut item by item would add operations per item instead. Runs the benchmark's
     control path, which no other test reaches, and the plain scene to compare (10 s on the loaded 2-core machine)."""
-    spec = importlib.util.spec_from_file_location("host_ops_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT, "host_ops_benchmark")
     rows = {}
     for flags in ([], ["--control"]):
         out = tmp_path / f"rows{len(flags)}.json"

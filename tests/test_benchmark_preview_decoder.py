@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.scripts import load_script
 
 SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "preview_decoder.py"
 
@@ -14,9 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_a_run_times_both_decoders_of_each_size(tmp_path):
-    spec = importlib.util.spec_from_file_location("preview_decoder_benchmark", SCRIPT)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script(SCRIPT, "preview_decoder_benchmark")
     out = tmp_path / "preview.json"
     assert bench.main(["--preset", "tiny", "--sizes", "64x48", "128x64", "--repeats", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())

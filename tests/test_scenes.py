@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from semanticdraw_cli.scene.rasterize import rasterize_mask
 from semanticdraw_cli.scene.loader import load_scene, scene_from_dict, scene_to_dict, scene_warnings
 from semanticdraw_cli.scene.schema import KEYS
 from semanticdraw_cli.families import registry
+from tests.scripts import load_script
 
 ROOT = Path(__file__).resolve().parent.parent
 SCENE_FILES = sorted((ROOT / "scenes").glob("*.y*ml"))
@@ -56,9 +56,7 @@ def test_irworobongdo_is_the_papers_composition():
 
 
 def test_palette_asset_is_what_make_assets_draws():
-    spec = importlib.util.spec_from_file_location("make_assets", ROOT / "scenes" / "make_assets.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(ROOT / "scenes" / "make_assets.py", "make_assets")
     from PIL import Image
 
     with Image.open(ROOT / "scenes" / "palette-layout.png") as committed:

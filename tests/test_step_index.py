@@ -14,6 +14,7 @@ from semanticdraw_cli.plan import planned_steps
 from semanticdraw_cli.schedule import StepTable, initial_latents
 from semanticdraw_cli.step_index import lines_of, window_pixels
 from semanticdraw_cli.tiles import Window, tile_grid
+from tests.fake_denoisers import Recording
 from tests.per_pair_fusion import sample_per_pair
 
 STOCHASTIC = StepTable(timesteps=(999, 700, 300), signal=(0.1, 0.5, 0.8, 1.0), noise=(0.99, 0.85, 0.6, 0.0),
@@ -21,17 +22,11 @@ STOCHASTIC = StepTable(timesteps=(999, 700, 300), signal=(0.1, 0.5, 0.8, 1.0), n
 DETERMINISTIC = dataclasses.replace(STOCHASTIC, stochastic=False)
 
 
-class RegionFunction:
+class RegionFunction(Recording):
     """x0 = a nonlinear function of each item's input and its region's prompt row, so a mis-gathered input,
     a wrong roll or a wrong region would change the result; optionally out of memory above `fits` items."""
 
-    def __init__(self, fits: int | None = None):
-        self.fits, self.calls = fits, []
-
-    def predict_x0(self, x, table, step, items):
-        if self.fits is not None and len(x) > self.fits:
-            raise torch.cuda.OutOfMemoryError(f"a batch of {len(x)} does not fit")
-        self.calls.append(len(x))
+    def x0(self, x, items, step):
         rows = torch.arange(x.shape[-2], dtype=x.dtype)[:, None] / x.shape[-2]
         return torch.tanh(0.8 * x + items.cond["id"][:, :, None, None] * rows) - 0.1 * step
 
